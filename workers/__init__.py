@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Numerics and worker processes: layers, synthesizers, optimizers, and one loop per role."""

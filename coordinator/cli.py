@@ -1,0 +1,156 @@
+"""The `dni` command: run, coordinator, worker, eval (and bench, keys)."""
+from __future__ import annotations
+
+import workers.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from coordinator import checkpoint, config, launch
+from coordinator.control import Coordinator, WorkerLost
+from coordinator.data import DataError, Dataset, generated_task, load_mnist
+
+log = logging.getLogger("dni")
+
+
+def load_dataset(cfg: config.Config) -> Dataset:
+    if cfg.data:
+        dataset = load_mnist(cfg.data, cfg.class_list() or None)
+    else:
+        dataset = generated_task(seed=cfg.seed)
+    if cfg.train_subset:
+        dataset = Dataset(dataset.x_train[:cfg.train_subset], dataset.y_train[:cfg.train_subset],
+                          dataset.x_test, dataset.y_test, dataset.n_classes, dataset.name)
+    return dataset
+
+
+def run_dir_for(cfg: config.Config) -> Path:
+    path = Path(cfg.out or f"runs/{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def serve(cfg: config.Config, bind: str, n_workers: int, spawn_local: bool) -> dict:
+    """Run one training job as coordinator; with spawn_local, start the workers here too."""
+    from coordinator import trainer
+    from coordinator.metrics import MetricsLog, Progress
+
+    dataset = load_dataset(cfg)  # fail on bad data before any process starts
+    run_dir = run_dir_for(cfg)
+    metrics = MetricsLog(run_dir)
+    steps = -(-len(dataset.x_train) // cfg.batch_size) * cfg.epochs
+    progress = Progress(cfg.progress, steps)
+    ctx = zmq.Context()
+    coord = Coordinator(ctx, bind, n_workers, cfg.heartbeat, on_metrics=metrics.write, on_done=progress.on_done)
+    procs = {}
+    try:
+        if spawn_local:
+            procs = coord.procs = launch.spawn(coord.endpoint, n_workers)
+        log.info("coordinator at %s waiting for %d workers", coord.endpoint, n_workers)
+        coord.register(timeout=None if not spawn_local else 60)
+        coord.assign(trainer.roles(n_workers), trainer.network_config(cfg, dataset))
+        summary = trainer.train(coord, cfg, dataset, run_dir, metrics, progress)
+        summary["workers"] = {str(k): v for k, v in coord.stop().items()}
+        checkpoint.write_json(run_dir / "summary.json", summary)
+        summary["run_dir"] = str(run_dir)
+        return summary
+    finally:
+        coord.stop(timeout=3.0) if not coord.stopping else None
+        coord.close()
+        launch.reap(procs.values())
+        metrics.close()
+        ctx.term()
+
+
+def print_summary(summary: dict) -> None:
+    print(f"mode {summary['mode']}  stages {summary['stages']}  dataset {summary['dataset']}")
+    print(f"test accuracy {summary['test_accuracy']:.4f}  train {summary['train_seconds']:.1f} s  "
+          f"{summary['samples_per_second']:,.0f} samples/s")
+    for stage, lat in summary["update_latency_ms"].items():
+        print(f"  stage {stage} update latency p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms")
+    print(f"run directory {summary['run_dir']}")
+
+
+def cmd_run(args) -> int:
+    cfg = config.from_args(args)
+    with tempfile.TemporaryDirectory(prefix="dni-") as tmp:
+        summary = serve(cfg, f"ipc://{tmp}/control", len(cfg.hidden_sizes()) + 1, spawn_local=True)
+    print_summary(summary)
+    return 0
+
+
+def cmd_coordinator(args) -> int:
+    cfg = config.from_args(args)
+    if args.workers != len(cfg.hidden_sizes()) + 1:
+        raise config.ConfigError(f"--workers {args.workers}: the network {cfg.hidden!r} has "
+                                 f"{len(cfg.hidden_sizes()) + 1} stages, one worker each")
+    print_summary(serve(cfg, args.bind, args.workers, spawn_local=False))
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from workers import worker
+    return worker.run(args.coordinator, args.advertise, args.stage)
+
+
+def cmd_eval(args) -> int:
+    from workers.reference import evaluate
+    from workers.stage import build, load_state
+
+    cfg_dict, states = checkpoint.load(Path(args.run_dir))
+    cfg = config.Config(data=args.data or cfg_dict["data"], classes=cfg_dict["classes"])
+    dataset = load_dataset(cfg)
+    stages = [build(k, cfg_dict) for k in range(1, len(cfg_dict["sizes"]))]
+    for s in stages:
+        load_state(s, states.get(s.index, {}))
+    accuracy = evaluate(stages, dataset.x_test, dataset.y_test, cfg_dict["eval_batch"])
+    print(f"test accuracy {accuracy:.4f} ({len(dataset.x_test)} examples, checkpoint step {cfg_dict['step']})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dni", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train locally: a coordinator plus one worker process per stage")
+    config.add_arguments(run)
+    run.set_defaults(func=cmd_run)
+    coord = sub.add_parser("coordinator", help="serve a run to workers that connect over the network")
+    coord.add_argument("--bind", default="tcp://127.0.0.1:5555", help="control endpoint (default: %(default)s)")
+    coord.add_argument("--workers", type=int, required=True, help="how many workers to wait for")
+    config.add_arguments(coord)
+    coord.set_defaults(func=cmd_coordinator)
+    work = sub.add_parser("worker", help="join a run: register with a coordinator and serve a stage")
+    work.add_argument("--coordinator", required=True, metavar="ENDPOINT", help="e.g. tcp://HOST:5555")
+    work.add_argument("--advertise", metavar="HOST", help="address neighbours reach this worker at "
+                      "(default: the one that routes to the coordinator)")
+    work.add_argument("--stage", type=int, help="ask for this stage (default: next free)")
+    work.set_defaults(func=cmd_worker)
+    ev = sub.add_parser("eval", help="test accuracy of a run directory's checkpoint")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--data", help="MNIST directory (default: the one the run used)")
+    ev.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (config.ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+        print(f"dni: error: {exc}", file=sys.stderr)
+        return 2
+    except (WorkerLost, TimeoutError) as exc:
+        print(f"dni: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dni: interrupted; workers stopped", file=sys.stderr)
+        return 130

@@ -1,0 +1,124 @@
+"""Run configuration: one flat block of defaults, overridable by a TOML file, then by flags."""
+from __future__ import annotations
+
+import argparse
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+def opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option."""
+
+
+@dataclass
+class Config:
+    # the task
+    data: str = opt("", "directory with the MNIST IDX files; empty = the built-in generated task")
+    classes: str = opt("", "keep only these digits, e.g. 0,1 (empty = all)")
+    train_subset: int = opt(0, "use only the first N training examples (0 = all)")
+    # the network
+    hidden: str = opt("256,256", "hidden layer sizes; each hidden layer is one worker process")
+    mode: str = opt("cdni", "dni | cdni | backprop")
+    optimizer: str = opt("adam", "sgd (momentum 0.9) | adam, for the layers")
+    lr: float = opt(3e-4, "learning rate of the layers")
+    synth_hidden: int = opt(0, "synthesizer hidden units (0 = linear, as in the paper)")
+    synth_lr: float = opt(1e-4, "Adam rate of the synthesizers")
+    # the schedule
+    epochs: int = opt(5, "passes over the training set")
+    batch_size: int = opt(128, "training batch size")
+    eval_batch: int = opt(1000, "evaluation batch size")
+    window: int = opt(4, "batches in flight at most (credit)")
+    seed: int = opt(0, "seed of every initialisation and shuffle")
+    # the run
+    out: str = opt("", "run directory (default runs/<mode>-<time>)")
+    log_every: int = opt(50, "steps between metric flushes")
+    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = at the end only)")
+    heartbeat: float = opt(1.0, "seconds; a peer silent for 3 intervals is dead")
+    progress: bool = opt(True, "show a live progress line")
+
+    def validate(self) -> "Config":
+        choices = {"mode": ("dni", "cdni", "backprop"), "optimizer": ("sgd", "adam")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name.replace('_', '-')}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size", "eval_batch", "window", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("train_subset", "synth_hidden", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "synth_lr", "heartbeat"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        self.hidden_sizes()
+        self.class_list()
+        return self
+
+    def hidden_sizes(self) -> list[int]:
+        sizes = _int_list(self.hidden, "hidden")
+        if not sizes or min(sizes) < 1:
+            raise ConfigError(f"--hidden: need one or more positive sizes, got {self.hidden!r}")
+        return sizes
+
+    def class_list(self) -> list[int]:
+        classes = _int_list(self.classes, "classes")
+        if len(set(classes)) != len(classes) or (classes and (len(classes) < 2 or min(classes) < 0 or max(classes) > 9)):
+            raise ConfigError(f"--classes: need two or more distinct digits 0-9, got {self.classes!r}")
+        return classes
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field; defaults stay None so we can tell what the user set."""
+    parser.add_argument("--config", metavar="FILE", help="TOML file of options (flags override it)")
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{f.metadata['help']} (default: {f.default})")
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                                help=f"{f.metadata['help']} (default: {f.default!r})")
+
+
+def from_args(args: argparse.Namespace) -> Config:
+    """Defaults < TOML file < flags, validated."""
+    values = asdict(Config())
+    if args.config:
+        values.update(load_toml(Path(args.config)))
+    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
+    return Config(**values).validate()
+
+
+def load_toml(path: Path) -> dict:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    known = {f.name: f for f in fields(Config)}
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"--config {path}: unknown option {key!r}")
+        if known[name].type == "str" and isinstance(value, list):  # hidden = [256, 256]
+            value = ",".join(map(str, value))
+        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[known[name].type]
+        if isinstance(value, bool) and known[name].type != "bool" or not isinstance(value, expected):
+            raise ConfigError(f"--config {path}: {key} should be {known[name].type}, got {value!r}")
+        out[name] = float(value) if known[name].type == "float" else value
+    return out

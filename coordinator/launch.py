@@ -1,0 +1,34 @@
+"""Start local workers with the very same `dni worker` command a remote machine runs, and reap them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def worker_command(coordinator: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "coordinator", "worker", "--coordinator", coordinator, *extra]
+
+
+def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
+    """One worker process per stage, each asking for its stage so local runs are deterministic."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # A new session: Ctrl-C reaches only the coordinator, which then stops the workers cleanly.
+    return {k: subprocess.Popen(worker_command(coordinator, "--stage", str(k)), env=env, start_new_session=True)
+            for k in range(1, stages + 1)}
+
+
+def reap(procs, timeout: float = 5.0) -> None:
+    """Wait for children to exit; terminate, then kill, whatever lingers. Never leaves an orphan."""
+    procs = list(procs)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(2.0)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,80 @@
+"""Run metrics: per-step JSON lines, update-latency percentiles, the live progress line, the summary."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def percentiles(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"p50": None, "p99": None, "n": 0}
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "n": int(a.size)}
+
+
+class MetricsLog:
+    """Writes metrics.jsonl (one line per step and stage) and keeps what the summary needs."""
+
+    def __init__(self, run_dir: Path):
+        self.file = open(run_dir / "metrics.jsonl", "w")
+        self.latency_ms: dict[int, list[float]] = defaultdict(list)
+        self.cos: dict[int, list[float]] = defaultdict(list)
+
+    def write(self, stage: int, records: list[dict]) -> None:
+        for rec in records:
+            if not isinstance(rec, dict):
+                continue
+            self.file.write(json.dumps({"stage": stage, **rec}) + "\n")
+            if isinstance(rec.get("latency_ms"), (int, float)):
+                self.latency_ms[stage].append(rec["latency_ms"])
+            if isinstance(rec.get("cos"), (int, float)):
+                self.cos[stage].append(rec["cos"])
+
+    def latency_summary(self) -> dict[str, dict]:
+        return {str(k): percentiles(v) for k, v in sorted(self.latency_ms.items())}
+
+    def synth_cosine(self) -> dict[str, float]:
+        """Mean cosine between synthetic gradient and target over the last 100 steps, per stage."""
+        return {str(k): float(np.mean(v[-100:])) for k, v in sorted(self.cos.items()) if v}
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Progress:
+    """A live line (step, loss, accuracy, samples/s) on a terminal; a log line now and then otherwise."""
+
+    def __init__(self, enabled: bool, total_steps: int, stream=sys.stderr):
+        self.enabled, self.total, self.stream = enabled, total_steps, stream
+        self.tty = stream.isatty()
+        self.start = self.last = time.monotonic()
+        self.steps = self.samples = self.correct = 0
+        self.loss = None
+
+    def on_done(self, meta: dict) -> None:
+        self.steps += 1
+        self.samples += meta["n"]
+        self.correct += meta["correct"]
+        # exponential moving average: the live loss should track, not remember epoch 1
+        self.loss = meta["loss"] if self.loss is None else 0.98 * self.loss + 0.02 * meta["loss"]
+        now = time.monotonic()
+        if self.enabled and now - self.last >= (0.5 if self.tty else 10.0):
+            self.last = now
+            self.show(now)
+
+    def show(self, now: float) -> None:
+        rate = self.samples / max(now - self.start, 1e-9)
+        line = (f"step {self.steps}/{self.total}  loss {self.loss:.4f}  "
+                f"train acc {self.correct / max(self.samples, 1):.4f}  {rate:,.0f} samples/s")
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+            self.stream.flush()

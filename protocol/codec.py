@@ -1,0 +1,97 @@
+"""encode(msg) -> frames and decode(frames) -> msg: a msgpack header, then one raw frame per array."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_NDIM, VERSION, Kind
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the receiver drops and counts it."""
+
+
+class VersionMismatch(ProtocolError):
+    def __init__(self, theirs: object, ours: int = VERSION):
+        super().__init__(f"protocol version mismatch: peer speaks {theirs!r}, this build speaks {ours}")
+        self.theirs, self.ours = theirs, ours
+
+
+@dataclass
+class Message:
+    kind: Kind
+    src: str = ""               # who sent it: "coordinator", "stage-2", ...
+    id: int = -1                # batch or step id; with src it lets duplicates be dropped
+    meta: dict[str, Any] = field(default_factory=dict)      # small scalars and strings
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def encode(msg: Message) -> list:
+    """Frames ready for send_multipart(copy=False): arrays are not copied."""
+    arrays = {k: np.ascontiguousarray(a) for k, a in msg.arrays.items()}
+    header = {
+        "v": VERSION, "k": str(msg.kind), "s": msg.src, "i": msg.id, "m": msg.meta,
+        "a": [[name, a.dtype.name, list(a.shape)] for name, a in arrays.items()],
+    }
+    return [msgpack.packb(header, use_bin_type=True), *arrays.values()]
+
+
+def _buffer(frame) -> memoryview:
+    # zmq.Frame (copy=False) exposes .buffer; bytes and arrays are buffers themselves.
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+def _unpack_header(raw: memoryview) -> dict:
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        # unpackb bounds its containers by the input length, which is bounded above.
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable header: {type(exc).__name__}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header is not a map")
+    if header.get("v") != VERSION:
+        raise VersionMismatch(header.get("v"))
+    for key, kind in (("k", str), ("s", str), ("i", int), ("m", dict), ("a", list)):
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
+            raise ProtocolError(f"header field {key!r} missing or not {kind.__name__}")
+    return header
+
+
+def _array(spec: object, frame) -> tuple[str, np.ndarray]:
+    if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str)
+            and isinstance(spec[1], str) and isinstance(spec[2], list)):
+        raise ProtocolError("array spec is not [name, dtype, shape]")
+    name, dtype, shape = spec
+    if dtype not in DTYPES:
+        raise ProtocolError(f"array {name!r}: dtype {dtype!r} not allowed")
+    if len(shape) > MAX_NDIM or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
+    buf = _buffer(frame)
+    expected = prod(shape) * np.dtype(dtype).itemsize
+    if expected != buf.nbytes or expected > MAX_FRAME_BYTES:
+        raise ProtocolError(f"array {name!r}: frame has {buf.nbytes} bytes, {dtype}{shape} needs {expected}")
+    return name, np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def decode(frames: list) -> Message:
+    """Strictly parse frames into a Message; raises ProtocolError on anything malformed."""
+    if not frames:
+        raise ProtocolError("empty message")
+    header = _unpack_header(_buffer(frames[0]))
+    try:
+        kind = Kind(header["k"])
+    except ValueError:
+        raise ProtocolError(f"unknown kind {header['k'][:32]!r}") from None
+    specs = header["a"]
+    if len(specs) > MAX_ARRAYS or len(specs) != len(frames) - 1:
+        raise ProtocolError(f"header names {len(specs)} arrays but {len(frames) - 1} frames follow")
+    arrays = dict(_array(spec, frame) for spec, frame in zip(specs, frames[1:]))
+    if len(arrays) != len(specs):
+        raise ProtocolError("duplicate array names")
+    return Message(kind, header["s"], header["i"], header["m"], arrays)

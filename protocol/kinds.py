@@ -1,0 +1,42 @@
+"""Protocol constants: the version, every message kind, and the limits a decoder enforces."""
+from enum import StrEnum
+
+# Bumped whenever a header field or a kind changes meaning; checked in the first message
+# a worker sends, so mismatched builds refuse each other with both versions named.
+VERSION = 1
+
+
+class Kind(StrEnum):
+    # control plane: worker <-> coordinator
+    HELLO = "hello"            # worker -> coordinator: version, data endpoint, wanted stage
+    ASSIGN = "assign"          # coordinator -> worker: role, stage, sizes, neighbours, config
+    REFUSE = "refuse"          # coordinator -> worker: registration refused, with a reason
+    READY = "ready"            # worker -> coordinator: sockets connected, parameters built
+    HEARTBEAT = "heartbeat"    # either way; any message counts as liveness
+    DONE = "done"              # head -> coordinator: a training batch finished (a credit)
+    EVALUATED = "evaluated"    # head -> coordinator: correct count and loss of an eval batch
+    METRICS = "metrics"        # worker -> coordinator: per-step records, as columns
+    SYNCED = "synced"          # stage 1 -> coordinator: the pipeline is drained
+    SAVE = "save"              # coordinator -> worker: send your parameters
+    STATE = "state"            # worker -> coordinator: parameters as arrays
+    STOP = "stop"              # coordinator -> worker: shut down now
+    BYE = "bye"                # worker -> coordinator: shutting down, with counters
+    # data plane: worker <-> worker (and the coordinator feeding stage 1)
+    FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
+    GRAD = "grad"              # gradient for a stage's output: its bootstrapped target
+    EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
+    SYNC = "sync"              # barrier travelling forward through the pipeline
+    SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path
+    # parameter service (tied recurrent weights)
+    PULL = "pull"              # time box -> service: send me the current weights
+    PARAMS = "params"          # service -> time box: weights and their version
+    PUSH = "push"              # time box -> service: a gradient to apply
+
+
+# Decoder limits: a header is small by design (arrays travel in their own frames).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_ARRAYS = 64
+MAX_NDIM = 4
+# Bound on a whole message, also set as zmq.MAXMSGSIZE on every socket.
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+DTYPES = frozenset({"float32", "float64", "int32", "int64", "uint8"})

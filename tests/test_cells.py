@@ -1,0 +1,182 @@
+"""Recurrent cells, readout and sequence data: BPTT gradients, box splitting, shapes."""
+
+import numpy as np
+import pytest
+
+from workers.cells import LSTMCell, TanhCell
+from workers.readout import Readout
+from workers.sequence_tasks import (chunk_sequences, copy_task, copy_task_dims, repeat_sequences,
+                                    row_sequences)
+
+T, B, N_IN, N_H = 4, 3, 5, 4
+CELLS = [TanhCell, LSTMCell]
+
+
+def _objective(cell, xs, state0, d_states, d_last):
+    """Scalar whose gradient wrt each state is d_states[t] (plus d_last at the end): what backward gets."""
+    states, _ = cell.forward(xs, state0)
+    return float(np.sum(states * d_states) + np.sum(states[-1] * d_last))
+
+
+def _numeric_grad(f, arr, eps=1e-6):
+    grad = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        old = arr[idx]
+        arr[idx] = old + eps
+        up = f()
+        arr[idx] = old - eps
+        down = f()
+        arr[idx] = old
+        grad[idx] = (up - down) / (2 * eps)
+    return grad
+
+
+def _setup(cell_cls, seed=0):
+    rng = np.random.default_rng(seed)
+    cell = cell_cls(N_IN, N_H, rng, dtype=np.float64)
+    # Non-trivial biases and state so every gate works away from its init point.
+    for v in cell.params.values():
+        v += 0.3 * rng.standard_normal(v.shape)
+    xs = rng.standard_normal((T, B, N_IN))
+    state0 = 0.5 * rng.standard_normal((B, cell.state_size))
+    d_states = rng.standard_normal((T, B, cell.state_size))
+    d_states[1] = 0.0  # one step with no outside gradient, like a step without a readout
+    d_last = rng.standard_normal((B, cell.state_size))
+    return cell, xs, state0, d_states, d_last
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_bptt_matches_finite_differences(cell_cls):
+    cell, xs, state0, d_states, d_last = _setup(cell_cls)
+    states, tape = cell.forward(xs, state0)
+    grads, d_state0 = cell.backward(tape, d_states, d_last)
+
+    f = lambda: _objective(cell, xs, state0, d_states, d_last)  # noqa: E731
+    assert grads.keys() == cell.params.keys()
+    for name, p in cell.params.items():
+        assert grads[name].shape == p.shape
+        np.testing.assert_allclose(grads[name], _numeric_grad(f, p), rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(d_state0, _numeric_grad(f, state0), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_backward_without_d_last_equals_zero_d_last(cell_cls):
+    cell, xs, state0, d_states, d_last = _setup(cell_cls)
+    _, tape = cell.forward(xs, state0)
+    g_none, d0_none = cell.backward(tape, d_states, None)
+    g_zero, d0_zero = cell.backward(tape, d_states, np.zeros_like(d_last))
+    for name in g_none:
+        np.testing.assert_array_equal(g_none[name], g_zero[name])
+    np.testing.assert_array_equal(d0_none, d0_zero)
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_two_boxes_equal_one_box(cell_cls):
+    """Forward box 1 then box 2 from its last state; backward box 2 then box 1 with d_state0 as d_last."""
+    cell, xs, state0, d_states, d_last = _setup(cell_cls)
+    states, tape = cell.forward(xs, state0)
+    grads, d_state0 = cell.backward(tape, d_states, d_last)
+
+    k = T // 2
+    states_a, tape_a = cell.forward(xs[:k], state0)
+    states_b, tape_b = cell.forward(xs[k:], states_a[-1])
+    np.testing.assert_allclose(np.concatenate([states_a, states_b]), states, rtol=1e-12, atol=1e-14)
+    grads_b, d_mid = cell.backward(tape_b, d_states[k:], d_last)
+    grads_a, d_state0_split = cell.backward(tape_a, d_states[:k], d_mid)
+    for name in grads:
+        np.testing.assert_allclose(grads_a[name] + grads_b[name], grads[name], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(d_state0_split, d_state0, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_interface_shapes_and_dtype(cell_cls):
+    cell = cell_cls(N_IN, N_H, np.random.default_rng(1))
+    assert cell.n_hidden == N_H
+    assert cell.state_size == (N_H if cell_cls is TanhCell else 2 * N_H)
+    s0 = cell.zero_state(B)
+    assert s0.shape == (B, cell.state_size) and s0.dtype == np.float32
+    # float64 inputs (e.g. raw data, a gradient off the wire) must not promote the cell's arrays.
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((T, B, N_IN))
+    states, tape = cell.forward(xs, s0.astype(np.float64))
+    assert states.shape == (T, B, cell.state_size) and states.dtype == np.float32
+    h = cell.output(states[-1])
+    assert h.shape == (B, N_H) and np.shares_memory(h, states)
+    grads, d0 = cell.backward(tape, np.zeros(states.shape), rng.standard_normal((B, cell.state_size)))
+    assert all(g.dtype == np.float32 for g in grads.values()) and d0.dtype == np.float32
+    assert all(p.dtype == np.float32 for p in cell.params.values())
+
+
+def test_lstm_forget_bias_is_one():
+    cell = LSTMCell(N_IN, N_H, np.random.default_rng(0))
+    b = cell.params["b"]
+    assert b.shape == (4 * N_H,)
+    assert np.count_nonzero(b == 1.0) == N_H and np.count_nonzero(b) == N_H
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_readout_matches_finite_differences(use_mask):
+    rng = np.random.default_rng(3)
+    n, c = 6, 5
+    ro = Readout(N_H, c, rng, dtype=np.float64)
+    ro.params["b"] += rng.standard_normal(c)
+    h = rng.standard_normal((n, N_H))
+    y = rng.integers(0, c, n)
+    mask = np.array([1, 0, 1, 1, 0, 1], float) if use_mask else None
+    loss, correct, grads, d_h = ro.loss_and_grad(h, y, mask)
+
+    f = lambda: ro.loss_and_grad(h, y, mask)[0]  # noqa: E731
+    for name, p in ro.params.items():
+        np.testing.assert_allclose(grads[name], _numeric_grad(f, p), rtol=1e-5, atol=1e-8, err_msg=name)
+    np.testing.assert_allclose(d_h, _numeric_grad(f, h), rtol=1e-5, atol=1e-8)
+
+    logits = h @ ro.params["W"] + ro.params["b"]
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    w = np.ones(n) if mask is None else mask
+    assert loss == pytest.approx(-(w * logp[np.arange(n), y]).sum() / w.sum(), rel=1e-12)
+    pred = ro.predict(h)
+    np.testing.assert_array_equal(pred, logits.argmax(1))
+    assert correct == int(((pred == y) & (w > 0)).sum())
+
+
+def test_copy_task_layout():
+    rng = np.random.default_rng(4)
+    L, batch, n_sym = 5, 7, 6
+    xs, ys, mask = copy_task(rng, batch, L, n_sym)
+    n_in, n_classes = copy_task_dims(n_sym)
+    assert (n_in, n_classes) == (n_sym + 1, n_sym)
+    assert xs.shape == (2 * L + 1, batch, n_in) and xs.dtype == np.float32
+    assert ys.shape == mask.shape == (2 * L + 1, batch)
+    np.testing.assert_array_equal(mask[:L + 1], 0.0)
+    np.testing.assert_array_equal(mask[L + 1:], 1.0)
+    # Read phase: one symbol per step, no delimiter; then the delimiter alone; then silence.
+    np.testing.assert_array_equal(xs[:L].sum(-1), 1.0)
+    np.testing.assert_array_equal(xs[:L, :, n_sym], 0.0)
+    np.testing.assert_array_equal(xs[L], np.eye(n_in)[n_sym][None].repeat(batch, 0))
+    np.testing.assert_array_equal(xs[L + 1:], 0.0)
+    # Targets echo the inputs in order.
+    np.testing.assert_array_equal(ys[L + 1:], xs[:L].argmax(-1))
+    assert ys.max() < n_classes and ys.min() >= 0
+
+
+def test_mnist_sequence_shapes():
+    x = np.arange(3 * 784, dtype=np.float32).reshape(3, 784)
+    rows = row_sequences(x)
+    assert rows.shape == (28, 3, 28)
+    np.testing.assert_array_equal(rows[5, 2], x[2, 5 * 28:6 * 28])
+    np.testing.assert_array_equal(row_sequences(x.reshape(3, 28, 28)), rows)
+
+    chunks = chunk_sequences(x, 4)
+    assert chunks.shape == (4, 3, 196)
+    np.testing.assert_array_equal(chunks[1, 0], x[0, 196:392])
+    np.testing.assert_array_equal(chunk_sequences(x, 28), rows)
+    for bad in (5, 0, 785):
+        with pytest.raises(ValueError):
+            chunk_sequences(x, bad)
+
+    rep = repeat_sequences(x, 3)
+    assert rep.shape == (3, 3, 784)
+    np.testing.assert_array_equal(rep[2], x)
+    assert np.shares_memory(rep, x)
+    with pytest.raises(ValueError):
+        repeat_sequences(x, 0)

@@ -1,0 +1,37 @@
+"""The head role: owns the loss, updates from the true gradient, returns credits to the coordinator."""
+from __future__ import annotations
+
+import time
+
+from protocol import Kind, Message
+from workers.role import Role
+from workers.stage import HeadStage, build
+
+
+class HeadWorker(Role):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.stage: HeadStage = build(self.stage_index, self.cfg)
+        self.handlers.update({Kind.FORWARD: self.on_forward, Kind.EVAL: self.on_eval,
+                              Kind.SYNC: self.on_sync})
+
+    def on_forward(self, msg: Message, t: float) -> None:
+        b, y = msg.id, msg.arrays["y"]
+        loss, correct, grads, g = self.stage.loss_and_grads(msg.arrays["x"], y)
+        self.to_peer("prev", Kind.GRAD, b, g=g)   # the true gradient, sent before our own update
+        self.stage.update(grads)
+        latency = time.perf_counter() - t
+        self.to_coordinator(Kind.DONE, b, {"loss": loss, "correct": correct, "n": len(y)})
+        self.record({"step": b, "latency_ms": latency * 1e3, "loss": loss, "accuracy": correct / len(y)})
+
+    def on_eval(self, msg: Message, t: float) -> None:
+        loss_sum, correct = self.stage.evaluate(msg.arrays["x"], msg.arrays["y"])
+        self.to_coordinator(Kind.EVALUATED, msg.id, {"loss_sum": loss_sum, "correct": correct,
+                                                     "n": len(msg.arrays["y"])})
+
+    def on_sync(self, msg: Message, t: float) -> None:
+        self.flush_metrics()
+        self.to_peer("prev", Kind.SYNC_BACK, msg.id)
+
+    def state(self) -> dict:
+        return self.stage.state()

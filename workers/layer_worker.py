@@ -1,0 +1,58 @@
+"""The hidden-layer role: forward, send on at once, update from the synthesizer, learn from targets."""
+from __future__ import annotations
+
+from protocol import Kind, Message
+from workers.role import Role
+from workers.stage import Stage, build
+
+
+class LayerWorker(Role):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.stage: Stage = build(self.stage_index, self.cfg)
+        self.locked = self.stage.mode == "backprop"
+        self.handlers.update({Kind.FORWARD: self.on_forward, Kind.GRAD: self.on_grad,
+                              Kind.EVAL: self.on_eval, Kind.SYNC: self.on_sync,
+                              Kind.SYNC_BACK: self.on_sync_back})
+
+    def on_forward(self, msg: Message, t: float) -> None:
+        b, y = msg.id, msg.arrays["y"]
+        h = self.stage.forward_train(b, msg.arrays["x"], y, t)
+        self.to_peer("next", Kind.FORWARD, b, x=h, y=y)   # downstream starts at once
+        if self.locked:
+            self.blocked = True  # locked backprop: nothing more until the true gradient comes
+            return
+        # Decoupled: the update uses the local synthetic gradient and waits for no one.
+        target_below, _ = self.stage.apply(b, self.stage.synthetic_gradient(b))
+        if target_below is not None:
+            self.to_peer("prev", Kind.GRAD, b, g=target_below)
+
+    def on_grad(self, msg: Message, t: float) -> None:
+        b, g = msg.id, msg.arrays["g"]
+        if b not in self.stage.cache:
+            self.counters["unexpected"] += 1   # late target for an evicted batch
+            return
+        if self.locked:
+            target_below, rec = self.stage.apply(b, g)
+            if target_below is not None:
+                self.to_peer("prev", Kind.GRAD, b, g=target_below)
+            self.blocked = False
+        else:
+            rec = self.stage.learn(b, g)    # g is the bootstrapped target for M(h_b)
+        self.record(rec)
+
+    def on_eval(self, msg: Message, t: float) -> None:
+        self.to_peer("next", Kind.EVAL, msg.id, x=self.stage.forward(msg.arrays["x"]), y=msg.arrays["y"])
+
+    def on_sync(self, msg: Message, t: float) -> None:
+        self.flush_metrics()
+        self.to_peer("next", Kind.SYNC, msg.id)
+
+    def on_sync_back(self, msg: Message, t: float) -> None:
+        if self.stage.first:
+            self.to_coordinator(Kind.SYNCED, msg.id)
+        else:
+            self.to_peer("prev", Kind.SYNC_BACK, msg.id)
+
+    def state(self) -> dict:
+        return self.stage.state()

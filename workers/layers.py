@@ -1,0 +1,60 @@
+"""Feed-forward layers, each forward next to its backward: a dense ReLU layer and the softmax head."""
+import numpy as np
+
+
+class Dense:
+    """h = relu(x W + b), or affine when relu=False."""
+
+    def __init__(self, n_in: int, n_out: int, rng: np.random.Generator, relu: bool = True, dtype=np.float32):
+        scale = np.sqrt(2.0 / n_in) if relu else np.sqrt(1.0 / n_in)  # He / LeCun init
+        self.params = {"W": (rng.standard_normal((n_in, n_out)) * scale).astype(dtype),
+                       "b": np.zeros(n_out, dtype)}
+        self.relu = relu
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        h = x @ self.params["W"]
+        h += self.params["b"]
+        if self.relu:
+            np.maximum(h, 0, out=h)
+        return h
+
+    def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True):
+        """Gradients of the parameters and (optionally) of x, given dL/dh."""
+        if self.relu:
+            g = g * (h > 0)  # relu'(z) from its output: h > 0 exactly where z > 0
+        grads = {"W": x.T @ g, "b": g.sum(axis=0)}
+        return grads, (g @ self.params["W"].T if need_dx else None)
+
+
+def softmax_xent(logits: np.ndarray, y: np.ndarray):
+    """Mean cross-entropy, correct count, and dL/dlogits for integer labels y."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(y)
+    rows = np.arange(n)
+    loss = float(-np.log(np.maximum(p[rows, y], 1e-30)).mean())
+    correct = int((logits.argmax(axis=1) == y).sum())
+    p[rows, y] -= 1
+    p /= n
+    return loss, correct, p
+
+
+class Head:
+    """The top stage: an affine layer with the softmax cross-entropy loss."""
+
+    def __init__(self, n_in: int, n_classes: int, rng: np.random.Generator, dtype=np.float32):
+        self.layer = Dense(n_in, n_classes, rng, relu=False, dtype=dtype)
+        self.params = self.layer.params
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
+        """(loss, correct, parameter grads, dL/dx): the true gradient the head sends down."""
+        logits = self.layer.forward(x)
+        loss, correct, g = softmax_xent(logits, y)
+        grads, dx = self.layer.backward(x, logits, g)
+        return loss, correct, grads, dx
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """(summed loss, correct count), no update."""
+        loss, correct, _ = softmax_xent(self.layer.forward(x), y)
+        return loss * len(y), correct

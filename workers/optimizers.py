@@ -1,0 +1,42 @@
+"""SGD with momentum and Adam, updating a dict of named parameter arrays in place."""
+import numpy as np
+
+
+class SGD:
+    def __init__(self, params: dict[str, np.ndarray], lr: float, momentum: float = 0.9):
+        self.lr, self.momentum = lr, momentum
+        self.velocity = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for k, g in grads.items():
+            v = self.velocity[k]
+            v *= self.momentum
+            v += g
+            params[k] -= self.lr * v
+
+
+class Adam:
+    def __init__(self, params: dict[str, np.ndarray], lr: float, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.lr, self.beta1, self.beta2, self.eps, self.t = lr, beta1, beta2, eps, 0
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        # Bias corrections folded into the step size: one scalar instead of two array passes.
+        lr = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
+        for k, g in grads.items():
+            m, v = self.m[k], self.v[k]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            params[k] -= lr * m / (np.sqrt(v) + self.eps)
+
+
+def make(name: str, params: dict[str, np.ndarray], lr: float):
+    if name == "sgd":
+        return SGD(params, lr)
+    if name == "adam":
+        return Adam(params, lr)
+    raise ValueError(f"unknown optimizer {name!r} (choose sgd or adam)")

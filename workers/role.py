@@ -1,0 +1,138 @@
+"""What every worker role shares: the event loop over inbox and control socket, heartbeats, metrics."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import zmq
+
+from protocol import Kind, Message, ProtocolError
+from workers.transport import Liveness, make_socket, recv, send
+
+# Kinds that travel the forward direction; a locked (backprop) stage defers them while it
+# waits for its gradient, so the barrier and evaluation keep their place in the stream.
+FORWARD_KINDS = frozenset({Kind.FORWARD, Kind.EVAL, Kind.SYNC})
+
+
+class CoordinatorLost(RuntimeError):
+    pass
+
+
+class Role:
+    """Base of the worker loops: subclasses fill `self.handlers` (kind -> method), dask-style."""
+
+    def __init__(self, ctx: zmq.Context, control: zmq.Socket, inbox: zmq.Socket, assign: Message, curve=None):
+        meta = assign.meta
+        self.name = f"stage-{meta['stage']}"
+        self.stage_index = meta["stage"]
+        self.cfg = meta["config"]
+        self.log = logging.getLogger(f"dni.{self.name}")
+        self.ctx, self.control, self.inbox = ctx, control, inbox
+        self.liveness = Liveness(meta["heartbeat"])
+        self.peers = {side: self._connect(ctx, peer, curve) for side, peer in meta["neighbours"].items() if peer}
+        self.handlers: dict[Kind, callable] = {Kind.STOP: self.on_stop, Kind.SAVE: self.on_save,
+                                               Kind.HEARTBEAT: lambda msg, t: None}
+        self.deferred: deque[tuple[Message, float]] = deque()
+        self.blocked = False        # a locked stage waiting for its gradient
+        self.stopping = False
+        self.records: list[dict] = []
+        self.counters = {"bad_messages": 0, "duplicates": 0, "unexpected": 0}
+        self.last_id: dict[tuple[str, str], int] = {}
+
+    @staticmethod
+    def _connect(ctx, peer: dict, curve) -> zmq.Socket:
+        sock = make_socket(ctx, zmq.PUSH, {"client": (*curve["own"], peer["key"].encode())} if curve else None)
+        sock.connect(peer["endpoint"])
+        return sock
+
+    # -- sending ------------------------------------------------------------------------
+    def to_peer(self, side: str, kind: Kind, b: int, **arrays) -> None:
+        send(self.peers[side], Message(kind, self.name, b, {}, arrays))
+
+    def to_coordinator(self, kind: Kind, b: int = -1, meta=None, arrays=None) -> None:
+        send(self.control, Message(kind, self.name, b, meta or {}, arrays or {}))
+        self.liveness.on_spoke()
+
+    def record(self, rec: dict | None) -> None:
+        if rec is None:
+            return
+        self.records.append(rec)
+        if len(self.records) >= self.cfg["log_every"]:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        if self.records:
+            self.to_coordinator(Kind.METRICS, meta={"records": self.records})
+            self.records = []
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        self.to_coordinator(Kind.READY)
+        poller = zmq.Poller()
+        poller.register(self.inbox, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        timeout_ms = int(self.liveness.interval * 1000)
+        while not self.stopping:
+            if self.deferred and not self.blocked:
+                self.dispatch(*self.deferred.popleft())
+                continue
+            # Block in poll (never busy-poll: on 2 cores it starves ZeroMQ's I/O thread).
+            for sock, _ in poller.poll(timeout_ms):
+                self.receive(sock)
+            if self.liveness.should_speak():
+                self.to_coordinator(Kind.HEARTBEAT)
+            if self.liveness.dead():
+                raise CoordinatorLost(f"no word from the coordinator for {self.liveness.silent_for():.1f} s")
+
+    def receive(self, sock: zmq.Socket) -> None:
+        try:
+            _, msg = recv(sock)
+        except ProtocolError as exc:
+            # The "nasty" parser: reject, count, log (a few), never crash.
+            self.counters["bad_messages"] += 1
+            if self.counters["bad_messages"] <= 5:
+                self.log.warning("dropped a malformed message: %s", exc)
+            return
+        t = time.perf_counter()
+        if sock is self.control:
+            self.liveness.on_heard()
+        elif self.is_duplicate(msg):
+            return
+        if self.blocked and msg.kind in FORWARD_KINDS:
+            self.deferred.append((msg, t))
+        else:
+            self.dispatch(msg, t)
+
+    def is_duplicate(self, msg: Message) -> bool:
+        """Data ids rise per (source, kind); a repeat or older id is a duplicate and is dropped."""
+        key = (msg.src, msg.kind)
+        if msg.id <= self.last_id.get(key, -1):
+            self.counters["duplicates"] += 1
+            return True
+        self.last_id[key] = msg.id
+        return False
+
+    def dispatch(self, msg: Message, t: float) -> None:
+        handler = self.handlers.get(msg.kind)
+        if handler is None:
+            self.counters["unexpected"] += 1
+            self.log.warning("unexpected %s message from %s", msg.kind, msg.src or "?")
+            return
+        handler(msg, t)
+
+    # -- control -------------------------------------------------------------------------
+    def state(self) -> dict:
+        raise NotImplementedError
+
+    def on_save(self, msg: Message, t: float) -> None:
+        self.to_coordinator(Kind.STATE, msg.id, meta=self.counters, arrays=self.state())
+
+    def on_stop(self, msg: Message, t: float) -> None:
+        self.flush_metrics()
+        self.to_coordinator(Kind.BYE, meta=self.counters)
+        self.stopping = True
+
+    def close(self) -> None:
+        for sock in self.peers.values():
+            sock.close(linger=0)

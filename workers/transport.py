@@ -1,0 +1,69 @@
+"""ZeroMQ plumbing shared by every role: socket options, send/recv of protocol messages, liveness."""
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from protocol import Message, decode, encode
+from protocol.kinds import MAX_FRAME_BYTES
+
+# Explicit high-water marks: the credit window bounds what is in flight; these bound the
+# queues only as a backstop so a runaway peer cannot fill memory.
+HWM = 1000
+MISSED_HEARTBEATS = 3  # a peer silent for this many intervals is dead
+
+
+def make_socket(ctx: zmq.Context, kind: int, curve: dict | None = None) -> zmq.Socket:
+    """A socket with the project's options; curve = {"server": (pub, sec)} or {"client": (pub, sec, server_pub)}."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable sends raise instead of vanishing
+    if curve and "server" in curve:
+        sock.curve_publickey, sock.curve_secretkey = curve["server"]
+        sock.curve_server = True
+    elif curve and "client" in curve:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve["client"]
+    return sock
+
+
+def send(sock: zmq.Socket, msg: Message, identity: bytes | None = None) -> None:
+    frames = encode(msg)
+    if identity is not None:
+        frames.insert(0, identity)
+    sock.send_multipart(frames, copy=False)
+
+
+def recv(sock: zmq.Socket, router: bool = False) -> tuple[bytes | None, Message]:
+    """Receive and decode one message (raises ProtocolError); a ROUTER's first frame is the peer id."""
+    frames = sock.recv_multipart(copy=False)
+    if router:
+        return frames[0].bytes, decode(frames[1:])
+    return None, decode(frames)
+
+
+class Liveness:
+    """Heartbeat bookkeeping for one peer: any message heard counts; we speak up when silent."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.heard = self.spoke = time.monotonic()
+
+    def on_heard(self) -> None:
+        self.heard = time.monotonic()
+
+    def on_spoke(self) -> None:
+        self.spoke = time.monotonic()
+
+    def should_speak(self) -> bool:
+        return time.monotonic() - self.spoke >= self.interval
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.heard
+
+    def dead(self) -> bool:
+        return self.silent_for() > MISSED_HEARTBEATS * self.interval
