@@ -33,7 +33,7 @@ class Role:
         self.peers = {side: self._connect(ctx, peer, curve) for side, peer in meta["neighbours"].items() if peer}
         self.handlers: dict[Kind, callable] = {Kind.STOP: self.on_stop, Kind.SAVE: self.on_save,
                                                Kind.HEARTBEAT: lambda msg, t: None}
-        self.deferred: deque[tuple[Message, float]] = deque()
+        self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
         self.stopping = False
         self.records: list[dict] = []
@@ -75,7 +75,9 @@ class Role:
         timeout_ms = int(self.liveness.interval * 1000)
         while not self.stopping:
             if self.deferred and not self.blocked:
-                self.dispatch(*self.deferred.popleft())
+                # A deferred input counts as received when the stage takes it up: update
+                # latency measures the stage's own work and waits, not its backlog.
+                self.dispatch(self.deferred.popleft(), time.perf_counter())
                 continue
             # Block in poll (never busy-poll: on 2 cores it starves ZeroMQ's I/O thread).
             for sock, _ in poller.poll(timeout_ms):
@@ -100,7 +102,7 @@ class Role:
         elif self.is_duplicate(msg):
             return
         if self.blocked and msg.kind in FORWARD_KINDS:
-            self.deferred.append((msg, t))
+            self.deferred.append(msg)
         else:
             self.dispatch(msg, t)
 
