@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real data lives, and the no-orphan check after every test."""
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+# Every process a test starts inherits this tag, so leftovers can be found even after
+# they were re-parented to init.
+TAG = f"dni-test-{uuid.uuid4().hex[:8]}"
+os.environ["DNI_TEST_TAG"] = TAG
+
+
+def tagged_processes() -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        zombie = stat.rsplit(")", 1)[1].split()[0] == "Z"
+        if f"DNI_TEST_TAG={TAG}".encode() in env and not zombie:
+            found.append(int(pid))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphans():
+    yield
+    deadline = time.monotonic() + 5
+    while tagged_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = tagged_processes()
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture
+def mnist() -> Path:
+    assert MNIST.is_dir(), f"MNIST files not found at {MNIST}"
+    return MNIST

@@ -1,0 +1,98 @@
+"""Every layer's and synthesizer's gradients against central finite differences (float64)."""
+import numpy as np
+import pytest
+
+from workers.layers import Dense, Head
+from workers.optimizers import SGD, Adam
+from workers.synthesizers import Synthesizer
+
+RNG = np.random.default_rng(0)
+
+
+def numeric_grad(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    grad = np.zeros_like(array)
+    for i in np.ndindex(array.shape):
+        old = array[i]
+        array[i] = old + eps
+        up = f()
+        array[i] = old - eps
+        down = f()
+        array[i] = old
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def assert_close(analytic, numeric):
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_dense_relu_gradients():
+    layer = Dense(5, 4, RNG, relu=True, dtype=np.float64)
+    layer.params["b"][:] = RNG.standard_normal(4) * 0.1
+    x = RNG.standard_normal((6, 5))
+    upstream = RNG.standard_normal((6, 4))  # L = sum(h * upstream)
+
+    def loss():
+        return float((layer.forward(x) * upstream).sum())
+
+    grads, dx = layer.backward(x, layer.forward(x), upstream)
+    for name, p in layer.params.items():
+        assert_close(grads[name], numeric_grad(loss, p))
+    assert_close(dx, numeric_grad(loss, x))
+
+
+def test_head_gradients():
+    head = Head(5, 3, RNG, dtype=np.float64)
+    x, y = RNG.standard_normal((7, 5)), RNG.integers(0, 3, 7)
+
+    def loss():
+        return head.loss_and_grads(x, y)[0]
+
+    _, _, grads, dx = head.loss_and_grads(x, y)
+    for name, p in head.params.items():
+        assert_close(grads[name], numeric_grad(loss, p))
+    assert_close(dx, numeric_grad(loss, x))
+
+
+@pytest.mark.parametrize("n_classes, hidden", [(0, 0), (3, 0), (0, 6), (3, 6)])
+def test_synthesizer_gradients(n_classes, hidden):
+    synth = Synthesizer(4, RNG, n_classes=n_classes, hidden=hidden, dtype=np.float64)
+    for p in synth.params.values():  # move off the zero init so every path carries gradient
+        p += RNG.standard_normal(p.shape) * 0.3
+    h, target = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 4))
+    y = RNG.integers(0, max(n_classes, 1), 5)
+
+    def loss():
+        return synth.loss_and_grads(h, y, target)[0]
+
+    _, grads = synth.loss_and_grads(h, y, target)
+    assert set(grads) == set(synth.params)
+    for name, p in synth.params.items():
+        assert_close(grads[name], numeric_grad(loss, p))
+
+
+def test_synthesizer_starts_at_zero():
+    for n_classes, hidden in [(0, 0), (10, 0), (0, 32), (10, 32)]:
+        synth = Synthesizer(8, RNG, n_classes=n_classes, hidden=hidden)
+        g = synth.predict(RNG.standard_normal((3, 8)).astype(np.float32), np.array([0, 1, 2]))
+        assert not g.any()
+
+
+def test_linear_conditioned_synthesizer_learns_a_label_dependent_map():
+    synth = Synthesizer(4, RNG, n_classes=2, dtype=np.float64)
+    opt = Adam(synth.params, 0.05)
+    h, y = RNG.standard_normal((64, 4)), RNG.integers(0, 2, 64)
+    target = h @ RNG.standard_normal((4, 4)) + np.where(y[:, None] == 1, 1.0, -1.0)
+    first = synth.loss_and_grads(h, y, target)[0]
+    for _ in range(500):
+        opt.step(synth.params, synth.loss_and_grads(h, y, target)[1])
+    assert synth.loss_and_grads(h, y, target)[0] < 0.01 * first
+
+
+def test_sgd_momentum_matches_the_textbook_update():
+    p = {"w": np.array([1.0])}
+    opt = SGD(p, lr=0.1, momentum=0.9)
+    opt.step(p, {"w": np.array([1.0])})
+    opt.step(p, {"w": np.array([1.0])})
+    # v1 = 1, w1 = 0.9; v2 = 1.9, w2 = 0.9 - 0.19
+    np.testing.assert_allclose(p["w"], [0.71])

@@ -1,0 +1,185 @@
+"""Multi-process runs on the generated task: transparency, checkpoints, bad input, worker faults."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from coordinator import checkpoint, launch, trainer
+from coordinator.cli import main
+from coordinator.config import Config
+from coordinator.control import Coordinator
+from coordinator.data import batches, generated_task
+from protocol import Kind, Message, encode
+from workers.reference import build_network, step
+
+FAST = ["--no-progress", "--heartbeat", "0.5"]
+
+
+def test_backprop_over_processes_matches_single_process_numpy(tmp_path):
+    """Transparency: locked backprop on 3 processes gives the reference's weights."""
+    args = ["run", "--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--hidden", "32,16",
+            "--train-subset", "1280", "--epochs", "2", "--seed", "3", "--out", str(tmp_path), *FAST]
+    assert main(args) == 0
+    cfg, states = checkpoint.load(tmp_path)
+    data = generated_task(seed=3)
+    net = build_network(cfg)
+    rng = np.random.default_rng(3)
+    b = 0
+    for _ in range(2):
+        for x, y in batches(data.x_train[:1280], data.y_train[:1280], 128, rng):
+            step(net, b, x, y)
+            b += 1
+    assert cfg["step"] == b == 20
+    for stage in net:
+        for name, want in stage.state().items():
+            np.testing.assert_allclose(states[stage.index][name], want, rtol=1e-5, atol=1e-7)
+
+
+def test_run_writes_metrics_summary_and_a_checkpoint_that_eval_reproduces(tmp_path, capsys):
+    assert main(["run", "--mode", "cdni", "--hidden", "64,64", "--epochs", "1", "--window", "3",
+                 "--out", str(tmp_path), "--log-every", "10", *FAST]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("mode", "stages", "epochs", "test_accuracy", "train_seconds", "samples_per_second"):
+        assert key in summary
+    assert summary["stages"] == 3 and summary["mode"] == "cdni"
+    assert set(summary["update_latency_ms"]) == {"1", "2", "3"}
+    for lat in summary["update_latency_ms"].values():
+        assert 0 < lat["p50"] <= lat["p99"]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in lines} == {1, 2, 3}
+    hidden = [r for r in lines if r["stage"] == 2]
+    assert all(-1 <= r["cos"] <= 1 and r["staleness"] >= 0 and r["synth_loss"] >= 0 for r in hidden)
+    assert all("loss" in r for r in lines if r["stage"] == 3)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in printed
+
+
+def test_the_generated_task_needs_the_hidden_layers(tmp_path):
+    """The default task is not linearly solvable: the 3-stage net beats a linear model clearly."""
+    assert main(["run", "--mode", "backprop", "--epochs", "3", "--out", str(tmp_path / "mlp"), *FAST]) == 0
+    mlp = json.loads((tmp_path / "mlp" / "summary.json").read_text())["test_accuracy"]
+    data = generated_task(seed=0)
+    from workers.layers import Head
+    from workers.optimizers import Adam
+    head = Head(data.n_features, data.n_classes, np.random.default_rng(0))
+    opt = Adam(head.params, 3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        for x, y in batches(data.x_train, data.y_train, 128, rng):
+            opt.step(head.params, head.loss_and_grads(x, y)[2])
+    linear = head.evaluate(data.x_test, data.y_test)[1] / len(data.y_test)
+    assert mlp > linear + 0.1, (mlp, linear)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--mode", "sideways"], "--mode: 'sideways'"),
+    (["--hidden", "256,x"], "--hidden"),
+    (["--hidden", "0"], "--hidden"),
+    (["--epochs", "0"], "--epochs"),
+    (["--classes", "3"], "--classes"),
+    (["--lr", "-1"], "--lr"),
+    (["--data", "/nonexistent/mnist"], "train-images-idx3-ubyte"),
+])
+def test_bad_options_give_one_line_errors(argv, words, capsys, tmp_path):
+    assert main(["run", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dni: error:") and words in err and "\n" not in err
+
+
+def test_toml_config_is_read_and_flags_override_it(tmp_path, capsys):
+    good = tmp_path / "run.toml"
+    good.write_text('mode = "backprop"\nhidden = [16, 16]\nepochs = 1\ntrain_subset = 512\nprogress = false\n')
+    assert main(["run", "--config", str(good), "--mode", "dni", "--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["mode"] == "dni" and summary["sizes"][1:3] == [16, 16]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochz = 3\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "unknown option 'epochz'" in capsys.readouterr().err
+
+
+def test_a_worker_counts_malformed_messages_and_keeps_training():
+    cfg = Config(hidden="16", epochs=1, train_subset=640, heartbeat=0.5).validate()
+    data = generated_task(seed=0)
+    ctx = zmq.Context()
+    done = []
+    coord = Coordinator(ctx, "tcp://127.0.0.1:0", 2, cfg.heartbeat, on_done=done.append)
+    procs = coord.procs = launch.spawn(coord.endpoint, 2)
+    try:
+        coord.register(30)
+        coord.assign(trainer.roles(2), trainer.network_config(cfg, data))
+        rogue = ctx.socket(zmq.PUSH)
+        rogue.connect(coord.by_stage()[1].hello["endpoint"])
+        good = encode(Message(Kind.FORWARD, "rogue", 10**9, {}, {"x": np.ones((2, 32), np.float32)}))
+        nasty = [[b"\xc1not msgpack"], [good[0]], [good[0], b"short"], [b"\x00" * 70000],
+                 [good[0].replace(b"float32", b"float64"), good[1]]]
+        for frames in nasty:
+            rogue.send_multipart(frames)
+        rogue.close(linger=1000)
+        x, y = data.x_train[:640], data.y_train[:640]
+        for b, (xb, yb) in enumerate(batches(x, y, 64, np.random.default_rng(0))):
+            coord.send_batch(Kind.FORWARD, b, xb, yb, 4)
+        coord.sync()
+        byes = coord.stop()
+    finally:
+        coord.close()
+        launch.reap(procs.values())
+        ctx.term()
+    assert byes[1]["bad_messages"] == len(nasty)
+    assert len(done) == 10  # every real batch after the garbage was trained on
+
+
+def dni_run(tmp_path, *extra):
+    cmd = [sys.executable, "-m", "coordinator", "run", "--epochs", "50", "--out", str(tmp_path),
+           "--hidden", "64,64,64", *FAST, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(tmp_path, proc):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        path = tmp_path / "metrics.jsonl"
+        if path.exists() and path.stat().st_size > 0:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("training never started")
+
+
+def stage_pid(stage: int) -> int:
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in cmd and b"--stage" in cmd and cmd[cmd.index(b"--stage") + 1] == str(stage).encode():
+            env = open(f"/proc/{pid}/environ", "rb").read()
+            if os.environ["DNI_TEST_TAG"].encode() in env:
+                return int(pid)
+    raise AssertionError(f"no worker for stage {stage}")
+
+
+def test_a_killed_worker_is_named_and_everything_else_exits(tmp_path):
+    proc = dni_run(tmp_path)
+    wait_for_training(tmp_path, proc)
+    os.kill(stage_pid(2), signal.SIGKILL)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dni: error: stage 2") and "died" in last
+
+
+def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
+    proc = dni_run(tmp_path)
+    wait_for_training(tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "interrupted" in err

@@ -1,0 +1,100 @@
+"""The wire format: round trips, zero-copy, and strict rejection of malformed messages."""
+import msgpack
+import numpy as np
+import pytest
+
+from protocol import VERSION, Kind, Message, ProtocolError, VersionMismatch, decode, encode
+from protocol.kinds import MAX_HEADER_BYTES
+
+
+def frames_of(**arrays):
+    return encode(Message(Kind.FORWARD, "stage-1", 7, {"note": "x"}, arrays))
+
+
+def header(frames):
+    return msgpack.unpackb(frames[0], raw=False)
+
+
+def with_header(frames, **changes):
+    h = header(frames)
+    h.update(changes)
+    return [msgpack.packb(h), *frames[1:]]
+
+
+def test_round_trip_keeps_everything():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    y = np.array([1, 2, 3], dtype=np.int64)
+    msg = decode(frames_of(x=x, y=y))
+    assert (msg.kind, msg.src, msg.id, msg.meta) == (Kind.FORWARD, "stage-1", 7, {"note": "x"})
+    np.testing.assert_array_equal(msg.arrays["x"], x)
+    assert msg.arrays["y"].dtype == np.int64
+
+
+def test_arrays_travel_in_their_own_frames_without_copies():
+    x = np.ones((128, 256), np.float32)
+    frames = frames_of(x=x)
+    assert len(frames) == 2 and np.shares_memory(frames[1], x)
+    decoded = decode(frames).arrays["x"]
+    assert np.shares_memory(decoded, frames[1])  # np.frombuffer over the received frame
+
+
+@pytest.mark.parametrize("frames, words", [
+    ([], "empty"),
+    ([b"\xc1garbage"], "undecodable"),
+    ([msgpack.packb([1, 2])], "not a map"),
+    ([b"\x00" * (MAX_HEADER_BYTES + 1)], "exceeds"),
+])
+def test_garbage_headers_are_rejected(frames, words):
+    with pytest.raises(ProtocolError, match=words):
+        decode(frames)
+
+
+def test_integer_map_keys_are_rejected():
+    with pytest.raises(ProtocolError):
+        decode([msgpack.packb({1: 2})])
+
+
+def test_unknown_kind_and_missing_fields():
+    f = frames_of()
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        decode(with_header(f, k="launch_missiles"))
+    with pytest.raises(ProtocolError, match="'i'"):
+        decode(with_header(f, i="seven"))
+
+
+def test_version_mismatch_names_both_versions():
+    with pytest.raises(VersionMismatch) as info:
+        decode(with_header(frames_of(), v=VERSION + 1))
+    assert str(VERSION) in str(info.value) and str(VERSION + 1) in str(info.value)
+
+
+def test_truncated_frame_is_rejected():
+    f = frames_of(x=np.ones((4, 4), np.float32))
+    with pytest.raises(ProtocolError, match="needs 64"):
+        decode([f[0], bytes(memoryview(f[1]))[:-4]])
+
+
+def test_missing_and_extra_frames_are_rejected():
+    f = frames_of(x=np.ones(3, np.float32))
+    with pytest.raises(ProtocolError, match="frames follow"):
+        decode(f[:1])
+    with pytest.raises(ProtocolError, match="frames follow"):
+        decode([*f, b"extra"])
+
+
+def test_wrong_dtype_and_bad_shapes_are_rejected():
+    f = frames_of(x=np.ones(4, np.float32))
+    with pytest.raises(ProtocolError, match="not allowed"):
+        decode(with_header(f, a=[["x", "object", [4]]]))
+    with pytest.raises(ProtocolError, match="bad shape"):
+        decode(with_header(f, a=[["x", "float32", [-4]]]))
+    with pytest.raises(ProtocolError, match="bad shape"):
+        decode(with_header(f, a=[["x", "float32", [1, 1, 1, 1, 4]]]))
+    with pytest.raises(ProtocolError, match="needs"):  # dtype that changes the byte count
+        decode(with_header(f, a=[["x", "float64", [4]]]))
+
+
+def test_oversized_array_claim_is_rejected_before_allocation():
+    f = frames_of(x=np.ones(4, np.float32))
+    with pytest.raises(ProtocolError):
+        decode(with_header(f, a=[["x", "float64", [2**40, 2**20]]]))
