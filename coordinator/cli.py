@@ -44,8 +44,7 @@ def serve(cfg: config.Config, bind: str, n_workers: int, spawn_local: bool) -> d
     dataset = load_dataset(cfg)  # fail on bad data before any process starts
     run_dir = run_dir_for(cfg)
     metrics = MetricsLog(run_dir)
-    steps = -(-len(dataset.x_train) // cfg.batch_size) * cfg.epochs
-    progress = Progress(cfg.progress, steps)
+    progress = Progress(cfg.progress, trainer.steps_per_epoch(cfg, dataset) * cfg.epochs)
     ctx = zmq.Context()
     coord = Coordinator(ctx, bind, n_workers, cfg.heartbeat, on_metrics=metrics.write, on_done=progress.on_done)
     procs = {}

@@ -26,6 +26,7 @@ class Config:
     mode: str = opt("cdni", "dni | cdni | backprop")
     optimizer: str = opt("adam", "sgd (momentum 0.9) | adam, for the layers")
     lr: float = opt(3e-4, "learning rate of the layers")
+    schedule: str = opt("cosine", "layers' rate over the run: constant | cosine (annealed to 0)")
     synth_hidden: int = opt(0, "synthesizer hidden units (0 = linear, as in the paper)")
     synth_lr: float = opt(1e-4, "Adam rate of the synthesizers")
     # the schedule
@@ -42,7 +43,8 @@ class Config:
     progress: bool = opt(True, "show a live progress line")
 
     def validate(self) -> "Config":
-        choices = {"mode": ("dni", "cdni", "backprop"), "optimizer": ("sgd", "adam")}
+        choices = {"mode": ("dni", "cdni", "backprop"), "optimizer": ("sgd", "adam"),
+                   "schedule": ("constant", "cosine")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")

@@ -20,10 +20,16 @@ log = logging.getLogger("dni.coordinator")
 def network_config(cfg: Config, dataset: Dataset) -> dict:
     """What every worker needs to build its stage: the part of the config that crosses the wire."""
     return {"sizes": [dataset.n_features, *cfg.hidden_sizes(), dataset.n_classes], "mode": cfg.mode,
-            "optimizer": cfg.optimizer, "lr": cfg.lr, "synth_lr": cfg.synth_lr, "synth_hidden": cfg.synth_hidden,
+            "optimizer": cfg.optimizer, "lr": cfg.lr, "schedule": cfg.schedule,
+            "total_steps": steps_per_epoch(cfg, dataset) * cfg.epochs,
+            "synth_lr": cfg.synth_lr, "synth_hidden": cfg.synth_hidden,
             "seed": cfg.seed, "log_every": cfg.log_every,
             # Targets arrive within a few windows; beyond that a batch is dropped and counted.
             "cache": 4 * cfg.window + 16}
+
+
+def steps_per_epoch(cfg: Config, dataset: Dataset) -> int:
+    return -(-len(dataset.x_train) // cfg.batch_size)
 
 
 def roles(n_stages: int) -> list[str]:

@@ -34,6 +34,16 @@ class Adam:
             params[k] -= lr * m / (np.sqrt(v) + self.eps)
 
 
+def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> float:
+    """The layers' rate after `step` updates: constant, or cosine-annealed to 0 over the run.
+
+    Annealing matters most for synthetic gradients, whose noise otherwise caps accuracy.
+    """
+    if schedule == "constant" or total_steps <= 0:
+        return base
+    return base * 0.5 * (1 + np.cos(np.pi * min(step / total_steps, 1.0)))
+
+
 def make(name: str, params: dict[str, np.ndarray], lr: float):
     if name == "sgd":
         return SGD(params, lr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workers import optimizers
+from workers.optimizers import scheduled_lr
 from workers.layers import Dense, Head
 from workers.synthesizers import Synthesizer
 
@@ -44,6 +45,7 @@ class Stage:
         self.first = index == 1  # stage 1's input is data: no gradient to send for it
         self.layer = Dense(n_in, n_out, rng)
         self.opt = optimizers.make(cfg["optimizer"], self.layer.params, cfg["lr"])
+        self.cfg_lr, self.schedule, self.total_steps = cfg["lr"], cfg["schedule"], cfg["total_steps"]
         self.synth = None
         if self.mode != "backprop":
             n_classes = cfg["sizes"][-1] if self.mode == "cdni" else 0
@@ -81,6 +83,7 @@ class Stage:
         grads, dx = self.layer.backward(item.x, item.h, g, need_dx=not self.first)
         self.opt.step(self.layer.params, grads)
         self.updates += 1
+        self.opt.lr = scheduled_lr(self.cfg_lr, self.schedule, self.updates, self.total_steps)
         item.x = None  # no longer needed; free it early
         item.updates = self.updates
         item.latency = time.perf_counter() - item.t_received
@@ -114,6 +117,7 @@ class HeadStage:
         self.index = index
         self.head = Head(n_in, n_classes, rng)
         self.opt = optimizers.make(cfg["optimizer"], self.head.params, cfg["lr"])
+        self.cfg_lr, self.schedule, self.total_steps = cfg["lr"], cfg["schedule"], cfg["total_steps"]
         self.updates = 0
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
@@ -123,6 +127,7 @@ class HeadStage:
     def update(self, grads: dict[str, np.ndarray]) -> None:
         self.opt.step(self.head.params, grads)
         self.updates += 1
+        self.opt.lr = scheduled_lr(self.cfg_lr, self.schedule, self.updates, self.total_steps)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         return self.head.evaluate(x, y)
