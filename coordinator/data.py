@@ -19,7 +19,7 @@ MNIST_FILES = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UBYTE = 0x08
-# Refuse absurd headers before numpy tries to allocate them.
+# IDX allows up to 255 dimensions; more than 4 in a dataset file means a corrupt header.
 _MAX_DIMS = 4
 
 
@@ -42,7 +42,10 @@ class Dataset:
 
 
 def load_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file of unsigned bytes, gzipped or not, validating header and length."""
+    """Read one IDX file of unsigned bytes, gzipped or not, validating header and length.
+
+    Returns a read-only uint8 array over the file's bytes (copy it to modify it).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()

@@ -31,18 +31,18 @@ def write_fake_mnist(directory: Path, n_train=6, n_test=4, train_labels=None) ->
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist_data():
     return load_mnist(MNIST_DIR)
 
 
-def test_mnist_shapes_and_counts(mnist):
-    assert mnist.x_train.shape == (60000, 784) and mnist.x_test.shape == (10000, 784)
-    assert mnist.x_train.dtype == np.float32 and mnist.y_train.dtype == np.int64
-    assert mnist.x_train.flags.c_contiguous
-    assert 0.0 == mnist.x_train.min() and mnist.x_train.max() == 1.0
-    assert mnist.y_test.shape == (10000,)
-    assert np.bincount(mnist.y_train)[0] == 5923
-    assert mnist.n_classes == 10 and mnist.n_features == 784
+def test_mnist_shapes_and_counts(mnist_data):
+    assert mnist_data.x_train.shape == (60000, 784) and mnist_data.x_test.shape == (10000, 784)
+    assert mnist_data.x_train.dtype == np.float32 and mnist_data.y_train.dtype == np.int64
+    assert mnist_data.x_train.flags.c_contiguous
+    assert 0.0 == mnist_data.x_train.min() and mnist_data.x_train.max() == 1.0
+    assert mnist_data.y_test.shape == (10000,)
+    assert np.bincount(mnist_data.y_train)[0] == 5923
+    assert mnist_data.n_classes == 10 and mnist_data.n_features == 784
 
 
 def test_mnist_class_filter_remaps_labels():
@@ -175,7 +175,7 @@ def test_generated_task_needs_hidden_layers():
     linear = train_accuracy(d, hidden=[], epochs=10, lr=1e-2)
     mlp = train_accuracy(d, hidden=[64, 64], epochs=5, lr=1e-3)
     assert linear <= 0.75, linear
-    assert mlp >= 0.85, mlp
+    assert mlp >= 0.9, mlp
     assert mlp - linear >= 0.2, (linear, mlp)
 
 
