@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gradcheck import numeric_grad
 from workers.cells import LSTMCell, TanhCell
 from workers.readout import Readout
 from workers.sequence_tasks import (chunk_sequences, copy_task, copy_task_dims, repeat_sequences,
@@ -16,19 +17,6 @@ def _objective(cell, xs, state0, d_states, d_last):
     """Scalar whose gradient wrt each state is d_states[t] (plus d_last at the end): what backward gets."""
     states, _ = cell.forward(xs, state0)
     return float(np.sum(states * d_states) + np.sum(states[-1] * d_last))
-
-
-def _numeric_grad(f, arr, eps=1e-6):
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = f()
-        arr[idx] = old - eps
-        down = f()
-        arr[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
 
 
 def _setup(cell_cls, seed=0):
@@ -55,8 +43,8 @@ def test_bptt_matches_finite_differences(cell_cls):
     assert grads.keys() == cell.params.keys()
     for name, p in cell.params.items():
         assert grads[name].shape == p.shape
-        np.testing.assert_allclose(grads[name], _numeric_grad(f, p), rtol=1e-5, atol=1e-7, err_msg=name)
-    np.testing.assert_allclose(d_state0, _numeric_grad(f, state0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(grads[name], numeric_grad(f, p), rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(d_state0, numeric_grad(f, state0), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("cell_cls", CELLS)
@@ -127,8 +115,8 @@ def test_readout_matches_finite_differences(use_mask):
 
     f = lambda: ro.loss_and_grad(h, y, mask)[0]  # noqa: E731
     for name, p in ro.params.items():
-        np.testing.assert_allclose(grads[name], _numeric_grad(f, p), rtol=1e-5, atol=1e-8, err_msg=name)
-    np.testing.assert_allclose(d_h, _numeric_grad(f, h), rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(grads[name], numeric_grad(f, p), rtol=1e-5, atol=1e-8, err_msg=name)
+    np.testing.assert_allclose(d_h, numeric_grad(f, h), rtol=1e-5, atol=1e-8)
 
     logits = h @ ro.params["W"] + ro.params["b"]
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))

@@ -2,24 +2,12 @@
 import numpy as np
 import pytest
 
+from gradcheck import numeric_grad
 from workers.layers import Dense, Head
 from workers.optimizers import SGD, Adam
 from workers.synthesizers import Synthesizer
 
 RNG = np.random.default_rng(0)
-
-
-def numeric_grad(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    grad = np.zeros_like(array)
-    for i in np.ndindex(array.shape):
-        old = array[i]
-        array[i] = old + eps
-        up = f()
-        array[i] = old - eps
-        down = f()
-        array[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 def assert_close(analytic, numeric):
