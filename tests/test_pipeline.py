@@ -183,3 +183,22 @@ def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "interrupted" in err
+
+
+def alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
+    proc = dni_run(tmp_path)
+    wait_for_training(tmp_path, proc)
+    workers = [stage_pid(k) for k in (1, 2, 3, 4)]
+    proc.kill()
+    proc.communicate()
+    deadline = time.monotonic() + 3 * 0.5 + 3  # three missed heartbeats, plus slack
+    while any(map(alive, workers)):
+        assert time.monotonic() < deadline, "workers outlived their coordinator"
+        time.sleep(0.05)
