@@ -7,13 +7,14 @@ from coordinator.cli import main
 
 
 @pytest.mark.parametrize("mode, extra", [
-    ("backprop", ["--optimizer", "sgd", "--lr", "0.03"]),
-    ("cdni", ["--lr", "1e-3"]),
-    ("dni", ["--lr", "1e-3"]),
+    ("backprop", ["--optimizer", "sgd", "--lr", "0.03", "--epochs", "1"]),
+    ("cdni", ["--epochs", "1"]),
+    # Without the label, the synthetic gradient needs a second pass to carry the layers.
+    ("dni", ["--epochs", "2"]),
 ])
 def test_each_mode_learns_mnist(mode, extra, mnist, tmp_path):
-    assert main(["run", "--data", str(mnist), "--mode", mode, "--epochs", "1", "--hidden", "256,256",
+    assert main(["run", "--data", str(mnist), "--mode", mode, "--hidden", "256,256",
                  "--out", str(tmp_path), "--no-progress", *extra]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["test_accuracy"] >= 0.90, summary["test_accuracy"]
-    assert summary["dataset"].startswith("mnist")
+    assert summary["dataset"] == "mnist"
