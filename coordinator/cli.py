@@ -12,7 +12,7 @@ from pathlib import Path
 
 import zmq
 
-from coordinator import checkpoint, config, launch
+from coordinator import bench, checkpoint, config, launch, security
 from coordinator.control import Coordinator, WorkerLost
 from coordinator.data import DataError, Dataset, generated_task, load_mnist
 
@@ -36,25 +36,36 @@ def run_dir_for(cfg: config.Config) -> Path:
     return path
 
 
-def serve(cfg: config.Config, bind: str, n_workers: int, spawn_local: bool) -> dict:
-    """Run one training job as coordinator; with spawn_local, start the workers here too."""
-    from coordinator import trainer
+def serve(cfg: config.Config, bind: str, n_workers: int, spawn_local: bool, dataset: Dataset | None = None,
+          curve: dict | None = None) -> dict:
+    """Run one training job as coordinator; with spawn_local, start the workers here too.
+
+    `dataset` overrides the one the config names (the benchmarks generate theirs).
+    `curve` (see Coordinator) puts CURVE on every socket of the run.
+    """
+    from coordinator import rnn, trainer
     from coordinator.metrics import MetricsLog, Progress
 
-    dataset = load_dataset(cfg)  # fail on bad data before any process starts
+    plan = rnn if cfg.model == "rnn" else trainer
+    if dataset is None:  # fail on bad data before any process starts
+        dataset = rnn.load_task(cfg) if plan is rnn else load_dataset(cfg)
     run_dir = run_dir_for(cfg)
     metrics = MetricsLog(run_dir)
-    progress = Progress(cfg.progress, trainer.steps_per_epoch(cfg, dataset) * cfg.epochs)
+    progress = Progress(cfg.progress, plan.steps_per_epoch(cfg, dataset) * cfg.epochs)
     ctx = zmq.Context()
-    coord = Coordinator(ctx, bind, n_workers, cfg.heartbeat, on_metrics=metrics.write, on_done=progress.on_done)
+    coord = Coordinator(ctx, bind, n_workers, cfg.heartbeat, curve=curve, on_metrics=metrics.write,
+                        on_done=progress.on_done)
     procs = {}
     try:
         if spawn_local:
             procs = coord.procs = launch.spawn(coord.endpoint, n_workers)
         log.info("coordinator at %s waiting for %d workers", coord.endpoint, n_workers)
         coord.register(timeout=None if not spawn_local else 60)
-        coord.assign(trainer.roles(n_workers), trainer.network_config(cfg, dataset))
-        summary = trainer.train(coord, cfg, dataset, run_dir, metrics, progress)
+        if plan is rnn:
+            coord.assign(rnn.roles(cfg), rnn.network_config(cfg, dataset), rnn.links(cfg))
+        else:
+            coord.assign(trainer.roles(n_workers), trainer.network_config(cfg, dataset))
+        summary = plan.train(coord, cfg, dataset, run_dir, metrics, progress)
         summary["workers"] = {str(k): v for k, v in coord.stop().items()}
         checkpoint.write_json(run_dir / "summary.json", summary)
         summary["run_dir"] = str(run_dir)
@@ -73,29 +84,39 @@ def print_summary(summary: dict) -> None:
           f"{summary['samples_per_second']:,.0f} samples/s")
     for stage, lat in summary["update_latency_ms"].items():
         print(f"  stage {stage} update latency p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms")
+    if summary.get("model") == "rnn":
+        from coordinator import rnn
+        print(*rnn.describe(summary), sep="\n")
     print(f"run directory {summary['run_dir']}")
+
+
+def workers_needed(cfg: config.Config) -> int:
+    from coordinator import rnn
+    return rnn.n_workers(cfg) if cfg.model == "rnn" else len(cfg.hidden_sizes()) + 1
 
 
 def cmd_run(args) -> int:
     cfg = config.from_args(args)
     with tempfile.TemporaryDirectory(prefix="dni-") as tmp:
-        summary = serve(cfg, f"ipc://{tmp}/control", len(cfg.hidden_sizes()) + 1, spawn_local=True)
+        summary = serve(cfg, f"ipc://{tmp}/control", workers_needed(cfg), spawn_local=True)
     print_summary(summary)
     return 0
 
 
 def cmd_coordinator(args) -> int:
     cfg = config.from_args(args)
-    if args.workers != len(cfg.hidden_sizes()) + 1:
-        raise config.ConfigError(f"--workers {args.workers}: the network {cfg.hidden!r} has "
-                                 f"{len(cfg.hidden_sizes()) + 1} stages, one worker each")
-    print_summary(serve(cfg, args.bind, args.workers, spawn_local=False))
+    if args.workers != workers_needed(cfg):
+        raise config.ConfigError(f"--workers {args.workers}: this network has {workers_needed(cfg)} stages "
+                                 f"(time boxes and parameter service for --model rnn), one worker each")
+    curve = security.coordinator_curve(args.keys, args.insecure, args.bind)
+    print_summary(serve(cfg, args.bind, args.workers, spawn_local=False, curve=curve))
     return 0
 
 
 def cmd_worker(args) -> int:
     from workers import worker
-    return worker.run(args.coordinator, args.advertise, args.stage)
+    curve = security.worker_curve(args.key, args.server_key, args.insecure)
+    return worker.run(args.coordinator, args.advertise, args.stage, curve=curve, insecure=args.insecure)
 
 
 def cmd_eval(args) -> int:
@@ -103,6 +124,11 @@ def cmd_eval(args) -> int:
     from workers.stage import build, load_state
 
     cfg_dict, states = checkpoint.load(Path(args.run_dir))
+    if cfg_dict.get("model") == "rnn":
+        from coordinator import rnn
+        accuracy, n = rnn.evaluate_checkpoint(cfg_dict, states, args.data)
+        print(f"test accuracy {accuracy:.4f} ({n} examples, checkpoint step {cfg_dict['step']})")
+        return 0
     cfg = config.Config(data=args.data or cfg_dict["data"], classes=cfg_dict["classes"])
     dataset = load_dataset(cfg)
     stages = [build(k, cfg_dict) for k in range(1, len(cfg_dict["sizes"]))]
@@ -123,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     coord = sub.add_parser("coordinator", help="serve a run to workers that connect over the network")
     coord.add_argument("--bind", default="tcp://127.0.0.1:5555", help="control endpoint (default: %(default)s)")
     coord.add_argument("--workers", type=int, required=True, help="how many workers to wait for")
+    security.add_coordinator_arguments(coord)
     config.add_arguments(coord)
     coord.set_defaults(func=cmd_coordinator)
     work = sub.add_parser("worker", help="join a run: register with a coordinator and serve a stage")
@@ -130,15 +157,20 @@ def parser() -> argparse.ArgumentParser:
     work.add_argument("--advertise", metavar="HOST", help="address neighbours reach this worker at "
                       "(default: the one that routes to the coordinator)")
     work.add_argument("--stage", type=int, help="ask for this stage (default: next free)")
+    security.add_worker_arguments(work)
     work.set_defaults(func=cmd_worker)
+    security.add_keys_command(sub)
     ev = sub.add_parser("eval", help="test accuracy of a run directory's checkpoint")
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--data", help="MNIST directory (default: the one the run used)")
     ev.set_defaults(func=cmd_eval)
+    bench.add_parser(sub)
     return p
 
 
 def main(argv=None) -> int:
+    from workers.allocator import keep_freed_memory
+    keep_freed_memory()  # every dni process (coordinator, worker, bench): no page-fault churn
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")

@@ -23,17 +23,28 @@ class Config:
     train_subset: int = opt(0, "use only the first N training examples (0 = all)")
     # the network
     hidden: str = opt("256,256", "hidden layer sizes; each hidden layer is one worker process")
-    mode: str = opt("cdni", "dni | cdni | backprop")
+    mode: str = opt("cdni", "dni | cdni | backprop; --model rnn also truncated (BPTT cut at box boundaries)")
     optimizer: str = opt("adam", "sgd (momentum 0.9) | adam, for the layers")
-    lr: float = opt(3e-4, "learning rate of the layers")
+    lr: float = opt(1e-3, "learning rate of the layers")
     schedule: str = opt("cosine", "layers' rate over the run: constant | cosine (annealed to 0)")
     synth_hidden: int = opt(0, "synthesizer hidden units (0 = linear, as in the paper)")
-    synth_lr: float = opt(1e-4, "Adam rate of the synthesizers")
+    synth_lr: float = opt(1e-5, "Adam rate of the synthesizers (their targets are tiny batch-mean gradients: keep it low)")
+    # recurrent networks in time boxes (--model rnn; see coordinator/rnn.py)
+    model: str = opt("ff", "ff (a process per layer) | rnn (a process per time box)")
+    task: str = opt("mnist01", "rnn: mnist01 | mnist01-chunks | seqmnist | copy")
+    boxes: int = opt(4, "rnn: time boxes K, one worker process each")
+    steps_per_box: int = opt(1, "rnn: recurrent steps T in each box (the truncation)")
+    cell: str = opt("tanh", "rnn: tanh | lstm")
+    units: int = opt(128, "rnn: width of the recurrent cell")
+    untied: bool = opt(False, "rnn: each box its own weights (default: tied, shared through a parameter service)")
+    max_staleness: int = opt(4, "rnn, tied: a box computes with weights at most this many updates old")
+    copy_length: int = opt(10, "rnn copy task: the longest sequence the curriculum grows to (2L+1 <= K*T)")
+    copy_batches: int = opt(200, "rnn copy task: training batches per epoch (the length grows after each solved epoch)")
     # the schedule
     epochs: int = opt(5, "passes over the training set")
     batch_size: int = opt(128, "training batch size")
     eval_batch: int = opt(1000, "evaluation batch size")
-    window: int = opt(4, "batches in flight at most (credit)")
+    window: int = opt(2, "batches in flight at most (credit); more in flight means staler synthesizer targets")
     seed: int = opt(0, "seed of every initialisation and shuffle")
     # the run
     out: str = opt("", "run directory (default runs/<mode>-<time>)")
@@ -43,8 +54,10 @@ class Config:
     progress: bool = opt(True, "show a live progress line")
 
     def validate(self) -> "Config":
-        choices = {"mode": ("dni", "cdni", "backprop"), "optimizer": ("sgd", "adam"),
-                   "schedule": ("constant", "cosine")}
+        modes = ("dni", "cdni", "backprop") + (("truncated",) if self.model == "rnn" else ())
+        choices = {"model": ("ff", "rnn"), "mode": modes, "optimizer": ("sgd", "adam"),
+                   "schedule": ("constant", "cosine"), "task": ("mnist01", "mnist01-chunks", "seqmnist", "copy"),
+                   "cell": ("tanh", "lstm")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -59,7 +72,29 @@ class Config:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         self.hidden_sizes()
         self.class_list()
+        if self.model == "rnn":
+            self._validate_rnn()
         return self
+
+    def _validate_rnn(self) -> None:
+        for name in ("boxes", "steps_per_box", "units", "copy_length", "copy_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_staleness < 0:
+            raise ConfigError(f"--max-staleness must be >= 0, got {self.max_staleness}")
+        steps = self.boxes * self.steps_per_box
+        if self.task == "seqmnist" and steps != 28:
+            raise ConfigError(f"--task seqmnist has 28 steps (rows): --boxes x --steps-per-box is {steps}")
+        if self.task == "mnist01-chunks" and 784 % steps:
+            raise ConfigError(f"--task mnist01-chunks cuts 784 pixels into --boxes x --steps-per-box = {steps} "
+                              f"chunks: {steps} must divide 784")
+        if self.task == "copy" and steps < 2 * self.copy_length + 1:
+            raise ConfigError(f"--task copy: length {self.copy_length} takes {2 * self.copy_length + 1} steps, "
+                              f"more than --boxes x --steps-per-box = {steps}")
+        if self.task == "copy" and self.mode == "cdni":
+            raise ConfigError("--mode cdni conditions on a label per sequence; the copy task has none")
+        if self.task.startswith("mnist01") and self.classes not in ("", "0,1"):
+            raise ConfigError(f"--classes: --task {self.task} is the digits 0 and 1, got {self.classes!r}")
 
     def hidden_sizes(self) -> list[int]:
         sizes = _int_list(self.hidden, "hidden")

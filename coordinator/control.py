@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import numpy as np
 import zmq
 
 from protocol import Kind, Message, ProtocolError, VersionMismatch, decode
+from workers.auth import Gate
 from workers.transport import Liveness, make_socket, send
 
 log = logging.getLogger("dni.coordinator")
@@ -29,7 +31,10 @@ class Member:
     proc: object = None          # the local Popen, when this process launched it
 
     def describe(self) -> str:
-        return f"stage {self.stage} on {self.hello.get('host', '?')} (pid {self.hello.get('pid', '?')})"
+        # Hostnames repeat (containers, namespaces); the address the worker advertised does not.
+        endpoint = str(self.hello.get("endpoint", ""))
+        address = f"{urlsplit(endpoint).hostname}, " if endpoint.startswith("tcp://") else ""
+        return f"stage {self.stage} on {self.hello.get('host', '?')} ({address}pid {self.hello.get('pid', '?')})"
 
 
 @dataclass
@@ -46,13 +51,22 @@ class Results:
 class Coordinator:
     def __init__(self, ctx: zmq.Context, bind: str, n_workers: int, heartbeat: float,
                  curve: dict | None = None, on_metrics=None, on_done=None):
+        """curve: {"server": (public, secret), "allow": [worker public keys]}, or None for no CURVE."""
         self.ctx, self.n_workers, self.heartbeat = ctx, n_workers, heartbeat
         self.curve = curve
         self.control = make_socket(ctx, zmq.ROUTER, {"server": curve["server"]} if curve else None)
-        self.control.bind(bind)
+        self.gate = Gate(ctx, log, "not on the allowlist", curve["allow"], watch=self.control) if curve else None
+        try:
+            self.control.bind(bind)
+        except zmq.ZMQError as exc:  # address in use, not this host's: a one-line error, not a traceback
+            self.control.close(linger=0)
+            if self.gate is not None:
+                self.gate.close()
+            raise ValueError(f"cannot bind {bind}: {exc.strerror}") from None
         self.endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         self.members: dict[bytes, Member] = {}
         self.feed: zmq.Socket | None = None
+        self.feeds: dict[int, zmq.Socket] = {}
         self.in_flight = 0
         self.results = Results()
         self.on_metrics = on_metrics or (lambda stage, records: None)
@@ -98,6 +112,9 @@ class Coordinator:
         member = self.members.get(identity)
         if member is None and msg.kind != Kind.HELLO:
             return  # a stranger, or a refused worker still talking
+        if member is None and self.curve:
+            # Trust the key the handshake proved (ZAP's user id), not the one the hello claims.
+            msg.meta["key"] = frames[1].get("User-Id")
         if member is not None:
             member.liveness.on_heard()
         handler = self.handlers.get(msg.kind)
@@ -120,7 +137,7 @@ class Coordinator:
         try:
             send(self.control, msg, member.identity)
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the peer is gone
-            raise WorkerLost(f"{member.describe()} unreachable: {exc}") from None
+            raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})") from None
         member.liveness.on_spoke()
 
     # -- registration --------------------------------------------------------------------
@@ -143,6 +160,8 @@ class Coordinator:
             return self.refuse(who, f"stage {want!r} is not free (stages 1..{self.n_workers})")
         if not isinstance(msg.meta.get("endpoint"), str):
             return self.refuse(who, "hello without a data endpoint")
+        if self.curve and any(m.hello["key"] == msg.meta["key"] for m in self.members.values()):
+            return self.refuse(who, "another worker of this run already uses this key")
         stage = want or min(set(range(1, self.n_workers + 1)) - taken)
         member = Member(who, stage, dict(msg.meta), Liveness(self.heartbeat), proc=self.procs.get(stage))
         self.members[who] = member
@@ -154,30 +173,50 @@ class Coordinator:
     def by_stage(self) -> dict[int, Member]:
         return {m.stage: m for m in self.members.values()}
 
-    def assign(self, roles: list[str], config: dict) -> None:
-        """Tell every worker its role and neighbours, then wait until all are ready."""
+    def assign(self, roles: list[str], config: dict, links: dict[int, dict] | None = None) -> None:
+        """Tell every worker its role and neighbours, then wait until all are ready.
+
+        links[k] = {side: stage or None} names stage k's neighbours (default: prev k-1, next k+1).
+        """
         stages = self.by_stage()
+        # With CURVE, each inbox admits only the run's members: the workers, and the coordinator feeding stage 1.
+        members = {"members": [m.hello["key"] for m in stages.values()] + [self.curve["server"][0].decode()]} \
+            if self.curve else {}
         for k, m in stages.items():
             def peer(j):
                 return {"endpoint": stages[j].hello["endpoint"], "key": stages[j].hello.get("key", "")} \
                     if j in stages else None
             self.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
                 "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.heartbeat,
-                "neighbours": {"prev": peer(k - 1), "next": peer(k + 1)}}))
+                "neighbours": {side: peer(j) for side, j in (links[k] if links else
+                                                              {"prev": k - 1, "next": k + 1}).items()},
+                **members}))
         self.pump(lambda: all(m.ready for m in self.members.values()), 60, "workers to be ready")
-        first = stages[1]
-        self.feed = make_socket(self.ctx, zmq.PUSH, {"client": (*self.curve["server"], first.hello["key"].encode())}
-                                if self.curve else None)
-        self.feed.connect(first.hello["endpoint"])
+        self.feed = self.feed_to(1)
+
+    def feed_to(self, stage: int) -> zmq.Socket:
+        """The coordinator's data socket to a stage (stage 1 always; every time box in an rnn)."""
+        if stage not in self.feeds:
+            member = self.by_stage()[stage]
+            sock = make_socket(self.ctx, zmq.PUSH, {"client": (*self.curve["server"], member.hello["key"].encode())}
+                               if self.curve else None)
+            sock.connect(member.hello["endpoint"])
+            self.feeds[stage] = sock
+        return self.feeds[stage]
 
     def on_ready(self, member: Member, msg: Message) -> None:
         member.ready = True
 
     # -- data and results ----------------------------------------------------------------
-    def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray, window: int) -> None:
-        """Feed stage 1 once a credit is free: at most `window` batches in flight."""
+    def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray, window: int, split=None) -> None:
+        """Feed stage 1 once a credit is free: at most `window` batches in flight.
+
+        split(x, y) -> {stage: arrays} instead feeds each of several stages its own part of the
+        batch (each time box its slice of the sequence); still one credit per batch.
+        """
         self.pump(lambda: self.in_flight < window)
-        send(self.feed, Message(kind, "coordinator", b, {}, {"x": x, "y": y}))
+        for stage, arrays in (split(x, y) if split else {1: {"x": x, "y": y}}).items():
+            send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
         self.in_flight += 1
 
     def on_done_msg(self, member: Member, msg: Message) -> None:
@@ -199,17 +238,18 @@ class Coordinator:
         """Barrier: returns when every message sent so far has been handled by every stage."""
         token = self.next_id()
         send(self.feed, Message(Kind.SYNC, "coordinator", token))
-        self.pump(lambda: token in self.results.synced, None, "the pipeline to drain")
-        self.in_flight = 0
+        # Stage 1's SYNCED and the head's last DONEs come over different connections, between
+        # which the ROUTER fair-queues: wait for both, or a late DONE would eat an eval credit.
+        self.pump(lambda: token in self.results.synced and self.in_flight == 0, None, "the pipeline to drain")
 
     def on_synced(self, member: Member, msg: Message) -> None:
         self.results.synced.add(msg.id)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int, window: int) -> tuple[float, float]:
-        """(accuracy, mean loss) over x, y through the pipeline, forward only."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int, window: int, split=None) -> tuple[float, float]:
+        """(accuracy, mean loss) over x, y through the pipeline, forward only (split: see send_batch)."""
         self.results = Results(synced=self.results.synced)
         for i in range(0, len(x), batch):
-            self.send_batch(Kind.EVAL, self.next_id(), x[i:i + batch], y[i:i + batch], window)
+            self.send_batch(Kind.EVAL, self.next_id(), x[i:i + batch], y[i:i + batch], window, split)
         self.pump(lambda: self.in_flight == 0, None, "evaluation results")
         r = self.results
         return r.correct / r.samples, r.loss_sum / r.samples
@@ -245,6 +285,8 @@ class Coordinator:
         member.bye = dict(msg.meta)
 
     def close(self) -> None:
-        if self.feed is not None:
-            self.feed.close(linger=0)
+        for sock in self.feeds.values():
+            sock.close(linger=0)
         self.control.close(linger=0)
+        if self.gate is not None:
+            self.gate.close()

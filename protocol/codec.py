@@ -11,6 +11,14 @@ import numpy as np
 from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_NDIM, VERSION, Kind
 
 
+# Lookups instead of per-message work on the hot path: dtype.name alone costs ~2 µs, a
+# Kind(...) call or np.dtype(...) several tenths; a message pays them per array each way.
+_NAMES = {np.dtype(name): name for name in DTYPES}
+_DTYPES = {name: np.dtype(name) for name in DTYPES}
+_KINDS = {str(kind): kind for kind in Kind}
+_FIELDS = (("k", str), ("s", str), ("i", int), ("m", dict), ("a", list))
+
+
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; the receiver drops and counts it."""
 
@@ -32,12 +40,12 @@ class Message:
 
 def encode(msg: Message) -> list:
     """Frames ready for send_multipart(copy=False): arrays are not copied."""
-    arrays = {k: np.ascontiguousarray(a) for k, a in msg.arrays.items()}
+    arrays = [np.ascontiguousarray(a) for a in msg.arrays.values()]
     header = {
         "v": VERSION, "k": str(msg.kind), "s": msg.src, "i": msg.id, "m": msg.meta,
-        "a": [[name, a.dtype.name, list(a.shape)] for name, a in arrays.items()],
+        "a": [[name, _NAMES.get(a.dtype) or a.dtype.name, list(a.shape)] for name, a in zip(msg.arrays, arrays)],
     }
-    return [msgpack.packb(header, use_bin_type=True), *arrays.values()]
+    return [msgpack.packb(header, use_bin_type=True), *arrays]
 
 
 def _buffer(frame) -> memoryview:
@@ -57,26 +65,32 @@ def _unpack_header(raw: memoryview) -> dict:
         raise ProtocolError("header is not a map")
     if header.get("v") != VERSION:
         raise VersionMismatch(header.get("v"))
-    for key, kind in (("k", str), ("s", str), ("i", int), ("m", dict), ("a", list)):
-        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
-            raise ProtocolError(f"header field {key!r} missing or not {kind.__name__}")
+    # type() is, not isinstance: msgpack yields exact types, and bool must not pass as int.
+    if not (type(header.get("k")) is str and type(header.get("s")) is str and type(header.get("i")) is int
+            and type(header.get("m")) is dict and type(header.get("a")) is list):
+        key, kind = next((k, t) for k, t in _FIELDS if type(header.get(k)) is not t)
+        raise ProtocolError(f"header field {key!r} missing or not {kind.__name__}")
     return header
 
 
 def _array(spec: object, frame) -> tuple[str, np.ndarray]:
-    if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str)
-            and isinstance(spec[1], str) and isinstance(spec[2], list)):
+    if not (type(spec) is list and len(spec) == 3 and type(spec[0]) is str
+            and type(spec[1]) is str and type(spec[2]) is list):
         raise ProtocolError("array spec is not [name, dtype, shape]")
     name, dtype, shape = spec
-    if dtype not in DTYPES:
+    dt = _DTYPES.get(dtype)
+    if dt is None:
         raise ProtocolError(f"array {name!r}: dtype {dtype!r} not allowed")
-    if len(shape) > MAX_NDIM or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+    if len(shape) > MAX_NDIM:
         raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
+    for n in shape:
+        if type(n) is not int or n < 0:
+            raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
     buf = _buffer(frame)
-    expected = prod(shape) * np.dtype(dtype).itemsize
+    expected = prod(shape) * dt.itemsize
     if expected != buf.nbytes or expected > MAX_FRAME_BYTES:
         raise ProtocolError(f"array {name!r}: frame has {buf.nbytes} bytes, {dtype}{shape} needs {expected}")
-    return name, np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return name, np.ndarray(shape, dt, buf)  # a view over the frame, as np.frombuffer gives
 
 
 def decode(frames: list) -> Message:
@@ -84,10 +98,9 @@ def decode(frames: list) -> Message:
     if not frames:
         raise ProtocolError("empty message")
     header = _unpack_header(_buffer(frames[0]))
-    try:
-        kind = Kind(header["k"])
-    except ValueError:
-        raise ProtocolError(f"unknown kind {header['k'][:32]!r}") from None
+    kind = _KINDS.get(header["k"])
+    if kind is None:
+        raise ProtocolError(f"unknown kind {header['k'][:32]!r}")
     specs = header["a"]
     if len(specs) > MAX_ARRAYS or len(specs) != len(frames) - 1:
         raise ProtocolError(f"header names {len(specs)} arrays but {len(frames) - 1} frames follow")

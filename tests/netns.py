@@ -170,8 +170,9 @@ class Network:
         # delete explicitly anyway in case the namespace could not be removed.
         for veth in self._veths:
             result = _ip("link", "del", veth)
-            # The kernel tears namespaces down asynchronously, so the veth may vanish under us.
-            if result.returncode and "Cannot find device" not in result.stderr:
+            # The kernel tears namespaces down asynchronously, so the veth may vanish under us
+            # (before the lookup: "Cannot find device"; between lookup and delete: "No such device").
+            if result.returncode and not any(gone in result.stderr for gone in ("Cannot find device", "No such device")):
                 problems.append(f"link del {veth}: {result.stderr.strip()}")
         if self.bridge is not None:
             result = _ip("link", "del", self.bridge)

@@ -38,7 +38,9 @@ class LayerWorker(Role):
                 self.to_peer("prev", Kind.GRAD, b, g=target_below)
             self.blocked = False
         else:
+            self.clock.lap("compute")
             rec = self.stage.learn(b, g)    # g is the bootstrapped target for M(h_b)
+            self.clock.lap("synth")
         self.record(rec)
 
     def on_eval(self, msg: Message, t: float) -> None:

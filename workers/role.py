@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 
 import zmq
 
 from protocol import Kind, Message, ProtocolError
+from workers.clock import Clock
 from workers.transport import Liveness, make_socket, recv, send
 
 # Kinds that travel the forward direction; a locked (backprop) stage defers them while it
@@ -35,6 +35,8 @@ class Role:
                                                Kind.HEARTBEAT: lambda msg, t: None}
         self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
+        self.training = False       # a training batch is in flight (see workers/clock.py)
+        self.clock = Clock()
         self.stopping = False
         self.records: list[dict] = []
         self.counters = {"bad_messages": 0, "duplicates": 0, "unexpected": 0}
@@ -47,11 +49,16 @@ class Role:
         return sock
 
     # -- sending ------------------------------------------------------------------------
-    def to_peer(self, side: str, kind: Kind, b: int, **arrays) -> None:
-        send(self.peers[side], Message(kind, self.name, b, {}, arrays))
+    # A send ends the handler's compute so far; the clock charges the send itself apart.
+    def to_peer(self, side: str, kind: Kind, b: int, meta: dict | None = None, **arrays) -> None:
+        self.clock.lap("compute")
+        send(self.peers[side], Message(kind, self.name, b, meta or {}, arrays))
+        self.clock.lap("send")
 
     def to_coordinator(self, kind: Kind, b: int = -1, meta=None, arrays=None) -> None:
+        self.clock.lap("compute")
         send(self.control, Message(kind, self.name, b, meta or {}, arrays or {}))
+        self.clock.lap("send")
         self.liveness.on_spoke()
 
     def record(self, rec: dict | None) -> None:
@@ -77,11 +84,17 @@ class Role:
             if self.deferred and not self.blocked:
                 # A deferred input counts as received when the stage takes it up: update
                 # latency measures the stage's own work and waits, not its backlog.
-                self.dispatch(self.deferred.popleft(), time.perf_counter())
+                self.dispatch(self.deferred.popleft(), self.clock.lap("other"))
                 continue
             # Block in poll (never busy-poll: on 2 cores it starves ZeroMQ's I/O thread).
-            for sock, _ in poller.poll(timeout_ms):
+            start = self.clock.lap("other")
+            events = poller.poll(timeout_ms)
+            end = self.clock.lap("wait" if self.blocked or self.training else "idle")
+            if self.blocked:
+                self.clock.blocked += end - start
+            for sock, _ in events:
                 self.receive(sock)
+            self.clock.lap("other")
             if self.liveness.should_speak():
                 self.to_coordinator(Kind.HEARTBEAT)
             if self.liveness.dead():
@@ -96,7 +109,7 @@ class Role:
             if self.counters["bad_messages"] <= 5:
                 self.log.warning("dropped a malformed message: %s", exc)
             return
-        t = time.perf_counter()
+        t = self.clock.lap("receive")
         if sock is self.control:
             self.liveness.on_heard()
         elif self.is_duplicate(msg):
@@ -121,7 +134,12 @@ class Role:
             self.counters["unexpected"] += 1
             self.log.warning("unexpected %s message from %s", msg.kind, msg.src or "?")
             return
+        if msg.kind is Kind.FORWARD:
+            self.training = True
+        elif msg.kind is Kind.SYNC:
+            self.training = False   # the barrier: every training batch before it is through
         handler(msg, t)
+        self.clock.lap("compute")
 
     # -- control -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -132,7 +150,7 @@ class Role:
 
     def on_stop(self, msg: Message, t: float) -> None:
         self.flush_metrics()
-        self.to_coordinator(Kind.BYE, meta=self.counters)
+        self.to_coordinator(Kind.BYE, meta={**self.counters, "time_s": self.clock.report()})
         self.stopping = True
 
     def close(self) -> None:

@@ -8,14 +8,18 @@ import sys
 from urllib.parse import urlsplit
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from protocol import Kind, Message, ProtocolError
+from workers.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from workers.head_worker import HeadWorker
 from workers.layer_worker import LayerWorker
+from workers.param_service import ParamService
 from workers.role import CoordinatorLost
+from workers.timebox_worker import TimeBoxWorker
 from workers.transport import make_socket, recv, send
 
-ROLES = {"layer": LayerWorker, "head": HeadWorker}
+ROLES = {"layer": LayerWorker, "head": HeadWorker, "box": TimeBoxWorker, "params": ParamService}
 log = logging.getLogger("dni.worker")
 
 
@@ -30,23 +34,38 @@ def route_address(host: str) -> str:
         return s.getsockname()[0]
 
 
-def bind_inbox(inbox: zmq.Socket, coordinator: str, advertise: str | None) -> str:
-    """Bind the data inbox where neighbours can reach it; returns the endpoint to advertise."""
+def inbox_host(coordinator: str, advertise: str | None) -> str | None:
+    """The address the data inbox listens on; None for ipc, next to the coordinator's socket."""
     if coordinator.startswith("ipc://"):
+        return None
+    return advertise or route_address(urlsplit(coordinator).hostname)
+
+
+def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None) -> str:
+    """Bind the data inbox where neighbours can reach it; returns the endpoint to advertise."""
+    if host is None:
         path = os.path.join(os.path.dirname(coordinator[len("ipc://"):]), f"worker-{os.getpid()}")
         inbox.bind(f"ipc://{path}")
         return f"ipc://{path}"
-    host = advertise or route_address(urlsplit(coordinator).hostname)
     port = inbox.bind_to_random_port(f"tcp://{host}")
     return f"tcp://{host}:{port}"
 
 
-def register(control: zmq.Socket, endpoint: str, stage: int | None, timeout: float, curve_public: str) -> Message:
-    send(control, Message(Kind.HELLO, f"pid-{os.getpid()}", -1,
-                          {"endpoint": endpoint, "stage": stage, "host": socket.gethostname(),
-                           "pid": os.getpid(), "key": curve_public}))
+def register(control: zmq.Socket, monitor: zmq.Socket, endpoint: str, stage: int | None, timeout: float,
+             curve_public: str) -> Message:
+    """Say hello and wait for the assignment; `monitor` reports handshakes the coordinator refused."""
+    me = f"pid-{os.getpid()}"
+    send(control, Message(Kind.HELLO, me, -1, {"endpoint": endpoint, "stage": stage, "host": socket.gethostname(),
+                                               "pid": os.getpid(), "key": curve_public}))
+    poller = zmq.Poller()
+    poller.register(control, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
     # The coordinator answers once every worker has registered; it heartbeats meanwhile.
-    while control.poll(int(timeout * 1000)):
+    while events := dict(poller.poll(int(timeout * 1000))):
+        if monitor in events and (why := handshake_failure(recv_monitor_message(monitor), bool(curve_public))):
+            raise WorkerError(f"cannot join the coordinator: {why}")
+        if control not in events:
+            continue
         try:
             _, msg = recv(control)
         except ProtocolError as exc:
@@ -55,26 +74,54 @@ def register(control: zmq.Socket, endpoint: str, stage: int | None, timeout: flo
             raise WorkerError(f"coordinator refused registration: {msg.meta.get('reason')}")
         if msg.kind == Kind.ASSIGN:
             return msg
+        if msg.kind == Kind.HEARTBEAT:
+            send(control, Message(Kind.HEARTBEAT, me))  # still here, while the others register
+        elif msg.kind == Kind.STOP:
+            raise WorkerError("the coordinator stopped the run before it began")
     raise WorkerError(f"no answer from the coordinator within {timeout:.0f} s")
 
 
 def run(coordinator: str, advertise: str | None = None, stage: int | None = None,
-        timeout: float = 30.0, curve: dict | None = None) -> int:
-    """Run one worker to completion; returns the process exit code."""
+        timeout: float = 30.0, curve: dict | None = None, insecure: bool = False) -> int:
+    """Run one worker to completion; returns the process exit code.
+
+    curve: {"own": (public, secret), "client": (public, secret, coordinator public)}: CURVE on
+    the control connection and the data inbox, which admits only the run's members.
+    """
+    try:
+        host = inbox_host(coordinator, advertise)
+    except OSError as exc:
+        print(f"dni worker: error: cannot find a local address towards {coordinator}: {exc}", file=sys.stderr)
+        return 2
+    if curve is None and not insecure and host is not None and not is_local(f"tcp://{host}:0"):
+        print(f"dni worker: error: the data inbox would listen on {host}, reachable from other hosts: give "
+              "--key and --server-key, or --insecure to run unencrypted and open", file=sys.stderr)
+        return 2
     ctx = zmq.Context()
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
+    monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
     inbox = make_socket(ctx, zmq.PULL, {"server": curve["own"]} if curve else None)
+    gate = Gate(ctx, log, "not a member of this run", watch=inbox) if curve else None
     role = None
     try:
         control.connect(coordinator)
-        endpoint = bind_inbox(inbox, coordinator, advertise)
-        assign = register(control, endpoint, stage, timeout, curve["own"][0].decode() if curve else "")
+        endpoint = bind_inbox(inbox, coordinator, host)
+        assign = register(control, monitor, endpoint, stage, timeout, curve["own"][0].decode() if curve else "")
+        control.disable_monitor()
+        if gate is not None:
+            if not isinstance(assign.meta.get("members"), list):
+                raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
+            gate.admit(assign.meta["members"])
         role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
         role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
         role.run()
         return 0
-    except (WorkerError, CoordinatorLost) as exc:
+    except WorkerError as exc:
         print(f"dni worker: {exc}", file=sys.stderr)
+        return 1
+    except CoordinatorLost as exc:
+        print(f"dni worker: stage {assign.meta['stage']}: lost the coordinator at {coordinator} ({exc}); exiting",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -82,5 +129,8 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
         if role is not None:
             role.close()
         control.close(linger=0)
+        monitor.close(linger=0)
         inbox.close(linger=0)
+        if gate is not None:
+            gate.close()
         ctx.term()

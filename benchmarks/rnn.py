@@ -1,0 +1,101 @@
+"""Issue 4's figures for recurrent time boxes: every run a real `dni run`, one after another (2 cores).
+
+usage: python benchmarks/rnn.py seeds|seqmnist|copy [--data DIR] [--out DIR] [--quick]
+  seeds     the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
+  seqmnist  sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
+  copy      the Copy task's curriculum: longest length solved by dni and truncated BPTT, boxes of T steps
+Each run's directory (summary.json, metrics.jsonl) stays under --out; the table is printed and
+written next to them as table.json. --quick shrinks every budget (a smoke test of the script).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DNI = [sys.executable, "-m", "coordinator", "run", "--model", "rnn", "--no-progress"]
+
+# The seed task: the digits 0 and 1 through 4 tanh boxes of 1 step, linear synthesizers (Adam).
+SEED_TASK = ["--boxes", "4", "--steps-per-box", "1", "--cell", "tanh", "--units", "128", "--mode", "dni",
+             "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "3"]
+SEQ_MNIST = ["--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--cell", "lstm", "--units", "128",
+             "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "10"]
+COPY = ["--task", "copy", "--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "1e-3",
+        "--schedule", "constant", "--copy-batches", "100", "--epochs", "60"]
+COPY_PLAN = {4: 21}   # box length T -> the longest length the boxes are sized for
+
+
+def run(out: Path, args: list[str]) -> dict:
+    """One `dni run`; its summary. Runs that exist already are read back, so a table can be resumed."""
+    summary = out / "summary.json"
+    if not summary.exists():
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run([*DNI, *args, "--out", str(out)], check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    return json.loads(summary.read_text())
+
+
+def seeds(a) -> dict:
+    table = {}
+    for task in ("mnist01", "mnist01-chunks"):
+        accs = {}
+        for seed in range(10):
+            s = run(a.out / task / f"seed{seed}", [*SEED_TASK, *a.budget, "--task", task, "--data", a.data,
+                                                   "--seed", str(seed)])
+            accs[seed] = s["test_accuracy"]
+            print(f"{task:15} seed {seed}  test accuracy {accs[seed]:.4f}  ({s['train_seconds']:.0f} s)", flush=True)
+        worst = min(accs, key=accs.get)
+        table[task] = {"accuracy": accs, "worst": accs[worst], "worst_seed": worst,
+                       "median": statistics.median(accs.values()),
+                       "all_at_least_99.5": all(v >= 0.995 for v in accs.values())}
+    print(f"{'layout':15} {'worst (seed)':>14} {'median':>8}  all >= 99.5%")
+    for task, r in table.items():
+        print(f"{task:15} {r['worst']:8.4f} ({r['worst_seed']})  {r['median']:8.4f}  {r['all_at_least_99.5']}")
+    return table
+
+
+def seqmnist(a) -> dict:
+    table = {}
+    for mode in ("dni", "cdni", "truncated", "backprop"):
+        s = run(a.out / mode, [*SEQ_MNIST, *a.budget, "--data", a.data, "--mode", mode])
+        table[mode] = {"test_accuracy": s["test_accuracy"], "train_seconds": s["train_seconds"],
+                       "history": [h["test_accuracy"] for h in s["history"]]}
+        print(f"{mode:10} test accuracy {s['test_accuracy']:.4f}  ({s['train_seconds']:.0f} s)", flush=True)
+    return table
+
+
+def copy(a) -> dict:
+    table = {}
+    for T, longest in COPY_PLAN.items():
+        boxes = -(-(2 * longest + 1) // T)
+        for mode in ("dni", "truncated"):
+            s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--mode", mode, "--steps-per-box", str(T),
+                                            "--boxes", str(boxes), "--copy-length", str(longest)])
+            table[f"T={T} {mode}"] = {"solved": s["copy_solved"], "boxes": boxes,
+                                      "lengths": [h["copy_length"] for h in s["history"]]}
+            print(f"T={T} ({boxes} boxes)  {mode:9}  longest length solved {s['copy_solved']}  "
+                  f"({s['train_seconds']:.0f} s)", flush=True)
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=("seeds", "seqmnist", "copy"))
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--out", type=Path, help="default runs/rnn-EXPERIMENT")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: checks the script, not the claims")
+    a = p.parse_args()
+    a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}").resolve()
+    a.data = str(Path(a.data).resolve())
+    a.budget = ["--epochs", "1", "--train-subset", "2000", "--copy-batches", "20"] if a.quick else []
+    table = {"seeds": seeds, "seqmnist": seqmnist, "copy": copy}[a.experiment](a)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Where a worker's time goes: a lap clock charging the time since the previous lap to a category."""
+from __future__ import annotations
+
+import resource
+import time
+
+# What each category means (the loop and the roles call lap() at the boundaries):
+#   compute  the stage's own arithmetic inside a handler (forward, synthetic gradient, updates)
+#   synth    training the synthesizer on a target that came back
+#   send     encoding and handing messages to ZeroMQ
+#   receive  taking a message off a socket and decoding it
+#   wait     blocked in poll while input is due: a locked stage waiting for its gradient
+#            ("blocked", reported on its own too), or a training batch is in flight
+#            (from the first training batch after a sync barrier until the next barrier)
+#   idle     blocked in poll with no training batch in flight: before the first batch,
+#            evaluation gaps, checkpoints, shutdown
+#   other    the loop's own bookkeeping (dispatch, heartbeats)
+# The categories (blocked aside, which is part of wait) add up to the worker's lifetime.
+# Over the same span: cpu, the process's CPU seconds, every thread included (ZeroMQ's I/O
+# thread, pyzmq's zero-copy garbage collector), what the worker cost the machine; and the
+# page faults and context switches it took.
+CATEGORIES = ("compute", "synth", "send", "receive", "wait", "idle", "other")
+
+
+class Clock:
+    def __init__(self):
+        self.seconds = dict.fromkeys(CATEGORIES, 0.0)
+        self.blocked = 0.0
+        self.mark = time.perf_counter()
+        self.cpu = time.process_time()
+        self.usage = resource.getrusage(resource.RUSAGE_SELF)
+
+    def lap(self, category: str) -> float:
+        """Charge the time since the last lap to `category`; returns now (perf_counter)."""
+        now = time.perf_counter()
+        self.seconds[category] += now - self.mark
+        self.mark = now
+        return now
+
+    def report(self) -> dict[str, float]:
+        now, then = resource.getrusage(resource.RUSAGE_SELF), self.usage
+        return {**self.seconds, "blocked": self.blocked, "total": sum(self.seconds.values()),
+                "cpu": time.process_time() - self.cpu, "page_faults": now.ru_minflt - then.ru_minflt,
+                "context_switches": now.ru_nvcsw + now.ru_nivcsw - then.ru_nvcsw - then.ru_nivcsw}

@@ -1,0 +1,99 @@
+"""The parameter service: one copy of the tied weights for boxes in other processes, with bounded staleness.
+
+Protocol (every message into the service's inbox, every answer into the asking box's inbox):
+  PULL   {have, need, bound}  a box about to unroll holds version `have`; it needs at least
+                               version `need` (backprop: every earlier batch applied) and a copy
+                               at most `bound` updates old (never more than --max-staleness).
+  PARAMS {version, staleness} the answer: the weights themselves only when the box's copy is too
+                               old (or too early), else nothing but how old the copy is.
+  PUSH   {version} + grads    a box's gradients, computed with weights of `version`.
+  SYNC                        a box's barrier marker, behind its pushes: when all K are in, the
+                               service tells the coordinator SYNCED.
+The counters it reports (max_read_staleness above all) are what the tests assert the bound with.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from protocol import Kind, Message, ProtocolError
+from workers.role import Role
+from workers.timebox import ParamStore
+
+
+def meta_ints(msg: Message, *names: str) -> tuple[int, ...]:
+    """The named header fields as non-negative ints; ProtocolError if any is missing or not one."""
+    values = tuple(msg.meta.get(n) for n in names)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ProtocolError(f"{msg.kind} from {msg.src or '?'} needs non-negative integers {', '.join(names)}")
+    return values
+
+
+class ParamService(Role):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.name = "params"
+        self.log = logging.getLogger("dni.params")
+        self.store = ParamStore(self.cfg)
+        self.bound, self.boxes = self.cfg["max_staleness"], self.cfg["boxes"]
+        self.waiting: list[Message] = []     # pulls that need a version not reached yet
+        self.markers: Counter = Counter()
+        self.counters.update(pulls=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,
+                             pushes=0, steps=0, max_grad_delay=0, grad_delay_sum=0, bound=self.bound)
+        self.handlers.update({Kind.PULL: self.on_pull, Kind.PUSH: self.on_push, Kind.SYNC: self.on_sync})
+
+    def dispatch(self, msg: Message, t: float) -> None:
+        if msg.src != "coordinator" and msg.kind is not Kind.HEARTBEAT and msg.src not in self.peers:
+            self.counters["unexpected"] += 1   # only the run's own boxes talk to the service
+            return
+        try:
+            super().dispatch(msg, t)
+        except (ProtocolError, ValueError) as exc:
+            self.counters["bad_messages"] += 1
+            self.log.warning("dropped a %s message from %s: %s", msg.kind, msg.src, exc)
+
+    def on_pull(self, msg: Message, t: float) -> None:
+        meta_ints(msg, "have", "need", "bound")
+        if self.store.version < msg.meta["need"]:
+            self.waiting.append(msg)
+        else:
+            self.serve(msg)
+
+    def serve(self, msg: Message) -> None:
+        have = msg.meta["have"]
+        staleness = self.store.version - have
+        arrays = {}
+        if staleness > min(self.bound, msg.meta["bound"]) or staleness < 0:
+            arrays, staleness, have = self.store.snapshot(), 0, self.store.version
+            self.counters["transfers"] += 1
+        self.counters["pulls"] += 1
+        self.counters["read_staleness_sum"] += staleness
+        self.counters["max_read_staleness"] = max(self.counters["max_read_staleness"], staleness)
+        self.to_peer(msg.src, Kind.PARAMS, msg.id, meta={"version": have, "staleness": staleness}, **arrays)
+
+    def on_push(self, msg: Message, t: float) -> None:
+        (used,) = meta_ints(msg, "version")
+        self.store.check(msg.arrays)
+        box = int(msg.src.removeprefix("box-"))
+        # How many updates landed between the weights this gradient was computed with and now.
+        delay = self.store.version - used
+        self.counters["pushes"] += 1
+        self.counters["grad_delay_sum"] += delay
+        self.counters["max_grad_delay"] = max(self.counters["max_grad_delay"], delay)
+        self.record({"step": msg.id, "box": box, "grad_delay": delay})
+        if self.store.push(msg.id, box, dict(msg.arrays)):
+            self.counters["steps"] += 1
+            ready = [m for m in self.waiting if m.meta["need"] <= self.store.version]
+            self.waiting = [m for m in self.waiting if m.meta["need"] > self.store.version]
+            for m in ready:
+                self.serve(m)
+
+    def on_sync(self, msg: Message, t: float) -> None:
+        self.markers[msg.id] += 1
+        if self.markers[msg.id] == self.boxes:
+            del self.markers[msg.id]
+            self.flush_metrics()
+            self.to_coordinator(Kind.SYNCED, msg.id)
+
+    def state(self) -> dict:
+        return self.store.params()

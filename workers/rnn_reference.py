@@ -1,0 +1,97 @@
+"""Time boxes in one process, driving the same TimeBox and ParamStore objects; and plain full BPTT.
+
+`step` is the serial arithmetic of a distributed step with no staleness (for quick experiments
+and checkpoint evaluation); `bptt_step` unrolls the whole sequence at once, the transparency
+reference that backprop mode on K processes must reproduce.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from workers.timebox import ParamStore, TimeBox, flat, score
+
+
+def build(cfg: dict) -> tuple[list[TimeBox], ParamStore | None]:
+    boxes = [TimeBox(j, cfg) for j in range(1, cfg["boxes"] + 1)]
+    store = None if cfg["untied"] else ParamStore(cfg)
+    return boxes, store
+
+
+def _share(boxes: list[TimeBox], store: ParamStore | None) -> None:
+    # Staleness 0: every box reads the store's live arrays, which its optimizer updates in place.
+    if store is not None:
+        for box in boxes:
+            box.load(store.params(), store.version)
+
+
+def step(boxes: list[TimeBox], store: ParamStore | None, b: int, parts: dict[int, dict]) -> np.ndarray:
+    """One training step on batch b (parts: box -> its arrays, as the coordinator sends them); returns stats."""
+    _share(boxes, store)
+    y = parts[1]["y"]
+    state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
+
+    def update(box, grads):
+        if store is not None and (grads or box.mode == "backprop"):
+            store.push(b, box.index, grads)
+        return box.apply(b, grads)
+
+    if boxes[0].mode == "backprop":
+        for box in boxes:
+            state, stats = box.forward_train(b, parts[box.index]["x"], state, y, stats, 0.0)
+        g = None
+        for box in reversed(boxes):
+            grads, g = box.backward(b, g)
+            update(box, grads)
+        return stats
+    before = None
+    for box in boxes:
+        state, stats = box.forward_train(b, parts[box.index]["x"], state, y, stats, 0.0)
+        grads, target = box.backward(b, box.future_gradient(b))
+        update(box, grads)
+        if before is not None and before.synth is not None:
+            before.learn(b, target)
+        before = box
+    return stats
+
+
+def evaluate(boxes: list[TimeBox], store: ParamStore | None, batches) -> tuple[float, float]:
+    """(accuracy, mean loss per scored output) over an iterable of parts, box by box as the pipeline does."""
+    _share(boxes, store)
+    total = np.zeros(3)
+    for parts in batches:
+        y = parts[1]["y"]
+        state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
+        for box in boxes:
+            state, stats = box.evaluate(parts[box.index]["x"], state, y, stats)
+        total += stats
+    return total[1] / total[2], total[0] / total[2]
+
+
+def bptt_step(store: ParamStore, xs: np.ndarray, y: np.ndarray) -> float:
+    """Full BPTT: unroll the whole sequence xs (steps, B, n_in) at once, one step; returns the loss."""
+    cell, readout = store.cell, store.readout
+    states, tape = cell.forward(xs, cell.zero_state(xs.shape[1]))
+    (loss_sum, _, n), r_grads, d_states = score(cell, readout, states, y, 0, True)
+    grads, _ = cell.backward(tape, d_states, None)
+    named = {f"cell.{k}": g for k, g in grads.items()}
+    named.update({f"readout.{k}": g for k, g in r_grads.items()})
+    store.step(named)
+    return loss_sum / n
+
+
+def load_checkpoint(boxes: list[TimeBox], store: ParamStore | None, states: dict[int, dict]) -> None:
+    """Weights from a checkpoint: the service's stage (K+1) when tied, each box's own otherwise."""
+    if store is not None:
+        own = store.params()
+        saved = states.get(len(boxes) + 1, {})
+        if set(saved) != set(own):
+            raise ValueError(f"checkpoint holds tied weights {sorted(saved)}, expected {sorted(own)}")
+        for k, a in own.items():
+            a[...] = saved[k]
+        return
+    for box in boxes:
+        want = flat(box.cell, box.readout)
+        saved = {k: v for k, v in states.get(box.index, {}).items() if k in want}
+        if set(saved) != set(want):
+            raise ValueError(f"box {box.index}: checkpoint holds {sorted(saved)}, expected {sorted(want)}")
+        box.load({k: np.asarray(v, want[k].dtype) for k, v in saved.items()}, 0)

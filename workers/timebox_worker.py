@@ -1,0 +1,162 @@
+"""The time-box role: join the coordinator's slice with the previous box's state, unroll, update at once.
+
+Box j of K gets its slice of the input sequence straight from the coordinator and the boundary
+state (with the labels and the running loss) from box j-1, matched by batch id. With tied
+weights it asks the parameter service for weights no more than --max-staleness updates old
+before each unroll, waiting for the answer as a locked stage waits for its gradient, and
+pushes its gradients there instead of stepping itself.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from protocol import Kind, Message, ProtocolError
+from workers.param_service import meta_ints
+from workers.role import Role
+from workers.timebox import TimeBox
+
+
+class TimeBoxWorker(Role):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.name = f"box-{self.stage_index}"
+        self.log = logging.getLogger(f"dni.{self.name}")
+        self.box = TimeBox(self.stage_index, self.cfg)
+        self.locked = self.box.mode == "backprop"
+        # Every mode but truncated BPTT sends the gradient for its incoming state back.
+        self.sends_back = not self.box.first and self.box.mode != "truncated"
+        self.slices: dict[tuple, Message] = {}   # (kind, b) -> the coordinator's slice, awaiting the state
+        self.states: dict[tuple, Message] = {}   # (kind, b) -> box j-1's state, awaiting the slice
+        self.held_sync: Message | None = None
+        self.job: tuple | None = None            # a joined input waiting for weights from the service
+        self.pulls = 0
+        self.trained = 0    # training batches finished: in backprop, the service version the next one needs
+        self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
+                              Kind.PARAMS: self.on_params, Kind.SYNC: self.on_sync,
+                              Kind.SYNC_BACK: self.on_sync_back})
+
+    def dispatch(self, msg: Message, t: float) -> None:
+        try:
+            super().dispatch(msg, t)
+        except ProtocolError as exc:
+            self.counters["bad_messages"] += 1
+            self.log.warning("dropped a %s message: %s", msg.kind, exc)
+        self.release_sync()
+
+    # -- inputs: join, fetch weights, unroll ------------------------------------------------
+    def on_input(self, msg: Message, t: float) -> None:
+        key = (msg.kind, msg.id)
+        (self.slices if msg.src == "coordinator" else self.states)[key] = msg
+        if key in self.slices and (self.box.first or key in self.states):
+            self.begin(msg.kind, msg.id, self.slices.pop(key), self.states.pop(key, None), t)
+
+    def begin(self, kind: Kind, b: int, part: Message, state: Message | None, t: float) -> None:
+        if state is None:  # box 1: the sequence starts from the zero state; the labels come with the data
+            y = part.arrays["y"]
+            job = (kind, b, part.arrays["x"], self.box.cell.zero_state(len(y)), y, np.zeros(3), t)
+        else:
+            job = (kind, b, part.arrays["x"], state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
+        if not self.box.tied:
+            return self.unroll(*job, 0)
+        # Backprop needs exactly the weights after every earlier batch; evaluation the newest.
+        need = self.trained if self.locked and kind is Kind.FORWARD else 0
+        bound = self.cfg["max_staleness"] if kind is Kind.FORWARD and not self.locked else 0
+        self.pulls += 1
+        self.to_peer("params", Kind.PULL, self.pulls, meta={"have": self.box.version, "need": need, "bound": bound})
+        self.job, self.blocked = job, True
+
+    def on_params(self, msg: Message, t: float) -> None:
+        version, staleness = meta_ints(msg, "version", "staleness")
+        if self.job is None or msg.id != self.pulls:
+            self.counters["unexpected"] += 1
+            return
+        if msg.arrays:
+            self.box.load(msg.arrays, version)
+        job, self.job, self.blocked = self.job, None, False
+        self.unroll(*job, staleness)
+
+    def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float, staleness: int) -> None:
+        if kind is Kind.EVAL:
+            h, stats = self.box.evaluate(xs, state0, y, stats)
+            if self.box.last:
+                self.to_coordinator(Kind.EVALUATED, b, {"loss_sum": float(stats[0]), "correct": int(stats[1]),
+                                                         "n": int(stats[2])})
+            else:
+                self.to_peer("next", Kind.EVAL, b, h=h, y=y, stats=stats)
+            return
+        h, stats = self.box.forward_train(b, xs, state0, y, stats, t, staleness)
+        if not self.box.last:
+            self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)   # the next box starts at once
+            if self.locked:
+                self.blocked = True   # backprop: nothing more until the true gradient comes back
+                return
+        # Decoupled: seeded with M(h_end) (truncated: with nothing), update now, wait for no one.
+        rec = self.finish(b, self.box.future_gradient(b))
+        if self.box.last:
+            loss, correct, n = float(stats[0]), int(stats[1]), int(stats[2])
+            self.to_coordinator(Kind.DONE, b, {"loss": loss / max(n, 1), "correct": correct, "n": n})
+            rec = {**(rec or {}), "loss": loss / max(n, 1), "accuracy": correct / max(n, 1)}
+        self.record(rec)
+
+    def finish(self, b: int, d_last: np.ndarray | None) -> dict | None:
+        """BPTT seeded with d_last, the target back to box j-1 first, then the update (or the push)."""
+        grads, d_state0 = self.box.backward(b, d_last)
+        if self.sends_back:
+            self.to_peer("prev", Kind.GRAD, b, g=d_state0)
+        # Backprop's service adds up all K boxes' pushes of a batch, so even an empty one counts.
+        if self.box.tied and (grads or self.locked):
+            self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
+        self.trained += 1
+        return self.box.apply(b, grads)
+
+    # -- gradients back from box j+1 ------------------------------------------------------
+    def on_grad(self, msg: Message, t: float) -> None:
+        b, g = msg.id, msg.arrays["g"]
+        if b not in self.box.cache:
+            self.counters["unexpected"] += 1   # a late target for an evicted batch
+            return
+        if self.locked:
+            rec = self.finish(b, g)             # the true gradient from the future: BPTT across boxes
+            self.blocked = False
+        else:
+            rec = self.box.learn(b, g)          # the bootstrapped target for M_j(h_end of b)
+        self.record(rec)
+
+    # -- the barrier ----------------------------------------------------------------------
+    def on_sync(self, msg: Message, t: float) -> None:
+        self.held_sync = msg
+        self.release_sync()
+
+    def release_sync(self) -> None:
+        # Pass the barrier on only when every state that came before it has met its slice and
+        # been handled: the coordinator's slices travel on other sockets than the barrier.
+        if self.held_sync is None or self.states or self.blocked:
+            return
+        token, self.held_sync = self.held_sync.id, None
+        self.flush_metrics()
+        if self.box.last:
+            self.turn_back(token)
+        else:
+            self.to_peer("next", Kind.SYNC, token)
+
+    def on_sync_back(self, msg: Message, t: float) -> None:
+        self.turn_back(msg.id)
+
+    def turn_back(self, token: int) -> None:
+        if self.box.tied:
+            # Behind this box's pushes on the same socket: the service answers the coordinator
+            # once all K boxes' markers are in, so every update is applied when the barrier ends.
+            self.to_peer("params", Kind.SYNC, token)
+        if not self.box.first:
+            self.to_peer("prev", Kind.SYNC_BACK, token)
+        elif not self.box.tied:
+            self.to_coordinator(Kind.SYNCED, token)
+
+    def on_stop(self, msg: Message, t: float) -> None:
+        self.counters.update(evicted=self.box.evicted, pulls=self.pulls)
+        super().on_stop(msg, t)
+
+    def state(self) -> dict:
+        return self.box.state()
