@@ -11,7 +11,7 @@ PY=${PY:-.venv/bin/python}
 common=(--data "$DATA" --epochs 20 --hidden 256,256 --batch-size 128 --no-progress)
 $DNI run "${common[@]}" --mode backprop --optimizer sgd --lr 0.03 --out "$OUT/backprop"
 $DNI run "${common[@]}" --mode cdni --out "$OUT/cdni"
-$DNI run "${common[@]}" --mode dni --optimizer adam --lr 1e-3 --synth-hidden 1024 --synth-lr 1e-5 --window 2 --out "$OUT/dni"
+$DNI run "${common[@]}" --mode dni --synth-hidden 1024 --synth-lr 3e-6 --window 1 --out "$OUT/dni"
 for threads in 1 2; do
   OPENBLAS_NUM_THREADS=$threads $PY benchmarks/reference_speed.py "$DATA" backprop > "$OUT/reference-$threads.json"
 done

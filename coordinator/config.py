@@ -38,6 +38,7 @@ class Config:
     units: int = opt(128, "rnn: width of the recurrent cell")
     untied: bool = opt(False, "rnn: each box its own weights (default: tied, shared through a parameter service)")
     max_staleness: int = opt(4, "rnn, tied: a box computes with weights at most this many updates old")
+    synth_scale: float = opt(0.1, "rnn: factor on the synthetic gradient seeding each box's BPTT (the paper's 0.1)")
     copy_length: int = opt(10, "rnn copy task: the longest sequence the curriculum grows to (2L+1 <= K*T)")
     copy_batches: int = opt(200, "rnn copy task: training batches per epoch (the length grows after each solved epoch)")
     # the schedule
@@ -80,6 +81,8 @@ class Config:
         for name in ("boxes", "steps_per_box", "units", "copy_length", "copy_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.synth_scale > 0:
+            raise ConfigError(f"--synth-scale must be positive, got {self.synth_scale}")
         if self.max_staleness < 0:
             raise ConfigError(f"--max-staleness must be >= 0, got {self.max_staleness}")
         steps = self.boxes * self.steps_per_box

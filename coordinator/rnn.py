@@ -149,7 +149,8 @@ def network_config(cfg: Config, task) -> dict:
             "steps_per_box": cfg.steps_per_box, "untied": cfg.untied, "max_staleness": cfg.max_staleness,
             "optimizer": cfg.optimizer, "lr": cfg.lr, "schedule": cfg.schedule,
             "total_steps": steps_per_epoch(cfg, task) * cfg.epochs,
-            "synth_lr": cfg.synth_lr, "synth_hidden": cfg.synth_hidden, "seed": cfg.seed,
+            "synth_lr": cfg.synth_lr, "synth_hidden": cfg.synth_hidden, "synth_scale": cfg.synth_scale,
+            "seed": cfg.seed,
             "log_every": cfg.log_every, "cache": 4 * cfg.window + 16}
 
 
