@@ -24,9 +24,11 @@ print(f"{'mode':9} {'test acc':>8} {'wall s':>7} {'samples/s':>10} {'stage1 p50 
 for m, r in s.items():
     print(f"{m:9} {r['test_accuracy']:8.4f} {r['train_seconds']:7.1f} {r['samples_per_second']:10.0f} "
           f"{r['update_latency_ms']['1']['p50']:14.3f}")
-d, b = s["dni"]["update_latency_ms"]["1"]["p50"], s["backprop"]["update_latency_ms"]["1"]["p50"]
-print(f"stage 1 median update latency: dni {d:.3f} ms, backprop {b:.3f} ms, ratio backprop/dni {b / d:.2f}")
+b = s["backprop"]["update_latency_ms"]["1"]["p50"]
+for m in ("dni", "cdni"):
+    d = s[m]["update_latency_ms"]["1"]["p50"]
+    print(f"stage 1 median update latency: {m} {d:.3f} ms, backprop {b:.3f} ms, ratio backprop/{m} {b / d:.2f}")
 for t, v in ref.items():
-    print(f"single-process numpy backprop, {t} BLAS thread(s): {v:.0f} samples/s; "
-          f"3-process dni / that = {s['dni']['samples_per_second'] / v:.2f}")
+    ratios = ", ".join(f"3-process {m} / that = {s[m]['samples_per_second'] / v:.2f}" for m in ("dni", "cdni"))
+    print(f"single-process numpy backprop, {t} BLAS thread(s): {v:.0f} samples/s; {ratios}")
 PY

@@ -3,7 +3,7 @@
 usage: python benchmarks/rnn.py seeds|seqmnist|copy [--data DIR] [--out DIR] [--quick]
   seeds     the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
   seqmnist  sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
-  copy      the Copy task's curriculum: longest length solved by dni and truncated BPTT, boxes of T steps
+  copy      the Copy task's curriculum: longest length solved by dni, truncated and full BPTT, boxes of T steps
 Each run's directory (summary.json, metrics.jsonl) stays under --out; the table is printed and
 written next to them as table.json. --quick shrinks every budget (a smoke test of the script).
 """
@@ -25,9 +25,9 @@ SEED_TASK = ["--boxes", "4", "--steps-per-box", "1", "--cell", "tanh", "--units"
              "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "3"]
 SEQ_MNIST = ["--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--cell", "lstm", "--units", "128",
              "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "10"]
-COPY = ["--task", "copy", "--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "1e-3",
-        "--schedule", "constant", "--copy-batches", "100", "--epochs", "60"]
-COPY_PLAN = {4: 21}   # box length T -> the longest length the boxes are sized for
+COPY = ["--task", "copy", "--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "3e-3",
+        "--synth-lr", "1e-3", "--schedule", "constant", "--copy-batches", "100", "--epochs", "50"]
+COPY_PLAN = {2: 10}   # box length T -> the longest length the boxes are sized for (K = ceil((2L+1)/T))
 
 
 def run(out: Path, args: list[str]) -> dict:
@@ -72,7 +72,7 @@ def copy(a) -> dict:
     table = {}
     for T, longest in COPY_PLAN.items():
         boxes = -(-(2 * longest + 1) // T)
-        for mode in ("dni", "truncated"):
+        for mode in ("dni", "truncated", "backprop"):   # backprop: full BPTT, the ceiling
             s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--mode", mode, "--steps-per-box", str(T),
                                             "--boxes", str(boxes), "--copy-length", str(longest)])
             table[f"T={T} {mode}"] = {"solved": s["copy_solved"], "boxes": boxes,

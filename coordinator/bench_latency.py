@@ -104,6 +104,18 @@ def serial(depth: int, data: Dataset, p: dict) -> dict:
             "cpu_ms_per_batch": (time.process_time() - cpu) * 1e3 / (b + 1)}
 
 
+def headline(runs: list[dict], depth: int) -> dict:
+    """Stage 1's update latency and the samples/s at one depth, both modes side by side."""
+    out = {"depth": depth}
+    for r in runs:
+        if r["depth"] == depth:
+            lat = r["stages"][0]["latency_ms"]
+            out.update({f"{r['mode']}_p50_ms": lat["p50"], f"{r['mode']}_p99_ms": lat["p99"],
+                        f"{r['mode']}_samples_per_second": r["samples_per_second"]})
+    out["ratio"] = out["backprop_p50_ms"] / out["dni_p50_ms"]
+    return out
+
+
 def targets(result: dict) -> list[dict]:
     runs = {(r["mode"], r["depth"]): r for r in result["runs"]}
     depths = result["params"]["depths"]
@@ -156,12 +168,7 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
                             "fraction_of_ideal": through["samples_per_second"] / (2 * ser["samples_per_second"]),
                             "serial_cpu_ms_per_batch": ser["cpu_ms_per_batch"],
                             "pipeline_cpu_ms_per_batch": sum(through["cpu_ms_per_batch"].values())}
-    result["headline"] = [{"depth": d, "dni_p50_ms": next(r for r in runs if r["mode"] == "dni" and r["depth"] == d)
-                           ["stages"][0]["latency_ms"]["p50"],
-                           "backprop_p50_ms": next(r for r in runs if r["mode"] == "backprop" and r["depth"] == d)
-                           ["stages"][0]["latency_ms"]["p50"]} for d in depths]
-    for h in result["headline"]:
-        h["ratio"] = h["backprop_p50_ms"] / h["dni_p50_ms"]
+    result["headline"] = [headline(runs, d) for d in depths]
     result["targets"] = targets(result)
     print_summary(result)
     return result
@@ -184,10 +191,12 @@ def print_summary(result: dict) -> None:
     print(f"\nstage 1 alone in one process: forward + synthetic gradient + update p50 "
           f"{iso['update_ms']['p50']:.3f} ms (p99 {iso['update_ms']['p99']:.3f}); "
           f"training its synthesizer p50 {iso['learn_ms']['p50']:.3f} ms")
-    print("\nstage-1 update latency p50 (ms) by depth")
-    print("  stages      dni  backprop  backprop/dni")
+    print("\nstage-1 update latency p50 (p99) in ms, and samples/s, by depth")
+    print("  stages                dni           backprop  backprop/dni  samples/s dni  backprop")
     for h in result["headline"]:
-        print(f"  {h['depth']:6d} {h['dni_p50_ms']:8.3f} {h['backprop_p50_ms']:9.3f} {h['ratio']:13.1f}x")
+        print(f"  {h['depth']:6d} {h['dni_p50_ms']:8.3f} ({h['dni_p99_ms']:7.2f}) {h['backprop_p50_ms']:8.3f} "
+              f"({h['backprop_p99_ms']:7.2f}) {h['ratio']:12.1f}x {h['dni_samples_per_second']:14,.0f} "
+              f"{h['backprop_samples_per_second']:9,.0f}")
     t = result["throughput"]
     print(f"\nthroughput, {t['depth']} stages dni: {t['pipeline_samples_per_second']:,.0f} samples/s; serial in one "
           f"process {t['serial_samples_per_second']:,.0f}; 2-core ideal {t['ideal_samples_per_second']:,.0f} "

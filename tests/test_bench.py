@@ -75,7 +75,8 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
             assert all(s["time_s"]["blocked"] > 0 for s in run["stages"][:-1])
     assert [h["depth"] for h in r["headline"]] == [2, 3]
     for h in r["headline"]:
-        assert h["dni_p50_ms"] > 0 and h["backprop_p50_ms"] > 0
+        assert 0 < h["dni_p50_ms"] <= h["dni_p99_ms"] and 0 < h["backprop_p50_ms"] <= h["backprop_p99_ms"]
+        assert h["dni_samples_per_second"] > 0 and h["backprop_samples_per_second"] > 0
         assert h["ratio"] == pytest.approx(h["backprop_p50_ms"] / h["dni_p50_ms"])
     t = r["throughput"]
     assert t["depth"] == 3 and t["serial_samples_per_second"] > 0 and t["pipeline_samples_per_second"] > 0
