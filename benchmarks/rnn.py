@@ -27,7 +27,7 @@ SEQ_MNIST = ["--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--ce
              "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "10"]
 COPY = ["--task", "copy", "--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "3e-3",
         "--synth-lr", "1e-3", "--schedule", "constant", "--copy-batches", "100", "--epochs", "50"]
-COPY_PLAN = {2: 10}   # box length T -> the longest length the boxes are sized for (K = ceil((2L+1)/T))
+COPY_PLAN = {2: 10, 4: 21}   # box length T -> the longest length the boxes are sized for (K = ceil((2L+1)/T))
 
 
 def run(out: Path, args: list[str]) -> dict:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 COLOURS = {"dni": "tab:blue", "backprop": "tab:red", "project": "tab:blue", "raw": "tab:grey"}
+# Stage 1's time, bottom to top; wait is split into blocked on the gradient and the rest.
 SHARES = (("compute", "tab:blue"), ("synth", "tab:cyan"), ("send", "tab:orange"), ("receive", "tab:brown"),
-          ("wait", "tab:red"), ("idle", "lightgrey"), ("other", "black"))
+          ("blocked", "tab:red"), ("wait, not blocked", "salmon"), ("idle", "lightgrey"), ("other", "black"))
 
 
 def require():
@@ -48,12 +49,16 @@ def latency(result: dict, axes) -> None:
     runs = sorted(result["runs"], key=lambda r: (r["depth"], r["mode"]))
     bottom = [0.0] * len(runs)
     for share, colour in SHARES:
-        values = [r["stages"][0]["time_fraction"][share] for r in runs]
+        values = [share_of(r["stages"][0]["time_fraction"], share) for r in runs]
         bars.bar(range(len(runs)), values, bottom=bottom, color=colour, label=share)
         bottom = [b + v for b, v in zip(bottom, values)]
     bars.set_xticks(range(len(runs)), [f"{r['mode']}\n{r['depth']}" for r in runs], fontsize=8)
     bars.set(ylabel="share of stage 1's time", ylim=(0, 1), title="where stage 1's time goes")
     bars.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+
+
+def share_of(fraction: dict, share: str) -> float:
+    return fraction["wait"] - fraction["blocked"] if share == "wait, not blocked" else fraction[share]
 
 
 def transport(result: dict, axes) -> None:
