@@ -10,6 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from coordinator.config import Config
+
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
@@ -89,7 +91,8 @@ def add_parser(sub) -> None:
     lat.add_argument("--batch", type=int, default=128, help="batch size")
     lat.add_argument("--steps", type=int, default=600, help="training batches per run")
     lat.add_argument("--warmup", type=int, default=50, help="first batches left out of the latency figures")
-    lat.add_argument("--window", type=int, default=4, help="batches in flight at most (credit)")
+    lat.add_argument("--window", type=int, default=Config.window, help="batches in flight at most (credit), "
+                     "as `dni run --window`")
     lat.add_argument("--throughput-depth", type=int, default=3, help="stages of the dni run set against the 2-core ideal")
     tr = kinds.add_parser("transport", help="the project's messages against raw pyzmq zero-copy, one hop",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)

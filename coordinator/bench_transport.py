@@ -24,11 +24,13 @@ import zmq
 from coordinator import bench
 from coordinator.metrics import percentiles
 from protocol import Kind, Message, encode
+from workers.allocator import keep_freed_memory
 from workers.transport import make_socket, recv, send
 
 PATHS = ("project", "raw")
 ROUNDS = 5                      # alternations of the two paths per size
-BUDGET = 256 * 1024 * 1024      # bytes per path and size: fewer repetitions for big messages
+BUDGET = 256 * 1024 * 1024      # bytes per path and size: fewer repetitions for big messages,
+MIN_REPS = 200                  # but not fewer than this
 TIMEOUT_MS = 30_000             # the echo gives up (and exits) after this long without word
 
 
@@ -53,6 +55,7 @@ def endpoint(transport: str, tmp: str, name: str) -> str:
 # -- the echo process ----------------------------------------------------------------------
 def echo(control_endpoint: str, transport: str, tmp: str) -> None:
     """Bind one inbox per path, report the endpoints, then serve phases until told to quit."""
+    keep_freed_memory()  # as every dni process does (the timing side runs under `dni`)
     ctx = zmq.Context()
     control = ctx.socket(zmq.PAIR)
     control.linger = 0
@@ -192,8 +195,9 @@ def stream(peer: Peer, path: str, msg: Message, n: int) -> float:
 def measure_size(peer: Peer, kib: int, n_rtt: int, n_stream: int, rng: np.random.Generator) -> dict:
     x = rng.standard_normal((kib, 256)).astype(np.float32)   # 256 float32 = 1 KiB a row
     msg = Message(Kind.FORWARD, "stage-1", 0, {}, {"x": x})
-    reps = max(1, min(n_rtt, BUDGET // (kib * 1024)) // ROUNDS)
-    stream_n = max(8, min(n_stream, BUDGET // (kib * 1024)) // ROUNDS)
+    # Fewer repetitions for big messages, but enough for a p99 and a stream past its start-up.
+    budget = max(MIN_REPS, BUDGET // (kib * 1024))
+    reps, stream_n = (max(1, min(n, budget) // ROUNDS) for n in (n_rtt, n_stream))
     rtt, one_way, rates = {p: [] for p in PATHS}, {p: [] for p in PATHS}, {p: [] for p in PATHS}
     for path in PATHS:  # warm up both paths: connections, allocator, caches
         round_trips(peer, path, msg, min(50, reps))

@@ -76,6 +76,8 @@ def transport(result: dict, axes) -> None:
            title="one hop and back: the project's messages vs raw pyzmq")
     ax.legend(fontsize=8)
     ratio.axhline(1.0, color="black", lw=0.8)
+    ratio.axhline(1.1, color="tab:blue", lw=0.8, ls=":", label="round-trip target (at most)")
+    ratio.axhline(0.9, color="tab:green", lw=0.8, ls=":", label="streaming target (at least)")
     ratio.set(xscale="log", xlabel="message size (KiB)", ylabel="project / raw",
               title="ratio (1 = no overhead)")
     ratio.legend(fontsize=8)

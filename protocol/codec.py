@@ -7,6 +7,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import zmq
 
 from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_NDIM, VERSION, Kind
 
@@ -41,16 +42,21 @@ class Message:
 def encode(msg: Message) -> list:
     """Frames ready for send_multipart(copy=False): arrays are not copied."""
     arrays = [np.ascontiguousarray(a) for a in msg.arrays.values()]
+    # msgpack packs the Kind (a str) as its string and tuples as arrays: the same bytes as
+    # str(kind) and lists, without making them.
     header = {
-        "v": VERSION, "k": str(msg.kind), "s": msg.src, "i": msg.id, "m": msg.meta,
-        "a": [[name, _NAMES.get(a.dtype) or a.dtype.name, list(a.shape)] for name, a in zip(msg.arrays, arrays)],
+        "v": VERSION, "k": msg.kind, "s": msg.src, "i": msg.id, "m": msg.meta,
+        "a": [(name, _NAMES.get(a.dtype) or a.dtype.name, a.shape) for name, a in zip(msg.arrays, arrays)],
     }
     return [msgpack.packb(header, use_bin_type=True), *arrays]
 
 
-def _buffer(frame) -> memoryview:
-    # zmq.Frame (copy=False) exposes .buffer; bytes and arrays are buffers themselves.
-    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+def _sized(frame) -> tuple[object, int]:
+    """(a buffer over the frame, its size in bytes), without copying it."""
+    if type(frame) is zmq.Frame:  # received with copy=False: a buffer itself, len() is its size
+        return frame, len(frame)
+    view = memoryview(frame)      # bytes, arrays
+    return view, view.nbytes
 
 
 def _unpack_header(raw: memoryview) -> dict:
@@ -86,10 +92,10 @@ def _array(spec: object, frame) -> tuple[str, np.ndarray]:
     for n in shape:
         if type(n) is not int or n < 0:
             raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
-    buf = _buffer(frame)
+    buf, nbytes = _sized(frame)
     expected = prod(shape) * dt.itemsize
-    if expected != buf.nbytes or expected > MAX_FRAME_BYTES:
-        raise ProtocolError(f"array {name!r}: frame has {buf.nbytes} bytes, {dtype}{shape} needs {expected}")
+    if expected != nbytes or expected > MAX_FRAME_BYTES:
+        raise ProtocolError(f"array {name!r}: frame has {nbytes} bytes, {dtype}{shape} needs {expected}")
     return name, np.ndarray(shape, dt, buf)  # a view over the frame, as np.frombuffer gives
 
 
@@ -97,7 +103,11 @@ def decode(frames: list) -> Message:
     """Strictly parse frames into a Message; raises ProtocolError on anything malformed."""
     if not frames:
         raise ProtocolError("empty message")
-    header = _unpack_header(_buffer(frames[0]))
+    head, size = _sized(frames[0])
+    if size > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {size} bytes exceeds {MAX_HEADER_BYTES}")
+    # A header is small: a copy of it is cheaper than a memoryview over the frame.
+    header = _unpack_header(head.bytes if head is frames[0] else head)
     kind = _KINDS.get(header["k"])
     if kind is None:
         raise ProtocolError(f"unknown kind {header['k'][:32]!r}")
