@@ -57,7 +57,8 @@ def describe(m: dict) -> str:
     return (f"machine: {m['cpus']} cpus, {m['platform']}, python {m['python']}, numpy {m['numpy']}\n"
             f"  BLAS {b['name']} {b['version']} kernel {b.get('kernel', '?')} threads {b.get('threads', '?')}"
             f" ({env})\n"
-            f"  pyzmq {m['pyzmq']} libzmq {m['libzmq']}  load average {' '.join(f'{x:.2f}' for x in m['load_average'])}")
+            f"  pyzmq {m['pyzmq']} libzmq {m['libzmq']}  "
+            f"load average {' '.join(f'{x:.2f}' for x in m['load_average'])}")
 
 
 def target(name: str, value: float, op: str, limit: float) -> dict:
@@ -71,13 +72,13 @@ def print_targets(targets: list[dict]) -> None:
         print(f"  {'pass' if t['pass'] else 'MISS'}  {t['name']}: {t['value']:.3g} (want {t['op']} {t['limit']:g})")
 
 
-def _ints(text: str) -> list[int]:
+def _ints(text: str, option: str) -> list[int]:
     try:
         values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+        raise ValueError(f"{option}: expected comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
-        raise ValueError(f"expected positive integers, got {text!r}")
+        raise ValueError(f"{option}: expected positive integers, got {text!r}")
     return values
 
 
@@ -93,12 +94,14 @@ def add_parser(sub) -> None:
     lat.add_argument("--warmup", type=int, default=50, help="first batches left out of the latency figures")
     lat.add_argument("--window", type=int, default=Config.window, help="batches in flight at most (credit), "
                      "as `dni run --window`")
-    lat.add_argument("--throughput-depth", type=int, default=3, help="stages of the dni run set against the 2-core ideal")
+    lat.add_argument("--throughput-depth", type=int, default=3,
+                     help="stages of the dni run set against the 2-core ideal")
     tr = kinds.add_parser("transport", help="the project's messages against raw pyzmq zero-copy, one hop",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     tr.add_argument("--sizes", default="4,16,64,128,256,1024,4096", help="message sizes in KiB")
     tr.add_argument("--transports", default="ipc,tcp", help="ipc and/or tcp (loopback)")
-    tr.add_argument("--round-trips", type=int, default=2000, help="round trips per size and path (fewer for big messages)")
+    tr.add_argument("--round-trips", type=int, default=2000,
+                    help="round trips per size and path (fewer for big messages)")
     tr.add_argument("--stream", type=int, default=4000, help="messages streamed per size and path (fewer for big ones)")
     for p in (lat, tr):
         p.add_argument("--seed", type=int, default=0, help="seed")
@@ -117,7 +120,7 @@ def cmd_bench(args) -> int:
             return 2
     if args.bench == "latency":
         from coordinator import bench_latency
-        result = bench_latency.run(depths=_ints(args.depths), width=args.width, batch=args.batch, steps=args.steps,
+        result = bench_latency.run(depths=_ints(args.depths, "--depths"), width=args.width, batch=args.batch, steps=args.steps,
                                    warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,
                                    seed=args.seed)
     else:
@@ -125,7 +128,7 @@ def cmd_bench(args) -> int:
         transports = [t.strip() for t in args.transports.split(",") if t.strip()]
         if not transports or set(transports) - {"ipc", "tcp"}:
             raise ValueError(f"--transports: expected ipc and/or tcp, got {args.transports!r}")
-        result = bench_transport.run(sizes_kib=_ints(args.sizes), transports=transports,
+        result = bench_transport.run(sizes_kib=_ints(args.sizes, "--sizes"), transports=transports,
                                      round_trips=args.round_trips, stream=args.stream, seed=args.seed)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

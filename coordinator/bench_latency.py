@@ -144,8 +144,8 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
         raise ValueError("--width, --batch, --window must be positive and 0 <= --warmup < --steps")
     depths = sorted(set(depths))
     p = {"depths": depths, "width": width, "batch": batch, "steps": steps, "warmup": warmup, "window": window,
-         "throughput_depth": throughput_depth, "seed": seed, "mode_dni": "dni (linear synthesizer)",
-         "optimizer": Config.optimizer, "lr": Config.lr}
+         "throughput_depth": throughput_depth, "seed": seed, "optimizer": Config.optimizer, "lr": Config.lr,
+         "synthesizer": f"{Config.synth_hidden}-unit MLP" if Config.synth_hidden else "linear"}
     result = {"bench": "latency", "machine": bench.machine(), "params": p}
     print(bench.describe(result["machine"]))
     data = task(width, batch, steps, seed)
@@ -169,7 +169,8 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
                             "pipeline_samples_per_second": through["samples_per_second"],
                             "fraction_of_ideal": through["samples_per_second"] / (2 * ser["samples_per_second"]),
                             "serial_cpu_ms_per_batch": ser["cpu_ms_per_batch"],
-                            "pipeline_cpu_ms_per_batch": sum(through["cpu_ms_per_batch"].values())}
+                            "pipeline_cpu_ms_per_batch": sum(through["cpu_ms_per_batch"].values()),
+                            "run": through}
     result["headline"] = [headline(runs, d) for d in depths]
     result["targets"] = targets(result)
     print_summary(result)

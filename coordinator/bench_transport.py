@@ -28,7 +28,8 @@ from workers.allocator import keep_freed_memory
 from workers.transport import make_socket, recv, send
 
 PATHS = ("project", "raw")
-ROUNDS = 5                      # alternations of the two paths per size
+ROUNDS = 20                     # alternations of the two paths per size (round trips)
+STREAM_ROUNDS = 5               # streams per path and size (each long enough to time)
 BUDGET = 256 * 1024 * 1024      # bytes per path and size: fewer repetitions for big messages,
 MIN_REPS = 200                  # but not fewer than this
 TIMEOUT_MS = 30_000             # the echo gives up (and exits) after this long without word
@@ -119,17 +120,21 @@ class Peer:
         self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.bench_transport",
                                       self.control.getsockopt_string(zmq.LAST_ENDPOINT), transport, tmp])
         self.socks = {}
-        if not self.control.poll(TIMEOUT_MS):
-            raise TimeoutError(f"the {transport} echo process did not start")
-        inboxes = self.control.recv_json()["inboxes"]
-        replies = {}
-        for path in PATHS:
-            push, pull = sockets(ctx, path)
-            pull.bind(endpoint(transport, tmp, f"reply-{path}"))
-            replies[path] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
-            push.connect(inboxes[path])
-            self.socks[path] = (push, pull)
-        self.control.send_json({"replies": replies})
+        try:
+            if not self.control.poll(TIMEOUT_MS):
+                raise TimeoutError(f"the {transport} echo process did not start")
+            inboxes = self.control.recv_json()["inboxes"]
+            replies = {}
+            for path in PATHS:
+                push, pull = sockets(ctx, path)
+                self.socks[path] = (push, pull)
+                pull.bind(endpoint(transport, tmp, f"reply-{path}"))
+                replies[path] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+                push.connect(inboxes[path])
+            self.control.send_json({"replies": replies})
+        except BaseException:
+            self.close()
+            raise
 
     def phase(self, path: str, mode: str, n: int) -> None:
         self.control.send_json({"do": "phase", "path": path, "mode": mode, "n": n})
@@ -186,7 +191,10 @@ def stream(peer: Peer, path: str, msg: Message, n: int) -> float:
             send(push, Message(msg.kind, msg.src, i, msg.meta, msg.arrays))
         else:
             push.send_multipart(frames, copy=False)
-    recv(pull) if path == "project" else pull.recv()
+    if path == "project":
+        recv(pull)
+    else:
+        pull.recv()
     rate = n / (time.perf_counter() - t0)
     peer.times()
     return rate
@@ -197,7 +205,7 @@ def measure_size(peer: Peer, kib: int, n_rtt: int, n_stream: int, rng: np.random
     msg = Message(Kind.FORWARD, "stage-1", 0, {}, {"x": x})
     # Fewer repetitions for big messages, but enough for a p99 and a stream past its start-up.
     budget = max(MIN_REPS, BUDGET // (kib * 1024))
-    reps, stream_n = (max(1, min(n, budget) // ROUNDS) for n in (n_rtt, n_stream))
+    reps, stream_n = max(1, min(n_rtt, budget) // ROUNDS), max(1, min(n_stream, budget) // STREAM_ROUNDS)
     rtt, one_way, rates = {p: [] for p in PATHS}, {p: [] for p in PATHS}, {p: [] for p in PATHS}
     for path in PATHS:  # warm up both paths: connections, allocator, caches
         round_trips(peer, path, msg, min(50, reps))
@@ -206,7 +214,8 @@ def measure_size(peer: Peer, kib: int, n_rtt: int, n_stream: int, rng: np.random
             a, b = round_trips(peer, path, msg, reps)
             rtt[path] += a
             one_way[path] += b
-            rates[path].append(stream(peer, path, msg, stream_n))
+            if r < STREAM_ROUNDS:
+                rates[path].append(stream(peer, path, msg, stream_n))
     out = {"kib": kib, "bytes": x.nbytes}
     for path in PATHS:
         out[path] = {"rtt_us": percentiles(rtt[path]), "one_way_us": percentiles(one_way[path]),
@@ -238,7 +247,8 @@ def targets(result: dict) -> list[dict]:
 def run(sizes_kib: list[int], transports: list[str], round_trips: int, stream: int, seed: int) -> dict:
     result = {"bench": "transport", "machine": bench.machine(),
               "params": {"sizes_kib": sizes_kib, "transports": transports, "round_trips": round_trips,
-                         "stream": stream, "rounds": ROUNDS, "budget_bytes": BUDGET, "seed": seed},
+                         "stream": stream, "rounds": ROUNDS, "stream_rounds": STREAM_ROUNDS,
+                         "budget_bytes": BUDGET, "min_repetitions": MIN_REPS, "seed": seed},
               "transports": []}
     print(bench.describe(result["machine"]))
     rng = np.random.default_rng(seed)
@@ -249,6 +259,8 @@ def run(sizes_kib: list[int], transports: list[str], round_trips: int, stream: i
                 peer = Peer(ctx, transport, tmp)
                 try:
                     sizes = [measure_size(peer, kib, round_trips, stream, rng) for kib in sizes_kib]
+                except zmq.Again:  # a receive timed out
+                    raise TimeoutError(f"the {transport} echo process stopped answering") from None
                 finally:
                     peer.close()
                 result["transports"].append({"transport": transport, "sizes": sizes})

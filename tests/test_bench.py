@@ -83,6 +83,7 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
     assert t["ideal_samples_per_second"] == pytest.approx(2 * t["serial_samples_per_second"])
     assert t["fraction_of_ideal"] == pytest.approx(t["pipeline_samples_per_second"] / t["ideal_samples_per_second"])
     assert t["serial_cpu_ms_per_batch"] > 0 and t["pipeline_cpu_ms_per_batch"] > 0
+    assert (t["run"]["mode"], t["run"]["depth"]) == ("dni", 3)  # the depth-3 run above, not a new one
     check_targets(r["targets"])
     printed = capsys.readouterr().out
     assert "stage-1 update latency p50" in printed and "2-core ideal" in printed and "OPENBLAS_NUM_THREADS=1" in printed

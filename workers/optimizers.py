@@ -24,7 +24,8 @@ class Adam:
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         self.t += 1
         # Bias corrections folded into the step size: one scalar instead of two array passes.
-        lr = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
+        # A Python float: a NumPy float64 scalar would promote every float32 update to float64.
+        lr = float(self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t))
         for k, g in grads.items():
             m, v = self.m[k], self.v[k]
             m *= self.beta1
@@ -41,7 +42,7 @@ def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> flo
     """
     if schedule == "constant" or total_steps <= 0:
         return base
-    return base * 0.5 * (1 + np.cos(np.pi * min(step / total_steps, 1.0)))
+    return float(base * 0.5 * (1 + np.cos(np.pi * min(step / total_steps, 1.0))))
 
 
 def make(name: str, params: dict[str, np.ndarray], lr: float):
