@@ -179,7 +179,7 @@ class Coordinator:
         links[k] = {side: stage or None} names stage k's neighbours (default: prev k-1, next k+1).
         """
         stages = self.by_stage()
-        # With CURVE, each inbox admits only the run's members: the workers, and the coordinator feeding stage 1.
+        # With CURVE, each inbox admits only the run's members: the workers, and the coordinator that feeds them (stage 1, or every time box).
         members = {"members": [m.hello["key"] for m in stages.values()] + [self.curve["server"][0].decode()]} \
             if self.curve else {}
         for k, m in stages.items():
