@@ -26,18 +26,27 @@ class Dense:
         return grads, (g @ self.params["W"].T if need_dx else None)
 
 
-def softmax_xent(logits: np.ndarray, y: np.ndarray):
-    """Mean cross-entropy, correct count, and dL/dlogits for integer labels y."""
+def softmax_xent(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None):
+    """Mean cross-entropy, correct count, and dL/dlogits for integer labels y.
+
+    mask (N,), optional, weights each row (0 = not scored, as in the Copy task's read phase);
+    the mean and the correct count then run over scored rows only.
+    """
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     n = len(y)
     rows = np.arange(n)
-    loss = float(-np.log(np.maximum(p[rows, y], 1e-30)).mean())
-    correct = int((logits.argmax(axis=1) == y).sum())
+    nll = -np.log(np.maximum(p[rows, y], 1e-30))
+    hit = logits.argmax(axis=1) == y
     p[rows, y] -= 1
-    p /= n
-    return loss, correct, p
+    if mask is None:
+        p /= n
+        return float(nll.mean()), int(hit.sum()), p
+    scored = float(mask.sum())
+    weight = (mask / scored if scored > 0 else np.zeros(n)).astype(p.dtype)
+    p *= weight[:, None]
+    return float(weight @ nll), int((hit & (mask > 0)).sum()), p
 
 
 class Head:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from workers.layers import softmax_xent
+
 
 class Readout:
     """Affine map to class logits followed by softmax cross-entropy, averaged over scored rows."""
@@ -32,26 +34,7 @@ class Readout:
         mask (N,), optional, weights each row (0 = not scored, as in the Copy task's read phase);
         the mean and the correct count then run over scored rows only.
         """
-        n = h.shape[0]
         z = self.logits(h)
-        # Softmax in place on the logits buffer; shifting by the row max avoids overflow.
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-        rows = np.arange(n)
-        p_true = z[rows, y]
-        nll = -np.log(np.maximum(p_true, np.finfo(self.dtype).tiny))
-        hit = z.argmax(axis=1) == y
-        if mask is None:
-            weight = np.full(n, 1.0 / n, self.dtype)
-        else:
-            scored = float(mask.sum())
-            weight = (mask / scored if scored > 0 else np.zeros(n)).astype(self.dtype)
-            hit &= mask > 0
-        loss = float(weight @ nll)
-        # d(loss)/d(logits) = weight * (softmax - onehot), built in the softmax buffer.
-        z[rows, y] -= 1.0
-        z *= weight[:, None]
-        grads = {"W": np.matmul(h.T, z, dtype=self.dtype), "b": z.sum(axis=0)}
-        d_h = z @ self.params["W"].T
-        return loss, int(hit.sum()), grads, d_h
+        loss, correct, g = softmax_xent(z, y, mask)
+        grads = {"W": np.matmul(h.T, g, dtype=self.dtype), "b": g.sum(axis=0)}
+        return loss, correct, grads, g @ self.params["W"].T
