@@ -9,15 +9,21 @@ import msgpack
 import numpy as np
 import zmq
 
-from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_NDIM, VERSION, Kind
+from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_HEADER_BYTES, MAX_NDIM, VERSION, Kind
 
 
-# Lookups instead of per-message work on the hot path: dtype.name alone costs ~2 µs, a
-# Kind(...) call or np.dtype(...) several tenths; a message pays them per array each way.
+# The codec runs four times per round trip, right after a wake-up, when Python runs several
+# times slower than in a tight loop: every step it saves shows in the latency. Hence an
+# array header (a map cost ~8 µs more per round trip), lookups for dtype names and kinds
+# (dtype.name alone costs ~2 µs), one reused Packer, and validation as a single fast test
+# with the detailed diagnosis only on failure.
 _NAMES = {np.dtype(name): name for name in DTYPES}
 _DTYPES = {name: np.dtype(name) for name in DTYPES}
 _KINDS = {str(kind): kind for kind in Kind}
-_FIELDS = (("k", str), ("s", str), ("i", int), ("m", dict), ("a", list))
+# The header: [version, kind, src, id, meta, array specs], each spec [name, dtype, shape].
+# Positional, and the version first, so any build can read any other's version.
+_FIELDS = (("kind", str), ("src", str), ("id", int), ("meta", dict), ("arrays", list))
+_pack = msgpack.Packer(use_bin_type=True).pack   # pack() holds the GIL throughout: safe to share
 
 
 class ProtocolError(ValueError):
@@ -30,7 +36,7 @@ class VersionMismatch(ProtocolError):
         self.theirs, self.ours = theirs, ours
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     kind: Kind
     src: str = ""               # who sent it: "coordinator", "stage-2", ...
@@ -40,81 +46,82 @@ class Message:
 
 
 def encode(msg: Message) -> list:
-    """Frames ready for send_multipart(copy=False): arrays are not copied."""
-    arrays = [np.ascontiguousarray(a) for a in msg.arrays.values()]
-    # msgpack packs the Kind (a str) as its string and tuples as arrays: the same bytes as
-    # str(kind) and lists, without making them.
-    header = {
-        "v": VERSION, "k": msg.kind, "s": msg.src, "i": msg.id, "m": msg.meta,
-        "a": [(name, _NAMES.get(a.dtype) or a.dtype.name, a.shape) for name, a in zip(msg.arrays, arrays)],
-    }
-    return [msgpack.packb(header, use_bin_type=True), *arrays]
-
-
-def _sized(frame) -> tuple[object, int]:
-    """(a buffer over the frame, its size in bytes), without copying it."""
-    if type(frame) is zmq.Frame:  # received with copy=False: a buffer itself, len() is its size
-        return frame, len(frame)
-    view = memoryview(frame)      # bytes, arrays
-    return view, view.nbytes
-
-
-def _unpack_header(raw: memoryview) -> dict:
-    if len(raw) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
-    try:
-        # unpackb bounds its containers by the input length, which is bounded above.
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ProtocolError(f"undecodable header: {type(exc).__name__}") from None
-    if not isinstance(header, dict):
-        raise ProtocolError("header is not a map")
-    if header.get("v") != VERSION:
-        raise VersionMismatch(header.get("v"))
-    # type() is, not isinstance: msgpack yields exact types, and bool must not pass as int.
-    if not (type(header.get("k")) is str and type(header.get("s")) is str and type(header.get("i")) is int
-            and type(header.get("m")) is dict and type(header.get("a")) is list):
-        key, kind = next((k, t) for k, t in _FIELDS if type(header.get(k)) is not t)
-        raise ProtocolError(f"header field {key!r} missing or not {kind.__name__}")
-    return header
-
-
-def _array(spec: object, frame) -> tuple[str, np.ndarray]:
-    if not (type(spec) is list and len(spec) == 3 and type(spec[0]) is str
-            and type(spec[1]) is str and type(spec[2]) is list):
-        raise ProtocolError("array spec is not [name, dtype, shape]")
-    name, dtype, shape = spec
-    dt = _DTYPES.get(dtype)
-    if dt is None:
-        raise ProtocolError(f"array {name!r}: dtype {dtype!r} not allowed")
-    if len(shape) > MAX_NDIM:
-        raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
-    for n in shape:
-        if type(n) is not int or n < 0:
-            raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
-    buf, nbytes = _sized(frame)
-    expected = prod(shape) * dt.itemsize
-    if expected != nbytes or expected > MAX_FRAME_BYTES:
-        raise ProtocolError(f"array {name!r}: frame has {nbytes} bytes, {dtype}{shape} needs {expected}")
-    return name, np.ndarray(shape, dt, buf)  # a view over the frame, as np.frombuffer gives
+    """Frames ready for send_multipart(copy=False): arrays are not copied (unless not contiguous)."""
+    frames, specs = [None], []
+    for name, a in msg.arrays.items():
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        specs.append((name, _NAMES.get(a.dtype) or a.dtype.name, a.shape))
+        frames.append(a)
+    # msgpack packs the Kind (a str) as its string and tuples as arrays.
+    frames[0] = _pack((VERSION, msg.kind, msg.src, msg.id, msg.meta, specs))
+    return frames
 
 
 def decode(frames: list) -> Message:
     """Strictly parse frames into a Message; raises ProtocolError on anything malformed."""
     if not frames:
         raise ProtocolError("empty message")
-    head, size = _sized(frames[0])
-    if size > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header of {size} bytes exceeds {MAX_HEADER_BYTES}")
+    head = frames[0]
     # A header is small: a copy of it is cheaper than a memoryview over the frame.
-    header = _unpack_header(head.bytes if head is frames[0] else head)
-    kind = _KINDS.get(header["k"])
+    raw = head.bytes if type(head) is zmq.Frame else head
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        # unpackb bounds its containers by the input length, which is bounded above.
+        h = msgpack.unpackb(raw)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable header: {type(exc).__name__}") from None
+    # type() is, not isinstance: msgpack yields exact types, and bool must not pass as int.
+    if not (type(h) is list and len(h) == 6 and h[0] == VERSION and type(h[1]) is str and type(h[2]) is str
+            and type(h[3]) is int and type(h[4]) is dict and type(h[5]) is list):
+        _diagnose(h)
+    _, kind, src, id_, meta, specs = h
+    kind = _KINDS.get(kind)
     if kind is None:
-        raise ProtocolError(f"unknown kind {header['k'][:32]!r}")
-    specs = header["a"]
-    if len(specs) > MAX_ARRAYS or len(specs) != len(frames) - 1:
+        raise ProtocolError(f"unknown kind {h[1][:32]!r}")
+    if len(specs) != len(frames) - 1 or len(specs) > MAX_ARRAYS:
         raise ProtocolError(f"header names {len(specs)} arrays but {len(frames) - 1} frames follow")
-    arrays = dict(_array(spec, frame) for spec, frame in zip(specs, frames[1:]))
+    arrays = {}
+    for spec, frame in zip(specs, frames[1:]):
+        name, array = _array(spec, frame)
+        arrays[name] = array
     if len(arrays) != len(specs):
         raise ProtocolError("duplicate array names")
-    return Message(kind, header["s"], header["i"], header["m"], arrays)
+    return Message(kind, src, id_, meta, arrays)
+
+
+def _diagnose(h: object) -> None:
+    """Raise the error that says what is wrong with a header that failed the fast check."""
+    if type(h) is dict:  # version 1 headers were maps
+        raise VersionMismatch(h.get("v"))
+    if type(h) is not list or not h:
+        raise ProtocolError("header is not a non-empty array")
+    if h[0] != VERSION:  # first, whatever the length: another version may have other fields
+        raise VersionMismatch(h[0])
+    if len(h) != len(_FIELDS) + 1:
+        raise ProtocolError(f"header has {len(h)} fields, this build expects {len(_FIELDS) + 1}")
+    for (name, kind), value in zip(_FIELDS, h[1:]):
+        if type(value) is not kind:
+            raise ProtocolError(f"header field {name!r} is not {kind.__name__}")
+
+
+def _array(spec: object, frame) -> tuple[str, np.ndarray]:
+    """(name, a view over the frame) after checking the spec against the frame's size."""
+    if not (type(spec) is list and len(spec) == 3 and type(spec[0]) is str and type(spec[2]) is list):
+        raise ProtocolError("array spec is not [name, dtype, shape]")
+    name, dtype, shape = spec
+    dt = _DTYPES.get(dtype) if type(dtype) is str else None
+    if dt is None:
+        raise ProtocolError(f"array {name!r}: dtype {str(dtype)[:32]!r} not allowed")
+    if len(shape) > MAX_NDIM:
+        raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
+    for n in shape:
+        if type(n) is not int or n < 0:
+            raise ProtocolError(f"array {name!r}: bad shape {shape!r}")
+    # A received frame is a buffer whose len() is its size; bytes and arrays go through memoryview.
+    nbytes = len(frame) if type(frame) is zmq.Frame else memoryview(frame).nbytes
+    expected = prod(shape) * dt.itemsize
+    if expected != nbytes:
+        raise ProtocolError(f"array {name!r}: frame has {nbytes} bytes, {dtype}{shape} needs {expected}")
+    return name, np.ndarray(shape, dt, frame)  # a view over the frame, as np.frombuffer gives

@@ -3,7 +3,8 @@ from enum import StrEnum
 
 # Bumped whenever a header field or a kind changes meaning; checked in the first message
 # a worker sends, so mismatched builds refuse each other with both versions named.
-VERSION = 1
+# 1: a map header. 2: a positional header, version first; ASSIGN carries the recurrent options.
+VERSION = 2
 
 
 class Kind(StrEnum):

@@ -181,12 +181,12 @@ secret_file, server_key_file, endpoint, version = sys.argv[1:]
 s = curve_client(zmq.DEALER, secret_file, server_key_file)
 s.connect(endpoint)
 # A hello as protocol/codec.py would encode it, but for another protocol version.
-s.send(msgpack.packb({"v": int(version), "k": "hello", "s": "raw", "i": -1, "a": [],
-                      "m": {"endpoint": "tcp://10.0.0.1:1", "stage": None, "host": "raw", "pid": 1,
-                            "key": load_client(secret_file)[0].decode()}}))
+s.send(msgpack.packb([int(version), "hello", "raw", -1,
+                      {"endpoint": "tcp://10.0.0.1:1", "stage": None, "host": "raw", "pid": 1,
+                       "key": load_client(secret_file)[0].decode()}, []]))
 if s.poll(10000):
-    header = msgpack.unpackb(s.recv(), raw=False)
-    print(header["k"], header["v"], header["m"].get("reason"))
+    version, kind, _, _, meta, _ = msgpack.unpackb(s.recv(), raw=False)
+    print(kind, version, meta.get("reason"))
 s.close()
 zmq.Context.instance().term()
 """

@@ -15,9 +15,13 @@ def header(frames):
     return msgpack.unpackb(frames[0], raw=False)
 
 
+FIELDS = ("v", "k", "s", "i", "m", "a")   # the header's positions
+
+
 def with_header(frames, **changes):
     h = header(frames)
-    h.update(changes)
+    for key, value in changes.items():
+        h[FIELDS.index(key)] = value
     return [msgpack.packb(h), *frames[1:]]
 
 
@@ -41,7 +45,9 @@ def test_arrays_travel_in_their_own_frames_without_copies():
 @pytest.mark.parametrize("frames, words", [
     ([], "empty"),
     ([b"\xc1garbage"], "undecodable"),
-    ([msgpack.packb([1, 2])], "not a map"),
+    ([msgpack.packb("hello")], "not a non-empty array"),
+    ([msgpack.packb([])], "not a non-empty array"),
+    ([msgpack.packb([VERSION, "forward"])], "has 2 fields"),
     ([b"\x00" * (MAX_HEADER_BYTES + 1)], "exceeds"),
 ])
 def test_garbage_headers_are_rejected(frames, words):
@@ -58,14 +64,24 @@ def test_unknown_kind_and_missing_fields():
     f = frames_of()
     with pytest.raises(ProtocolError, match="unknown kind"):
         decode(with_header(f, k="launch_missiles"))
-    with pytest.raises(ProtocolError, match="'i'"):
+    with pytest.raises(ProtocolError, match="'id' is not int"):
         decode(with_header(f, i="seven"))
+    with pytest.raises(ProtocolError, match="'id' is not int"):
+        decode(with_header(f, i=True))   # msgpack's bool is not an id
+    with pytest.raises(ProtocolError, match="'kind' is not str"):
+        decode(with_header(f, k=["forward"]))
 
 
 def test_version_mismatch_names_both_versions():
     with pytest.raises(VersionMismatch) as info:
         decode(with_header(frames_of(), v=VERSION + 1))
     assert str(VERSION) in str(info.value) and str(VERSION + 1) in str(info.value)
+    # Another version's header may have other fields; the version is still what is reported.
+    with pytest.raises(VersionMismatch, match=f"peer speaks {VERSION + 1}"):
+        decode([msgpack.packb([VERSION + 1, "forward"])])
+    # Version 1 headers were maps.
+    with pytest.raises(VersionMismatch, match="peer speaks 1,"):
+        decode([msgpack.packb({"v": 1, "k": "hello"})])
 
 
 def test_truncated_frame_is_rejected():

@@ -31,16 +31,27 @@ def make_socket(ctx: zmq.Context, kind: int, curve: dict | None = None) -> zmq.S
     return sock
 
 
+# Frame by frame rather than send_multipart/recv_multipart: those type-check every part
+# and ask the socket for RCVMORE after each frame, Python-level calls that cost ~25 µs per
+# round trip in a live loop (measured: `dni bench transport`). A frame's own `more` flag
+# says the same thing for free.
 def send(sock: zmq.Socket, msg: Message, identity: bytes | None = None) -> None:
     frames = encode(msg)
     if identity is not None:
-        frames.insert(0, identity)
-    sock.send_multipart(frames, copy=False)
+        sock.send(identity, zmq.SNDMORE)
+    last = frames.pop()
+    for frame in frames:
+        sock.send(frame, zmq.SNDMORE, copy=False)
+    sock.send(last, 0, copy=False)
 
 
 def recv(sock: zmq.Socket, router: bool = False) -> tuple[bytes | None, Message]:
     """Receive and decode one message (raises ProtocolError); a ROUTER's first frame is the peer id."""
-    frames = sock.recv_multipart(copy=False)
+    frame = sock.recv(copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame)
     if router:
         return frames[0].bytes, decode(frames[1:])
     return None, decode(frames)
