@@ -96,6 +96,8 @@ def add_parser(sub) -> None:
                      "as `dni run --window`")
     lat.add_argument("--throughput-depth", type=int, default=3,
                      help="stages of the dni run set against the 2-core ideal")
+    lat.add_argument("--repeats", type=int, default=3,
+                     help="(serial, pipeline) pairs for the throughput figure; the median pair is reported")
     tr = kinds.add_parser("transport", help="the project's messages against raw pyzmq zero-copy, one hop",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     tr.add_argument("--sizes", default="4,16,64,128,256,1024,4096", help="message sizes in KiB")
@@ -122,7 +124,7 @@ def cmd_bench(args) -> int:
         from coordinator import bench_latency
         result = bench_latency.run(depths=_ints(args.depths, "--depths"), width=args.width, batch=args.batch, steps=args.steps,
                                    warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,
-                                   seed=args.seed)
+                                   repeats=args.repeats, seed=args.seed)
     else:
         from coordinator import bench_transport
         transports = [t.strip() for t in args.transports.split(",") if t.strip()]

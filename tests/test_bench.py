@@ -42,7 +42,7 @@ def check_plot(tmp_path) -> None:
 def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
     out = tmp_path / "latency.json"
     assert main(["bench", "latency", "--depths", "2,3", "--width", "16", "--batch", "8", "--steps", "40",
-                 "--warmup", "5", "--json", str(out), *plot_args(tmp_path)]) == 0
+                 "--warmup", "5", "--repeats", "2", "--json", str(out), *plot_args(tmp_path)]) == 0
     r = json.loads(out.read_text())
     assert r["bench"] == "latency"
     check_machine(r["machine"])
@@ -53,16 +53,23 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
                                                                   ("dni", 2), ("dni", 3)]
     for run in r["runs"]:
         assert run["steps"] == 40 and run["samples_per_second"] > 0 and run["train_seconds"] > 0
-        assert run["cpu_ms_per_batch"]["workers"] > 0 and run["cpu_ms_per_batch"]["coordinator"] > 0
+        cpu = run["cpu_ms_per_batch"]
+        assert cpu["workers"] > 0 and cpu["coordinator"] > 0 and cpu["arithmetic"] > 0 and cpu["messaging"] > 0
+        assert cpu["arithmetic"] + cpu["messaging"] + cpu["threads"] == pytest.approx(cpu["workers"])
         assert run["page_faults_per_batch"] >= 0
         assert [s["stage"] for s in run["stages"]] == list(range(1, run["depth"] + 1))
         for s in run["stages"]:
             sane(s["latency_ms"])
             assert s["latency_ms"]["n"] == 35  # every batch after the warm-up, once
             seconds, frac = s["time_s"], s["time_fraction"]
-            assert set(seconds) == {*CATEGORIES, "blocked", "total", "cpu", "page_faults", "context_switches"}
+            assert set(seconds) == {*CATEGORIES, "blocked", "total", "cpu", "main_cpu", "page_faults",
+                                    "context_switches"}
+            assert set(seconds["main_cpu"]) == set(CATEGORIES) and min(seconds["main_cpu"].values()) >= 0
+            # the loop's own thread cannot use more CPU than the whole process, nor than its wall time
+            assert sum(seconds["main_cpu"].values()) <= seconds["cpu"] + 1e-3
+            assert seconds["main_cpu"]["compute"] <= seconds["compute"] + 1e-3
             assert set(frac) == {*CATEGORIES, "blocked"}
-            assert all(v >= 0 for v in seconds.values()) and seconds["total"] > 0
+            assert all(v >= 0 for k, v in seconds.items() if k != "main_cpu") and seconds["total"] > 0
             assert sum(frac[c] for c in CATEGORIES) == pytest.approx(1.0)
             assert seconds["compute"] > 0 and seconds["send"] > 0 and seconds["receive"] > 0
             assert seconds["blocked"] <= seconds["wait"]
@@ -79,11 +86,17 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
         assert h["dni_samples_per_second"] > 0 and h["backprop_samples_per_second"] > 0
         assert h["ratio"] == pytest.approx(h["backprop_p50_ms"] / h["dni_p50_ms"])
     t = r["throughput"]
-    assert t["depth"] == 3 and t["serial_samples_per_second"] > 0 and t["pipeline_samples_per_second"] > 0
+    assert t["depth"] == 3 and t["repeats"] == 2 and len(t["pairs"]) == 2
+    for q in t["pairs"]:
+        assert q["serial_samples_per_second"] > 0 and q["pipeline_samples_per_second"] > 0
+        assert q["fraction_of_ideal"] == pytest.approx(q["pipeline_samples_per_second"]
+                                                       / (2 * q["serial_samples_per_second"]))
+    assert t["fraction_of_ideal"] in [q["fraction_of_ideal"] for q in t["pairs"]]   # the median pair's own
     assert t["ideal_samples_per_second"] == pytest.approx(2 * t["serial_samples_per_second"])
     assert t["fraction_of_ideal"] == pytest.approx(t["pipeline_samples_per_second"] / t["ideal_samples_per_second"])
-    assert t["serial_cpu_ms_per_batch"] > 0 and t["pipeline_cpu_ms_per_batch"] > 0
-    assert (t["run"]["mode"], t["run"]["depth"]) == ("dni", 3)  # the depth-3 run above, not a new one
+    cpu = t["pipeline_cpu_ms_per_batch"]
+    assert t["serial_cpu_ms_per_batch"] > 0 and cpu["workers"] > 0
+    assert t["cpu_bound_fraction"] == pytest.approx(t["serial_cpu_ms_per_batch"] / (cpu["workers"] + cpu["coordinator"]))
     check_targets(r["targets"])
     printed = capsys.readouterr().out
     assert "stage-1 update latency p50" in printed and "2-core ideal" in printed and "OPENBLAS_NUM_THREADS=1" in printed
@@ -123,7 +136,8 @@ def test_plot_without_matplotlib_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["latency", "--depths", "1,2"], ["latency", "--depths", "2,x"],
-                                  ["latency", "--steps", "5", "--warmup", "5"], ["transport", "--transports", "udp"]])
+                                  ["latency", "--steps", "5", "--warmup", "5"], ["latency", "--repeats", "0"],
+                                  ["transport", "--transports", "udp"]])
 def test_bad_bench_options_give_one_line_errors(argv, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip()
