@@ -50,16 +50,20 @@ def softmax_xent(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = No
 
 
 class Head:
-    """The top stage: an affine layer with the softmax cross-entropy loss."""
+    """An affine layer with the softmax cross-entropy loss: the feed-forward top stage, and
+    every time box's readout."""
 
     def __init__(self, n_in: int, n_classes: int, rng: np.random.Generator, dtype=np.float32):
         self.layer = Dense(n_in, n_classes, rng, relu=False, dtype=dtype)
         self.params = self.layer.params
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
-        """(loss, correct, parameter grads, dL/dx): the true gradient the head sends down."""
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None):
+        """(loss, correct, parameter grads, dL/dx): the true gradient the head sends down.
+
+        mask (N,), optional: rows to score, as softmax_xent takes it.
+        """
         logits = self.layer.forward(x)
-        loss, correct, g = softmax_xent(logits, y)
+        loss, correct, g = softmax_xent(logits, y, mask)
         grads, dx = self.layer.backward(x, logits, g)
         return loss, correct, grads, dx
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from workers import optimizers
 from workers.cells import LSTMCell, TanhCell
+from workers.layers import Head
 from workers.optimizers import scheduled_lr
-from workers.readout import Readout
 from workers.stage import cosine
 from workers.synthesizers import Synthesizer
 
@@ -26,7 +26,7 @@ def make_model(cfg: dict, index: int) -> tuple:
     """The cell and readout box `index` starts from; index 0 is the tied set every box shares."""
     rng = np.random.default_rng([cfg["seed"], index])
     cell = CELLS[cfg["cell"]](cfg["n_in"], cfg["units"], rng)
-    return cell, Readout(cfg["units"], cfg["n_classes"], rng)
+    return cell, Head(cfg["units"], cfg["n_classes"], rng)
 
 
 def flat(cell, readout) -> dict[str, np.ndarray]:
@@ -59,7 +59,7 @@ def score(cell, readout, states: np.ndarray, y: np.ndarray, first_step: int, las
         h = cell.output(states).reshape(T * B, -1)
         labels, mask = np.maximum(cols, 0).reshape(-1), scored.reshape(-1).astype(states.dtype)
         share = n / int((y >= 0).sum())
-    loss, correct, grads, d_h = readout.loss_and_grad(h, labels, mask)
+    loss, correct, grads, d_h = readout.loss_and_grads(h, labels, mask)
     n = len(labels) if mask is None else int(mask.sum())
     if share != 1.0:
         d_h *= share
