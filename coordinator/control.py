@@ -67,6 +67,7 @@ class Coordinator:
         self.poller = zmq.Poller()   # one for the run: Socket.poll() builds a new one every call
         self.poller.register(self.control, zmq.POLLIN)
         self.next_sweep = 0.0        # when check_liveness next runs
+        self.assigned = False        # roles handed out: from then on every member is needed
         self.members: dict[bytes, Member] = {}
         self.feed: zmq.Socket | None = None
         self.feeds: dict[int, zmq.Socket] = {}
@@ -130,16 +131,27 @@ class Coordinator:
             handler(member if member is not None else identity, msg)
 
     def check_liveness(self) -> None:
-        for m in self.members.values():
+        for m in list(self.members.values()):
             if self.stopping:
                 break
-            proc = m.proc
-            if proc is not None and proc.poll() is not None and m.bye is None:
-                raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}")
-            if m.liveness.dead() and m.bye is None:
-                raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s")
-            if m.liveness.should_speak():
-                self.send(m, Message(Kind.HEARTBEAT, "coordinator"))
+            try:
+                self._check(m)
+            except WorkerLost as exc:
+                if self.assigned or m.proc is not None:
+                    raise
+                # Before the run begins, a remote worker that left is replaced, not fatal:
+                # people start hosts one by one, and restart the one they got wrong.
+                log.warning("%s; its place is free for another worker", exc)
+                del self.members[m.identity]
+
+    def _check(self, m: Member) -> None:
+        proc = m.proc
+        if proc is not None and proc.poll() is not None and m.bye is None:
+            raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}")
+        if m.liveness.dead() and m.bye is None:
+            raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s")
+        if m.liveness.should_speak():
+            self.send(m, Message(Kind.HEARTBEAT, "coordinator"))
 
     def send(self, member: Member, msg: Message) -> None:
         try:
@@ -186,6 +198,7 @@ class Coordinator:
 
         links[k] = {side: stage or None} names stage k's neighbours (default: prev k-1, next k+1).
         """
+        self.assigned = True
         stages = self.by_stage()
         # With CURVE, each inbox admits only the run's members: the workers, and the coordinator that feeds them (stage 1, or every time box).
         members = {"members": [m.hello["key"] for m in stages.values()] + [self.curve["server"][0].decode()]} \
