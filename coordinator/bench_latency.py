@@ -178,7 +178,8 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
     depths = sorted(set(depths))
     p = {"depths": depths, "width": width, "batch": batch, "steps": steps, "warmup": warmup, "window": window,
          "throughput_depth": throughput_depth, "repeats": repeats, "seed": seed,
-         "optimizer": Config.optimizer, "lr": Config.lr, "synthesizer": f"{Config.synth_hidden}-unit MLP" if Config.synth_hidden else "linear"}
+         "optimizer": Config.optimizer, "lr": Config.lr,
+         "synthesizer": f"{Config.synth_hidden}-unit MLP" if Config.synth_hidden else "linear"}
     result = {"bench": "latency", "machine": bench.machine(), "params": p}
     print(bench.describe(result["machine"]))
     data = task(width, batch, steps, seed)
@@ -225,8 +226,8 @@ def print_summary(result: dict) -> None:
     t = result["throughput"]
     print(f"\nthroughput, {t['depth']} stages dni, {t['repeats']} pairs of (serial in one process, pipeline):")
     for q in t["pairs"]:
-        print(f"  serial {q['serial_samples_per_second']:8,.0f} samples/s, pipeline {q['pipeline_samples_per_second']:8,.0f}"
-              f" -> {q['fraction_of_ideal']:.2f} of the 2-core ideal")
+        print(f"  serial {q['serial_samples_per_second']:8,.0f} samples/s, "
+              f"pipeline {q['pipeline_samples_per_second']:8,.0f} -> {q['fraction_of_ideal']:.2f} of the 2-core ideal")
     cpu = t["pipeline_cpu_ms_per_batch"]
     print(f"  median pair: {t['fraction_of_ideal']:.2f} of ideal ({t['pipeline_samples_per_second']:,.0f} against "
           f"{t['ideal_samples_per_second']:,.0f})\n  CPU per batch: serial {t['serial_cpu_ms_per_batch']:.2f} ms; "

@@ -11,6 +11,7 @@ import zmq
 
 from protocol import Kind, Message, ProtocolError, VersionMismatch, decode
 from workers.auth import Gate
+from workers.role import title
 from workers.transport import Liveness, make_socket, send
 
 log = logging.getLogger("dni.coordinator")
@@ -29,12 +30,14 @@ class Member:
     ready: bool = False
     bye: dict | None = None
     proc: object = None          # the local Popen, when this process launched it
+    role: str | None = None      # once assigned
 
     def describe(self) -> str:
         # Hostnames repeat (containers, namespaces); the address the worker advertised does not.
         endpoint = str(self.hello.get("endpoint", ""))
         address = f"{urlsplit(endpoint).hostname}, " if endpoint.startswith("tcp://") else ""
-        return f"stage {self.stage} on {self.hello.get('host', '?')} ({address}pid {self.hello.get('pid', '?')})"
+        host, pid = self.hello.get("host", "?"), self.hello.get("pid", "?")
+        return f"{title(self.role, self.stage)} on {host} ({address}pid {pid})"
 
 
 @dataclass
@@ -204,6 +207,8 @@ class Coordinator:
         members = {"members": [m.hello["key"] for m in stages.values()] + [self.curve["server"][0].decode()]} \
             if self.curve else {}
         for k, m in stages.items():
+            m.role = roles[k - 1]
+
             def peer(j):
                 return {"endpoint": stages[j].hello["endpoint"], "key": stages[j].hello.get("key", "")} \
                     if j in stages else None

@@ -4,6 +4,7 @@ The autouse no_orphans fixture (conftest.py) asserts that no worker or echo proc
 """
 import importlib.util
 import json
+import math
 
 import pytest
 
@@ -27,7 +28,10 @@ def check_machine(m: dict) -> None:
 def check_targets(targets: list) -> None:
     assert targets
     for t in targets:
-        assert set(t) == {"name", "value", "op", "limit", "pass"} and t["value"] >= 0 and t["op"] in ("<=", ">=")
+        assert set(t) == {"name", "value", "op", "limit", "pass"} and t["op"] in ("<=", ">=")
+        # Microseconds added to raw pyzmq can be negative (ours was the faster that run); ratios cannot.
+        assert math.isfinite(t["value"]) and ("added" in t["name"] or t["value"] > 0), t
+        assert t["pass"] == (t["value"] <= t["limit"] if t["op"] == "<=" else t["value"] >= t["limit"])
 
 
 def plot_args(tmp_path) -> list[str]:
@@ -96,7 +100,8 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
     assert t["fraction_of_ideal"] == pytest.approx(t["pipeline_samples_per_second"] / t["ideal_samples_per_second"])
     cpu = t["pipeline_cpu_ms_per_batch"]
     assert t["serial_cpu_ms_per_batch"] > 0 and cpu["workers"] > 0
-    assert t["cpu_bound_fraction"] == pytest.approx(t["serial_cpu_ms_per_batch"] / (cpu["workers"] + cpu["coordinator"]))
+    total = cpu["workers"] + cpu["coordinator"]
+    assert t["cpu_bound_fraction"] == pytest.approx(t["serial_cpu_ms_per_batch"] / total)
     check_targets(r["targets"])
     printed = capsys.readouterr().out
     assert "stage-1 update latency p50" in printed and "2-core ideal" in printed and "OPENBLAS_NUM_THREADS=1" in printed

@@ -44,5 +44,6 @@ class Clock:
     def report(self) -> dict[str, float]:
         now, then = resource.getrusage(resource.RUSAGE_SELF), self.usage
         return {**self.seconds, "blocked": self.blocked, "total": sum(self.seconds.values()),
-                "cpu": time.process_time() - self.cpu, "main_cpu": dict(self.main_cpu), "page_faults": now.ru_minflt - then.ru_minflt,
+                "cpu": time.process_time() - self.cpu, "main_cpu": dict(self.main_cpu),
+                "page_faults": now.ru_minflt - then.ru_minflt,
                 "context_switches": now.ru_nvcsw + now.ru_nivcsw - then.ru_nvcsw - then.ru_nivcsw}

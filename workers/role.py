@@ -19,6 +19,13 @@ class CoordinatorLost(RuntimeError):
     pass
 
 
+def title(role: str | None, stage: int) -> str:
+    """How logs and errors name a worker: by what it does, where the stage number alone would mislead."""
+    if role == "params":
+        return "the parameter service"
+    return f"{'time box' if role == 'box' else 'stage'} {stage}"
+
+
 class Role:
     """Base of the worker loops: subclasses fill `self.handlers` (kind -> method), dask-style."""
 

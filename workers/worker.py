@@ -15,7 +15,7 @@ from workers.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from workers.head_worker import HeadWorker
 from workers.layer_worker import LayerWorker
 from workers.param_service import ParamService
-from workers.role import CoordinatorLost
+from workers.role import CoordinatorLost, title
 from workers.timebox_worker import TimeBoxWorker
 from workers.transport import make_socket, recv, send
 
@@ -120,8 +120,8 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
         print(f"dni worker: {exc}", file=sys.stderr)
         return 1
     except CoordinatorLost as exc:
-        print(f"dni worker: stage {assign.meta['stage']}: lost the coordinator at {coordinator} ({exc}); exiting",
-              file=sys.stderr)
+        print(f"dni worker: {title(assign.meta['role'], assign.meta['stage'])}: lost the coordinator at "
+              f"{coordinator} ({exc}); exiting", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
