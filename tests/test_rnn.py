@@ -95,3 +95,20 @@ def test_bad_rnn_options_give_one_line_errors(argv, words, capsys, tmp_path):
     assert main(["run", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dni: error:") and words in err and "\n" not in err
+
+
+def test_the_tied_rate_anneals_over_batches_however_many_boxes_push():
+    """Truncated BPTT on a label per sequence: only the last box has a loss, so one push a batch;
+    dni pushes from every box. Either way the cosine reaches 0 at the last batch, not earlier or later."""
+    for mode, pushers in (("truncated", [4]), ("dni", [1, 2, 3, 4])):
+        cfg = {"seed": 0, "cell": "tanh", "n_in": 3, "units": 4, "n_classes": 2, "optimizer": "adam",
+               "lr": 1e-2, "schedule": "cosine", "total_steps": 10, "boxes": 4, "mode": mode}
+        store = ParamStore(cfg)
+        grads = {k: np.zeros_like(v) for k, v in store.params().items()}
+        rates = []
+        for b in range(10):
+            for box in pushers:
+                store.push(b, box, grads)
+            rates.append(store.opts["cell"].lr)
+        assert store.version == 10 * len(pushers)
+        assert rates[4] == pytest.approx(0.5e-2) and rates[-1] == pytest.approx(0.0, abs=1e-12), (mode, rates)

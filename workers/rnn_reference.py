@@ -75,7 +75,7 @@ def bptt_step(store: ParamStore, xs: np.ndarray, y: np.ndarray) -> float:
     grads, _ = cell.backward(tape, d_states, None)
     named = {f"cell.{k}": g for k, g in grads.items()}
     named.update({f"readout.{k}": g for k, g in r_grads.items()})
-    store.step(named)
+    store.step(named, store.version + 1)   # one step a batch
     return loss_sum / n
 
 

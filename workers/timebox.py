@@ -255,8 +255,7 @@ class ParamStore:
         self.groups = {"cell": self.cell.params, "readout": self.readout.params}
         self.opts = {g: optimizers.make(cfg["optimizer"], p, cfg["lr"]) for g, p in self.groups.items()}
         self.per_step = cfg["boxes"] if cfg["mode"] == "backprop" else 1
-        self.base_lr, self.schedule = cfg["lr"], cfg["schedule"]
-        self.total_steps = cfg["total_steps"] * cfg["boxes"] // self.per_step
+        self.base_lr, self.schedule, self.total_batches = cfg["lr"], cfg["schedule"], cfg["total_steps"]
         self.version = 0
         self.partial: dict[int, dict[int, dict]] = {}
         self._snapshot: tuple[int, dict] | None = None
@@ -274,7 +273,7 @@ class ParamStore:
     def push(self, b: int, box: int, grads: dict[str, np.ndarray]) -> bool:
         """Box `box`'s gradients for batch b; True if a step was taken (the version moved)."""
         if self.per_step == 1:
-            self.step(grads)
+            self.step(grads, b + 1)
             return True
         parts = self.partial.setdefault(b, {})
         parts[box] = grads
@@ -285,17 +284,20 @@ class ParamStore:
         for j in sorted(parts):  # a fixed order: the sum is the same whatever order pushes came in
             for name, g in parts[j].items():
                 total[name] = total[name] + g if name in total else g.astype(g.dtype, copy=True)
-        self.step(total)
+        self.step(total, b + 1)
         return True
 
-    def step(self, grads: dict[str, np.ndarray]) -> None:
+    def step(self, grads: dict[str, np.ndarray], batches_done: int) -> None:
+        """One optimizer step. The rate follows the batches, not the steps: how many steps a
+        batch brings depends on the mode and on how many boxes have a loss to push (truncated
+        BPTT on a label per sequence: only the last)."""
         for group, opt in self.opts.items():
             mine = {k.split(".", 1)[1]: g for k, g in grads.items() if k.startswith(group + ".")}
             if mine:
                 opt.step(self.groups[group], mine)
         self.version += 1
         for opt in self.opts.values():
-            opt.lr = scheduled_lr(self.base_lr, self.schedule, self.version, self.total_steps)
+            opt.lr = scheduled_lr(self.base_lr, self.schedule, batches_done, self.total_batches)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of the weights at this version: they are sent zero-copy, so nothing may write them after."""
