@@ -114,3 +114,45 @@ def test_oversized_array_claim_is_rejected_before_allocation():
     f = frames_of(x=np.ones(4, np.float32))
     with pytest.raises(ProtocolError):
         decode(with_header(f, a=[["x", "float64", [2**40, 2**20]]]))
+
+
+def test_random_headers_are_decoded_or_rejected_never_crash():
+    """A seeded fuzz of the decoder: flipped bytes in a real header, and random msgpack where the
+    header and its array specs go. Anything but a ProtocolError would crash a worker's loop."""
+    import random
+
+    rng = random.Random(0)
+    good = encode(Message(Kind.FORWARD, "stage-1", 3, {"a": 1}, {"x": np.ones((4, 3), np.float32),
+                                                                 "y": np.arange(4)}))
+    head, frames = bytes(good[0]), [bytes(memoryview(f)) for f in good[1:]]
+
+    def anything(depth=0):
+        """A random msgpack value: scalars, and below depth 3 also lists, maps and array-spec look-alikes."""
+        pick = rng.randrange(9 if depth < 3 else 6)
+        if pick < 6:
+            return [None, True, rng.randrange(-5, 2**40), rng.choice(["float32", "int64", "x"]), b"\x00", 1.5][pick]
+        if pick == 6:
+            return [anything(depth + 1) for _ in range(rng.randrange(4))]
+        if pick == 7:
+            return {"k": anything(depth + 1)}
+        return [rng.choice(["x", "y", 3]), anything(depth + 1), [rng.randrange(-2, 5) for _ in range(rng.randrange(3))]]
+
+    decoded = 0
+    for _ in range(20000):
+        how = rng.randrange(3)
+        if how == 0:
+            h = bytearray(head)
+            for _ in range(rng.randrange(1, 4)):
+                h[rng.randrange(len(h))] = rng.randrange(256)
+        elif how == 1:
+            h = msgpack.packb([VERSION, rng.choice(["forward", "grad", 5, None]), rng.choice(["s", 1]),
+                               rng.choice([1, True, "x"]), rng.choice([{}, [], {"a": 1}]),
+                               [anything(1) for _ in range(rng.randrange(3))]])
+        else:
+            h = msgpack.packb(anything())
+        try:
+            decode([bytes(h), *frames[:rng.randrange(3)]])
+            decoded += 1
+        except ProtocolError:
+            pass
+    assert 0 < decoded < 20000   # both outcomes were exercised
