@@ -32,7 +32,7 @@ class ProtocolError(ValueError):
 
 class VersionMismatch(ProtocolError):
     def __init__(self, theirs: object, ours: int = VERSION):
-        super().__init__(f"protocol version mismatch: peer speaks {theirs!r}, this build speaks {ours}")
+        super().__init__(f"protocol version mismatch: peer speaks {repr(theirs)[:32]}, this build speaks {ours}")
         self.theirs, self.ours = theirs, ours
 
 
@@ -46,7 +46,7 @@ class Message:
 
 
 def encode(msg: Message) -> list:
-    """Frames ready for send_multipart(copy=False): arrays are not copied (unless not contiguous)."""
+    """Frames ready to send with copy=False: arrays are not copied (unless not contiguous)."""
     frames, specs = [None], []
     for name, a in msg.arrays.items():
         if not a.flags.c_contiguous:
