@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.timebox import ParamStore, TimeBox, flat, score
+from workers.timebox import ParamStore, TimeBox, flat, named, score
 
 
 def build(cfg: dict) -> tuple[list[TimeBox], ParamStore | None]:
@@ -73,9 +73,7 @@ def bptt_step(store: ParamStore, xs: np.ndarray, y: np.ndarray) -> float:
     states, tape = cell.forward(xs, cell.zero_state(xs.shape[1]))
     (loss_sum, _, n), r_grads, d_states = score(cell, readout, states, y, 0, True)
     grads, _ = cell.backward(tape, d_states, None)
-    named = {f"cell.{k}": g for k, g in grads.items()}
-    named.update({f"readout.{k}": g for k, g in r_grads.items()})
-    store.step(named, store.version + 1)   # one step a batch
+    store.step(named({"cell": grads, "readout": r_grads}), store.version + 1)   # one step a batch
     return loss_sum / n
 
 

@@ -29,10 +29,29 @@ def make_model(cfg: dict, index: int) -> tuple:
     return cell, Head(cfg["units"], cfg["n_classes"], rng)
 
 
+def groups(cell, readout) -> dict[str, dict[str, np.ndarray]]:
+    """The two parameter groups, by the prefix their arrays travel under."""
+    return {"cell": cell.params, "readout": readout.params}
+
+
+def named(by_group: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Groups of arrays under one namespace ("cell.Wx", "readout.W", ...), as on the wire."""
+    return {f"{group}.{k}": v for group, arrays in by_group.items() for k, v in arrays.items()}
+
+
 def flat(cell, readout) -> dict[str, np.ndarray]:
-    """Both parameter groups under one namespace ("cell.Wx", "readout.W", ...), as on the wire."""
-    return {**{f"cell.{k}": v for k, v in cell.params.items()},
-            **{f"readout.{k}": v for k, v in readout.params.items()}}
+    """Both parameter groups' arrays by their wire names."""
+    return named(groups(cell, readout))
+
+
+def step_groups(opts: dict, params: dict[str, dict[str, np.ndarray]], grads: dict[str, np.ndarray],
+                lr: float) -> None:
+    """Each group's optimizer steps on its share of the wire-named grads (if any), then takes rate lr."""
+    for group, opt in opts.items():
+        mine = {k.split(".", 1)[1]: g for k, g in grads.items() if k.startswith(group + ".")}
+        if mine:
+            opt.step(params[group], mine)
+        opt.lr = lr
 
 
 def score(cell, readout, states: np.ndarray, y: np.ndarray, first_step: int, last: bool):
@@ -98,11 +117,11 @@ class TimeBox:
         self.mode, self.tied = cfg["mode"], not cfg["untied"]
         # Tied: every box starts from the service's initial weights (version 0) without a transfer.
         self.cell, self.readout = make_model(cfg, 0 if self.tied else index)
+        self.groups = groups(self.cell, self.readout)
         self.version = 0
         self.opts = None
         if not self.tied:
-            self.opts = {"cell": optimizers.make(cfg["optimizer"], self.cell.params, cfg["lr"]),
-                         "readout": optimizers.make(cfg["optimizer"], self.readout.params, cfg["lr"])}
+            self.opts = {g: optimizers.make(cfg["optimizer"], p, cfg["lr"]) for g, p in self.groups.items()}
         self.base_lr, self.schedule, self.total_steps = cfg["lr"], cfg["schedule"], cfg["total_steps"]
         self.synth = None
         # The last box's future gradient is exactly zero (the sequence ends): it needs no synthesizer.
@@ -122,12 +141,12 @@ class TimeBox:
 
     def load(self, arrays: dict[str, np.ndarray], version: int) -> None:
         """Use these weights from now on, as given (not copied: tied copies off the wire are read-only)."""
-        groups = {"cell": self.cell.params, "readout": self.readout.params}
         for name, a in arrays.items():
             group, key = name.split(".", 1)
-            if groups[group][key].shape != a.shape:
-                raise ValueError(f"box {self.index}: {name} has shape {a.shape}, expected {groups[group][key].shape}")
-            groups[group][key] = a
+            own = self.groups[group]
+            if own[key].shape != a.shape:
+                raise ValueError(f"box {self.index}: {name} has shape {a.shape}, expected {own[key].shape}")
+            own[key] = a
         self.version = version
 
     def _inputs(self, xs: np.ndarray) -> np.ndarray:
@@ -189,9 +208,7 @@ class TimeBox:
             out, d_state0 = {}, np.zeros_like(item.h_end)
         else:
             grads, d_state0 = self.cell.backward(item.tape, item.d_states, d_last)
-            out = {f"cell.{k}": g for k, g in grads.items()}
-            if item.readout_grads is not None:
-                out.update({f"readout.{k}": g for k, g in item.readout_grads.items()})
+            out = named({"cell": grads, "readout": item.readout_grads or {}})
         item.tape = item.d_states = item.readout_grads = None  # free the unroll early
         return out, None if self.first else d_state0
 
@@ -201,11 +218,8 @@ class TimeBox:
         Returns b's metrics record if b is finished with (no synthesizer to train on its target).
         """
         if self.opts is not None:
-            for group, opt in self.opts.items():
-                mine = {k.split(".", 1)[1]: g for k, g in grads.items() if k.startswith(group + ".")}
-                if mine:
-                    opt.step(self.cell.params if group == "cell" else self.readout.params, mine)
-                opt.lr = scheduled_lr(self.base_lr, self.schedule, self.updates + 1, self.total_steps)
+            step_groups(self.opts, self.groups, grads,
+                        scheduled_lr(self.base_lr, self.schedule, self.updates + 1, self.total_steps))
         self.updates += 1
         item = self.cache[b]
         item.updates = self.updates
@@ -252,7 +266,7 @@ class ParamStore:
 
     def __init__(self, cfg: dict):
         self.cell, self.readout = make_model(cfg, 0)
-        self.groups = {"cell": self.cell.params, "readout": self.readout.params}
+        self.groups = groups(self.cell, self.readout)
         self.opts = {g: optimizers.make(cfg["optimizer"], p, cfg["lr"]) for g, p in self.groups.items()}
         self.per_step = cfg["boxes"] if cfg["mode"] == "backprop" else 1
         self.base_lr, self.schedule, self.total_batches = cfg["lr"], cfg["schedule"], cfg["total_steps"]
@@ -291,13 +305,9 @@ class ParamStore:
         """One optimizer step. The rate follows the batches, not the steps: how many steps a
         batch brings depends on the mode and on how many boxes have a loss to push (truncated
         BPTT on a label per sequence: only the last)."""
-        for group, opt in self.opts.items():
-            mine = {k.split(".", 1)[1]: g for k, g in grads.items() if k.startswith(group + ".")}
-            if mine:
-                opt.step(self.groups[group], mine)
+        step_groups(self.opts, self.groups, grads,
+                    scheduled_lr(self.base_lr, self.schedule, batches_done, self.total_batches))
         self.version += 1
-        for opt in self.opts.values():
-            opt.lr = scheduled_lr(self.base_lr, self.schedule, batches_done, self.total_batches)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of the weights at this version: they are sent zero-copy, so nothing may write them after."""

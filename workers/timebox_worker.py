@@ -95,9 +95,10 @@ class TimeBoxWorker(Role):
         # Decoupled: seeded with M(h_end) (truncated: with nothing), update now, wait for no one.
         rec = self.finish(b, self.box.future_gradient(b))
         if self.box.last:
-            loss, correct, n = float(stats[0]), int(stats[1]), int(stats[2])
-            self.to_coordinator(Kind.DONE, b, {"loss": loss / max(n, 1), "correct": correct, "n": n})
-            rec = {**(rec or {}), "loss": loss / max(n, 1), "accuracy": correct / max(n, 1)}
+            correct, n = int(stats[1]), int(stats[2])
+            loss = float(stats[0]) / max(n, 1)
+            self.to_coordinator(Kind.DONE, b, {"loss": loss, "correct": correct, "n": n})
+            rec = {**(rec or {}), "loss": loss, "accuracy": correct / max(n, 1)}
         self.record(rec)
 
     def finish(self, b: int, d_last: np.ndarray | None) -> dict | None:
