@@ -20,14 +20,8 @@ log = logging.getLogger("dni")
 
 
 def load_dataset(cfg: config.Config) -> Dataset:
-    if cfg.data:
-        dataset = load_mnist(cfg.data, cfg.class_list() or None)
-    else:
-        dataset = generated_task(seed=cfg.seed)
-    if cfg.train_subset:
-        dataset = Dataset(dataset.x_train[:cfg.train_subset], dataset.y_train[:cfg.train_subset],
-                          dataset.x_test, dataset.y_test, dataset.n_classes, dataset.name)
-    return dataset
+    dataset = load_mnist(cfg.data, cfg.class_list() or None) if cfg.data else generated_task(seed=cfg.seed)
+    return dataset.first(cfg.train_subset)
 
 
 def run_dir_for(cfg: config.Config) -> Path:

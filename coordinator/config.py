@@ -99,6 +99,11 @@ class Config:
         if self.task.startswith("mnist01") and self.classes not in ("", "0,1"):
             raise ConfigError(f"--classes: --task {self.task} is the digits 0 and 1, got {self.classes!r}")
 
+    def cache(self) -> int:
+        """Batches a stage keeps awaiting their targets: these arrive within a few windows;
+        beyond that a batch is dropped and counted."""
+        return 4 * self.window + 16
+
     def hidden_sizes(self) -> list[int]:
         sizes = _int_list(self.hidden, "hidden")
         if not sizes or min(sizes) < 1:

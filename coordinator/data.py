@@ -40,6 +40,12 @@ class Dataset:
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
 
+    def first(self, n: int) -> "Dataset":
+        """Only the first n training examples (0 = all); the test set stays whole."""
+        if not n:
+            return self
+        return Dataset(self.x_train[:n], self.y_train[:n], self.x_test, self.y_test, self.n_classes, self.name)
+
 
 def load_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file of unsigned bytes, gzipped or not, validating header and length.

@@ -103,10 +103,7 @@ def load_task(cfg: Config, copy_length: int | None = None) -> ImageTask | CopyTa
     if not cfg.data:
         raise ConfigError(f"--task {cfg.task} reads MNIST: give --data DIR (--task copy needs no data)")
     dataset = load_mnist(cfg.data, [0, 1] if cfg.task.startswith("mnist01") else cfg.class_list() or None)
-    if cfg.train_subset:
-        dataset = Dataset(dataset.x_train[:cfg.train_subset], dataset.y_train[:cfg.train_subset],
-                          dataset.x_test, dataset.y_test, dataset.n_classes, dataset.name)
-    return ImageTask(dataset)
+    return ImageTask(dataset.first(cfg.train_subset))
 
 
 def splitter(cfg: Config):
@@ -151,7 +148,7 @@ def network_config(cfg: Config, task) -> dict:
             "total_steps": steps_per_epoch(cfg, task) * cfg.epochs,
             "synth_lr": cfg.synth_lr, "synth_hidden": cfg.synth_hidden, "synth_scale": cfg.synth_scale,
             "seed": cfg.seed,
-            "log_every": cfg.log_every, "cache": 4 * cfg.window + 16}
+            "log_every": cfg.log_every, "cache": cfg.cache()}
 
 
 def train(coord, cfg: Config, task, run_dir: Path, metrics: MetricsLog, progress: Progress) -> dict:

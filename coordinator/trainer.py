@@ -23,9 +23,7 @@ def network_config(cfg: Config, dataset: Dataset) -> dict:
             "optimizer": cfg.optimizer, "lr": cfg.lr, "schedule": cfg.schedule,
             "total_steps": steps_per_epoch(cfg, dataset) * cfg.epochs,
             "synth_lr": cfg.synth_lr, "synth_hidden": cfg.synth_hidden,
-            "seed": cfg.seed, "log_every": cfg.log_every,
-            # Targets arrive within a few windows; beyond that a batch is dropped and counted.
-            "cache": 4 * cfg.window + 16}
+            "seed": cfg.seed, "log_every": cfg.log_every, "cache": cfg.cache()}
 
 
 def steps_per_epoch(cfg: Config, dataset: Dataset) -> int:
