@@ -6,8 +6,7 @@ import pytest
 from gradcheck import numeric_grad
 from workers.cells import LSTMCell, TanhCell
 from workers.layers import Head
-from workers.sequence_tasks import (chunk_sequences, copy_task, copy_task_dims, repeat_sequences,
-                                    row_sequences)
+from workers.sequence_tasks import chunk_sequences, copy_task, copy_task_dims, row_sequences
 
 T, B, N_IN, N_H = 4, 3, 5, 4
 CELLS = [TanhCell, LSTMCell]
@@ -161,10 +160,3 @@ def test_mnist_sequence_shapes():
     for bad in (5, 0, 785):
         with pytest.raises(ValueError):
             chunk_sequences(x, bad)
-
-    rep = repeat_sequences(x, 3)
-    assert rep.shape == (3, 3, 784)
-    np.testing.assert_array_equal(rep[2], x)
-    assert np.shares_memory(rep, x)
-    with pytest.raises(ValueError):
-        repeat_sequences(x, 0)

@@ -62,11 +62,3 @@ def chunk_sequences(x: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"k={k} must be a positive divisor of the vector length {d}")
     return np.ascontiguousarray(flat.reshape(n, k, d // k).transpose(1, 0, 2))
 
-
-def repeat_sequences(x: np.ndarray, k: int) -> np.ndarray:
-    """The whole flat vector (n, D) at every one of k steps -> (k, n, D), a read-only broadcast view."""
-    if k < 1:
-        raise ValueError(f"k={k} must be >= 1")
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
-    return np.broadcast_to(flat, (k,) + flat.shape)
