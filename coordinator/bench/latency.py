@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator import bench, trainer
-from coordinator.cli import serve
+from coordinator import trainer
+from coordinator.bench import report
+from coordinator.job import serve
 from coordinator.config import Config
 from coordinator.data import Dataset, batches, generated_task
 from coordinator.metrics import percentiles
@@ -157,14 +158,14 @@ def targets(result: dict) -> list[dict]:
     def p50(mode, depth):
         return runs[(mode, depth)]["stages"][0]["latency_ms"]["p50"]
 
-    out = [bench.target(f"dni stage-1 p50 latency at {lo} stages / its isolated compute",
+    out = [report.target(f"dni stage-1 p50 latency at {lo} stages / its isolated compute",
                         p50("dni", lo) / result["isolated_stage1"]["update_ms"]["p50"], "<=", 1.3)]
     if hi > lo:
-        out += [bench.target(f"dni stage-1 p50 growth {lo} -> {hi} stages", p50("dni", hi) / p50("dni", lo), "<=", 2.0),
-                bench.target(f"backprop stage-1 p50 growth {lo} -> {hi} stages",
+        out += [report.target(f"dni stage-1 p50 growth {lo} -> {hi} stages", p50("dni", hi) / p50("dni", lo), "<=", 2.0),
+                report.target(f"backprop stage-1 p50 growth {lo} -> {hi} stages",
                              p50("backprop", hi) / p50("backprop", lo), ">=", 3.0)]
-    out += [bench.target(f"backprop / dni stage-1 p50 at {hi} stages", p50("backprop", hi) / p50("dni", hi), ">=", 3.0),
-            bench.target(f"{result['throughput']['depth']}-stage dni samples/s / 2-core ideal",
+    out += [report.target(f"backprop / dni stage-1 p50 at {hi} stages", p50("backprop", hi) / p50("dni", hi), ">=", 3.0),
+            report.target(f"{result['throughput']['depth']}-stage dni samples/s / 2-core ideal",
                          result["throughput"]["fraction_of_ideal"], ">=", 0.85)]
     return out
 
@@ -180,8 +181,8 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
          "throughput_depth": throughput_depth, "repeats": repeats, "seed": seed,
          "optimizer": Config.optimizer, "lr": Config.lr,
          "synthesizer": f"{Config.synth_hidden}-unit MLP" if Config.synth_hidden else "linear"}
-    result = {"bench": "latency", "machine": bench.machine(), "params": p}
-    print(bench.describe(result["machine"]))
+    result = {"bench": "latency", "machine": report.machine(), "params": p}
+    print(report.describe(result["machine"]))
     data = task(width, batch, steps, seed)
     result["isolated_stage1"] = isolated_stage1(data, p)
     with tempfile.TemporaryDirectory(prefix="dni-bench-") as tmp:
@@ -234,4 +235,4 @@ def print_summary(result: dict) -> None:
           f"pipeline {cpu['workers'] + cpu['coordinator']:.2f} ms = arithmetic {cpu['arithmetic']:.2f} + messaging "
           f"{cpu['messaging']:.2f} + ZeroMQ/pyzmq threads {cpu['threads']:.2f} + coordinator {cpu['coordinator']:.2f}"
           f"\n  with both cores busy throughout, that CPU would allow {t['cpu_bound_fraction']:.2f} of ideal")
-    bench.print_targets(result["targets"])
+    report.print_targets(result["targets"])

@@ -1,6 +1,6 @@
 """`dni bench transport`: one hop of the project's messages against raw pyzmq zero-copy multipart.
 
-Two processes: this one sends and times; an echo process (`python -m coordinator.bench_transport`)
+Two processes: this one sends and times; an echo process (`python -m coordinator.bench.transport`)
 receives and, for round trips, sends every message straight back. Both paths carry the very
 same frames: the project's encode() output (msgpack header + one raw array frame). The project
 path goes through make_socket / transport.send / transport.recv (encode and strict decode at
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import zmq
 
-from coordinator import bench
+from coordinator.bench import report
 from coordinator.metrics import percentiles
 from protocol import Kind, Message, encode
 from workers.allocator import keep_freed_memory
@@ -117,7 +117,7 @@ class Peer:
         self.control = ctx.socket(zmq.PAIR)
         self.control.linger = 0
         self.control.bind(f"ipc://{tmp}/control-{transport}")
-        self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.bench_transport",
+        self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.bench.transport",
                                       self.control.getsockopt_string(zmq.LAST_ENDPOINT), transport, tmp])
         self.socks = {}
         try:
@@ -235,22 +235,22 @@ def targets(result: dict) -> list[dict]:
             o, where = s["overhead"], f"{s['kib']} KiB {t['transport']}"
             if s["kib"] == 128 and t["transport"] == "ipc":
                 raw_p50 = s["raw"]["rtt_us"]["p50"]
-                out += [bench.target(f"{where}: added to the raw p50 round trip, µs (limit max(10%, 10 µs))",
+                out += [report.target(f"{where}: added to the raw p50 round trip, µs (limit max(10%, 10 µs))",
                                      o["rtt_p50_us"], "<=", max(0.1 * raw_p50, 10.0)),
-                        bench.target(f"{where}: p99 round trip / raw", o["rtt_p99_ratio"], "<=", 1.5),
-                        bench.target(f"{where}: streaming messages/s / raw", o["stream_ratio"], ">=", 0.9)]
+                        report.target(f"{where}: p99 round trip / raw", o["rtt_p99_ratio"], "<=", 1.5),
+                        report.target(f"{where}: streaming messages/s / raw", o["stream_ratio"], ">=", 0.9)]
             if s["kib"] >= 1024:
-                out.append(bench.target(f"{where}: p50 round trip / raw", o["rtt_p50_ratio"], "<=", 1.1))
+                out.append(report.target(f"{where}: p50 round trip / raw", o["rtt_p50_ratio"], "<=", 1.1))
     return out
 
 
 def run(sizes_kib: list[int], transports: list[str], round_trips: int, stream: int, seed: int) -> dict:
-    result = {"bench": "transport", "machine": bench.machine(),
+    result = {"bench": "transport", "machine": report.machine(),
               "params": {"sizes_kib": sizes_kib, "transports": transports, "round_trips": round_trips,
                          "stream": stream, "rounds": ROUNDS, "stream_rounds": STREAM_ROUNDS,
                          "budget_bytes": BUDGET, "min_repetitions": MIN_REPS, "seed": seed},
               "transports": []}
-    print(bench.describe(result["machine"]))
+    print(report.describe(result["machine"]))
     rng = np.random.default_rng(seed)
     ctx = zmq.Context()
     try:
@@ -268,7 +268,7 @@ def run(sizes_kib: list[int], transports: list[str], round_trips: int, stream: i
     finally:
         ctx.term()
     result["targets"] = targets(result)
-    bench.print_targets(result["targets"])
+    report.print_targets(result["targets"])
     return result
 
 

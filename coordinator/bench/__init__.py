@@ -1,0 +1,1 @@
+"""Benchmarks: update latency against depth, transport overhead, and their plots."""
