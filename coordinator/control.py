@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import zmq
 
-from protocol import Kind, Message, ProtocolError, VersionMismatch, decode
-from workers.auth import Gate
+from protocol import Kind, Message, ProtocolError, VersionMismatch, decode, liveness
+from protocol.auth import Gate
+from protocol.liveness import Liveness
+from protocol.sockets import make_socket, send
 from workers.role import title
-from workers.transport import Liveness, make_socket, send
 
 log = logging.getLogger("dni.coordinator")
 
@@ -96,7 +97,7 @@ class Coordinator:
         """Handle control messages until `until()` holds; raises WorkerLost or TimeoutError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not until():
-            if self.poller.poll(int(self.heartbeat * 1000 / 2)):
+            if self.poller.poll(int(self.heartbeat * 1000 * liveness.POLL_FRACTION)):
                 self.receive()
                 # Drain what is already queued before the liveness sweep: cheap and fair.
                 while not until() and self.poller.poll(0):
@@ -105,7 +106,7 @@ class Coordinator:
             # times a heartbeat is soon enough, once a message (a DONE a batch) is not.
             now = time.monotonic()
             if now >= self.next_sweep:
-                self.next_sweep = now + self.heartbeat / 8
+                self.next_sweep = now + self.heartbeat * liveness.SWEEP_FRACTION
                 self.check_liveness()
             if deadline is not None and now > deadline:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -217,7 +218,7 @@ class Coordinator:
                 "neighbours": {side: peer(j) for side, j in (links[k] if links else
                                                               {"prev": k - 1, "next": k + 1}).items()},
                 **members}))
-        self.pump(lambda: all(m.ready for m in self.members.values()), 60, "workers to be ready")
+        self.pump(lambda: all(m.ready for m in self.members.values()), liveness.READY_TIMEOUT_S, "workers to be ready")
         self.feed = self.feed_to(1)
 
     def feed_to(self, stage: int) -> zmq.Socket:
@@ -286,14 +287,14 @@ class Coordinator:
         self.results.states = {}
         for m in self.members.values():
             self.send(m, Message(Kind.SAVE, "coordinator", token))
-        self.pump(lambda: len(self.results.states) == len(self.members), 60, "parameters")
+        self.pump(lambda: len(self.results.states) == len(self.members), liveness.STATE_TIMEOUT_S, "parameters")
         return self.results.states
 
     def on_state(self, member: Member, msg: Message) -> None:
         self.results.states[member.stage] = {k: a.copy() for k, a in msg.arrays.items()}
 
     # -- shutdown ------------------------------------------------------------------------
-    def stop(self, timeout: float = 10.0) -> dict[int, dict]:
+    def stop(self, timeout: float = liveness.STOP_TIMEOUT_S) -> dict[int, dict]:
         """Ask every worker to stop and wait for its goodbye (with its counters)."""
         self.stopping = True
         for m in self.members.values():

@@ -10,6 +10,7 @@ import zmq
 from coordinator import checkpoint, config, launch
 from coordinator.control import Coordinator
 from coordinator.data import Dataset, generated_task, load_mnist
+from protocol import liveness
 
 log = logging.getLogger("dni")
 
@@ -49,7 +50,7 @@ def serve(cfg: config.Config, bind: str, n_workers: int, spawn_local: bool, data
         if spawn_local:
             procs = coord.procs = launch.spawn(coord.endpoint, n_workers)
         log.info("coordinator at %s waiting for %d workers", coord.endpoint, n_workers)
-        coord.register(timeout=None if not spawn_local else 60)
+        coord.register(timeout=None if not spawn_local else liveness.REGISTER_TIMEOUT_S)
         if plan is rnn:
             coord.assign(rnn.roles(cfg), rnn.network_config(cfg, dataset), rnn.links(cfg))
         else:
@@ -60,7 +61,7 @@ def serve(cfg: config.Config, bind: str, n_workers: int, spawn_local: bool, data
         summary["run_dir"] = str(run_dir)
         return summary
     finally:
-        coord.stop(timeout=3.0) if not coord.stopping else None
+        coord.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S) if not coord.stopping else None
         coord.close()
         launch.reap(procs.values())
         metrics.close()

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from protocol import liveness
+
 
 def worker_command(coordinator: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "coordinator", "worker", "--coordinator", coordinator, *extra]
@@ -18,7 +20,7 @@ def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
             for k in range(1, stages + 1)}
 
 
-def reap(procs, timeout: float = 5.0) -> None:
+def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S) -> None:
     """Wait for children to exit; terminate, then kill, whatever lingers. Never leaves an orphan."""
     procs = list(procs)
     for p in procs:
@@ -28,7 +30,7 @@ def reap(procs, timeout: float = 5.0) -> None:
             p.terminate()
     for p in procs:
         try:
-            p.wait(2.0)
+            p.wait(liveness.KILL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from coordinator import keys
+from protocol import keys
 from coordinator.config import ConfigError
-from workers.auth import is_local
+from protocol.auth import is_local
 
 log = logging.getLogger("dni")
 

@@ -1,4 +1,4 @@
-"""Tests for coordinator.keys: file layout and modes, loading, and a real CURVE handshake."""
+"""Tests for protocol.keys: file layout and modes, loading, and a real CURVE handshake."""
 
 import stat
 import time
@@ -8,7 +8,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from coordinator.keys import KeyFileError, allowed_workers, generate, load_client, load_public, load_server
+from protocol.keys import KeyFileError, allowed_workers, generate, load_client, load_public, load_server
 
 TIMEOUT_MS = 5000
 

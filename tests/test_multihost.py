@@ -13,7 +13,7 @@ import pytest
 
 from coordinator import checkpoint, launch
 from coordinator.cli import main
-from coordinator.keys import generate, load_client, load_public
+from protocol.keys import generate, load_client, load_public
 from netns import hosts, ip_binary
 from protocol.kinds import VERSION
 
@@ -167,7 +167,7 @@ def test_workers_without_the_right_keys_are_refused_and_the_run_goes_on(tmp_path
 # Scripts run inside a namespace; they take key files (never keys) on the command line.
 CURVE_CLIENT = """
 import sys, zmq
-from coordinator.keys import load_client, load_public
+from protocol.keys import load_client, load_public
 def curve_client(kind, secret_file, server_key_file):
     s = zmq.Context.instance().socket(kind)
     s.linger = 0

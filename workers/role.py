@@ -7,8 +7,9 @@ from collections import deque
 import zmq
 
 from protocol import Kind, Message, ProtocolError
+from protocol.liveness import Liveness
+from protocol.sockets import make_socket, recv, send
 from workers.clock import Clock
-from workers.transport import Liveness, make_socket, recv, send
 
 # Kinds that travel the forward direction; a locked (backprop) stage defers them while it
 # waits for its gradient, so the barrier and evaluation keep their place in the stream.

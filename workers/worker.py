@@ -10,14 +10,14 @@ from urllib.parse import urlsplit
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import Kind, Message, ProtocolError
-from workers.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
+from protocol import Kind, Message, ProtocolError, liveness
+from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
+from protocol.sockets import make_socket, recv, send
 from workers.head_worker import HeadWorker
 from workers.layer_worker import LayerWorker
 from workers.param_service import ParamService
 from workers.role import CoordinatorLost, title
 from workers.timebox_worker import TimeBoxWorker
-from workers.transport import make_socket, recv, send
 
 ROLES = {"layer": LayerWorker, "head": HeadWorker, "box": TimeBoxWorker, "params": ParamService}
 log = logging.getLogger("dni.worker")
@@ -82,7 +82,7 @@ def register(control: zmq.Socket, monitor: zmq.Socket, endpoint: str, stage: int
 
 
 def run(coordinator: str, advertise: str | None = None, stage: int | None = None,
-        timeout: float = 30.0, curve: dict | None = None, insecure: bool = False) -> int:
+        timeout: float = liveness.WORKER_JOIN_TIMEOUT_S, curve: dict | None = None, insecure: bool = False) -> int:
     """Run one worker to completion; returns the process exit code.
 
     curve: {"own": (public, secret), "client": (public, secret, coordinator public)}: CURVE on

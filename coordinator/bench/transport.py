@@ -25,7 +25,7 @@ from coordinator.bench import report
 from coordinator.metrics import percentiles
 from protocol import Kind, Message, encode
 from workers.allocator import keep_freed_memory
-from workers.transport import make_socket, recv, send
+from protocol.sockets import make_socket, recv, send
 
 PATHS = ("project", "raw")
 ROUNDS = 20                     # alternations of the two paths per size (round trips)

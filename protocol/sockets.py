@@ -1,7 +1,5 @@
-"""ZeroMQ plumbing shared by every role: socket options, send/recv of protocol messages, liveness."""
+"""The one comm layer: sockets with the project's options, and send/recv of protocol messages."""
 from __future__ import annotations
-
-import time
 
 import zmq
 
@@ -11,7 +9,6 @@ from protocol.kinds import MAX_FRAME_BYTES
 # Explicit high-water marks: the credit window bounds what is in flight; these bound the
 # queues only as a backstop so a runaway peer cannot fill memory.
 HWM = 1000
-MISSED_HEARTBEATS = 3  # a peer silent for this many intervals is dead
 
 
 def make_socket(ctx: zmq.Context, kind: int, curve: dict | None = None) -> zmq.Socket:
@@ -55,26 +52,3 @@ def recv(sock: zmq.Socket, router: bool = False) -> tuple[bytes | None, Message]
     if router:
         return frames[0].bytes, decode(frames[1:])
     return None, decode(frames)
-
-
-class Liveness:
-    """Heartbeat bookkeeping for one peer: any message heard counts; we speak up when silent."""
-
-    def __init__(self, interval: float):
-        self.interval = interval
-        self.heard = self.spoke = time.monotonic()
-
-    def on_heard(self) -> None:
-        self.heard = time.monotonic()
-
-    def on_spoke(self) -> None:
-        self.spoke = time.monotonic()
-
-    def should_speak(self) -> bool:
-        return time.monotonic() - self.spoke >= self.interval
-
-    def silent_for(self) -> float:
-        return time.monotonic() - self.heard
-
-    def dead(self) -> bool:
-        return self.silent_for() > MISSED_HEARTBEATS * self.interval

@@ -1,0 +1,39 @@
+"""Heartbeats and every timeout of the run, each named once, in heartbeat intervals or seconds."""
+from __future__ import annotations
+
+import time
+
+MISSED_HEARTBEATS = 3        # a peer silent for this many heartbeat intervals is dead
+POLL_FRACTION = 1 / 2        # the coordinator's pump polls at most this part of an interval
+SWEEP_FRACTION = 1 / 8       # ...and sweeps liveness (a waitpid per child, ~40 µs) this often
+REGISTER_TIMEOUT_S = 60.0    # a local run's workers must register within this
+WORKER_JOIN_TIMEOUT_S = 30.0  # a worker started before its coordinator waits this long for it
+READY_TIMEOUT_S = 60.0       # assigned workers must build their stage and connect within this
+STATE_TIMEOUT_S = 60.0       # every stage must answer a checkpoint's SAVE within this
+STOP_TIMEOUT_S = 10.0        # workers must say goodbye within this after STOP
+ABORT_STOP_TIMEOUT_S = 3.0   # ...and within this when the run is being torn down after an error
+REAP_TIMEOUT_S = 5.0         # a local worker process must exit within this after its goodbye
+KILL_TIMEOUT_S = 2.0         # ...and within this after SIGTERM, before SIGKILL
+
+
+class Liveness:
+    """Heartbeat bookkeeping for one peer: any message heard counts; we speak up when silent."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.heard = self.spoke = time.monotonic()
+
+    def on_heard(self) -> None:
+        self.heard = time.monotonic()
+
+    def on_spoke(self) -> None:
+        self.spoke = time.monotonic()
+
+    def should_speak(self) -> bool:
+        return time.monotonic() - self.spoke >= self.interval
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.heard
+
+    def dead(self) -> bool:
+        return self.silent_for() > MISSED_HEARTBEATS * self.interval
