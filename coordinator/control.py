@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import zmq
 
-from protocol import Kind, Message, ProtocolError, VersionMismatch, decode, liveness
+from protocol import Kind, Message, ProtocolError, VersionMismatch, liveness
 from protocol.auth import Gate
 from protocol.liveness import Liveness
-from protocol.sockets import make_socket, send
+from protocol.sockets import make_socket, recv, send
 from workers.role import title
 
 log = logging.getLogger("dni.coordinator")
@@ -112,12 +112,10 @@ class Coordinator:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def receive(self) -> None:
-        frames = self.control.recv_multipart(copy=False)
-        identity = frames[0].bytes
         try:
-            msg = decode(frames[1:])
+            identity, msg = recv(self.control, router=True, keyed=self.curve is not None)
         except VersionMismatch as exc:
-            self.refuse(identity, str(exc))
+            self.refuse(exc.identity, str(exc))
             return
         except ProtocolError as exc:
             log.warning("dropped a malformed control message: %s", exc)
@@ -127,7 +125,7 @@ class Coordinator:
             return  # a stranger, or a refused worker still talking
         if member is None and self.curve:
             # Trust the key the handshake proved (ZAP's user id), not the one the hello claims.
-            msg.meta["key"] = frames[1].get("User-Id")
+            msg.meta["key"] = msg.peer
         if member is not None:
             member.liveness.on_heard()
         handler = self.handlers.get(msg.kind)
