@@ -91,7 +91,7 @@ def ping(server: str, keys: str) -> None:
              "curve": make_socket(ctx, zmq.DEALER, {"client": (*own, load_public(Path(keys) / "coordinator.key"))})}
     socks["plain"].connect(f"tcp://{server}:{HOP_PLAIN}")
     socks["curve"].connect(f"tcp://{server}:{HOP_CURVE}")
-    msg = Message(Kind.FORWARD, "bench", 0, {}, {"x": np.random.default_rng(0).random((128, 256), np.float32)})
+    msg = Message(Kind.GRAD, "bench", 0, {}, {"g": np.random.default_rng(0).random((128, 256), np.float32)})
     rtt = {name: [] for name in socks}
 
     def trip(sock) -> float:

@@ -1,5 +1,6 @@
-"""The wire: message kinds, encode/decode of a msgpack header plus one raw frame per array."""
+"""The wire and the comm layer both sides use: codec, kinds, per-kind schema, sockets, liveness, CURVE auth and keys."""
 from protocol.kinds import VERSION, Kind
-from protocol.codec import Message, ProtocolError, VersionMismatch, decode, encode
+from protocol.message import Message, ProtocolError, VersionMismatch
+from protocol.codec import decode, encode, parse
 
-__all__ = ["VERSION", "Kind", "Message", "ProtocolError", "VersionMismatch", "decode", "encode"]
+__all__ = ["VERSION", "Kind", "Message", "ProtocolError", "VersionMismatch", "decode", "encode", "parse"]

@@ -1,15 +1,15 @@
 """encode(msg) -> frames and decode(frames) -> msg: a msgpack header, then one raw frame per array."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from math import prod
-from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
 from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_HEADER_BYTES, MAX_NDIM, VERSION, Kind
+from protocol.message import Message, ProtocolError, VersionMismatch
+from protocol.schema import check
 
 
 # The codec runs four times per round trip, right after a wake-up, when Python runs several
@@ -26,27 +26,6 @@ _FIELDS = (("kind", str), ("src", str), ("id", int), ("meta", dict), ("arrays", 
 _pack = msgpack.Packer(use_bin_type=True).pack   # pack() holds the GIL throughout: safe to share
 
 
-class ProtocolError(ValueError):
-    """A message that does not follow the protocol; the receiver drops and counts it."""
-    identity: bytes | None = None   # the ROUTER peer it came from, where there is one
-
-
-class VersionMismatch(ProtocolError):
-    def __init__(self, theirs: object, ours: int = VERSION):
-        super().__init__(f"protocol version mismatch: peer speaks {repr(theirs)[:32]}, this build speaks {ours}")
-        self.theirs, self.ours = theirs, ours
-
-
-@dataclass(slots=True)
-class Message:
-    kind: Kind
-    src: str = ""               # who sent it: "coordinator", "stage-2", ...
-    id: int = -1                # batch or step id; with src it lets duplicates be dropped
-    meta: dict[str, Any] = field(default_factory=dict)      # small scalars and strings
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    peer: str | None = None     # set on receipt where CURVE is on: the key the sender's connection proved
-
-
 def encode(msg: Message) -> list:
     """Frames ready to send with copy=False: arrays are not copied (unless not contiguous)."""
     frames, specs = [None], []
@@ -61,7 +40,12 @@ def encode(msg: Message) -> list:
 
 
 def decode(frames: list) -> Message:
-    """Strictly parse frames into a Message; raises ProtocolError on anything malformed."""
+    """Strictly parse frames into a Message that carries what its kind must; ProtocolError otherwise."""
+    return check(parse(frames))
+
+
+def parse(frames: list) -> Message:
+    """The wire format alone: header and frames into a Message; ProtocolError on anything malformed."""
     if not frames:
         raise ProtocolError("empty message")
     head = frames[0]

@@ -3,7 +3,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from protocol import VERSION, Kind, Message, ProtocolError, VersionMismatch, decode, encode
+from protocol import VERSION, Kind, Message, ProtocolError, VersionMismatch, decode, encode, parse
 from protocol.kinds import MAX_HEADER_BYTES
 
 
@@ -28,7 +28,7 @@ def with_header(frames, **changes):
 def test_round_trip_keeps_everything():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     y = np.array([1, 2, 3], dtype=np.int64)
-    msg = decode(frames_of(x=x, y=y))
+    msg = parse(frames_of(x=x, y=y))
     assert (msg.kind, msg.src, msg.id, msg.meta) == (Kind.FORWARD, "stage-1", 7, {"note": "x"})
     np.testing.assert_array_equal(msg.arrays["x"], x)
     assert msg.arrays["y"].dtype == np.int64
@@ -38,7 +38,7 @@ def test_arrays_travel_in_their_own_frames_without_copies():
     x = np.ones((128, 256), np.float32)
     frames = frames_of(x=x)
     assert len(frames) == 2 and np.shares_memory(frames[1], x)
-    decoded = decode(frames).arrays["x"]
+    decoded = parse(frames).arrays["x"]
     assert np.shares_memory(decoded, frames[1])  # np.frombuffer over the received frame
 
 

@@ -103,7 +103,7 @@ def serve_phase(cmd: dict, push: zmq.Socket, pull: zmq.Socket) -> list[float]:
                 push.send_multipart([f.buffer for f in frames], copy=False)
     if cmd["mode"] == "stream":   # one acknowledgement at the end of the stream
         if project:
-            send(push, Message(Kind.DONE, "echo"))
+            send(push, Message(Kind.SYNC, "echo"))
         else:
             push.send(b"done")
     return times
@@ -202,7 +202,7 @@ def stream(peer: Peer, path: str, msg: Message, n: int) -> float:
 
 def measure_size(peer: Peer, kib: int, n_rtt: int, n_stream: int, rng: np.random.Generator) -> dict:
     x = rng.standard_normal((kib, 256)).astype(np.float32)   # 256 float32 = 1 KiB a row
-    msg = Message(Kind.FORWARD, "stage-1", 0, {}, {"x": x})
+    msg = Message(Kind.GRAD, "stage-2", 0, {}, {"g": x})   # one array, as a gradient travels
     # Fewer repetitions for big messages, but enough for a p99 and a stream past its start-up.
     budget = max(MIN_REPS, BUDGET // (kib * 1024))
     reps, stream_n = max(1, min(n_rtt, budget) // ROUNDS), max(1, min(n_stream, budget) // STREAM_ROUNDS)
