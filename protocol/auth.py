@@ -1,6 +1,13 @@
-"""CURVE admission: a ZAP handler admitting listed public keys only, and plain words for failed handshakes."""
+"""CURVE admission: pyzmq's ZAP authenticator admitting listed public keys, and plain words for failed handshakes.
+
+The Gate is pyzmq's ThreadAuthenticator with a CURVE callback, plus two things it lacks:
+the allowlist may arrive after the guarded socket is bound (a worker binds its inbox before
+it learns the run's members: until then handshakes wait instead of failing), and refusals
+are logged, rate-limited, with the peer's address (the callback alone is not given it)."""
+
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -9,13 +16,12 @@ import time
 from urllib.parse import urlsplit
 
 import zmq
-from zmq.utils import z85
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"   # fixed by ZAP (RFC 27): one handler per context
 HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-_TICK_MS = 100        # how often the gate's thread looks at its stop flag
+_TICK_S = 0.1         # how often a waiting handshake and the watch thread look at the stop flag
 _QUIET_S = 1.0        # a refusal like one logged less than this long ago is logged at debug level
 _MAX_REMEMBERED = 256
 
@@ -58,11 +64,9 @@ def handshake_failure(event: dict, curve: bool = True) -> str | None:
     return None
 
 
-class Gate:
+class Gate(ThreadAuthenticator):
     """The ZAP handler of one context: admits CURVE clients whose public key is listed, logs refusals.
 
-    Until `admit` gives the list, requests stay queued and their handshakes wait: a worker
-    binds its inbox before it learns the run's members, and a neighbour may connect first.
     With `watch`, it also logs that socket's failed handshakes that never reach ZAP (a peer
     without CURVE, or holding the wrong server key). Refused peers may retry every 100 ms, so
     a refusal like one logged in the last second goes to debug level only.
@@ -70,75 +74,69 @@ class Gate:
 
     def __init__(self, ctx: zmq.Context, log: logging.Logger, why_not: str,
                  keys=None, watch: zmq.Socket | None = None):
-        self.log, self.why_not = log, why_not
+        super().__init__(ctx, log=logging.getLogger("zmq.auth"))
+        self.gate_log, self.why_not = log, why_not
         self._keys: frozenset[bytes] | None = None
+        self._address = ""                      # of the request being answered (one at a time)
         self._logged: dict[tuple, float] = {}   # refusal -> when it was last logged
-        self._stop = threading.Event()
-        # Bound here, before the caller binds the guarded socket: a CURVE server in a context
-        # without a ZAP handler admits every client.
-        self._zap = ctx.socket(zmq.REP)
-        self._zap.linger = 0
-        self._zap.bind(ZAP_ENDPOINT)
-        self._monitor = watch.get_monitor_socket(HANDSHAKE_FAILED) if watch is not None else None
+        self._closing = threading.Event()
         if keys is not None:
             self.admit(keys)
-        self._thread = threading.Thread(target=self._serve, name="zap", daemon=True)
-        self._thread.start()
+        # Started here, before the caller binds the guarded socket: a CURVE server in a context
+        # without a ZAP handler admits every client.
+        self.start()
+        self.configure_curve_callback("*", credentials_provider=self)
+        self._watch = None
+        if watch is not None:
+            monitor = watch.get_monitor_socket(HANDSHAKE_FAILED)
+            self._watch = threading.Thread(target=self._watched, args=(monitor,), name="zap-watch", daemon=True)
+            self._watch.start()
 
     def admit(self, keys) -> None:
         """Admit exactly these Z85 public keys from now on."""
         self._keys = frozenset(k.encode() if isinstance(k, str) else bytes(k) for k in keys)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._closing.set()
+        self.stop()
+        if self._watch is not None:
+            self._watch.join()
 
-    def _serve(self) -> None:
-        poller = zmq.Poller()
-        if self._monitor is not None:
-            poller.register(self._monitor, zmq.POLLIN)
-        answering = False
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        if len(msg) > 3:
+            self._address = msg[3].decode(errors="replace")
+        await super().handle_zap_message(msg)
+
+    async def callback(self, domain: str, key: bytes) -> bool:
+        """ThreadAuthenticator's CURVE check; holds the handshake until the allowlist is known."""
+        while self._keys is None and not self._closing.is_set():
+            await asyncio.sleep(_TICK_S)
+        if self._keys is not None and key in self._keys:
+            return True
+        self._note(("zap", self._address, key), "refused a connection from %s: key %s is %s",
+                   self._address, abbreviate(key), self.why_not)
+        return False
+
+    def _watched(self, monitor: zmq.Socket) -> None:
         try:
-            while not self._stop.is_set():
-                if not answering and self._keys is not None:
-                    poller.register(self._zap, zmq.POLLIN)
-                    answering = True
-                for sock, _ in poller.poll(_TICK_MS):
-                    if sock is self._zap:
-                        self._answer(self._zap.recv_multipart())
-                    else:
-                        self._watched(recv_monitor_message(self._monitor))
+            while not self._closing.is_set():
+                if not monitor.poll(int(_TICK_S * 1000)):
+                    continue
+                event = recv_monitor_message(monitor)
+                why = handshake_failure(event)
+                if why is None or event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    continue  # refusals by key were logged, with the peer's address, when ZAP answered
+                self._note(("handshake", event["event"], int(event["value"])), "refused a connection on %s: %s",
+                           event["endpoint"].decode(errors="replace"), why)
         finally:
-            self._zap.close(linger=0)
-            if self._monitor is not None:
-                self._monitor.close(linger=0)
-
-    def _answer(self, request: list[bytes]) -> None:
-        # libzmq itself writes these requests: version, id, domain, address, identity, mechanism, credentials.
-        version, request_id, _, address, _, mechanism, *credentials = request
-        key = z85.encode(credentials[0]) if mechanism == b"CURVE" and len(credentials) == 1 else None
-        if key is not None and key in self._keys:
-            # The user id becomes the "User-Id" property of every message on this connection.
-            self._zap.send_multipart([version, request_id, b"200", b"OK", key, b""])
-            return
-        who = f"key {abbreviate(key)}" if key is not None else f"mechanism {mechanism.decode(errors='replace')}"
-        self._note(("zap", address, key), "refused a connection from %s: %s is %s",
-                   address.decode(errors="replace"), who, self.why_not)
-        self._zap.send_multipart([version, request_id, b"400", self.why_not.encode(), b"", b""])
-
-    def _watched(self, event: dict) -> None:
-        why = handshake_failure(event)
-        if why is None or event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return  # refusals by key were logged, with the peer's address, when ZAP answered
-        self._note(("handshake", event["event"], int(event["value"])), "refused a connection on %s: %s",
-                   event["endpoint"].decode(errors="replace"), why)
+            monitor.close(linger=0)
 
     def _note(self, what: tuple, fmt: str, *args) -> None:
         now = time.monotonic()
         if now - self._logged.get(what, -_QUIET_S) < _QUIET_S:
-            self.log.debug(fmt, *args)
+            self.gate_log.debug(fmt, *args)
             return
         if len(self._logged) >= _MAX_REMEMBERED:
             self._logged.clear()
         self._logged[what] = now
-        self.log.warning(fmt, *args)
+        self.gate_log.warning(fmt, *args)

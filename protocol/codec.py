@@ -28,6 +28,7 @@ _pack = msgpack.Packer(use_bin_type=True).pack   # pack() holds the GIL througho
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; the receiver drops and counts it."""
+    identity: bytes | None = None   # the ROUTER peer it came from, where there is one
 
 
 class VersionMismatch(ProtocolError):
@@ -43,6 +44,7 @@ class Message:
     id: int = -1                # batch or step id; with src it lets duplicates be dropped
     meta: dict[str, Any] = field(default_factory=dict)      # small scalars and strings
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    peer: str | None = None     # set on receipt where CURVE is on: the key the sender's connection proved
 
 
 def encode(msg: Message) -> list:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zmq
 
-from protocol import Message, decode, encode
+from protocol import Message, ProtocolError, decode, encode
 from protocol.kinds import MAX_FRAME_BYTES
 
 # Explicit high-water marks: the credit window bounds what is in flight; these bound the
@@ -42,13 +42,26 @@ def send(sock: zmq.Socket, msg: Message, identity: bytes | None = None) -> None:
     sock.send(last, 0, copy=False)
 
 
-def recv(sock: zmq.Socket, router: bool = False) -> tuple[bytes | None, Message]:
-    """Receive and decode one message (raises ProtocolError); a ROUTER's first frame is the peer id."""
+def recv(sock: zmq.Socket, router: bool = False, keyed: bool = False) -> tuple[bytes | None, Message]:
+    """Receive and decode one message; a ROUTER's first frame is the peer id.
+
+    keyed (a CURVE server): the message's `peer` is the key its connection authenticated with
+    (ZAP's User-Id), which unlike `src` the sender cannot choose. A ProtocolError carries the
+    ROUTER peer id as `identity`, so the receiver can answer it (a version mismatch).
+    """
     frame = sock.recv(copy=False)
     frames = [frame]
     while frame.more:
         frame = sock.recv(copy=False)
         frames.append(frame)
+    identity = None
     if router:
-        return frames[0].bytes, decode(frames[1:])
-    return None, decode(frames)
+        identity = frames.pop(0).bytes
+    try:
+        msg = decode(frames)
+    except ProtocolError as exc:
+        exc.identity = identity
+        raise
+    if keyed:
+        msg.peer = frames[0].get("User-Id")
+    return identity, msg

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 import zmq
 
 from coordinator.roles import title
-from protocol import Kind, Message, ProtocolError, VersionMismatch, decode, liveness
+from protocol import Kind, Message, ProtocolError, VersionMismatch, liveness
 from protocol.auth import Gate
 from protocol.liveness import Liveness
-from protocol.sockets import make_socket, send
+from protocol.sockets import make_socket, recv, send
 
 log = logging.getLogger("dni.coordinator")
 
@@ -41,21 +41,6 @@ class Member:
         address = f"{urlsplit(endpoint).hostname}, " if endpoint.startswith("tcp://") else ""
         host, pid = self.hello.get("host", "?"), self.hello.get("pid", "?")
         return f"{title(self.role, self.stage)} on {host} ({address}pid {pid})"
-
-
-def recv_routed(sock: zmq.Socket, user_id: bool) -> tuple[bytes, str | None, Message | ProtocolError]:
-    """(peer id, CURVE User-Id if asked, the message or why it did not decode) from a ROUTER.
-
-    Interim, until protocol.sockets.recv(sock, router=True) gives the two things it cannot yet:
-    the User-Id of the first data frame (the key the handshake proved) and, when decoding fails,
-    who sent it (so a version mismatch can be refused by name).
-    """
-    frames = sock.recv_multipart(copy=False)
-    key = frames[1].get("User-Id") if user_id and len(frames) > 1 else None
-    try:
-        return frames[0].bytes, key, decode(frames[1:])
-    except ProtocolError as exc:
-        return frames[0].bytes, key, exc
 
 
 class Membership:
@@ -111,16 +96,17 @@ class Membership:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def receive(self) -> None:
-        identity, key, msg = recv_routed(self.control, user_id=bool(self.curve))
-        if isinstance(msg, VersionMismatch):
-            return self.refuse(identity, str(msg))
-        if isinstance(msg, ProtocolError):
-            log.warning("dropped a malformed control message: %s", msg)
+        try:
+            identity, msg = recv(self.control, router=True, keyed=self.curve is not None)
+        except VersionMismatch as exc:
+            return self.refuse(exc.identity, str(exc))
+        except ProtocolError as exc:
+            log.warning("dropped a malformed control message: %s", exc)
             return
         member = self.members.get(identity)
         if member is None:
             if msg.kind == Kind.HELLO:  # from a stranger; anything else is a refused worker still talking
-                self.on_hello(identity, msg, key)
+                self.on_hello(identity, msg)
             return
         member.liveness.on_heard()
         handler = self.handlers.get(msg.kind)
@@ -165,10 +151,10 @@ class Membership:
         except zmq.ZMQError:
             pass
 
-    def on_hello(self, identity: bytes, msg: Message, key: str | None) -> None:
+    def on_hello(self, identity: bytes, msg: Message) -> None:
         if self.curve:
             # Trust the key the handshake proved (ZAP's user id), not the one the hello claims.
-            msg.meta["key"] = key
+            msg.meta["key"] = msg.peer
         want = msg.meta.get("stage")
         taken = {m.stage for m in self.members.values()}
         if len(self.members) >= self.n_workers:
