@@ -106,7 +106,7 @@ def serial(depth: int, data: Dataset, p: dict) -> dict:
     cfg = plans.for_config(config("dni", depth, p["width"], p["batch"], p["window"], p["seed"], Path(".")),
                            data).wire.to_meta()
     net = build_network(cfg)
-    rng = np.random.default_rng(p["seed"])  # the trainer's shuffle, so the very same batches
+    rng = np.random.default_rng(p["seed"])  # the epoch loop's shuffle, so the very same batches
     t0, cpu = time.perf_counter(), time.process_time()
     n = 0
     for b, (x, y) in enumerate(batches(data.x_train, data.y_train, p["batch"], rng)):
