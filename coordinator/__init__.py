@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The coordinator: the `dni` command, the one epoch loop and its plans, the control plane, data and tasks, benchmarks."""

@@ -9,35 +9,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-
-from coordinator import checkpoint, config, security
+from coordinator import checkpoint, config, plans, security
 from coordinator.bench import cli as bench
 from coordinator.control import WorkerLost
 from coordinator.data import DataError
-from coordinator.job import load_dataset, print_summary, serve
-
-
-
-def workers_needed(cfg: config.Config) -> int:
-    from coordinator import rnn
-    return rnn.n_workers(cfg) if cfg.model == "rnn" else len(cfg.hidden_sizes()) + 1
+from coordinator.job import print_summary, serve
 
 
 def cmd_run(args) -> int:
-    cfg = config.from_args(args)
+    plan = plans.for_config(config.from_args(args))
     with tempfile.TemporaryDirectory(prefix="dni-") as tmp:
-        summary = serve(cfg, f"ipc://{tmp}/control", workers_needed(cfg), spawn_local=True)
-    print_summary(summary)
+        summary = serve(plan, f"ipc://{tmp}/control", spawn_local=True)
+    print_summary(summary, plan)
     return 0
 
 
 def cmd_coordinator(args) -> int:
-    cfg = config.from_args(args)
-    if args.workers != workers_needed(cfg):
-        raise config.ConfigError(f"--workers {args.workers}: this network has {workers_needed(cfg)} stages "
+    plan = plans.for_config(config.from_args(args))
+    if args.workers != plan.n_workers:
+        raise config.ConfigError(f"--workers {args.workers}: this network has {plan.n_workers} stages "
                                  f"(time boxes and parameter service for --model rnn), one worker each")
     curve = security.coordinator_curve(args.keys, args.insecure, args.bind)
-    print_summary(serve(cfg, args.bind, args.workers, spawn_local=False, curve=curve))
+    print_summary(serve(plan, args.bind, spawn_local=False, curve=curve), plan)
     return 0
 
 
@@ -48,22 +41,9 @@ def cmd_worker(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from workers.reference import evaluate
-    from workers.stage import build, load_state
-
-    cfg_dict, states = checkpoint.load(Path(args.run_dir))
-    if cfg_dict.get("model") == "rnn":
-        from coordinator import rnn
-        accuracy, n = rnn.evaluate_checkpoint(cfg_dict, states, args.data)
-        print(f"test accuracy {accuracy:.4f} ({n} examples, checkpoint step {cfg_dict['step']})")
-        return 0
-    cfg = config.Config(data=args.data or cfg_dict["data"], classes=cfg_dict["classes"])
-    dataset = load_dataset(cfg)
-    stages = [build(k, cfg_dict) for k in range(1, len(cfg_dict["sizes"]))]
-    for s in stages:
-        load_state(s, states.get(s.index, {}))
-    accuracy = evaluate(stages, dataset.x_test, dataset.y_test, cfg_dict["eval_batch"])
-    print(f"test accuracy {accuracy:.4f} ({len(dataset.x_test)} examples, checkpoint step {cfg_dict['step']})")
+    saved, states = checkpoint.load(Path(args.run_dir))
+    accuracy, n = plans.for_checkpoint(saved).evaluate_checkpoint(saved, states, args.data)
+    print(f"test accuracy {accuracy:.4f} ({n} examples, checkpoint step {saved['step']})")
     return 0
 
 

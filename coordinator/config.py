@@ -29,7 +29,7 @@ class Config:
     schedule: str = opt("cosine", "layers' rate over the run: constant | cosine (annealed to 0)")
     synth_hidden: int = opt(0, "synthesizer hidden units (0 = linear, as in the paper)")
     synth_lr: float = opt(1e-5, "Adam rate of the synthesizers (their targets are tiny batch-mean gradients: keep it low)")
-    # recurrent networks in time boxes (--model rnn; see coordinator/rnn.py)
+    # recurrent networks in time boxes (--model rnn; see coordinator/plans/recurrent.py)
     model: str = opt("ff", "ff (a process per layer) | rnn (a process per time box)")
     task: str = opt("mnist01", "rnn: mnist01 | mnist01-chunks | seqmnist | copy")
     boxes: int = opt(4, "rnn: time boxes K, one worker process each")

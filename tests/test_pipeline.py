@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import zmq
 
-from coordinator import checkpoint, launch, trainer
+from coordinator import checkpoint, launch, plans
 from coordinator.cli import main
 from coordinator.config import Config
-from coordinator.control import Coordinator
+from coordinator.control import Membership, Pipeline
 from coordinator.data import batches, generated_task
 from protocol import Kind, Message, encode
 from workers.reference import build_network, step
@@ -111,11 +111,13 @@ def test_a_worker_counts_malformed_messages_and_keeps_training():
     data = generated_task(seed=0)
     ctx = zmq.Context()
     done = []
-    coord = Coordinator(ctx, "tcp://127.0.0.1:0", 2, cfg.heartbeat, on_done=done.append)
+    plan = plans.for_config(cfg, data)
+    coord = Membership(ctx, "tcp://127.0.0.1:0", 2, cfg.heartbeat)
+    pipe = Pipeline(coord, on_done=done.append)
     procs = coord.procs = launch.spawn(coord.endpoint, 2)
     try:
         coord.register(30)
-        coord.assign(trainer.roles(2), trainer.network_config(cfg, data))
+        coord.assign(plan.roles(), plan.wire.to_meta(), plan.links())
         rogue = ctx.socket(zmq.PUSH)
         rogue.connect(coord.by_stage()[1].hello["endpoint"])
         good = encode(Message(Kind.FORWARD, "rogue", 10**9, {}, {"x": np.ones((2, 32), np.float32)}))
@@ -126,10 +128,11 @@ def test_a_worker_counts_malformed_messages_and_keeps_training():
         rogue.close(linger=1000)
         x, y = data.x_train[:640], data.y_train[:640]
         for b, (xb, yb) in enumerate(batches(x, y, 64, np.random.default_rng(0))):
-            coord.send_batch(Kind.FORWARD, b, xb, yb, 4)
-        coord.sync()
+            pipe.send_batch(Kind.FORWARD, b, xb, yb, 4)
+        pipe.sync()
         byes = coord.stop()
     finally:
+        pipe.close()
         coord.close()
         launch.reap(procs.values())
         ctx.term()

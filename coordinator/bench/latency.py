@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator import trainer
+from coordinator import plans
 from coordinator.bench import report
 from coordinator.job import serve
 from coordinator.config import Config
@@ -53,7 +53,7 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
     out = tmp / f"{mode}-{depth}{tag}"
     cfg = config(mode, depth, p["width"], p["batch"], p["window"], p["seed"], out)
     cpu = time.process_time()
-    summary = serve(cfg, f"ipc://{tmp}/control-{mode}-{depth}{tag}", depth, spawn_local=True, dataset=data)
+    summary = serve(plans.for_config(cfg, data), f"ipc://{tmp}/control-{mode}-{depth}{tag}", spawn_local=True)
     cpu = time.process_time() - cpu
     latencies = stage_latencies(out, p["warmup"])
     stages = []
@@ -82,7 +82,8 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
 def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
     """Stage 1's dni work for one batch in this process alone: forward, synthetic gradient, update
     (what its update latency covers), and the synthesizer's training apart."""
-    cfg = trainer.network_config(config("dni", 2, p["width"], p["batch"], p["window"], p["seed"], Path(".")), data)
+    cfg = plans.for_config(config("dni", 2, p["width"], p["batch"], p["window"], p["seed"], Path(".")),
+                           data).wire.to_meta()
     stage = Stage(1, cfg["sizes"][0], cfg["sizes"][1], cfg)
     rng = np.random.default_rng(p["seed"])
     target = (rng.standard_normal((p["batch"], p["width"])) * 1e-3).astype(np.float32)
@@ -102,9 +103,10 @@ def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
 
 def serial(depth: int, data: Dataset, p: dict) -> dict:
     """The very same dni arithmetic, every stage in turn in this one process: samples/s."""
-    cfg = trainer.network_config(config("dni", depth, p["width"], p["batch"], p["window"], p["seed"], Path(".")), data)
+    cfg = plans.for_config(config("dni", depth, p["width"], p["batch"], p["window"], p["seed"], Path(".")),
+                           data).wire.to_meta()
     net = build_network(cfg)
-    rng = np.random.default_rng(p["seed"])  # the trainer's shuffle, so the very same batches
+    rng = np.random.default_rng(p["seed"])  # the epoch loop's shuffle, so the very same batches
     t0, cpu = time.perf_counter(), time.process_time()
     n = 0
     for b, (x, y) in enumerate(batches(data.x_train, data.y_train, p["batch"], rng)):

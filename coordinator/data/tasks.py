@@ -1,0 +1,101 @@
+"""The tasks a run trains on: a dataset's images (whole, or as sequences for time boxes) and the Copy task."""
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from coordinator.config import Config
+from coordinator.data.datasets import Dataset, batches, generated_task, load_mnist
+from workers.sequence_tasks import MNIST_SIDE, chunk_sequences, copy_task, copy_task_dims, row_sequences
+
+COPY_SYMBOLS = 8
+COPY_TEST = 1000        # sequences in the Copy task's test set
+PIXELS = MNIST_SIDE * MNIST_SIDE
+
+
+class Task(Protocol):
+    """What the epoch loop trains on and tests with."""
+    name: str
+    n_classes: int
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def train_batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+class ImageTask:
+    """A dataset's examples, shuffled into batches each epoch: MNIST (or some of its digits) or the generated task."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.name, self.n_classes = dataset, dataset.name, dataset.n_classes
+        self.x_test, self.y_test = dataset.x_test, dataset.y_test
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.dataset.x_train) // batch_size)
+
+    def train_batches(self, rng: np.random.Generator, batch_size: int):
+        return batches(self.dataset.x_train, self.dataset.y_train, batch_size, rng)
+
+
+class CopyTask:
+    """The Copy task with the paper's curriculum: the length grows by one each time it is solved.
+
+    Sequences are batch-major here, x (n, steps, n_in) and y (n, steps) with -1 where nothing is
+    scored, padded with silence to fill all K*T steps of the boxes, so the processes stay the same
+    while the length grows.
+    """
+
+    def __init__(self, cfg: Config, length: int | None = None):
+        """length: start there (a checkpoint's evaluated length) instead of at 1."""
+        self.steps, self.max_length = cfg.boxes * cfg.steps_per_box, cfg.copy_length
+        self.per_epoch, self.seed = cfg.copy_batches, cfg.seed
+        self.n_classes = copy_task_dims(COPY_SYMBOLS)[1]
+        self.name = "copy"
+        self.length = 0
+        self.grow()
+        while length and self.length < length:
+            self.grow()
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys, mask = copy_task(rng, n, self.length, COPY_SYMBOLS)
+        x = np.zeros((n, self.steps, xs.shape[2]), np.float32)
+        x[:, :len(xs)] = xs.transpose(1, 0, 2)
+        y = np.full((n, self.steps), -1, np.int64)
+        y[:, :len(ys)] = np.where(mask.T > 0, ys.T, -1)
+        return x, y
+
+    def grow(self) -> None:
+        self.length += 1
+        self.x_test, self.y_test = self.sample(np.random.default_rng([self.seed, self.length, 1]), COPY_TEST)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.per_epoch
+
+    def train_batches(self, rng: np.random.Generator, batch_size: int):
+        return (self.sample(rng, batch_size) for _ in range(self.per_epoch))
+
+
+def n_inputs(task: str, steps: int) -> int:
+    """Input width of one recurrent step of `task` over `steps` steps in all."""
+    return {"mnist01": PIXELS, "mnist01-chunks": PIXELS // max(steps, 1),
+            "seqmnist": MNIST_SIDE, "copy": copy_task_dims(COPY_SYMBOLS)[0]}[task]
+
+
+def sequences(task: str, x: np.ndarray, steps: int) -> np.ndarray:
+    """A batch of `task` as time-major sequences (steps, n, n_in); mnist01 is one step every box repeats."""
+    if task == "mnist01":
+        return x[None]
+    if task == "mnist01-chunks":
+        return chunk_sequences(x, steps)
+    if task == "seqmnist":
+        return row_sequences(x)
+    return np.ascontiguousarray(x.transpose(1, 0, 2))
+
+
+def image_task(cfg: Config, classes: list[int] | None) -> ImageTask:
+    """MNIST from cfg.data (only `classes`, if given), else the generated task; cut to --train-subset."""
+    dataset = load_mnist(cfg.data, classes or None) if cfg.data else generated_task(seed=cfg.seed)
+    return ImageTask(dataset.first(cfg.train_subset))

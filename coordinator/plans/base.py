@@ -1,0 +1,76 @@
+"""What a plan is: how one model is laid out over worker processes, configured and fed."""
+from __future__ import annotations
+
+import numpy as np
+
+from coordinator.config import Config
+from coordinator.control import to_stage_one
+from coordinator.data import Task
+from protocol.wireconfig import WireConfig
+
+
+class Plan:
+    """Everything the epoch loop, the job and `dni eval` need to know about a model, and no more.
+
+    A subclass names its roles and links, the model's own wire fields, how a batch is split among
+    the stages the coordinator feeds, and what it adds to the summary; it may grow its task
+    between epochs (a curriculum).
+    """
+    model = ""
+
+    def __init__(self, cfg: Config, task: Task):
+        self.cfg, self.task = cfg, task
+        self.total_steps = task.steps_per_epoch(cfg.batch_size) * cfg.epochs
+        self.wire_fields = {**self.model_fields(), "mode": cfg.mode, "optimizer": cfg.optimizer, "lr": cfg.lr,
+                            "schedule": cfg.schedule, "total_steps": self.total_steps, "synth_lr": cfg.synth_lr,
+                            "synth_hidden": cfg.synth_hidden, "seed": cfg.seed, "log_every": cfg.log_every,
+                            "cache": cfg.cache()}
+        self.wire = WireConfig.from_meta(self.wire_fields)   # typed and checked: sent in ASSIGN
+
+    @classmethod
+    def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
+        """The task this model trains on for `cfg` (eval_length: where a saved curriculum stood)."""
+        raise NotImplementedError
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.roles())
+
+    def model_fields(self) -> dict:
+        """This model's fields of the wire config (the rest are common to every model)."""
+        raise NotImplementedError
+
+    def roles(self) -> list[str]:
+        """roles[k - 1]: what worker k does."""
+        raise NotImplementedError
+
+    def links(self) -> dict[int, dict[str, int | None]]:
+        """links[k] = {side: stage or None}: whom worker k sends to."""
+        raise NotImplementedError
+
+    def split(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+        """The input split: which stage the coordinator feeds which part of a batch."""
+        return to_stage_one(x, y)
+
+    def after_epoch(self, entry: dict, last: bool) -> str:
+        """The curriculum hook, after an epoch's evaluation: may add to its history entry and grow
+        the task; returns what to add to the epoch's progress line."""
+        return ""
+
+    def checkpoint_config(self) -> dict:
+        """The config saved with every checkpoint (config.json): enough to rebuild and test it."""
+        return {**self.wire_fields, "data": self.cfg.data, "classes": self.cfg.classes,
+                "eval_batch": self.cfg.eval_batch, "dataset": self.task.name}
+
+    def summary_fields(self) -> dict:
+        """What summary.json says of the model, besides what every run says."""
+        raise NotImplementedError
+
+    def describe(self, summary: dict) -> list[str]:
+        """The model's own lines of the printed summary."""
+        return []
+
+    @classmethod
+    def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
+        """(test accuracy, examples) of a saved run, in this one process; data overrides the saved MNIST path."""
+        raise NotImplementedError

@@ -1,0 +1,43 @@
+"""The feed-forward plan: a process per layer, the head last; the coordinator feeds stage 1."""
+from __future__ import annotations
+
+from coordinator.config import Config
+from coordinator.data.tasks import Task, image_task
+from coordinator.plans.base import Plan
+from coordinator.roles import HEAD, LAYER
+
+
+class FeedForward(Plan):
+    model = "ff"
+
+    @classmethod
+    def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
+        return image_task(cfg, cfg.class_list())
+
+    def sizes(self) -> list[int]:
+        dataset = self.task.dataset
+        return [dataset.n_features, *self.cfg.hidden_sizes(), dataset.n_classes]
+
+    def model_fields(self) -> dict:
+        return {"sizes": self.sizes()}
+
+    def roles(self) -> list[str]:
+        return [LAYER] * len(self.cfg.hidden_sizes()) + [HEAD]
+
+    def links(self) -> dict[int, dict[str, int | None]]:
+        return {k: {"prev": k - 1, "next": k + 1} for k in range(1, self.n_workers + 1)}
+
+    def summary_fields(self) -> dict:
+        sizes = self.sizes()
+        return {"mode": self.cfg.mode, "stages": len(sizes) - 1, "sizes": sizes}
+
+    @classmethod
+    def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
+        from workers.reference import evaluate
+        from workers.stage import build, load_state
+
+        task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"]))
+        stages = [build(k, saved) for k in range(1, len(saved["sizes"]))]
+        for s in stages:
+            load_state(s, states.get(s.index, {}))
+        return evaluate(stages, task.x_test, task.y_test, saved["eval_batch"]), len(task.x_test)

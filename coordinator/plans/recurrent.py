@@ -1,0 +1,121 @@
+"""The recurrent plan (`--model rnn`): a process per time box, the parameter service when weights are tied."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from coordinator.config import Config, ConfigError
+from coordinator.data.tasks import CopyTask, Task, image_task, n_inputs, sequences
+from coordinator.plans.base import Plan
+from coordinator.roles import BOX, PARAMS
+
+SOLVED_BITS = 0.15      # the paper's curriculum: a length is solved below 0.15 bits per output
+
+
+class Recurrent(Plan):
+    model = "rnn"
+
+    def __init__(self, cfg: Config, task: Task):
+        self.solved = 0          # the longest Copy length solved so far
+        super().__init__(cfg, task)
+
+    @classmethod
+    def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
+        if cfg.task == "copy":
+            return CopyTask(cfg, eval_length)
+        if not cfg.data:
+            raise ConfigError(f"--task {cfg.task} reads MNIST: give --data DIR (--task copy needs no data)")
+        return image_task(cfg, [0, 1] if cfg.task.startswith("mnist01") else cfg.class_list())
+
+    def model_fields(self) -> dict:
+        c = self.cfg
+        return {"model": "rnn", "task": c.task, "cell": c.cell, "units": c.units,
+                "n_in": n_inputs(c.task, c.boxes * c.steps_per_box), "n_classes": self.task.n_classes,
+                "boxes": c.boxes, "steps_per_box": c.steps_per_box, "untied": c.untied,
+                "max_staleness": c.max_staleness, "synth_scale": c.synth_scale}
+
+    def roles(self) -> list[str]:
+        return [BOX] * self.cfg.boxes + ([] if self.cfg.untied else [PARAMS])
+
+    def links(self) -> dict[int, dict[str, int | None]]:
+        """Each box to its neighbours in time and to the service, the service to every box."""
+        K = self.cfg.boxes
+        plan = {j: {"prev": j - 1 if j > 1 else None, "next": j + 1 if j < K else None} for j in range(1, K + 1)}
+        if not self.cfg.untied:
+            for j in range(1, K + 1):
+                plan[j]["params"] = K + 1
+            plan[K + 1] = {f"box-{j}": j for j in range(1, K + 1)}
+        return plan
+
+    def split(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+        """Every box gets its own slice of the input straight from the coordinator.
+
+        Why direct, not through box 1: each box's input is ready at once and crosses one socket, not
+        j of them (box 1 forwarding would carry the whole rest of the sequence down the chain); the
+        state message stays small. The cost is K sends per batch instead of one and a join at each
+        box (slice + state, by batch id). The credit window is still one credit per batch, returned
+        by the last box's DONE. Labels go to box 1 and then travel with the state.
+        """
+        K, T = self.cfg.boxes, self.cfg.steps_per_box
+        xs = sequences(self.cfg.task, x, K * T)
+        parts = {j: {"x": xs if len(xs) == 1 else xs[(j - 1) * T:j * T]} for j in range(1, K + 1)}
+        parts[1]["y"] = y
+        return parts
+
+    def after_epoch(self, entry: dict, last: bool) -> str:
+        """The Copy curriculum: the length grows by one after an epoch that solved it (not after the last)."""
+        if not isinstance(self.task, CopyTask):
+            return ""
+        bits = entry["test_loss"] / math.log(2)
+        entry.update(copy_length=self.task.length, bits=bits)
+        line = f"  length {self.task.length}  {bits:.3f} bits"
+        if bits < SOLVED_BITS:
+            self.solved = self.task.length
+            if self.task.length < self.task.max_length and not last:
+                self.task.grow()
+        return line
+
+    def checkpoint_config(self) -> dict:
+        # eval_length: the Copy length the test set stands at, so `dni eval` tests what the run tested.
+        return {**super().checkpoint_config(), "copy_length": self.cfg.copy_length,
+                "copy_batches": self.cfg.copy_batches, "eval_length": getattr(self.task, "length", 0)}
+
+    def summary_fields(self) -> dict:
+        c = self.cfg
+        fields = {"model": "rnn", "mode": c.mode, "task": c.task, "cell": c.cell, "units": c.units,
+                  "boxes": c.boxes, "steps_per_box": c.steps_per_box, "untied": c.untied,
+                  "max_staleness": c.max_staleness, "stages": c.boxes}
+        return {**fields, "copy_solved": self.solved} if isinstance(self.task, CopyTask) else fields
+
+    def describe(self, summary: dict) -> list[str]:
+        """The parameter service's staleness, the Copy curriculum."""
+        lines = []
+        service = summary.get("workers", {}).get(str(summary["boxes"] + 1), {})
+        if "pushes" in service:
+            mean = service["read_staleness_sum"] / max(service["pulls"], 1)
+            delay = service["grad_delay_sum"] / max(service["pushes"], 1)
+            lines.append(f"  parameter service: {service['steps']} steps from {service['pushes']} pushes; "
+                         f"boxes computed with weights at most {service['max_read_staleness']} updates old "
+                         f"(bound {service['bound']}, mean {mean:.2f}, {service['transfers']} transfers in "
+                         f"{service['pulls']} pulls); gradients landed up to {service['max_grad_delay']} "
+                         f"updates late (mean {delay:.2f})")
+        if "copy_solved" in summary:
+            lines.append(f"copy task: longest length solved {summary['copy_solved']} (below {SOLVED_BITS} bits "
+                         f"per output), boxes of {summary['steps_per_box']} steps")
+        return lines
+
+    @classmethod
+    def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
+        """On the test set the run's last epoch used."""
+        from workers import rnn_reference
+
+        cfg = Config(data=data or saved["data"], classes=saved["classes"], task=saved["task"],
+                     boxes=saved["boxes"], steps_per_box=saved["steps_per_box"], copy_length=saved["copy_length"],
+                     copy_batches=saved["copy_batches"], seed=saved["seed"])
+        plan = cls(cfg, cls.load_task(cfg, saved.get("eval_length")))
+        boxes, store = rnn_reference.build(saved)
+        rnn_reference.load_checkpoint(boxes, store, states)
+        x, y, n = plan.task.x_test, plan.task.y_test, saved["eval_batch"]
+        parts = (plan.split(x[i:i + n], y[i:i + n]) for i in range(0, len(x), n))
+        return rnn_reference.evaluate(boxes, store, parts)[0], len(x)
