@@ -1,7 +1,7 @@
 """The `dni` command: run, coordinator, worker, eval (and bench, keys)."""
 from __future__ import annotations
 
-import workers.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 
 import argparse
 import logging
@@ -42,14 +42,15 @@ def cmd_coordinator(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from workers import worker
+    from workers.roles import worker
     curve = security.worker_curve(args.key, args.server_key, args.insecure)
     return worker.run(args.coordinator, args.advertise, args.stage, curve=curve, insecure=args.insecure)
 
 
 def cmd_eval(args) -> int:
-    from workers.reference import evaluate
-    from workers.stage import build, load_state
+    from workers.numerics.reference import evaluate
+    from workers.numerics.stage import build, load_state
+    from protocol.wireconfig import WireConfig
 
     cfg_dict, states = checkpoint.load(Path(args.run_dir))
     if cfg_dict.get("model") == "rnn":
@@ -59,7 +60,7 @@ def cmd_eval(args) -> int:
         return 0
     cfg = config.Config(data=args.data or cfg_dict["data"], classes=cfg_dict["classes"])
     dataset = load_dataset(cfg)
-    stages = [build(k, cfg_dict) for k in range(1, len(cfg_dict["sizes"]))]
+    stages = [build(k, WireConfig.from_meta(cfg_dict)) for k in range(1, len(cfg_dict["sizes"]))]
     for s in stages:
         load_state(s, states.get(s.index, {}))
     accuracy = evaluate(stages, dataset.x_test, dataset.y_test, cfg_dict["eval_batch"])
@@ -97,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from workers.allocator import keep_freed_memory
+    from workers.runtime.allocator import keep_freed_memory
     keep_freed_memory()  # every dni process (coordinator, worker, bench): no page-fault churn
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -13,7 +13,7 @@ from protocol import Kind, Message, ProtocolError, VersionMismatch, decode, live
 from protocol.auth import Gate
 from protocol.liveness import Liveness
 from protocol.sockets import make_socket, send
-from workers.role import title
+from workers.roles.role import title
 
 log = logging.getLogger("dni.coordinator")
 

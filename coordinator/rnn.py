@@ -12,7 +12,7 @@ from coordinator.config import Config, ConfigError
 from coordinator.data import Dataset, batches, load_mnist
 from coordinator.metrics import MetricsLog, Progress
 from protocol import Kind
-from workers.sequence_tasks import MNIST_SIDE, chunk_sequences, copy_task, copy_task_dims, row_sequences
+from workers.numerics.sequence_tasks import MNIST_SIDE, chunk_sequences, copy_task, copy_task_dims, row_sequences
 
 COPY_SYMBOLS = 8
 COPY_TEST = 1000        # sequences in the Copy task's test set
@@ -216,13 +216,14 @@ def describe(summary: dict) -> list[str]:
 
 def evaluate_checkpoint(cfg_dict: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
     """(test accuracy, examples) of a saved rnn run, in one process, on the test set its last epoch used."""
-    from workers import rnn_reference
+    from workers.numerics import rnn_reference
+    from protocol.wireconfig import WireConfig
 
     cfg = Config(data=data or cfg_dict["data"], classes=cfg_dict["classes"], task=cfg_dict["task"],
                  boxes=cfg_dict["boxes"], steps_per_box=cfg_dict["steps_per_box"],
                  copy_length=cfg_dict["copy_length"], copy_batches=cfg_dict["copy_batches"], seed=cfg_dict["seed"])
     task = load_task(cfg, cfg_dict.get("eval_length"))
-    boxes, store = rnn_reference.build(cfg_dict)
+    boxes, store = rnn_reference.build(WireConfig.from_meta(cfg_dict))
     rnn_reference.load_checkpoint(boxes, store, states)
     split, n = splitter(cfg), cfg_dict["eval_batch"]
     parts = (split(task.x_test[i:i + n], task.y_test[i:i + n]) for i in range(0, len(task.x_test), n))

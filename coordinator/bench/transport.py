@@ -11,7 +11,7 @@ on Linux both read CLOCK_MONOTONIC, which is the same clock machine-wide.
 """
 from __future__ import annotations
 
-import workers.blas  # noqa: F401  (first: the echo process runs this module as __main__)
+import workers.runtime.blas  # noqa: F401  (first: the echo process runs this module as __main__)
 
 import subprocess
 import sys
@@ -24,7 +24,7 @@ import zmq
 from coordinator.bench import report
 from coordinator.metrics import percentiles
 from protocol import Kind, Message, encode
-from workers.allocator import keep_freed_memory
+from workers.runtime.allocator import keep_freed_memory
 from protocol.sockets import make_socket, recv, send
 
 PATHS = ("project", "raw")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 
 from protocol import Kind, Message
-from workers.role import Role
-from workers.stage import HeadStage, build
+from workers.numerics.stage import HeadStage, build
+from workers.roles.role import Role
 
 
 class HeadWorker(Role):

@@ -6,14 +6,20 @@ reference that backprop mode on K processes must reproduce.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from workers.timebox import ParamStore, TimeBox, flat, named, score
+from workers.numerics.paramstore import ParamStore
+from workers.numerics.timebox import TimeBox, flat, named, score
+
+if TYPE_CHECKING:
+    from protocol.wireconfig import WireConfig
 
 
-def build(cfg: dict) -> tuple[list[TimeBox], ParamStore | None]:
-    boxes = [TimeBox(j, cfg) for j in range(1, cfg["boxes"] + 1)]
-    store = None if cfg["untied"] else ParamStore(cfg)
+def build(cfg: WireConfig) -> tuple[list[TimeBox], ParamStore | None]:
+    boxes = [TimeBox(j, cfg) for j in range(1, cfg.boxes + 1)]
+    store = None if cfg.untied else ParamStore(cfg)
     return boxes, store
 
 
@@ -31,25 +37,25 @@ def step(boxes: list[TimeBox], store: ParamStore | None, b: int, parts: dict[int
     state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
 
     def update(box, grads):
-        if store is not None and (grads or box.mode == "backprop"):
+        if store is not None and (grads or box.locked):
             store.push(b, box.index, grads)
-        return box.apply(b, grads)
+        box.update(b, grads)
 
-    if boxes[0].mode == "backprop":
+    if boxes[0].locked:
         for box in boxes:
-            state, stats = box.forward_train(b, parts[box.index]["x"], state, y, stats, 0.0)
+            state, stats = box.forward_and_keep(b, parts[box.index]["x"], state, y, stats)
         g = None
         for box in reversed(boxes):
-            grads, g = box.backward(b, g)
+            grads, g = box.bptt(b, g)
             update(box, grads)
         return stats
     before = None
     for box in boxes:
-        state, stats = box.forward_train(b, parts[box.index]["x"], state, y, stats, 0.0)
-        grads, target = box.backward(b, box.future_gradient(b))
+        state, stats = box.forward_and_keep(b, parts[box.index]["x"], state, y, stats)
+        grads, target = box.bptt(b, box.future_gradient(b))
         update(box, grads)
-        if before is not None and before.synth is not None:
-            before.learn(b, target)
+        if before is not None and before.inflight.learns:
+            before.inflight.fit(b, target)
         before = box
     return stats
 
@@ -62,7 +68,7 @@ def evaluate(boxes: list[TimeBox], store: ParamStore | None, batches) -> tuple[f
         y = parts[1]["y"]
         state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
         for box in boxes:
-            state, stats = box.evaluate(parts[box.index]["x"], state, y, stats)
+            state, stats = box.forward(parts[box.index]["x"], state, y, stats)
         total += stats
     return total[1] / total[2], total[0] / total[2]
 
