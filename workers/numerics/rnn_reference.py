@@ -6,12 +6,13 @@ reference that backprop mode on K processes must reproduce.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workers.numerics.paramstore import ParamStore
-from workers.numerics.timebox import TimeBox, flat, named, score
+from workers.numerics.timebox import TimeBox, flat, named, score, train_step, update_step
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -34,29 +35,20 @@ def step(boxes: list[TimeBox], store: ParamStore | None, b: int, parts: dict[int
     """One training step on batch b (parts: box -> its arrays, as the coordinator sends them); returns stats."""
     _share(boxes, store)
     y = parts[1]["y"]
-    state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
+    state, stats, target = boxes[0].cell.zero_state(len(y)), np.zeros(3), None
 
-    def update(box, grads):
-        if store is not None and (grads or box.locked):
-            store.push(b, box.index, grads)
-        box.update(b, grads)
+    def push(box: TimeBox):
+        return None if store is None else partial(store.push, b, box.index)
 
-    if boxes[0].locked:
-        for box in boxes:
-            state, stats = box.forward_and_keep(b, parts[box.index]["x"], state, y, stats)
-        g = None
-        for box in reversed(boxes):
-            grads, g = box.bptt(b, g)
-            update(box, grads)
-        return stats
     before = None
     for box in boxes:
-        state, stats = box.forward_and_keep(b, parts[box.index]["x"], state, y, stats)
-        grads, target = box.bptt(b, box.future_gradient(b))
-        update(box, grads)
+        state, stats, target, _ = train_step(box, b, parts[box.index]["x"], state, y, stats, push=push(box))
         if before is not None and before.inflight.learns:
-            before.inflight.fit(b, target)
+            before.inflight.fit(b, target)   # box j's bootstrapped target for M_{j-1}
         before = box
+    if boxes[0].locked:   # the true gradient goes back box by box, from the last box's target on
+        for box in reversed(boxes[:-1]):
+            target, _ = update_step(box, b, target, push=push(box))
     return stats
 
 

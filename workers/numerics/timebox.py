@@ -5,7 +5,7 @@ No sockets and no clocks here: the worker roles and the single-process reference
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -195,3 +195,35 @@ class TimeBox:
 
     def state(self) -> dict[str, np.ndarray]:
         return {**({} if self.tied else self.params()), **self.inflight.state()}
+
+
+def train_step(box: TimeBox, b: int, xs: np.ndarray, state0: np.ndarray, y: np.ndarray, stats: np.ndarray,
+               t_received: float = 0.0, param_staleness: int = 0, send_on: Callable | None = None,
+               send_back: Callable | None = None, push: Callable | None = None) -> tuple:
+    """Box j's part of training batch b, in the one order every driver follows.
+
+    1. unroll from state0, b kept in flight;  2. the last state and running stats handed on at
+    once (send_on), so box j+1 starts;  then `update_step`, seeded with M_j(h_end) (truncated
+    BPTT, and the last box, whose sequence ends: with nothing). Locked backprop's boxes stop
+    after 2, but the last: their update waits for the true gradient from box j+1.
+    Returns (last state, running stats, δ for box j-1 or None, b's in-flight entry once updated or None).
+    """
+    h, stats = box.forward_and_keep(b, xs, state0, y, stats, t_received, param_staleness)
+    if send_on is not None:
+        send_on(h, stats)
+    if box.locked and not box.last:
+        return h, stats, None, None
+    return (h, stats, *update_step(box, b, box.future_gradient(b), send_back, push))
+
+
+def update_step(box: TimeBox, b: int, d_last: np.ndarray | None, send_back: Callable | None = None,
+                push: Callable | None = None) -> tuple[np.ndarray | None, Batch]:
+    """3. BPTT seeded with d_last;  4. δ for box j-1 handed back (send_back);  5. the gradients
+    pushed to the tied weights (push): in backprop even none, as the store adds up all K boxes'
+    of a batch;  6. the update, made here when untied.  Returns (δ for box j-1 or None, b's entry)."""
+    grads, target = box.bptt(b, d_last)
+    if send_back is not None and target is not None:
+        send_back(target)
+    if push is not None and (grads or box.locked):
+        push(grads)
+    return target, box.update(b, grads)

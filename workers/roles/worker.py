@@ -13,11 +13,11 @@ from zmq.utils.monitor import recv_monitor_message
 from protocol import Kind, Message, ProtocolError, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from protocol.sockets import make_socket, recv, send
+from workers.roles.box import TimeBoxWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
-from workers.roles.param_service import ParamService
+from workers.roles.params import ParamService
 from workers.roles.role import CoordinatorLost, title
-from workers.roles.timebox import TimeBoxWorker
 
 ROLES = {"layer": LayerWorker, "head": HeadWorker, "box": TimeBoxWorker, "params": ParamService}
 log = logging.getLogger("dni.worker")

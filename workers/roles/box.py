@@ -13,8 +13,9 @@ import logging
 import numpy as np
 
 from protocol import Kind, Message, ProtocolError
-from workers.numerics.timebox import TimeBox
-from workers.roles.param_service import meta_ints
+from workers.numerics.inflight import Batch
+from workers.numerics.timebox import TimeBox, train_step, update_step
+from workers.roles.params import meta_ints
 from workers.roles.role import Role, update_record
 
 
@@ -86,14 +87,16 @@ class TimeBoxWorker(Role):
             else:
                 self.to_peer("next", Kind.EVAL, b, h=h, y=y, stats=stats)
             return
-        h, stats = self.box.forward_and_keep(b, xs, state0, y, stats, t, staleness)
-        if not self.box.last:
-            self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)   # the next box starts at once
-            if self.locked:
-                self.blocked = True   # backprop: nothing more until the true gradient comes back
-                return
-        # Decoupled: seeded with M(h_end) (truncated: with nothing), update now, wait for no one.
-        rec = self.finish(b, self.box.future_gradient(b))
+        def send_on(h, stats):   # the next box starts at once
+            self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)
+
+        _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t, staleness,
+                                        None if self.box.last else send_on, *self.senders(b))
+        if batch is None:
+            self.blocked = True   # backprop: nothing more until the true gradient comes back
+            return
+        # Decoupled: seeded with M(h_end) (truncated: with nothing), updated now, waited for no one.
+        rec = self.finished(b, batch)
         if self.box.last:
             correct, n = int(stats[1]), int(stats[2])
             loss = float(stats[0]) / max(n, 1)
@@ -101,17 +104,20 @@ class TimeBoxWorker(Role):
             rec = {**(rec or {}), "loss": loss, "accuracy": correct / max(n, 1)}
         self.record(rec)
 
-    def finish(self, b: int, d_last: np.ndarray | None) -> dict | None:
-        """BPTT seeded with d_last, the target back to box j-1 first, then the update (or the push)."""
-        grads, d_state0 = self.box.bptt(b, d_last)
-        if self.sends_back:
-            self.to_peer("prev", Kind.GRAD, b, g=d_state0)
-        # Backprop's service adds up all K boxes' pushes of a batch, so even an empty one counts.
-        if self.box.tied and (grads or self.locked):
+    def senders(self, b: int) -> tuple:
+        """How batch b's update step sends: the target back to box j-1, the gradients to the service."""
+        def send_back(g):
+            self.to_peer("prev", Kind.GRAD, b, g=g)
+
+        def push(grads):
             self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
+
+        return send_back if self.sends_back else None, push if self.box.tied else None
+
+    def finished(self, b: int, batch: Batch) -> dict | None:
+        """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
         self.trained += 1
-        batch = self.stamp(self.box.update(b, grads))
-        # Done with b now, unless M_j is still to be fitted to b's target.
+        self.stamp(batch)
         return None if self.box.inflight.learns else update_record(b, batch, param_staleness=self.box.tied)
 
     # -- gradients back from box j+1 ------------------------------------------------------
@@ -121,7 +127,8 @@ class TimeBoxWorker(Role):
             self.counters["unexpected"] += 1   # a late target for an evicted batch
             return
         if self.locked:
-            rec = self.finish(b, g)             # the true gradient from the future: BPTT across boxes
+            _, batch = update_step(self.box, b, g, *self.senders(b))   # the true gradient: BPTT across boxes
+            rec = self.finished(b, batch)
             self.blocked = False
         else:
             fit = self.box.inflight.fit(b, g)   # the bootstrapped target for M_j(h_end of b)
