@@ -56,7 +56,7 @@ class Role:
                                                Kind.HEARTBEAT: lambda msg, t: None}
         self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
-        self.training = False       # a training batch is in flight (see workers/clock.py)
+        self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
         self.clock = Clock()
         self.stopping = False
         self.records: list[dict] = []
