@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workers.numerics.stage import HeadStage, build, train_step
+from workers.numerics.stage import HeadStage, build, head_step, train_step
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -25,8 +25,7 @@ def step(stages: list, b: int, x: np.ndarray, y: np.ndarray) -> float:
         if below is not None and not locked:
             below.inflight.fit(b, target)   # stage k's bootstrapped target for stage k-1's M
         below = s
-    loss, _, grads, g = head.loss_and_grads(x, y)
-    head.update(grads)
+    loss, _, g = head_step(head, x, y)
     if locked:
         for s in reversed(hidden):
             g, _ = s.update(b, g)

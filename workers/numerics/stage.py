@@ -16,16 +16,14 @@ from workers.numerics.optimizers import Scheduled
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
 
-MODES = ("dni", "cdni", "backprop")
-
 
 class Stage:
     """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop)."""
 
     def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
         rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
-        self.index, self.mode = index, cfg.mode
-        self.locked = self.mode == "backprop"
+        self.index = index
+        self.locked = cfg.mode == "backprop"
         self.first = index == 1  # stage 1's input is data: no gradient to send for it
         self.layer = Dense(n_in, n_out, rng)
         self.opt = Scheduled({"layer": self.layer.params}, cfg)
@@ -103,6 +101,17 @@ class HeadStage:
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"layer.{k}": v for k, v in self.head.params.items()}
+
+
+def head_step(head: HeadStage, x: np.ndarray, y: np.ndarray,
+              send_back: Callable[[np.ndarray], None] | None = None) -> tuple[float, int, np.ndarray]:
+    """The head's part of training a batch: the loss, and the true gradient dL/dx handed back
+    (send_back) before the head's own update. Returns (loss, correct count, dL/dx)."""
+    loss, correct, grads, g = head.loss_and_grads(x, y)
+    if send_back is not None:
+        send_back(g)
+    head.update(grads)
+    return loss, correct, g
 
 
 def build(index: int, cfg: WireConfig) -> Stage | HeadStage:

@@ -17,7 +17,6 @@ from workers.numerics.optimizers import Scheduled
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
 
-MODES = ("dni", "cdni", "truncated", "backprop")
 CELLS = {"tanh": TanhCell, "lstm": LSTMCell}
 
 

@@ -87,6 +87,7 @@ class TimeBoxWorker(Role):
             else:
                 self.to_peer("next", Kind.EVAL, b, h=h, y=y, stats=stats)
             return
+
         def send_on(h, stats):   # the next box starts at once
             self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)
 
