@@ -11,7 +11,7 @@ plus one `dni worker` per stage, each in its own namespace (tcp, CURVE); the sam
 128x256 float32 array (128 KiB: a batch of activations) between two namespaces over tcp,
 without and with CURVE, alternating in rounds so machine noise hits both alike.
 """
-import workers.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 
 import argparse
 import json

@@ -1,14 +1,13 @@
 """The `dni` command: run, coordinator, worker, eval (and bench, keys)."""
 from __future__ import annotations
 
-import workers.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
-
 import argparse
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator import checkpoint, config, plans, security
 from coordinator.bench import cli as bench
 from coordinator.control import WorkerLost
@@ -35,7 +34,7 @@ def cmd_coordinator(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from workers import worker
+    from workers.roles import worker
     curve = security.worker_curve(args.key, args.server_key, args.insecure)
     return worker.run(args.coordinator, args.advertise, args.stage, curve=curve, insecure=args.insecure)
 
@@ -77,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from workers.allocator import keep_freed_memory
+    from workers.runtime.allocator import keep_freed_memory
     keep_freed_memory()  # every dni process (coordinator, worker, bench): no page-fault churn
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from protocol import keys
 from coordinator.config import ConfigError
+from protocol import keys
 from protocol.auth import is_local
 
 log = logging.getLogger("dni")

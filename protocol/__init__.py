@@ -1,6 +1,6 @@
 """The wire and the comm layer both sides use: codec, kinds, per-kind schema, sockets, liveness, CURVE auth and keys."""
+from protocol.codec import decode, encode, parse
 from protocol.kinds import VERSION, Kind
 from protocol.message import Message, ProtocolError, VersionMismatch
-from protocol.codec import decode, encode, parse
 
 __all__ = ["VERSION", "Kind", "Message", "ProtocolError", "VersionMismatch", "decode", "encode", "parse"]

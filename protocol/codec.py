@@ -11,7 +11,6 @@ from protocol.kinds import DTYPES, MAX_ARRAYS, MAX_HEADER_BYTES, MAX_NDIM, VERSI
 from protocol.message import Message, ProtocolError, VersionMismatch
 from protocol.schema import check
 
-
 # The codec runs four times per round trip, right after a wake-up, when Python runs several
 # times slower than in a tight loop: every step it saves shows in the latency. Hence an
 # array header (a map cost ~8 µs more per round trip), lookups for dtype names and kinds

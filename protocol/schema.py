@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from protocol.message import Message, ProtocolError
 from protocol.kinds import Kind
+from protocol.message import Message, ProtocolError
 
 FLOAT, INT = "f", "iu"   # numpy dtype kinds: floats; signed or unsigned integers
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from coordinator.cli import main
-from workers.clock import CATEGORIES
+from workers.runtime.clock import CATEGORIES
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 

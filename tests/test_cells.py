@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from gradcheck import numeric_grad
-from workers.cells import LSTMCell, TanhCell
-from workers.layers import Head
-from workers.sequence_tasks import chunk_sequences, copy_task, copy_task_dims, row_sequences
+from workers.numerics.cells import LSTMCell, TanhCell
+from workers.numerics.layers import Head
+from workers.numerics.sequence_tasks import chunk_sequences, copy_task, copy_task_dims, row_sequences
 
 T, B, N_IN, N_H = 4, 3, 5, 4
 CELLS = [TanhCell, LSTMCell]

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from gradcheck import numeric_grad
-from workers.layers import Dense, Head
-from workers.optimizers import SGD, Adam
-from workers.synthesizers import Synthesizer
+from workers.numerics.layers import Dense, Head
+from workers.numerics.optimizers import SGD, Adam
+from workers.numerics.synthesizers import Synthesizer
 
 RNG = np.random.default_rng(0)
 

@@ -16,7 +16,8 @@ from coordinator.config import Config
 from coordinator.control import Membership, Pipeline
 from coordinator.data import batches, generated_task
 from protocol import Kind, Message, encode
-from workers.reference import build_network, step
+from protocol.wireconfig import WireConfig
+from workers.numerics.reference import build_network, step
 
 FAST = ["--no-progress", "--heartbeat", "0.5"]
 
@@ -28,7 +29,7 @@ def test_backprop_over_processes_matches_single_process_numpy(tmp_path):
     assert main(args) == 0
     cfg, states = checkpoint.load(tmp_path)
     data = generated_task(seed=3)
-    net = build_network(cfg)
+    net = build_network(WireConfig.from_meta(cfg))
     rng = np.random.default_rng(3)
     b = 0
     for _ in range(2):
@@ -67,8 +68,8 @@ def test_the_generated_task_needs_the_hidden_layers(tmp_path):
     assert main(["run", "--mode", "backprop", "--epochs", "3", "--out", str(tmp_path / "mlp"), *FAST]) == 0
     mlp = json.loads((tmp_path / "mlp" / "summary.json").read_text())["test_accuracy"]
     data = generated_task(seed=0)
-    from workers.layers import Head
-    from workers.optimizers import Adam
+    from workers.numerics.layers import Head
+    from workers.numerics.optimizers import Adam
     head = Head(data.n_features, data.n_classes, np.random.default_rng(0))
     opt = Adam(head.params, 3e-3)
     rng = np.random.default_rng(0)

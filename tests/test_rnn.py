@@ -7,9 +7,10 @@ import pytest
 from coordinator import checkpoint
 from coordinator.cli import main
 from coordinator.data import batches, load_mnist
-from workers.rnn_reference import bptt_step
-from workers.sequence_tasks import chunk_sequences
-from workers.timebox import ParamStore
+from protocol.wireconfig import WireConfig
+from workers.numerics.rnn_reference import bptt_step
+from workers.numerics.sequence_tasks import chunk_sequences
+from workers.numerics.paramstore import ParamStore
 
 FAST = ["--no-progress", "--heartbeat", "0.5"]
 
@@ -27,7 +28,7 @@ def test_backprop_over_time_box_processes_matches_full_bptt(cell, mnist, tmp_pat
             "--boxes", str(K), "--steps-per-box", str(T), "--units", "16", "--train-subset", str(subset),
             "--batch-size", "64", "--epochs", "2", "--lr", "3e-3", "--seed", "5")
     cfg, states = checkpoint.load(tmp_path)
-    store = ParamStore(cfg)
+    store = ParamStore(WireConfig.from_meta(cfg))
     data = load_mnist(mnist, [0, 1])
     rng = np.random.default_rng(5)
     steps = 0
@@ -38,7 +39,7 @@ def test_backprop_over_time_box_processes_matches_full_bptt(cell, mnist, tmp_pat
     assert cfg["step"] == steps == 12 and store.version == steps
     for name, want in store.params().items():
         np.testing.assert_allclose(states[K + 1][name], want, rtol=2e-5, atol=1e-6, err_msg=name)
-    assert not np.allclose(states[K + 1]["cell.Wh"], ParamStore(cfg).params()["cell.Wh"])  # it did train
+    assert not np.allclose(states[K + 1]["cell.Wh"], ParamStore(WireConfig.from_meta(cfg)).params()["cell.Wh"])  # it did train
 
 
 def test_dni_time_boxes_learn_mnist01_within_the_staleness_bound(mnist, tmp_path, capsys):
@@ -101,14 +102,15 @@ def test_the_tied_rate_anneals_over_batches_however_many_boxes_push():
     """Truncated BPTT on a label per sequence: only the last box has a loss, so one push a batch;
     dni pushes from every box. Either way the cosine reaches 0 at the last batch, not earlier or later."""
     for mode, pushers in (("truncated", [4]), ("dni", [1, 2, 3, 4])):
-        cfg = {"seed": 0, "cell": "tanh", "n_in": 3, "units": 4, "n_classes": 2, "optimizer": "adam",
-               "lr": 1e-2, "schedule": "cosine", "total_steps": 10, "boxes": 4, "mode": mode}
+        cfg = WireConfig(seed=0, cell="tanh", n_in=3, units=4, n_classes=2, optimizer="adam", lr=1e-2,
+                         schedule="cosine", total_steps=10, boxes=4, mode=mode, model="rnn",
+                         synth_lr=0.0, synth_hidden=0, log_every=1, cache=1)
         store = ParamStore(cfg)
         grads = {k: np.zeros_like(v) for k, v in store.params().items()}
         rates = []
         for b in range(10):
             for box in pushers:
                 store.push(b, box, grads)
-            rates.append(store.opts["cell"].lr)
+            rates.append(store.opt.opts["cell"].lr)
         assert store.version == 10 * len(pushers)
         assert rates[4] == pytest.approx(0.5e-2) and rates[-1] == pytest.approx(0.0, abs=1e-12), (mode, rates)

@@ -1,1 +1,1 @@
-"""Numerics and worker processes: layers, synthesizers, optimizers, and one loop per role."""
+"""Worker processes in three layers: numerics/ (the maths), roles/ (one event loop per role), runtime/ (process setup)."""

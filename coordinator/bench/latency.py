@@ -11,13 +11,13 @@ import numpy as np
 
 from coordinator import plans
 from coordinator.bench import report
-from coordinator.job import serve
 from coordinator.config import Config
 from coordinator.data import Dataset, batches, generated_task
+from coordinator.job import serve
 from coordinator.metrics import percentiles
-from workers.clock import CATEGORIES
-from workers.reference import build_network, step
-from workers.stage import Stage
+from workers.numerics.reference import build_network, step
+from workers.numerics.stage import Stage, train_step
+from workers.runtime.clock import CATEGORIES
 
 MODES = ("dni", "backprop")
 
@@ -82,18 +82,16 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
 def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
     """Stage 1's dni work for one batch in this process alone: forward, synthetic gradient, update
     (what its update latency covers), and the synthesizer's training apart."""
-    cfg = plans.for_config(config("dni", 2, p["width"], p["batch"], p["window"], p["seed"], Path(".")),
-                           data).wire.to_meta()
-    stage = Stage(1, cfg["sizes"][0], cfg["sizes"][1], cfg)
+    cfg = plans.for_config(config("dni", 2, p["width"], p["batch"], p["window"], p["seed"], Path(".")), data).wire
+    stage = Stage(1, cfg.sizes[0], cfg.sizes[1], cfg)
     rng = np.random.default_rng(p["seed"])
     target = (rng.standard_normal((p["batch"], p["width"])) * 1e-3).astype(np.float32)
     update, learn = [], []
     for b, (x, y) in zip(range(n + p["warmup"]), batches(data.x_train, data.y_train, p["batch"], rng)):
         t0 = time.perf_counter()
-        stage.forward_train(b, x, y, t0)
-        stage.apply(b, stage.synthetic_gradient(b))
+        train_step(stage, b, x, y)
         t1 = time.perf_counter()
-        stage.learn(b, target)
+        stage.inflight.fit(b, target)
         t2 = time.perf_counter()
         if b >= p["warmup"]:
             update.append((t1 - t0) * 1e3)
@@ -103,8 +101,7 @@ def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
 
 def serial(depth: int, data: Dataset, p: dict) -> dict:
     """The very same dni arithmetic, every stage in turn in this one process: samples/s."""
-    cfg = plans.for_config(config("dni", depth, p["width"], p["batch"], p["window"], p["seed"], Path(".")),
-                           data).wire.to_meta()
+    cfg = plans.for_config(config("dni", depth, p["width"], p["batch"], p["window"], p["seed"], Path(".")), data).wire
     net = build_network(cfg)
     rng = np.random.default_rng(p["seed"])  # the epoch loop's shuffle, so the very same batches
     t0, cpu = time.perf_counter(), time.process_time()

@@ -6,7 +6,6 @@ import os
 import platform
 import warnings
 
-
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 

@@ -11,8 +11,6 @@ on Linux both read CLOCK_MONOTONIC, which is the same clock machine-wide.
 """
 from __future__ import annotations
 
-import workers.blas  # noqa: F401  (first: the echo process runs this module as __main__)
-
 import subprocess
 import sys
 import tempfile
@@ -21,11 +19,12 @@ import time
 import numpy as np
 import zmq
 
+import workers.runtime.blas  # noqa: F401  (first: the echo process runs this module as __main__)
 from coordinator.bench import report
 from coordinator.metrics import percentiles
 from protocol import Kind, Message, encode
-from workers.allocator import keep_freed_memory
 from protocol.sockets import make_socket, recv, send
+from workers.runtime.allocator import keep_freed_memory
 
 PATHS = ("project", "raw")
 ROUNDS = 20                     # alternations of the two paths per size (round trips)

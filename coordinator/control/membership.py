@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from coordinator.roles import title
 from protocol import Kind, Message, ProtocolError, VersionMismatch, liveness
 from protocol.auth import Gate
 from protocol.liveness import Liveness
+from protocol.roles import title
 from protocol.sockets import make_socket, recv, send
 
 log = logging.getLogger("dni.coordinator")

@@ -1,6 +1,13 @@
 """Data and tasks: MNIST and the generated task as datasets, and the tasks a run trains on (images, Copy)."""
-from coordinator.data.datasets import (MNIST_FILES, DataError, Dataset, batches, generated_task, load_idx,
-                                       load_mnist)
+from coordinator.data.datasets import (
+                                       MNIST_FILES,
+                                       DataError,
+                                       Dataset,
+                                       batches,
+                                       generated_task,
+                                       load_idx,
+                                       load_mnist,
+)
 from coordinator.data.tasks import CopyTask, ImageTask, Task
 
 __all__ = ["MNIST_FILES", "DataError", "Dataset", "batches", "generated_task", "load_idx", "load_mnist",

@@ -7,7 +7,13 @@ import numpy as np
 
 from coordinator.config import Config
 from coordinator.data.datasets import Dataset, batches, generated_task, load_mnist
-from workers.sequence_tasks import MNIST_SIDE, chunk_sequences, copy_task, copy_task_dims, row_sequences
+from workers.numerics.sequence_tasks import (
+    MNIST_SIDE,
+    chunk_sequences,
+    copy_task,
+    copy_task_dims,
+    row_sequences,
+)
 
 COPY_SYMBOLS = 8
 COPY_TEST = 1000        # sequences in the Copy task's test set

@@ -4,7 +4,8 @@ from __future__ import annotations
 from coordinator.config import Config
 from coordinator.data.tasks import Task, image_task
 from coordinator.plans.base import Plan
-from coordinator.roles import HEAD, LAYER
+from protocol.roles import HEAD, LAYER
+from protocol.wireconfig import WireConfig
 
 
 class FeedForward(Plan):
@@ -33,11 +34,13 @@ class FeedForward(Plan):
 
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
-        from workers.reference import evaluate
-        from workers.stage import build, load_state
+        from workers.numerics.reference import evaluate
+        from workers.numerics.stage import build, load_state
 
-        task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"]))
-        stages = [build(k, saved) for k in range(1, len(saved["sizes"]))]
+        # The run's own seed: without --data the task is generated from it.
+        task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"], seed=saved["seed"]))
+        wire = WireConfig.from_meta(saved)
+        stages = [build(k, wire) for k in range(1, len(wire.sizes))]
         for s in stages:
             load_state(s, states.get(s.index, {}))
         return evaluate(stages, task.x_test, task.y_test, saved["eval_batch"]), len(task.x_test)

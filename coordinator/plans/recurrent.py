@@ -8,7 +8,8 @@ import numpy as np
 from coordinator.config import Config, ConfigError
 from coordinator.data.tasks import CopyTask, Task, image_task, n_inputs, sequences
 from coordinator.plans.base import Plan
-from coordinator.roles import BOX, PARAMS
+from protocol.roles import BOX, PARAMS
+from protocol.wireconfig import WireConfig
 
 SOLVED_BITS = 0.15      # the paper's curriculum: a length is solved below 0.15 bits per output
 
@@ -108,13 +109,13 @@ class Recurrent(Plan):
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
         """On the test set the run's last epoch used."""
-        from workers import rnn_reference
+        from workers.numerics import rnn_reference
 
         cfg = Config(data=data or saved["data"], classes=saved["classes"], task=saved["task"],
                      boxes=saved["boxes"], steps_per_box=saved["steps_per_box"], copy_length=saved["copy_length"],
                      copy_batches=saved["copy_batches"], seed=saved["seed"])
         plan = cls(cfg, cls.load_task(cfg, saved.get("eval_length")))
-        boxes, store = rnn_reference.build(saved)
+        boxes, store = rnn_reference.build(WireConfig.from_meta(saved))
         rnn_reference.load_checkpoint(boxes, store, states)
         x, y, n = plan.task.x_test, plan.task.y_test, saved["eval_batch"]
         parts = (plan.split(x[i:i + n], y[i:i + n]) for i in range(0, len(x), n))

@@ -17,8 +17,8 @@ import logging
 from collections import Counter
 
 from protocol import Kind, Message, ProtocolError
-from workers.role import Role
-from workers.timebox import ParamStore
+from workers.numerics.paramstore import ParamStore
+from workers.roles.role import Role
 
 
 def meta_ints(msg: Message, *names: str) -> tuple[int, ...]:
@@ -35,7 +35,7 @@ class ParamService(Role):
         self.name = "params"
         self.log = logging.getLogger("dni.params")
         self.store = ParamStore(self.cfg)
-        self.bound, self.boxes = self.cfg["max_staleness"], self.cfg["boxes"]
+        self.bound, self.boxes = self.cfg.max_staleness, self.cfg.boxes
         self.waiting: list[Message] = []     # pulls that need a version not reached yet
         self.markers: Counter = Counter()
         self.counters.update(pulls=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,

@@ -1,5 +1,12 @@
-"""SGD with momentum and Adam, updating a dict of named parameter arrays in place."""
+"""SGD with momentum and Adam, updating a dict of named parameter arrays in place; the rate schedule."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from protocol.wireconfig import WireConfig
 
 
 class SGD:
@@ -51,3 +58,21 @@ def make(name: str, params: dict[str, np.ndarray], lr: float):
     if name == "adam":
         return Adam(params, lr)
     raise ValueError(f"unknown optimizer {name!r} (choose sgd or adam)")
+
+
+class Scheduled:
+    """The layers' optimizer for each named parameter group, on the run's rate schedule: the one
+    place the schedule is wired."""
+
+    def __init__(self, groups: dict[str, dict[str, np.ndarray]], cfg: WireConfig):
+        self.groups = groups
+        self.opts = {g: make(cfg.optimizer, p, cfg.lr) for g, p in groups.items()}
+        self.base_lr, self.schedule, self.total_steps = cfg.lr, cfg.schedule, cfg.total_steps
+
+    def step(self, grads: dict[str, dict[str, np.ndarray]], done: int) -> None:
+        """Every group with gradients takes a step; then each takes the rate for after `done` updates."""
+        lr = scheduled_lr(self.base_lr, self.schedule, done, self.total_steps)
+        for group, opt in self.opts.items():
+            if grads.get(group):
+                opt.step(self.groups[group], grads[group])
+            opt.lr = lr

@@ -6,14 +6,28 @@ reference that backprop mode on K processes must reproduce.
 """
 from __future__ import annotations
 
+from functools import partial
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from workers.timebox import ParamStore, TimeBox, flat, named, score
+from workers.numerics.paramstore import ParamStore
+from workers.numerics.timebox import (
+    TimeBox,
+    flat,
+    named,
+    score,
+    train_step,
+    update_step,
+)
+
+if TYPE_CHECKING:
+    from protocol.wireconfig import WireConfig
 
 
-def build(cfg: dict) -> tuple[list[TimeBox], ParamStore | None]:
-    boxes = [TimeBox(j, cfg) for j in range(1, cfg["boxes"] + 1)]
-    store = None if cfg["untied"] else ParamStore(cfg)
+def build(cfg: WireConfig) -> tuple[list[TimeBox], ParamStore | None]:
+    boxes = [TimeBox(j, cfg) for j in range(1, cfg.boxes + 1)]
+    store = None if cfg.untied else ParamStore(cfg)
     return boxes, store
 
 
@@ -28,29 +42,20 @@ def step(boxes: list[TimeBox], store: ParamStore | None, b: int, parts: dict[int
     """One training step on batch b (parts: box -> its arrays, as the coordinator sends them); returns stats."""
     _share(boxes, store)
     y = parts[1]["y"]
-    state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
+    state, stats, target = boxes[0].cell.zero_state(len(y)), np.zeros(3), None
 
-    def update(box, grads):
-        if store is not None and (grads or box.mode == "backprop"):
-            store.push(b, box.index, grads)
-        return box.apply(b, grads)
+    def push(box: TimeBox):
+        return None if store is None else partial(store.push, b, box.index)
 
-    if boxes[0].mode == "backprop":
-        for box in boxes:
-            state, stats = box.forward_train(b, parts[box.index]["x"], state, y, stats, 0.0)
-        g = None
-        for box in reversed(boxes):
-            grads, g = box.backward(b, g)
-            update(box, grads)
-        return stats
     before = None
     for box in boxes:
-        state, stats = box.forward_train(b, parts[box.index]["x"], state, y, stats, 0.0)
-        grads, target = box.backward(b, box.future_gradient(b))
-        update(box, grads)
-        if before is not None and before.synth is not None:
-            before.learn(b, target)
+        state, stats, target, _ = train_step(box, b, parts[box.index]["x"], state, y, stats, push=push(box))
+        if before is not None and before.inflight.learns:
+            before.inflight.fit(b, target)   # box j's bootstrapped target for M_{j-1}
         before = box
+    if boxes[0].locked:   # the true gradient goes back box by box, from the last box's target on
+        for box in reversed(boxes[:-1]):
+            target, _ = update_step(box, b, target, push=push(box))
     return stats
 
 
@@ -62,7 +67,7 @@ def evaluate(boxes: list[TimeBox], store: ParamStore | None, batches) -> tuple[f
         y = parts[1]["y"]
         state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
         for box in boxes:
-            state, stats = box.evaluate(parts[box.index]["x"], state, y, stats)
+            state, stats = box.forward(parts[box.index]["x"], state, y, stats)
         total += stats
     return total[1] / total[2], total[0] / total[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 
 from protocol import Kind, Message
-from workers.role import Role
-from workers.stage import HeadStage, build
+from workers.numerics.stage import HeadStage, build, head_step
+from workers.roles.role import Role
 
 
 class HeadWorker(Role):
@@ -17,9 +17,11 @@ class HeadWorker(Role):
 
     def on_forward(self, msg: Message, t: float) -> None:
         b, y = msg.id, msg.arrays["y"]
-        loss, correct, grads, g = self.stage.loss_and_grads(msg.arrays["x"], y)
-        self.to_peer("prev", Kind.GRAD, b, g=g)   # the true gradient, sent before our own update
-        self.stage.update(grads)
+
+        def send_back(g):   # the true gradient, sent before the head's own update
+            self.to_peer("prev", Kind.GRAD, b, g=g)
+
+        loss, correct, _ = head_step(self.stage, msg.arrays["x"], y, send_back)
         latency = time.perf_counter() - t
         self.to_coordinator(Kind.DONE, b, {"loss": loss, "correct": correct, "n": len(y)})
         self.record({"step": b, "latency_ms": latency * 1e3, "loss": loss, "accuracy": correct / len(y)})

@@ -2,46 +2,50 @@
 from __future__ import annotations
 
 from protocol import Kind, Message
-from workers.role import Role
-from workers.stage import Stage, build
+from workers.numerics.stage import Stage, build, train_step
+from workers.roles.role import Role, update_record
 
 
 class LayerWorker(Role):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.stage: Stage = build(self.stage_index, self.cfg)
-        self.locked = self.stage.mode == "backprop"
         self.handlers.update({Kind.FORWARD: self.on_forward, Kind.GRAD: self.on_grad,
                               Kind.EVAL: self.on_eval, Kind.SYNC: self.on_sync,
                               Kind.SYNC_BACK: self.on_sync_back})
 
     def on_forward(self, msg: Message, t: float) -> None:
         b, y = msg.id, msg.arrays["y"]
-        h = self.stage.forward_train(b, msg.arrays["x"], y, t)
-        self.to_peer("next", Kind.FORWARD, b, x=h, y=y)   # downstream starts at once
-        if self.locked:
+
+        def send_on(h):   # downstream starts at once
+            self.to_peer("next", Kind.FORWARD, b, x=h, y=y)
+
+        _, target_below, batch = train_step(self.stage, b, msg.arrays["x"], y, t, send_on)
+        if batch is None:
             self.blocked = True  # locked backprop: nothing more until the true gradient comes
             return
-        # Decoupled: the update uses the local synthetic gradient and waits for no one.
-        target_below, _ = self.stage.apply(b, self.stage.synthetic_gradient(b))
+        # Decoupled: the update used the local synthetic gradient and waited for no one.
+        self.stamp(batch)
         if target_below is not None:
             self.to_peer("prev", Kind.GRAD, b, g=target_below)
 
     def on_grad(self, msg: Message, t: float) -> None:
         b, g = msg.id, msg.arrays["g"]
-        if b not in self.stage.cache:
+        if b not in self.stage.inflight:
             self.counters["unexpected"] += 1   # late target for an evicted batch
             return
-        if self.locked:
-            target_below, rec = self.stage.apply(b, g)
+        if self.stage.locked:
+            target_below, batch = self.stage.update(b, g)
+            self.stamp(batch)
             if target_below is not None:
                 self.to_peer("prev", Kind.GRAD, b, g=target_below)
             self.blocked = False
+            self.record(update_record(b, batch))
         else:
             self.clock.lap("compute")
-            rec = self.stage.learn(b, g)    # g is the bootstrapped target for M(h_b)
+            fit = self.stage.inflight.fit(b, g)    # g is the bootstrapped target for M(h_b)
             self.clock.lap("synth")
-        self.record(rec)
+            self.record(fit and update_record(b, fit.batch, fit))
 
     def on_eval(self, msg: Message, t: float) -> None:
         self.to_peer("next", Kind.EVAL, msg.id, x=self.stage.forward(msg.arrays["x"]), y=msg.arrays["y"])

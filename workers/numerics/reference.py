@@ -1,35 +1,36 @@
 """The whole network in one process, driving the same Stage objects: the transparency reference."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from workers.stage import HeadStage, Stage, build
+from workers.numerics.stage import HeadStage, build, head_step, train_step
+
+if TYPE_CHECKING:
+    from protocol.wireconfig import WireConfig
 
 
-def build_network(cfg: dict) -> list:
-    return [build(i, cfg) for i in range(1, len(cfg["sizes"]))]
+def build_network(cfg: WireConfig) -> list:
+    return [build(i, cfg) for i in range(1, len(cfg.sizes))]
 
 
 def step(stages: list, b: int, x: np.ndarray, y: np.ndarray) -> float:
     """One training step on batch b, in the order the distributed pipeline does it; returns the loss."""
     *hidden, head = stages
-    if hidden and hidden[0].mode == "backprop":
-        for s in hidden:
-            x = s.forward_train(b, x, y, 0.0)
-        loss, _, grads, g = head.loss_and_grads(x, y)
-        head.update(grads)
-        for s in reversed(hidden):
-            g, _ = s.apply(b, g)
-        return loss
-    below: Stage | None = None
+    locked = bool(hidden) and hidden[0].locked
+    below = None
     for s in hidden:
-        x = s.forward_train(b, x, y, 0.0)
-        target, _ = s.apply(b, s.synthetic_gradient(b))
-        if below is not None:
-            below.learn(b, target)
+        x, target, _ = train_step(s, b, x, y)
+        if below is not None and not locked:
+            below.inflight.fit(b, target)   # stage k's bootstrapped target for stage k-1's M
         below = s
-    loss, _, grads, g = head.loss_and_grads(x, y)
-    head.update(grads)
-    if below is not None:
-        below.learn(b, g)
+    loss, _, g = head_step(head, x, y)
+    if locked:
+        for s in reversed(hidden):
+            g, _ = s.update(b, g)
+    elif below is not None:
+        below.inflight.fit(b, g)
     return loss
 
 

@@ -12,14 +12,15 @@ from zmq.utils.monitor import recv_monitor_message
 
 from protocol import Kind, Message, ProtocolError, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
+from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
 from protocol.sockets import make_socket, recv, send
-from workers.head_worker import HeadWorker
-from workers.layer_worker import LayerWorker
-from workers.param_service import ParamService
-from workers.role import CoordinatorLost, title
-from workers.timebox_worker import TimeBoxWorker
+from workers.roles.box import TimeBoxWorker
+from workers.roles.head import HeadWorker
+from workers.roles.layer import LayerWorker
+from workers.roles.params import ParamService
+from workers.roles.role import CoordinatorLost
 
-ROLES = {"layer": LayerWorker, "head": HeadWorker, "box": TimeBoxWorker, "params": ParamService}
+ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
 log = logging.getLogger("dni.worker")
 
 
@@ -112,7 +113,10 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             if not isinstance(assign.meta.get("members"), list):
                 raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
             gate.admit(assign.meta["members"])
-        role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        try:
+            role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        except ProtocolError as exc:
+            raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
         role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
         role.run()
         return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 import zmq
@@ -9,7 +10,9 @@ import zmq
 from protocol import Kind, Message, ProtocolError
 from protocol.liveness import Liveness
 from protocol.sockets import make_socket, recv, send
-from workers.clock import Clock
+from protocol.wireconfig import WireConfig
+from workers.numerics.inflight import Batch, Fit
+from workers.runtime.clock import Clock
 
 # Kinds that travel the forward direction; a locked (backprop) stage defers them while it
 # waits for its gradient, so the barrier and evaluation keep their place in the stream.
@@ -20,11 +23,14 @@ class CoordinatorLost(RuntimeError):
     pass
 
 
-def title(role: str | None, stage: int) -> str:
-    """How logs and errors name a worker: by what it does, where the stage number alone would mislead."""
-    if role == "params":
-        return "the parameter service"
-    return f"{'time box' if role == 'box' else 'stage'} {stage}"
+def update_record(b: int, batch: Batch, fit: Fit | None = None, param_staleness: bool = False) -> dict:
+    """Batch b's metrics record once done with: its update latency and, when M was fitted to its target, how M did."""
+    rec = {"step": b, "latency_ms": batch.latency * 1e3}
+    if param_staleness:
+        rec["param_staleness"] = batch.param_staleness
+    if fit is not None:
+        rec.update(synth_loss=fit.synth_loss, cos=fit.cos, staleness=fit.staleness)
+    return rec
 
 
 class Role:
@@ -34,7 +40,7 @@ class Role:
         meta = assign.meta
         self.name = f"stage-{meta['stage']}"
         self.stage_index = meta["stage"]
-        self.cfg = meta["config"]
+        self.cfg = WireConfig.from_meta(meta["config"])
         self.log = logging.getLogger(f"dni.{self.name}")
         self.ctx, self.control, self.inbox = ctx, control, inbox
         self.liveness = Liveness(meta["heartbeat"])
@@ -43,7 +49,7 @@ class Role:
                                                Kind.HEARTBEAT: lambda msg, t: None}
         self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
-        self.training = False       # a training batch is in flight (see workers/clock.py)
+        self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
         self.clock = Clock()
         self.stopping = False
         self.records: list[dict] = []
@@ -69,11 +75,17 @@ class Role:
         self.clock.lap("send")
         self.liveness.on_spoke()
 
+    @staticmethod
+    def stamp(batch: Batch) -> Batch:
+        """Batch b's update is made: its update latency runs from its input's arrival until now."""
+        batch.latency = time.perf_counter() - batch.t_received
+        return batch
+
     def record(self, rec: dict | None) -> None:
         if rec is None:
             return
         self.records.append(rec)
-        if len(self.records) >= self.cfg["log_every"]:
+        if len(self.records) >= self.cfg.log_every:
             self.flush_metrics()
 
     def flush_metrics(self) -> None:

@@ -13,9 +13,10 @@ import logging
 import numpy as np
 
 from protocol import Kind, Message, ProtocolError
-from workers.param_service import meta_ints
-from workers.role import Role
-from workers.timebox import TimeBox
+from workers.numerics.inflight import Batch
+from workers.numerics.timebox import TimeBox, train_step, update_step
+from workers.roles.params import meta_ints
+from workers.roles.role import Role, update_record
 
 
 class TimeBoxWorker(Role):
@@ -24,7 +25,7 @@ class TimeBoxWorker(Role):
         self.name = f"box-{self.stage_index}"
         self.log = logging.getLogger(f"dni.{self.name}")
         self.box = TimeBox(self.stage_index, self.cfg)
-        self.locked = self.box.mode == "backprop"
+        self.locked = self.box.locked
         # Every mode but truncated BPTT sends the gradient for its incoming state back.
         self.sends_back = not self.box.first and self.box.mode != "truncated"
         self.slices: dict[tuple, Message] = {}   # (kind, b) -> the coordinator's slice, awaiting the state
@@ -62,7 +63,7 @@ class TimeBoxWorker(Role):
             return self.unroll(*job, 0)
         # Backprop needs exactly the weights after every earlier batch; evaluation the newest.
         need = self.trained if self.locked and kind is Kind.FORWARD else 0
-        bound = self.cfg["max_staleness"] if kind is Kind.FORWARD and not self.locked else 0
+        bound = self.cfg.max_staleness if kind is Kind.FORWARD and not self.locked else 0
         self.pulls += 1
         self.to_peer("params", Kind.PULL, self.pulls, meta={"have": self.box.version, "need": need, "bound": bound})
         self.job, self.blocked = job, True
@@ -79,21 +80,24 @@ class TimeBoxWorker(Role):
 
     def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float, staleness: int) -> None:
         if kind is Kind.EVAL:
-            h, stats = self.box.evaluate(xs, state0, y, stats)
+            h, stats = self.box.forward(xs, state0, y, stats)
             if self.box.last:
                 self.to_coordinator(Kind.EVALUATED, b, {"loss_sum": float(stats[0]), "correct": int(stats[1]),
                                                          "n": int(stats[2])})
             else:
                 self.to_peer("next", Kind.EVAL, b, h=h, y=y, stats=stats)
             return
-        h, stats = self.box.forward_train(b, xs, state0, y, stats, t, staleness)
-        if not self.box.last:
-            self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)   # the next box starts at once
-            if self.locked:
-                self.blocked = True   # backprop: nothing more until the true gradient comes back
-                return
-        # Decoupled: seeded with M(h_end) (truncated: with nothing), update now, wait for no one.
-        rec = self.finish(b, self.box.future_gradient(b))
+
+        def send_on(h, stats):   # the next box starts at once
+            self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)
+
+        _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t, staleness,
+                                        None if self.box.last else send_on, *self.senders(b))
+        if batch is None:
+            self.blocked = True   # backprop: nothing more until the true gradient comes back
+            return
+        # Decoupled: seeded with M(h_end) (truncated: with nothing), updated now, waited for no one.
+        rec = self.finished(b, batch)
         if self.box.last:
             correct, n = int(stats[1]), int(stats[2])
             loss = float(stats[0]) / max(n, 1)
@@ -101,28 +105,35 @@ class TimeBoxWorker(Role):
             rec = {**(rec or {}), "loss": loss, "accuracy": correct / max(n, 1)}
         self.record(rec)
 
-    def finish(self, b: int, d_last: np.ndarray | None) -> dict | None:
-        """BPTT seeded with d_last, the target back to box j-1 first, then the update (or the push)."""
-        grads, d_state0 = self.box.backward(b, d_last)
-        if self.sends_back:
-            self.to_peer("prev", Kind.GRAD, b, g=d_state0)
-        # Backprop's service adds up all K boxes' pushes of a batch, so even an empty one counts.
-        if self.box.tied and (grads or self.locked):
+    def senders(self, b: int) -> tuple:
+        """How batch b's update step sends: the target back to box j-1, the gradients to the service."""
+        def send_back(g):
+            self.to_peer("prev", Kind.GRAD, b, g=g)
+
+        def push(grads):
             self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
+
+        return send_back if self.sends_back else None, push if self.box.tied else None
+
+    def finished(self, b: int, batch: Batch) -> dict | None:
+        """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
         self.trained += 1
-        return self.box.apply(b, grads)
+        self.stamp(batch)
+        return None if self.box.inflight.learns else update_record(b, batch, param_staleness=self.box.tied)
 
     # -- gradients back from box j+1 ------------------------------------------------------
     def on_grad(self, msg: Message, t: float) -> None:
         b, g = msg.id, msg.arrays["g"]
-        if b not in self.box.cache:
+        if b not in self.box.inflight:
             self.counters["unexpected"] += 1   # a late target for an evicted batch
             return
         if self.locked:
-            rec = self.finish(b, g)             # the true gradient from the future: BPTT across boxes
+            _, batch = update_step(self.box, b, g, *self.senders(b))   # the true gradient: BPTT across boxes
+            rec = self.finished(b, batch)
             self.blocked = False
         else:
-            rec = self.box.learn(b, g)          # the bootstrapped target for M_j(h_end of b)
+            fit = self.box.inflight.fit(b, g)   # the bootstrapped target for M_j(h_end of b)
+            rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
         self.record(rec)
 
     # -- the barrier ----------------------------------------------------------------------
@@ -156,7 +167,7 @@ class TimeBoxWorker(Role):
             self.to_coordinator(Kind.SYNCED, token)
 
     def on_stop(self, msg: Message, t: float) -> None:
-        self.counters.update(evicted=self.box.evicted, pulls=self.pulls)
+        self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls)
         super().on_stop(msg, t)
 
     def state(self) -> dict:

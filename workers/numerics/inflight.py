@@ -1,0 +1,112 @@
+"""The batches a stage or time box has sent on and awaits a target for, and its synthesizer M: one owner for both."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from workers.numerics import optimizers
+from workers.numerics.synthesizers import Synthesizer
+
+if TYPE_CHECKING:
+    from protocol.wireconfig import WireConfig
+
+
+@dataclass(slots=True)
+class Batch:
+    """What is kept of batch b from its forward pass until its bootstrapped target (or true gradient) arrives."""
+    tape: object                # what the update's backward pass needs; dropped once the update is made
+    h: np.ndarray               # the output M predicts the gradient for (a time box's: its last state)
+    y: np.ndarray
+    t_received: float = 0.0     # stamped by the role, only carried here: when b's input came off the socket,
+    latency: float = 0.0        # and the seconds from then until b's update was made (the update latency)
+    param_staleness: int = 0    # how many updates old the tied weights that made h were
+    updates: int = 0            # the owner's update count once b's update was made
+    g_hat: np.ndarray | None = None
+
+
+class Fit(NamedTuple):
+    """M fitted to one bootstrapped target: M's loss, cosine(ĝ, target), and how many updates late the target came."""
+    batch: Batch
+    synth_loss: float
+    cos: float
+    staleness: int
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(np.vdot(a, b)) / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+class InFlight:
+    """A bounded cache of in-flight batches, oldest evicted first, and the synthesizer trained on their targets.
+
+    Without a synthesizer (backprop, truncated BPTT, the last time box) a batch is done with
+    at its update; with one, when its target arrives and M is fitted to it.
+    """
+
+    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None,
+                 per_example: bool = False):
+        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels.
+
+        per_example: M is fitted to B times the target (the gradient of the summed loss, not the mean's).
+        """
+        self.synth: Synthesizer | None = None
+        if rng is not None:
+            self.synth = Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
+            self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
+        self.per_example = per_example
+        self.batches: OrderedDict[int, Batch] = OrderedDict()
+        self.capacity = cfg.cache
+        self.updates = 0
+        self.evicted = 0      # batches whose target never came back in time
+
+    @property
+    def learns(self) -> bool:
+        """Whether a batch waits, after its update, for the target M is fitted to."""
+        return self.synth is not None
+
+    def __contains__(self, b: int) -> bool:
+        return b in self.batches
+
+    def __getitem__(self, b: int) -> Batch:
+        return self.batches[b]
+
+    def keep(self, b: int, batch: Batch) -> None:
+        self.batches[b] = batch
+        while len(self.batches) > self.capacity:
+            self.batches.popitem(last=False)
+            self.evicted += 1
+
+    def predict(self, b: int) -> np.ndarray:
+        """ĝ = M(h_b) (cDNI: M(h_b, y_b)), kept to score against b's target when it arrives."""
+        batch = self.batches[b]
+        batch.g_hat = self.synth.predict(batch.h, batch.y if self.synth.conditioned else None)
+        return batch.g_hat
+
+    def updated(self, b: int) -> Batch:
+        """Count b's update (made by the owner); b is done with here when there is no M to fit."""
+        self.updates += 1
+        batch = self.batches[b]
+        batch.tape = None  # no longer needed; free it early
+        batch.updates = self.updates
+        if not self.learns:
+            del self.batches[b]
+        return batch
+
+    def fit(self, b: int, target: np.ndarray) -> Fit | None:
+        """Train M on (h_b, target); None if b is no longer cached (evicted, or a late duplicate)."""
+        batch = self.batches.pop(b, None)
+        if batch is None:
+            return None
+        y = batch.y if self.synth.conditioned else None
+        # Per-example units (time boxes): Adam's steps do not shrink with the gradient, and would
+        # bury targets of the mean loss's size (~1e-4 and below) in noise of the size of the rate.
+        loss, grads = self.synth.loss_and_grads(batch.h, y, target * len(target) if self.per_example else target)
+        self.synth_opt.step(self.synth.params, grads)
+        return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"synth.{k}": v for k, v in self.synth.params.items()} if self.synth is not None else {}

@@ -1,0 +1,133 @@
+"""A feed-forward stage's numerics (its layer, optimizer and in-flight batches), and the order of its steps.
+
+No sockets and no clocks here: the worker roles, the single-process reference and the bench
+drive the same objects through the same `train_step`, so they do the very same arithmetic.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from workers.numerics.inflight import Batch, InFlight
+from workers.numerics.layers import Dense, Head
+from workers.numerics.optimizers import Scheduled
+
+if TYPE_CHECKING:
+    from protocol.wireconfig import WireConfig
+
+
+class Stage:
+    """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop)."""
+
+    def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
+        rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
+        self.index = index
+        self.locked = cfg.mode == "backprop"
+        self.first = index == 1  # stage 1's input is data: no gradient to send for it
+        self.layer = Dense(n_in, n_out, rng)
+        self.opt = Scheduled({"layer": self.layer.params}, cfg)
+        self.inflight = InFlight(cfg, n_out, cfg.sizes[-1], None if self.locked else rng)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Evaluation: forward only, nothing cached, no update."""
+        return self.layer.forward(x)
+
+    def forward_and_keep(self, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0) -> np.ndarray:
+        h = self.layer.forward(x)
+        self.inflight.keep(b, Batch(x, h, y, t_received))
+        return h
+
+    def synthetic_gradient(self, b: int) -> np.ndarray:
+        return self.inflight.predict(b)
+
+    def update(self, b: int, g: np.ndarray) -> tuple[np.ndarray | None, Batch]:
+        """Update from dL/dh = g for batch b; returns dL/dx for the stage below (None for stage 1),
+        and b's in-flight entry.
+
+        dL/dx is computed with the weights that made h, before they change.
+        """
+        batch = self.inflight[b]
+        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=not self.first)
+        self.opt.step({"layer": grads}, self.inflight.updates + 1)
+        return dx, self.inflight.updated(b)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**{f"layer.{k}": v for k, v in self.layer.params.items()}, **self.inflight.state()}
+
+
+def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0,
+               send_on: Callable[[np.ndarray], None] | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None, Batch | None]:
+    """Hidden stage k's part of training batch b, in the one order every driver follows.
+
+    1. h = f(x), b kept in flight;  2. h handed on at once (send_on), so stage k+1 starts;
+    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ, with the bootstrapped target δ for
+    stage k-1 computed before the weights change. Locked backprop stops after 2: its update
+    waits for the true gradient (`Stage.update`). M is fitted when δ_k comes back
+    (`stage.inflight.fit`).
+    Returns (h, δ for stage k-1 or None, b's in-flight entry once updated, else None).
+    """
+    h = stage.forward_and_keep(b, x, y, t_received)
+    if send_on is not None:
+        send_on(h)
+    if stage.locked:
+        return h, None, None
+    target_below, batch = stage.update(b, stage.synthetic_gradient(b))
+    return h, target_below, batch
+
+
+class HeadStage:
+    """The top stage: owns the loss, updates from the true gradient, sends dL/dx down."""
+
+    def __init__(self, index: int, n_in: int, n_classes: int, cfg: WireConfig):
+        rng = np.random.default_rng([cfg.seed, index])
+        self.index = index
+        self.head = Head(n_in, n_classes, rng)
+        self.opt = Scheduled({"layer": self.head.params}, cfg)
+        self.updates = 0
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
+        """(loss, correct, grads, dL/dx); the caller sends dL/dx down before calling update."""
+        return self.head.loss_and_grads(x, y)
+
+    def update(self, grads: dict[str, np.ndarray]) -> None:
+        self.updates += 1
+        self.opt.step({"layer": grads}, self.updates)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """(summed loss, correct count), no update."""
+        return self.head.evaluate(x, y)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"layer.{k}": v for k, v in self.head.params.items()}
+
+
+def head_step(head: HeadStage, x: np.ndarray, y: np.ndarray,
+              send_back: Callable[[np.ndarray], None] | None = None) -> tuple[float, int, np.ndarray]:
+    """The head's part of training a batch: the loss, and the true gradient dL/dx handed back
+    (send_back) before the head's own update. Returns (loss, correct count, dL/dx)."""
+    loss, correct, grads, g = head.loss_and_grads(x, y)
+    if send_back is not None:
+        send_back(g)
+    head.update(grads)
+    return loss, correct, g
+
+
+def build(index: int, cfg: WireConfig) -> Stage | HeadStage:
+    """Stage `index` (1-based) of the network whose layer sizes are cfg.sizes (input ... classes)."""
+    sizes = cfg.sizes
+    if index == len(sizes) - 1:
+        return HeadStage(index, sizes[-2], sizes[-1], cfg)
+    return Stage(index, sizes[index - 1], sizes[index], cfg)
+
+
+def load_state(stage: Stage | HeadStage, arrays: dict[str, np.ndarray]) -> None:
+    """Copy checkpointed arrays into a stage, checking names and shapes."""
+    own = stage.state()
+    if set(own) != set(arrays):
+        raise ValueError(f"stage {stage.index}: checkpoint holds {sorted(arrays)}, expected {sorted(own)}")
+    for k, a in own.items():
+        if a.shape != arrays[k].shape:
+            raise ValueError(f"stage {stage.index}: {k} has shape {arrays[k].shape}, expected {a.shape}")
+        a[...] = arrays[k]

@@ -1,0 +1,1 @@
+"""One event loop per worker role (layer, head, time box, parameter service) and `dni worker`; they stamp times."""
