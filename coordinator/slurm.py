@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     submit.add_argument("--partition", help="sbatch partition")
     submit.add_argument("--requeue", action="store_true", help="let Slurm requeue the job; it resumes by itself")
     submit.add_argument("--wait", action="store_true", help="return when the job has ended, with its exit code")
-    submit.add_argument("--sbatch", default="", metavar="ARGS", help="further sbatch options, e.g. '--account X'")
+    submit.add_argument("--sbatch", default="", metavar="ARGS", help="further sbatch options, e.g. --sbatch='--account X --mem 4G'")
     script = actions.add_parser("script", help="write the job script (to edit, then sbatch it yourself)")
     script.add_argument("path", nargs="?", help="file to write (default: standard output)")
     prepare = actions.add_parser("prepare", help="(job script) fresh keys in the run directory; print the task count")
@@ -50,11 +50,11 @@ def add_parser(sub) -> None:
 
 
 def training(args) -> tuple[config.Config, list[str]]:
-    """The training options, validated, and as the flags that give them to `dni coordinator`."""
+    """The training options, validated, and as flags for `dni coordinator` (but --out: see run_dir)."""
     given = ["--config", args.config] if args.config else []
     for f in fields(config.Config):
         value, flag = getattr(args, f.name), "--" + f.name.replace("_", "-")
-        if value is None:
+        if value is None or f.name == "out":
             continue
         # str() of a float is its shortest exact repr: the coordinator parses back the same number.
         given += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
@@ -115,14 +115,13 @@ def cmd_task(args) -> int:
         log = os.open(run / "logs" / f"stage-{rank}-{node}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        print(f"slurm job {job_env('SLURM_JOB_ID')} task {rank} on {node}: {shlex.join(argv[2:])}", flush=True)
         # scancel and the time limit signal every task at once; the coordinator needs its
         # workers to reach a checkpoint, and stops them itself (they also leave when it is gone).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
         raise SlurmError(f"task {rank}: this network has {n} stages, so srun needs --ntasks {n + 1}")
     os.environ["PYTHONUNBUFFERED"] = "1"  # the job's output file shows progress as it happens
-    sys.stdout.flush()
+    print(f"slurm job {job_env('SLURM_JOB_ID')} task {rank} on {node}: dni {shlex.join(argv[3:])}", flush=True)
     os.execv(sys.executable, argv)  # the very command a user types on a host; Slurm signals it directly
 
 
@@ -165,7 +164,8 @@ def cmd_script(args) -> int:
 def cmd_submit(args) -> int:
     cfg, given = training(args)  # a typo fails here, not after the job waited in the queue
     n = stages(cfg)
-    ours = (["--insecure"] if args.insecure else []) + ([f"--port={args.port}"] if args.port else [])
+    ours = ["--insecure"] * args.insecure + [f"--port={args.port}"] * bool(args.port)
+    ours += ["--out", cfg.out] * bool(cfg.out)
     argv = ["sbatch", "--parsable", f"--nodes={args.nodes or n}", f"--ntasks={n + 1}"]
     argv += [f"--time={args.time}"] * bool(args.time) + [f"--partition={args.partition}"] * bool(args.partition)
     argv += ["--requeue"] * args.requeue + ["--wait"] * args.wait + shlex.split(args.sbatch)

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,8 +41,10 @@ SchedulerType=sched/builtin
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
-# A cancelled job gets this long between SIGTERM and SIGKILL: time for a checkpoint.
-KillWait=30
+# A cancelled job gets this long between SIGTERM and SIGKILL: time for a checkpoint of a
+# small test network (clusters usually keep the default, 30 s). A cancelled job also stays
+# COMPLETING for about this long, so shorter makes the tests quicker.
+KillWait=15
 SlurmdTimeout=30
 MessageTimeout=10
 {nodes}
@@ -138,7 +141,7 @@ class Cluster:
                 f"--log-file={self.dir}/munged.log", f"--seed-file={self.dir}/munged.seed"]
         self.daemons.append(subprocess.Popen(argv, env=_UNTAGGED, stdout=subprocess.DEVNULL,
                                              stderr=open(self.dir / "munged.err", "w")))
-        if not _wait(lambda: (self.dir / "munge.socket").exists(), 10):
+        if not wait_for(lambda: (self.dir / "munge.socket").exists(), 10):
             raise SlurmError(f"munged did not start: {self._tail('munged.err')}{self._tail('munged.log')}")
 
     def _start(self, host, *argv: str) -> None:
@@ -155,7 +158,7 @@ class Cluster:
                     raise SlurmError(f"{proc.args[2:]} exited {proc.returncode}: {self.logs()}")
             out = self.client("sinfo", "-h", "-N", "-o", "%N %T", check=False).stdout.split()
             return out.count("idle") == self.n
-        if not _wait(idle, timeout, 0.5):
+        if not wait_for(idle, timeout, 0.5):
             raise SlurmError(f"nodes not idle after {timeout} s: "
                              f"{self.client('sinfo', '-N', check=False).stdout}{self.logs()}")
 
@@ -165,6 +168,16 @@ class Cluster:
                               env={**self.env, **kw.pop("env", {})}, capture_output=True, text=True,
                               check=check, timeout=timeout, **kw)
 
+    def ended(self, job: str) -> bool:
+        """The job has left the queue: done, and its processes gone."""
+        return not self.client("squeue", "-h", "-j", job, check=False).stdout.strip()
+
+    def submit(self, workdir: Path, *argv: str, env=None) -> str:
+        """`dni slurm submit ARGV` from workdir; the job's id."""
+        result = self.client(sys.executable, "-m", "coordinator", "slurm", "submit", *argv, cwd=workdir,
+                             env=env or {})
+        return result.stdout.split("submitted job ", 1)[1].split()[0]
+
     def logs(self) -> str:
         return "".join(self._tail(p.name) for p in sorted(self.dir.glob("*.log")) + sorted(self.dir.glob("*.out")))
 
@@ -173,7 +186,8 @@ class Cluster:
         return f"\n--- {name}\n{path.read_text(errors='replace')[-n:]}" if path.exists() else ""
 
 
-def _wait(condition, timeout: float, every: float = 0.05) -> bool:
+def wait_for(condition, timeout: float, every: float = 0.05) -> bool:
+    """Poll until condition() holds (True) or timeout seconds have passed (False)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
