@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,14 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from slurm_cluster import Cluster, wait_for  # noqa: E402  (the test suite's cluster)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from multihost import local_run  # noqa: E402  (the same `dni run` as issue 5's comparison)
 
 PATH = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # `dni` for the job script
-
-
-def local_run(job: list[str], out: Path) -> dict:
-    subprocess.run([sys.executable, "-m", "coordinator", "run", *job, "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return json.loads((out / "summary.json").read_text())
 
 
 def slurm_run(cluster: Cluster, job: list[str], work: Path, stages: int) -> tuple[dict, float]:
@@ -60,15 +55,14 @@ def row(name: str, runs: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    p.add_argument("--mode", default="cdni")
-    p.add_argument("--hidden", default="256,256,256")
-    p.add_argument("--train-subset", default="0")
-    p.add_argument("--epochs", default="2")
+    options = {"data": str(ROOT.parent / "shared" / "data" / "mnist"), "mode": "cdni", "hidden": "256,256,256",
+               "train-subset": "0", "epochs": "2"}   # passed on to dni as given
+    for name, default in options.items():
+        p.add_argument(f"--{name}", default=default)
     p.add_argument("--repeat", type=int, default=3)
     a = p.parse_args()
-    job = ["--data", a.data, "--mode", a.mode, "--hidden", a.hidden, "--train-subset", a.train_subset,
-           "--epochs", a.epochs, "--no-progress", "--checkpoint-every", "0"]
+    job = [arg for name in options for arg in (f"--{name}", getattr(a, name.replace("-", "_")))]
+    job += ["--no-progress", "--checkpoint-every", "0"]
     stages = len(a.hidden.split(",")) + 1
     local, slurm, starts = [], [], []
     with tempfile.TemporaryDirectory(prefix="dni-slurm-bench-") as tmp, Cluster(4, Path(tmp) / "cluster") as cluster:
@@ -80,8 +74,8 @@ def main() -> None:
             starts.append(to_training)
             print(f"round {i + 1}: sbatch to training {to_training:.2f} s; samples/s local "
                   f"{local[-1]['samples_per_second']:,.0f}, slurm {summary['samples_per_second']:,.0f}", flush=True)
-    print(f"\n{a.mode} {a.hidden}, {'all' if a.train_subset == '0' else a.train_subset} training examples x {a.epochs} epochs, "
-          f"medians of {a.repeat}\n")
+    examples = "all" if a.train_subset == "0" else a.train_subset
+    print(f"\n{a.mode} {a.hidden}, {examples} training examples x {a.epochs} epochs, medians of {a.repeat}\n")
     print("| run | samples/s | stage 1 update p50 ms | p99 ms | test accuracy |\n| --- | --- | --- | --- | --- |")
     print(row("`dni run` (ipc, 1 host)", local))
     print(row("Slurm, 4 nodes (tcp + CURVE)", slurm))

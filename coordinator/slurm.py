@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     submit.add_argument("--partition", help="sbatch partition")
     submit.add_argument("--requeue", action="store_true", help="let Slurm requeue the job; it resumes by itself")
     submit.add_argument("--wait", action="store_true", help="return when the job has ended, with its exit code")
-    submit.add_argument("--sbatch", default="", metavar="ARGS", help="further sbatch options, e.g. --sbatch='--account X --mem 4G'")
+    submit.add_argument("--sbatch", default="", metavar="ARGS",
+                        help="further sbatch options, e.g. --sbatch='--account X --mem 4G'")
     script = actions.add_parser("script", help="write the job script (to edit, then sbatch it yourself)")
     script.add_argument("path", nargs="?", help="file to write (default: standard output)")
     prepare = actions.add_parser("prepare", help="(job script) fresh keys in the run directory; print the task count")

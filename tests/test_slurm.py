@@ -139,14 +139,15 @@ def test_scancel_signals_the_coordinator_while_the_workers_wait_for_it(cluster, 
 @pytest.mark.xfail(not RESUME, run=False, reason="needs issue 12: the SIGTERM checkpoint and dni coordinator --resume")
 def test_a_cancelled_job_resubmitted_resumes_and_ends_as_the_uninterrupted_run(cluster, mnist, tmp_path):
     """What --requeue does (Slurm 22.05 holds a requeued job ~2 min first, too slow for CI), by hand."""
-    job = ["--data", str(mnist), *EXACT, "--hidden", "32,32", "--train-subset", "3000", "--epochs", "12"]
+    job = ["--data", str(mnist), *EXACT, "--hidden", "32,32", "--train-subset", "3000", "--epochs", "20"]
     run = tmp_path / "run"
     out, _ = cancel_during_training(cluster, tmp_path, [*job, "--out", str(run)])
     assert "task 0: Exited with exit code 143" in out and "--resume" in out, out
     assert (run / "model.npz").exists() and not (run / "summary.json").exists()
     rc, _ = sbatch(cluster, tmp_path, "--nodes", "3", str(SCRIPT), *job, "--out", str(run))
     assert rc == 0, text(tmp_path / "job.out")
-    assert f"dni -v coordinator --bind" in text(tmp_path / "job.out") and f"--resume {run}" in text(tmp_path / "job.out")
+    # The script saw the checkpoint and resumed (the output file holds both attempts).
+    assert re.search(rf"task 0 on node0: dni -v coordinator .* --resume {run} ", text(tmp_path / "job.out"))
     assert main(["run", *job, "--no-progress", "--out", str(tmp_path / "whole")]) == 0
     assert_same_model(tmp_path / "whole", run)
 
