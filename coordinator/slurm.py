@@ -133,8 +133,8 @@ def hostnames(nodelist: str) -> list[str]:
 
 def node_address(name: str) -> str:
     """The IPv4 address Slurm reaches the node at: its NodeAddr, which need not be its name."""
-    fields = dict(f.split("=", 1) for f in scontrol("show", "node", name, "-o").split() if "=" in f)
-    addr = fields.get("NodeAddr", name)
+    info = dict(f.split("=", 1) for f in scontrol("show", "node", name, "-o").split() if "=" in f)
+    addr = info.get("NodeAddr", name)
     try:
         return str(ipaddress.ip_address(addr))
     except ValueError:  # a host name: resolve it, as the workers would
@@ -174,6 +174,7 @@ def cmd_submit(args) -> int:
     job = sbatch.stdout.readline().strip().split(";")[0]  # --parsable: "id" or "id;cluster", before --wait waits
     if job:
         where = cfg.out or f"runs/slurm-{job}"
-        print(f"submitted job {job} ({n} stages on {args.nodes or n} nodes): progress in slurm-{job}.out, "
-              f"run directory {where}, worker logs {where}/logs/; cancel with: scancel {job}", flush=True)
+        print(f"submitted job {job} ({n} stages on {args.nodes or n} nodes): progress in the job's output "
+              f"(slurm-{job}.out unless --output), run directory {where}, worker logs {where}/logs/; "
+              f"cancel with: scancel {job}", flush=True)
     return sbatch.wait()
