@@ -124,6 +124,19 @@ class Cluster:
                 proc.wait()
         self.network.__exit__(*exc)
 
+    def leftovers(self) -> list[int]:
+        """Live processes that name this cluster's files (daemons); job steps die with their namespace."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                zombie = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            except (OSError, IndexError):
+                continue
+            if str(self.dir).encode() in cmdline and not zombie:
+                found.append(int(entry.name))
+        return found
+
     def _write_conf(self) -> None:
         nodes = "\n".join(f"NodeName={name} NodeAddr={ip} CPUs={os.cpu_count()} State=UNKNOWN"
                           for name, ip in self.nodes.items())

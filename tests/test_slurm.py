@@ -15,6 +15,7 @@ import pytest
 from coordinator import checkpoint
 from coordinator.cli import main
 from protocol.keys import load_client
+from netns import ip_binary
 from slurm_cluster import Cluster, wait_for
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatch"
@@ -34,6 +35,9 @@ def cluster(tmp_path_factory):
     with Cluster(4, tmp_path_factory.mktemp("slurm")) as made:
         yield made
     assert all(d.poll() is not None for d in made.daemons), "a Slurm daemon outlived the cluster"
+    assert wait_for(lambda: not made.leftovers(), 5), f"processes left behind: {made.leftovers()}"
+    listed = subprocess.run([ip_binary(), "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(h.name in listed.split() for h in [made.controller, *made.hosts]), listed
 
 
 def sbatch(cluster, tmp_path, *argv: str, wait: bool = True) -> tuple[int, str]:
