@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
-from coordinator import checkpoint, config, plans, security
+from coordinator import checkpoint, config, plans, security, slurm
 from coordinator.bench import cli as bench
 from coordinator.control import WorkerLost
 from coordinator.data import DataError
@@ -72,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="MNIST directory (default: the one the run used)")
     ev.set_defaults(func=cmd_eval)
     bench.add_parser(sub)
+    slurm.add_parser(sub)
     return p
 
 

@@ -42,6 +42,11 @@ class Plan:
 
     def roles(self) -> list[str]:
         """roles[k - 1]: what worker k does."""
+        return self.roles_for(self.cfg)
+
+    @staticmethod
+    def roles_for(cfg: Config) -> list[str]:
+        """The roles from the config alone, before any data is loaded (a Slurm job's task count)."""
         raise NotImplementedError
 
     def links(self) -> dict[int, dict[str, int | None]]:

@@ -22,8 +22,9 @@ class FeedForward(Plan):
     def model_fields(self) -> dict:
         return {"sizes": self.sizes()}
 
-    def roles(self) -> list[str]:
-        return [LAYER] * len(self.cfg.hidden_sizes()) + [HEAD]
+    @staticmethod
+    def roles_for(cfg: Config) -> list[str]:
+        return [LAYER] * len(cfg.hidden_sizes()) + [HEAD]
 
     def links(self) -> dict[int, dict[str, int | None]]:
         return {k: {"prev": k - 1, "next": k + 1} for k in range(1, self.n_workers + 1)}

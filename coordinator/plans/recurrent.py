@@ -36,8 +36,9 @@ class Recurrent(Plan):
                 "boxes": c.boxes, "steps_per_box": c.steps_per_box, "untied": c.untied,
                 "max_staleness": c.max_staleness, "synth_scale": c.synth_scale}
 
-    def roles(self) -> list[str]:
-        return [BOX] * self.cfg.boxes + ([] if self.cfg.untied else [PARAMS])
+    @staticmethod
+    def roles_for(cfg: Config) -> list[str]:
+        return [BOX] * cfg.boxes + ([] if cfg.untied else [PARAMS])
 
     def links(self) -> dict[int, dict[str, int | None]]:
         """Each box to its neighbours in time and to the service, the service to every box."""
