@@ -15,7 +15,6 @@ import numpy as np
 from protocol import Kind, Message, ProtocolError
 from workers.numerics.inflight import Batch
 from workers.numerics.timebox import TimeBox, train_step, update_step
-from workers.roles.params import meta_ints
 from workers.roles.role import Role, update_record
 
 
@@ -69,7 +68,7 @@ class TimeBoxWorker(Role):
         self.job, self.blocked = job, True
 
     def on_params(self, msg: Message, t: float) -> None:
-        version, staleness = meta_ints(msg, "version", "staleness")
+        version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode
         if self.job is None or msg.id != self.pulls:
             self.counters["unexpected"] += 1
             return
