@@ -9,20 +9,20 @@ VERSION = 2
 
 class Kind(StrEnum):
     # control plane: worker <-> coordinator
-    HELLO = "hello"            # worker -> coordinator: version, data endpoint, wanted stage
-    ASSIGN = "assign"          # coordinator -> worker: role, stage, sizes, neighbours, config
+    HELLO = "hello"            # worker -> coordinator: data endpoint, wanted stage, host, pid, key
+    ASSIGN = "assign"          # coordinator -> worker: role, stage, wire config, neighbours, members
     REFUSE = "refuse"          # coordinator -> worker: registration refused, with a reason
     READY = "ready"            # worker -> coordinator: sockets connected, parameters built
     HEARTBEAT = "heartbeat"    # either way; any message counts as liveness
-    DONE = "done"              # head -> coordinator: a training batch finished (a credit)
-    EVALUATED = "evaluated"    # head -> coordinator: correct count and loss of an eval batch
-    METRICS = "metrics"        # worker -> coordinator: per-step records, as columns
-    SYNCED = "synced"          # stage 1 -> coordinator: the pipeline is drained
+    DONE = "done"              # head (last time box) -> coordinator: a training batch finished (a credit)
+    EVALUATED = "evaluated"    # head (last time box) -> coordinator: correct count and loss of an eval batch
+    METRICS = "metrics"        # worker -> coordinator: per-step records
+    SYNCED = "synced"          # stage 1 (untied box 1, or the parameter service) -> coordinator: drained
     SAVE = "save"              # coordinator -> worker: send your parameters
     STATE = "state"            # worker -> coordinator: parameters as arrays
     STOP = "stop"              # coordinator -> worker: shut down now
     BYE = "bye"                # worker -> coordinator: shutting down, with counters
-    # data plane: worker <-> worker (and the coordinator feeding stage 1)
+    # data plane: worker <-> worker (and the coordinator feeding stage 1, or every time box its slice)
     FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
     GRAD = "grad"              # gradient for a stage's output: its bootstrapped target
     EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
