@@ -1,13 +1,15 @@
 """The `dni` command: run, coordinator, worker, eval (and bench, keys)."""
 from __future__ import annotations
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+# isort: split
+
 import argparse
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
-import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator import checkpoint, config, plans, security, slurm
 from coordinator.bench import cli as bench
 from coordinator.control import WorkerLost
