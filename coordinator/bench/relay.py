@@ -20,6 +20,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 
@@ -180,6 +181,56 @@ class Relay:
                 "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
+class Echo:
+    """Sends back whatever arrives on `sock` (a listening socket, made in some host's stack), in a thread."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    def close(self) -> None:
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def ping(sock: socket.socket, to: tuple[str, int], count: int = 10, size: int = 64) -> list[float]:
+    """Round trips of `size` bytes to an Echo at `to` over one TCP connection, in ms (the first,
+    which pays for the connection's slow start, is left out)."""
+    sock.settimeout(10)
+    sock.connect(to)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rtts = []
+    with sock:
+        for _ in range(count + 1):
+            t0 = time.perf_counter()
+            sock.sendall(b"p" * size)
+            got = 0
+            while got < size:
+                chunk = sock.recv(size - got)
+                if not chunk:
+                    raise ConnectionError(f"the echo at {to[0]}:{to[1]} closed the connection")
+                got += len(chunk)
+            rtts.append((time.perf_counter() - t0) * 1e3)
+    return rtts[1:]
+
+
 def address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
@@ -199,7 +250,12 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print("ready", *relay.addresses(), flush=True)
-    print(json.dumps(relay.run()), flush=True)
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    stats = relay.run()
+    # What relaying cost, without the interpreter's start: that is not a cost of the link.
+    stats["start_cpu_s"] = start.ru_utime + start.ru_stime
+    stats["cpu_s"] -= stats["start_cpu_s"]
+    print(json.dumps(stats), flush=True)
     return 0
 
 
