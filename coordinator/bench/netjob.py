@@ -71,29 +71,61 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_coordinator(proc: subprocess.Popen, metrics: Path, timeout: float) -> tuple[int, float, int]:
-    """Wait for the coordinator; return its exit code, its CPU seconds over training and the steps those cover.
+def machine_now() -> tuple[float, int]:
+    """CPU seconds the whole machine has spent busy (every process, ours and others'), and how
+    many threads are runnable right now, the one reading this included."""
+    with open("/proc/stat") as f:
+        lines = f.read().splitlines()
+    ticks = [int(v) for v in lines[0].split()[1:]]
+    running = next(int(line.split()[1]) for line in lines if line.startswith("procs_running"))
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), running   # busy: all but idle, iowait
 
-    Its whole CPU would add its start (imports, the dataset) to every batch: the CPU between
-    its first metrics lines (the workers flush every 50 steps) and the last sample before it
-    writes the summary covers training alone, but for an evaluation of a few batches.
+
+def sample(procs: dict[str, subprocess.Popen], metrics: Path) -> dict:
+    cpu = {}
+    for name, proc in procs.items():
+        try:
+            cpu[name] = cpu_seconds(proc.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            cpu[name] = None
+    busy, running = machine_now()
+    return {"t": time.monotonic(), "busy": busy, "running": running - 1, "cpu": cpu,
+            "lines": metrics.read_bytes().count(b"\n") if metrics.exists() else 0}
+
+
+def wait_coordinator(procs: dict[str, subprocess.Popen], metrics: Path, timeout: float, stages: int) -> dict:
+    """Wait for the coordinator (procs["coordinator"]); return its exit code and every process's CPU over training.
+
+    Whole-life CPU would add each start (imports, the dataset) to every batch. Training is the
+    span from the first metrics lines (the workers flush every 50 steps) to the last sample
+    before the summary is written, but for an evaluation of a few batches. Over that span the
+    machine's own busy time says how many cores other people's processes took.
     """
-    deadline, first, last = time.monotonic() + timeout, None, None
-    while proc.poll() is None:
+    coordinator = procs["coordinator"]
+    deadline, first, last, running = time.monotonic() + timeout, None, None, []
+    while coordinator.poll() is None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the coordinator did not finish within {timeout:.0f} s")
-        try:
-            cpu, lines = cpu_seconds(proc.pid), metrics.read_bytes().count(b"\n") if metrics.exists() else 0
-        except (FileNotFoundError, ProcessLookupError):
-            break
-        if lines and first is None:
-            first = (cpu, lines)
-        if not (metrics.parent / "summary.json").exists():
-            last = (cpu, lines)
+        now = sample(procs, metrics)
+        if now["lines"] and first is None:
+            first = now
+        if not (metrics.parent / "summary.json").exists() and None not in now["cpu"].values():
+            last = now
+            if first is not None:
+                running.append(now["running"])
         time.sleep(0.05)
-    if first is None or last is None or last[1] <= first[1]:
-        return proc.returncode, float("nan"), 0
-    return proc.returncode, last[0] - first[0], last[1] - first[1]
+    out = {"rc": coordinator.returncode, "steps": 0}
+    if first and last and last["lines"] > first["lines"]:
+        steps, wall = (last["lines"] - first["lines"]) / stages, last["t"] - first["t"]   # a line per stage and step
+        ours = {name: last["cpu"][name] - first["cpu"][name] for name in procs}
+        out.update(steps=steps, wall_s=wall, cpu_ms_per_batch={n: v * 1e3 / steps for n, v in ours.items()},
+                   other_cores=max(0.0, (last["busy"] - first["busy"] - sum(ours.values())) / wall),
+                   runnable=float(np.mean(running)) if running else None)
+    return out
+
+
+def summarise(rtts: list[float]) -> dict:
+    return {"p50": float(np.median(rtts)), "min": min(rtts), "max": max(rtts)}
 
 
 def staleness(run_dir: Path, warmup: int) -> dict:
@@ -154,8 +186,9 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
                 argv = dni("worker", "--coordinator", f"tcp://coord:{CONTROL_PORT}", "--advertise", f"stage{i}",
                            "--stage", str(i), *security(i))
                 logs[i] = open(out.parent / f"{out.name}.worker{i}.log", "w")
-                workers.append(h.popen(quota.wrap(argv) if quota and i == s.slow_stage else argv,
-                                       stdout=logs[i], stderr=subprocess.STDOUT))
+                workers.append(h.popen(argv, stdout=logs[i], stderr=subprocess.STDOUT))
+                if quota and i == s.slow_stage:
+                    quota.add(workers[-1].pid)   # at once: before it has done any work
             ports = {"coord": wait_for_port(proc, {CONTROL_PORT}),
                      **{f"stage{i}": wait_for_port(w) for i, w in enumerate(workers, 1)}}
             for h in members:
@@ -181,14 +214,18 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
             chain = list(zip(names, [*names[1:], names[0]]))   # coordinator -> stage 1 -> ... -> head -> coordinator
             links = []
             for a, b in chain:
-                rtts = relay.ping(members[names.index(a)].socket(), (seen_at[b], ECHO_PORT), PINGS)
-                links.append({"from": a, "to": b, "rtt_ms": {"p50": float(np.median(rtts)), "min": min(rtts),
-                                                              "max": max(rtts)}})
+                # Twice: a small message (the link's own delay) and one of a batch's activations
+                # (what a crossing of the pipeline costs, relay, shaping and kernels included).
+                links.append({"from": a, "to": b, **{key: summarise(relay.ping(
+                    members[names.index(a)].socket(), (seen_at[b], ECHO_PORT), PINGS, size))
+                    for key, size in (("rtt_ms", 64), ("rtt_message_ms", p["batch"] * p["width"] * 4))}})
             if not use_netem:
                 start_relay("coord", coord, CONTROL_PORT)   # now the workers reach the coordinator, and training begins
-            rc, coord_cpu, coord_lines = wait_coordinator(proc, out / "metrics.jsonl", timeout)
-            if rc or any(w.wait(30) for w in workers):
-                raise RuntimeError(f"{s.tag()}: the job failed (coordinator exit {rc}); see {out}.*.log")
+            watched = {"coordinator": proc, **{f"stage{i}": w for i, w in enumerate(workers, 1)},
+                       **{f"relay {name}": r for name, r in relays.items()}}
+            span = wait_coordinator(watched, out / "metrics.jsonl", timeout, k)
+            if span["rc"] or any(w.wait(30) for w in workers):
+                raise RuntimeError(f"{s.tag()}: the job failed (coordinator exit {span['rc']}); see {out}.*.log")
             stats = {}
             for name, proc in relays.items():
                 proc.send_signal(signal.SIGTERM)
@@ -201,15 +238,14 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
             f.close()
         if quota:
             quota.remove()
-    return figures(s, p, out, links, stats, throttled, coord_cpu, coord_lines, use_netem)
+    return figures(s, p, out, links, stats, throttled, span, use_netem)
 
 
-def figures(s: Setting, p: dict, out: Path, links: list, relays: dict, throttled, coord_cpu: float,
-            coord_lines: int, use_netem: bool) -> dict:
+def figures(s: Setting, p: dict, out: Path, links: list, relays: dict, throttled, span: dict, use_netem: bool) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     steps = summary["steps"]
     latency = stage_latencies(out, p["warmup"])
-    relay_cpu = sum(r["cpu_s"] for r in relays.values())
+    during = span.get("cpu_ms_per_batch", {})
     return {**asdict(s), "delay_by": "netem" if use_netem else "relay", "steps": steps,
             "samples_per_second": summary["samples_per_second"], "train_seconds": summary["train_seconds"],
             "test_accuracy": summary["test_accuracy"],
@@ -218,7 +254,9 @@ def figures(s: Setting, p: dict, out: Path, links: list, relays: dict, throttled
             "staleness": staleness(out, p["warmup"]), "links": links,
             "cpu_ms_per_batch": {"stages": [stage_cpu(summary["workers"][str(i)]["time_s"], steps)
                                             for i in range(1, s.stages + 1)],
-                                 # one line per stage and step in metrics.jsonl: lines / stages = steps
-                                 "coordinator": coord_cpu * 1e3 * s.stages / coord_lines if coord_lines else None,
-                                 "relays": relay_cpu * 1e3 / steps},
-            "relays": relays, "throttled": throttled}
+                                 "coordinator": during.get("coordinator"),
+                                 "relays": sum(v for n, v in during.items() if n.startswith("relay")),
+                                 # over training only, every thread: what the machine gave each process
+                                 "during_training": during},
+            "other_cores": span.get("other_cores"), "runnable": span.get("runnable"), "relays": relays,
+            "throttled": throttled}

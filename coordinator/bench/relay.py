@@ -201,7 +201,7 @@ class Echo:
                 return
             with conn:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                while data := conn.recv(4096):
+                while data := conn.recv(CHUNK):
                     conn.sendall(data)
 
     def close(self) -> None:

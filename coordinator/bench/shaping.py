@@ -11,7 +11,10 @@ from coordinator.bench.hosts import ip_binary
 
 CGROUP_V1 = "/sys/fs/cgroup/cpu"
 CGROUP_V2 = "/sys/fs/cgroup"
-PERIOD_US = 100_000   # the CFS period: a quarter core is 25 ms of CPU in every 100 ms
+# The CFS period. A quota is spent within each period and then the group waits for the next:
+# at the default 100 ms a quarter core runs 25 ms and freezes 75 ms, a host that stalls now and
+# then, not a slow one. At 5 ms it runs 1.25 ms in every 5, close to a CPU at a quarter speed.
+PERIOD_US = 5_000
 
 
 class ShapingError(RuntimeError):
@@ -98,9 +101,10 @@ class CpuQuota:
         with open(f"{self.path}/{name}", "w") as f:
             f.write(f"{value}\n")
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """argv run inside the cgroup from its first instruction (its threads are born there too)."""
-        return ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh", *argv]
+    def add(self, pid: int) -> None:
+        """Move a process, every thread of it, into the group (from outside: `ip netns exec`
+        remounts /sys, so the cgroup tree is not at its usual place inside a namespace)."""
+        self._write("cgroup.procs", pid)
 
     def throttled(self) -> dict:
         """How often and how long the kernel held the group back (cpu.stat)."""
