@@ -16,8 +16,10 @@ PROJECTED_STAGES = (2, 3, 4, 8)
 
 def refusal() -> str | None:
     """Why this machine cannot run the bench, in one line; None if it can."""
+    if os.geteuid() != 0:
+        return "dni bench network needs root: it makes a network namespace, veth pair, qdisc and cgroup per host"
     ok, why = available()
-    return None if ok else f"dni bench network runs every stage on its own network namespace: {why} (run as root)"
+    return None if ok else f"dni bench network cannot make network namespaces: {why}"
 
 
 def settings(p: dict) -> list[Setting]:
@@ -90,7 +92,7 @@ def hop_cost(runs: list[dict], p: dict) -> list[dict]:
     """What the coordinator's two crossings a batch cost: the same job with its links undelayed."""
     out = []
     for d in p["delays"]:
-        for w in (p["window"], p["throughput_window"]):
+        for w in dict.fromkeys((p["window"], p["throughput_window"])):
             a = find(runs, mode="dni", stages=p["focus_stages"], delay_ms=d, window=w)
             b = find(runs, mode="dni", stages=p["focus_stages"], delay_ms=d, window=w, coordinator_delayed=False)
             if a and b:
