@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from coordinator.bench.network import find
-from coordinator.bench.plot import require
+from coordinator.bench.plot import require, save
 
 COLOURS = {"dni": "tab:blue", "cdni": "tab:green", "backprop": "tab:red"}
 STYLES = ("o-", "s--", "^:", "v-.", "d-")
@@ -51,8 +51,5 @@ def draw(result: dict, path: str) -> None:
     for ax in (lat, sps, acc, proj):
         ax.legend(fontsize=7, ncol=2)
     m = result["machine"]
-    fig.suptitle(f"dni bench network: {m['cpus']} cpus shared by every process; delay by {result['delay_by']}; "
-                 f"CURVE {'off' if p['insecure'] else 'on'}; libzmq {m['libzmq']}", fontsize=9, y=0.005, va="bottom")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(plt, fig, path, f"dni bench network: {m['cpus']} cpus shared by every process; delay by {result['delay_by']}; "
+         f"CURVE {'off' if p['insecure'] else 'on'}; libzmq {m['libzmq']}")
