@@ -27,6 +27,7 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     net.add_argument("--window", type=int, default=2, help="batches in flight (credit) of the main sweep")
     net.add_argument("--windows", default="1,4,8,16",
                      help="more windows for dni and cdni at --focus-stages: accuracy and samples/s against window")
+    net.add_argument("--window-delays", default="0,5,20", help="the delays of those window runs")
     net.add_argument("--throughput-window", type=int, default=8,
                      help="the window of dni's throughput runs at every depth and delay")
     net.add_argument("--focus-stages", type=int, default=3,
@@ -34,7 +35,7 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     net.add_argument("--bandwidth", help="also run with every link shaped to this rate (tc HTB), e.g. 100mbit")
     net.add_argument("--slow-stage", type=int, default=0, help="also run with this stage's host slowed (0: none)")
     net.add_argument("--slow-share", type=float, default=0.25, help="cores the slow host gets (CFS quota)")
-    net.add_argument("--epochs", type=int, default=3, help="the fixed budget: epochs of every job")
+    net.add_argument("--epochs", type=int, default=2, help="the fixed budget: epochs of every job")
     net.add_argument("--width", type=int, default=256, help="hidden layer width")
     net.add_argument("--batch", type=int, default=128, help="batch size")
     net.add_argument("--warmup", type=int, default=50, help="first steps left out of latency and staleness figures")
@@ -59,6 +60,7 @@ def params(args) -> dict:
         raise ValueError("--window, --throughput-window, --epochs, --width, --batch must be positive")
     return {"delays": sorted(set(_list(args.delays, "--delays", float, 0)) | {0.0}), "stages": stages,
             "modes": modes, "window": args.window, "windows": _list(args.windows, "--windows"),
+            "window_delays": _list(args.window_delays, "--window-delays", float, 0),
             "throughput_window": args.throughput_window, "focus_stages": args.focus_stages,
             "bandwidth": args.bandwidth, "slow_stage": args.slow_stage, "slow_share": args.slow_share,
             "epochs": args.epochs, "width": args.width, "batch": args.batch, "warmup": args.warmup,

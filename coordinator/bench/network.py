@@ -25,11 +25,14 @@ def refusal() -> str | None:
 def settings(p: dict) -> list[Setting]:
     """Every job of the sweep, in the order run; each setting once."""
     focus, delays, w, big = p["focus_stages"], p["delays"], p["window"], p["throughput_window"]
-    out = [Setting(m, k, d, w) for k in p["stages"] for m in p["modes"] for d in delays]
+    # At 2 stages only what the projection's check needs.
+    out = [Setting(m, k, d, w) for k in p["stages"] for m in p["modes"] for d in delays
+           if k > 2 or m != "cdni" or k == focus]
     if "dni" in p["modes"]:
         out += [Setting("dni", k, d, big) for k in p["stages"] for d in delays]
         out += [Setting("dni", focus, d, win, coordinator_delayed=False) for d in delays if d for win in (w, big)]
-    out += [Setting(m, focus, d, win) for m in ("cdni", "dni") if m in p["modes"] for d in delays for win in p["windows"]]
+    out += [Setting(m, focus, d, win) for m in ("cdni", "dni") if m in p["modes"] for d in p["window_delays"]
+            for win in p["windows"]]
     if p["slow_stage"]:
         out += [Setting(m, focus, 0.0, w, slow_stage=p["slow_stage"], slow_share=p["slow_share"])
                 for m in p["modes"] if m != "cdni"]
