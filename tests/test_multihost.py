@@ -14,7 +14,7 @@ import pytest
 from coordinator import checkpoint, launch
 from coordinator.cli import main
 from protocol.keys import generate, load_client, load_public
-from netns import hosts, ip_binary
+from coordinator.bench.hosts import hosts, ip_binary
 from protocol.kinds import VERSION
 
 HEARTBEAT = 0.5

@@ -20,7 +20,7 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def add_parser(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: update latency against depth, transport overhead")
+    bench = sub.add_parser("bench", help="benchmarks: update latency against depth, transport overhead, link delay")
     kinds = bench.add_subparsers(dest="bench", required=True)
     lat = kinds.add_parser("latency", help="update latency, samples/s and time breakdown: dni vs backprop by depth",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -42,7 +42,9 @@ def add_parser(sub) -> None:
     tr.add_argument("--round-trips", type=int, default=2000,
                     help="round trips per size and path (fewer for big messages)")
     tr.add_argument("--stream", type=int, default=4000, help="messages streamed per size and path (fewer for big ones)")
-    for p in (lat, tr):
+    from coordinator.bench import netcli
+    net = netcli.add_parser(kinds)
+    for p in (lat, tr, net):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
@@ -57,7 +59,12 @@ def cmd_bench(args) -> int:
         except ImportError as exc:
             print(f"dni: error: {exc}", file=sys.stderr)
             return 2
-    if args.bench == "latency":
+    if args.bench == "network":
+        from coordinator.bench import netcli
+        result = netcli.run(args)
+        if result is None:
+            return 2
+    elif args.bench == "latency":
         from coordinator.bench import latency
         result = latency.run(depths=_ints(args.depths, "--depths"), width=args.width, batch=args.batch, steps=args.steps,
                                    warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,
@@ -73,8 +80,8 @@ def cmd_bench(args) -> int:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"figures written to {args.json}")
     if args.plot:
-        from coordinator.bench import plot
-        plot.draw(result, args.plot)
+        from coordinator.bench import netplot, plot
+        (netplot if args.bench == "network" else plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
     return 0
