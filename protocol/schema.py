@@ -21,6 +21,7 @@ class Schema:
     # Allowed array sets: each variant maps name -> (dtype kinds, allowed ranks). () = no arrays.
     variants: tuple[dict[str, tuple[str, tuple[int, ...]]], ...] = ({},)
     any_floats: bool = False   # instead of variants: any named float arrays (parameters, gradients)
+    any_kinds: str = FLOAT     # ...or of these dtype kinds (a full state: optimizer step counts too)
 
 
 _LABELS = (INT, (1, 2))   # one label per sequence, or one per step (Copy: -1 where none is scored)
@@ -34,7 +35,7 @@ _BATCH = ({"x": (FLOAT, (2, 3)), "y": _LABELS},
 SCHEMAS: dict[Kind, Schema] = {
     Kind.HELLO: Schema({"endpoint": str, "stage": (int, type(None)), "host": str, "pid": Count, "key": str}),
     Kind.ASSIGN: Schema({"role": str, "stage": Count, "config": dict, "heartbeat": float, "neighbours": dict},
-                        optional={"members": list}),
+                        optional={"members": list}, any_floats=True, any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
     Kind.HEARTBEAT: Schema(),
@@ -43,9 +44,10 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.METRICS: Schema({"records": list}),
     Kind.SYNCED: Schema(),
     Kind.SAVE: Schema(),
-    Kind.STATE: Schema(any_floats=True),
+    Kind.STATE: Schema(any_floats=True, any_kinds=FLOAT + INT),
     Kind.STOP: Schema(),
     Kind.BYE: Schema({"time_s": dict}),
+    Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
     Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
     Kind.EVAL: Schema(variants=_BATCH),
@@ -71,8 +73,9 @@ def check(msg: Message) -> Message:
                 raise ProtocolError(f"{msg.kind} lacks the field {name!r}")
     if schema.any_floats:
         for name, a in msg.arrays.items():
-            if a.dtype.kind != FLOAT:
-                raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype}, not a float")
+            if a.dtype.kind not in schema.any_kinds:
+                raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype}, not a float"
+                                    + (" or an integer" if schema.any_kinds != FLOAT else ""))
         return msg
     variant = _VARIANTS[msg.kind].get(frozenset(msg.arrays))
     if variant is None:

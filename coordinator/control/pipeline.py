@@ -121,6 +121,12 @@ class Pipeline:
     def on_state(self, member: Member, msg: Message) -> None:
         self.states[member.stage] = {k: a.copy() for k, a in msg.arrays.items()}
 
+    def reset(self) -> None:
+        """Forget the pipeline that was (a stage was lost): its credits, barriers, and the feeds to
+        inboxes that every worker replaces when it rejoins."""
+        self.close()
+        self.feeds, self.in_flight, self.synced, self.states = {}, 0, set(), {}
+
     def close(self) -> None:
         for sock in self.feeds.values():
             sock.close(linger=0)
