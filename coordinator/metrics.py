@@ -55,6 +55,7 @@ class MetricsLog:
                 continue
             self.file.write(json.dumps({"stage": stage, **rec}) + "\n")
             self._keep(stage, rec)
+        self.file.flush()   # a message's records at once: `tail -f` and the failure tests watch the file
 
     def _keep(self, stage, rec: dict) -> None:
         """What the summary needs of a record."""

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,3 +68,34 @@ def worker_pids() -> list[int]:
         if b"worker" in cmd and tag in env and state != "Z":
             found.append(int(pid))
     return found
+
+
+class Watched:
+    """A `dni` child process whose stderr lines a thread collects as they come."""
+
+    def __init__(self, out: Path, *argv: str, command: str = "run"):
+        self.out, self.proc = out, start(out, *argv, command=command)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self.reader.start()
+
+    def wait(self, timeout: float = 120) -> int:
+        rc = self.proc.wait(timeout)
+        self.reader.join(5)
+        return rc
+
+    def saw(self, words: str) -> bool:
+        return any(words in line for line in self.lines)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def stage_pid(stage: int) -> int:
+    """The live worker process of a stage (started with --stage, as `dni run` starts them)."""
+    for pid in worker_pids():
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"--stage" in cmd and cmd[cmd.index(b"--stage") + 1] == str(stage).encode():
+            return pid
+    raise AssertionError(f"no worker for stage {stage}")

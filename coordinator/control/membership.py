@@ -86,6 +86,13 @@ class Membership:
     def pump(self, until, timeout: float | None = None, what: str = "") -> None:
         """Handle control messages until `until()` holds; raises WorkerLost or TimeoutError."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._pump(until, deadline, timeout, what)
+        except WorkerLost as exc:
+            exc.during = what   # what the run was doing when it noticed (a restart says so)
+            raise
+
+    def _pump(self, until, deadline: float | None, timeout: float | None, what: str) -> None:
         while not until():
             if self.poller.poll(int(self.heartbeat * 1000 * liveness.POLL_FRACTION)):
                 self.receive()

@@ -66,7 +66,7 @@ class Pipeline:
         split(x, y) -> {stage: arrays} says which stage gets which part of the batch (each time
         box its slice of the sequence); still one credit per batch.
         """
-        self.members.pump(lambda: self.in_flight < window)
+        self.members.pump(lambda: self.in_flight < window, None, f"a credit for {kind} batch {b}")
         for stage, arrays in split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
         self.in_flight += 1
