@@ -1,11 +1,14 @@
 """Resuming: SIGTERM partway, `--resume`, and the run ends as the uninterrupted one did, bit for bit."""
+import os
 import signal
+import time
 
 import pytest
 
 from coordinator import checkpoint
 from coordinator.cli import main
-from resumable import FAST, assert_same_checkpoint, records, start, steps_logged, summary, wait_until
+from resumable import (FAST, Watched, assert_same_checkpoint, records, stage_pid, start, steps_logged, summary,
+                       wait_until, worker_pids)
 
 # Locked backprop with a fixed seed: the arithmetic does not depend on timing (see test_multihost).
 FF = ["--mode", "backprop", "--optimizer", "adam", "--lr", "1e-3", "--hidden", "32,32", "--train-subset", "1536",
@@ -78,3 +81,26 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_and_says_so(mnis
     assert main(["run", "--resume", str(run), "--epochs", "3", *FAST]) == 0
     assert any("using the previous checkpoint" in r.getMessage() for r in caplog.records)
     assert summary(run)["steps"] == 3 * 4 and summary(run)["resumes"] == 1
+
+
+def test_ctrl_c_checkpoints_and_stops_and_twice_stops_at_once(mnist, tmp_path):
+    job = ["--data", str(mnist), "--hidden", "32,32", "--epochs", "50", "--log-every", "5"]
+    once = Watched(tmp_path / "once", *job)
+    wait_until(lambda: steps_logged(once.out) >= 10, 60, "step 10", once.proc)
+    once.proc.send_signal(signal.SIGINT)
+    assert once.wait(30) == 130
+    assert f"stopped by SIGINT at step " in once.lines[-1] and f"checkpoint {once.out}/model.npz" in once.lines[-1]
+    assert once.lines[-1].endswith(f"resume with: dni run --resume {once.out}\n")
+    assert not worker_pids()
+
+    # A stopped worker holds up the barrier the first Ctrl-C waits for: the second ends it all at once.
+    twice = Watched(tmp_path / "twice", *job)
+    wait_until(lambda: steps_logged(twice.out) >= 10, 60, "step 10", twice.proc)
+    os.kill(stage_pid(2), signal.SIGSTOP)
+    twice.proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)   # signals of one kind do not queue: the second must come after the first is taken
+    start = time.monotonic()
+    twice.proc.send_signal(signal.SIGINT)
+    assert twice.wait(30) == 130
+    assert "interrupted twice: stopped at once" in twice.lines[-1] and time.monotonic() - start < 1
+    assert not worker_pids()
