@@ -35,6 +35,8 @@ class Position:
     train_seconds: float = 0.0
     restarts: int = 0            # lost workers replaced, over the whole run
     resumes: int = 0             # times the run was continued with --resume
+    checkpoints: int = 0         # written during training (the end's aside), and the seconds they took:
+    checkpoint_seconds: float = 0.0   # the cadence's cost
     curriculum: dict = field(default_factory=dict)   # the plan's (the Copy task's length)
 
     @classmethod
@@ -65,8 +67,10 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
 
     def checkpoint_now() -> Path:
         nonlocal last_save, t0
+        pos.checkpoints += 1
         path = save(plan, pipe, run_dir, pos)
         last_save = now = time.perf_counter()
+        pos.checkpoint_seconds += now - began   # (the file holds the time up to the one before)
         pos.train_seconds += now - t0
         t0 = now
         return path
@@ -81,8 +85,9 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             pos.step += 1
             pos.batch += 1
             pos.samples += len(x)
+            began = time.perf_counter()
             if stop or (cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0) or \
-                    (cfg.checkpoint_seconds and time.perf_counter() - last_save >= cfg.checkpoint_seconds):
+                    (cfg.checkpoint_seconds and began - last_save >= cfg.checkpoint_seconds):
                 path = checkpoint_now()
                 if stop:
                     raise Interrupted(stop.signum, pos.step, path)
@@ -103,5 +108,6 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             "steps": pos.step, "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"],
             "history": history, "train_seconds": pos.train_seconds,
             "samples_per_second": pos.samples / max(pos.train_seconds, 1e-9), "resumes": pos.resumes,
-            "restarts": pos.restarts, "update_latency_ms": metrics.latency_summary(),
+            "restarts": pos.restarts, "checkpoints": pos.checkpoints, "checkpoint_seconds": pos.checkpoint_seconds,
+            "update_latency_ms": metrics.latency_summary(),
             "synth_cosine": metrics.synth_cosine()}

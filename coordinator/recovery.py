@@ -43,14 +43,14 @@ def train(plan: Plan, members: Membership, pipe: Pipeline, run_dir: Path, metric
             if exc.stage is None or restarts >= budget:
                 raise WorkerLost(f"{exc}; the run stops after {cfg.max_restarts - budget + restarts} restart(s) "
                                  f"(--max-restarts {cfg.max_restarts})", exc.stage) from None
-            lost, noticed, restarts = exc, time.monotonic(), restarts + 1
+            lost, noticed, restarts, at = exc, time.monotonic(), restarts + 1, pos.step
             pos, states = rollback(plan, run_dir, pos)
             pos.restarts = restarts
             progress.steps = pos.step
             pipe.reset()
-            log.warning("%s%s; restart %d of %d: every stage goes back to %s", exc,
+            log.warning("%s%s; restart %d of %d: every stage goes back from step %d to %s", exc,
                         f" (while waiting for {exc.during})" if getattr(exc, "during", "") else "",
-                        cfg.max_restarts - budget + restarts, cfg.max_restarts,
+                        cfg.max_restarts - budget + restarts, cfg.max_restarts, at,
                         f"the checkpoint at step {pos.step}" if states else "the start")
 
 
