@@ -1,5 +1,6 @@
 """Resuming: SIGTERM partway, `--resume`, and the run ends as the uninterrupted one did, bit for bit."""
 import os
+import random
 import signal
 import time
 
@@ -104,3 +105,24 @@ def test_ctrl_c_checkpoints_and_stops_and_twice_stops_at_once(mnist, tmp_path):
     assert twice.wait(30) == 130
     assert "interrupted twice: stopped at once" in twice.lines[-1] and time.monotonic() - start < 1
     assert not worker_pids()
+
+
+def test_a_coordinator_killed_at_any_moment_leaves_a_checkpoint_to_resume_from(mnist, tmp_path):
+    """SIGKILL, no handler runs: with a checkpoint every step, most kills land in the middle of a write."""
+    run, rng = tmp_path / "run", random.Random(3)
+    job = ["--data", str(mnist), "--hidden", "32,32", "--train-subset", "3000", "--epochs", "3",
+           "--checkpoint-every", "1"]
+    proc = start(run, *job)
+    for resumes in range(3):
+        # Into this attempt's own training: it has written checkpoints of its own.
+        wait_until(lambda: (run / checkpoint.MODEL_FILE).exists()
+                   and checkpoint.latest(run).progress["resumes"] == resumes, 60, "a checkpoint", proc)
+        time.sleep(rng.uniform(0.05, 0.3))
+        proc.kill()
+        proc.communicate()
+        # Its workers leave after three silent heartbeats; meanwhile the checkpoint must load.
+        assert checkpoint.latest(run).progress["step"] > 0
+        proc = start(run, "--resume", str(run), command="run")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert summary(run)["resumes"] == 3 and summary(run)["steps"] == 3 * 24
