@@ -26,9 +26,9 @@ def train(plan: Plan, members: Membership, pipe: Pipeline, run_dir: Path, metric
     else one must register within --rejoin-timeout. Every stage then starts from the same
     checkpoint, and the epoch loop from its position: no stage ever mixes two checkpoints.
     """
-    # The budget is this launch's: a run resumed after it ran out gets --max-restarts again.
-    cfg, restarts, lost = plan.cfg, pos.restarts, None
-    budget = restarts + cfg.max_restarts
+    # The budget is this launch's (a run resumed after it ran out gets --max-restarts again);
+    # pos.restarts counts the whole run's.
+    cfg, used, lost = plan.cfg, 0, None
     while True:
         try:
             if lost is not None:
@@ -37,20 +37,20 @@ def train(plan: Plan, members: Membership, pipe: Pipeline, run_dir: Path, metric
             members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states)
             if lost is not None:
                 log.warning("restart %d: training again from step %d, %.2f s after the loss was noticed",
-                            cfg.max_restarts - budget + restarts, pos.step, time.monotonic() - noticed)
+                            used, pos.step, time.monotonic() - noticed)
             return epochs.train(plan, pipe, run_dir, metrics, progress, pos, stop)
         except WorkerLost as exc:
-            if exc.stage is None or restarts >= budget:
-                raise WorkerLost(f"{exc}; the run stops after {cfg.max_restarts - budget + restarts} restart(s) "
+            if exc.stage is None or used >= cfg.max_restarts:
+                raise WorkerLost(f"{exc}; the run stops after {used} restart(s) "
                                  f"(--max-restarts {cfg.max_restarts})", exc.stage) from None
-            lost, noticed, restarts, at = exc, time.monotonic(), restarts + 1, pos.step
+            lost, noticed, used, at, total = exc, time.monotonic(), used + 1, pos.step, pos.restarts + 1
             pos, states = rollback(plan, run_dir, pos)
-            pos.restarts = restarts
+            pos.restarts = total
             progress.steps = pos.step
             pipe.reset()
             log.warning("%s%s; restart %d of %d: every stage goes back from step %d to %s", exc,
                         f" (while waiting for {exc.during})" if getattr(exc, "during", "") else "",
-                        cfg.max_restarts - budget + restarts, cfg.max_restarts, at,
+                        used, cfg.max_restarts, at,
                         f"the checkpoint at step {pos.step}" if states else "the start")
 
 
