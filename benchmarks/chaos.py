@@ -6,9 +6,9 @@ usage: nice .venv/bin/python benchmarks/chaos.py [--data DIR] [--modes cdni,dni]
 Per mode, three `dni run`s of the same job (flags beyond these are the mode's defaults):
   end-only   checkpoints only at the end (--checkpoint-every 0 --checkpoint-seconds 0): samples/s
   default    the default cadence (every 1000 steps or 30 s of training): samples/s and accuracy
-  chaos      the default cadence and --max-restarts K; K times, at a seeded random moment of the
-             undisturbed run's training time (after the restart before it is training again), a
-             seeded random worker gets SIGKILL. Time to train again runs from the kill to the
+  chaos      the default cadence and --max-restarts K; K times, at a seeded random step between 5%
+             and 90% of the run (once the restart before it is training again), a seeded random
+             worker gets SIGKILL. Time to train again runs from the kill to the
              coordinator's "training again" line; work lost is the step the loss was noticed at
              less the step of the checkpoint every stage went back to.
 A Markdown table goes to standard output; the raw figures to --json.
@@ -33,20 +33,16 @@ from resumable import Watched, stage_pid, steps_logged, summary, wait_until  # n
 LOST = re.compile(r"restart \d+ of \d+: every stage goes back from step (\d+) to (?:the checkpoint at step (\d+)|the start)")
 
 
-def chaos(job: list[str], out: Path, kills: int, train_seconds: float, rng: random.Random) -> dict:
+def chaos(job: list[str], out: Path, kills: int, steps: int, rng: random.Random) -> dict:
     run = Watched(out, *job, "--max-restarts", str(kills))
-    wait_until(lambda: steps_logged(out) >= 0, 120, "training", run.proc)
-    started = time.monotonic()
-    moments = sorted(rng.uniform(0.05, 0.9) * train_seconds for _ in range(kills))
     to_training = []
-    for n, moment in enumerate(moments, start=1):
-        time.sleep(max(0.0, started + moment - time.monotonic()))
+    for n, moment in enumerate(sorted(int(rng.uniform(0.05, 0.9) * steps) for _ in range(kills)), start=1):
+        wait_until(lambda: steps_logged(out) >= moment, 3600, f"step {moment}", run.proc)
         victim = rng.randint(1, len(job[job.index("--hidden") + 1].split(",")) + 1)
         os.kill(stage_pid(victim), signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda: run.saw(f"restart {n}: training again"), 120, f"restart {n}", run.proc)
         to_training.append(time.monotonic() - killed)
-        started += to_training[-1]   # the moments are of training time
     if run.wait(3600) != 0:
         raise SystemExit(f"the chaos run failed:\n{run.text}")
     lost = [int(m[1]) - int(m[2] or 0) for m in LOST.finditer(run.text)]
@@ -74,7 +70,7 @@ def main() -> None:
         if not default or default.wait(3600) != 0:
             raise SystemExit(f"an undisturbed {mode} run failed")
         quiet, plain = summary(base / f"{mode}-default"), summary(base / f"{mode}-end-only")
-        hit = chaos(job, base / f"{mode}-chaos", args.kills, quiet["train_seconds"], rng)
+        hit = chaos(job, base / f"{mode}-chaos", args.kills, quiet["steps"], rng)
         figures[mode] = {"end_only": plain, "default": quiet, **hit}
         print(f"{mode}: undisturbed {quiet['test_accuracy']:.4f}, {args.kills} kills "
               f"{hit['summary']['test_accuracy']:.4f}; to training {hit['to_training_s']}; lost {hit['steps_lost']}",
