@@ -4,7 +4,8 @@ from enum import StrEnum
 # Bumped whenever a header field or a kind changes meaning; checked in the first message
 # a worker sends, so mismatched builds refuse each other with both versions named.
 # 1: a map header. 2: a positional header, version first; ASSIGN carries the recurrent options.
-VERSION = 2
+# 3: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
+VERSION = 3
 
 
 class Kind(StrEnum):
@@ -22,6 +23,7 @@ class Kind(StrEnum):
     STATE = "state"            # worker -> coordinator: parameters as arrays
     STOP = "stop"              # coordinator -> worker: shut down now
     BYE = "bye"                # worker -> coordinator: shutting down, with counters
+    RESET = "reset"            # coordinator -> worker: drop your role, rejoin (a stage was lost)
     # data plane: worker <-> worker (and the coordinator feeding stage 1, or every time box its slice)
     FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
     GRAD = "grad"              # gradient for a stage's output: its bootstrapped target

@@ -21,6 +21,7 @@ class Schema:
     # Allowed array sets: each variant maps name -> (dtype kinds, allowed ranks). () = no arrays.
     variants: tuple[dict[str, tuple[str, tuple[int, ...]]], ...] = ({},)
     any_floats: bool = False   # instead of variants: any named float arrays (parameters, gradients)
+    any_kinds: str = FLOAT     # ...or of these dtype kinds (a full state: optimizer step counts too)
 
 
 _LABELS = (INT, (1, 2))   # one label per sequence, or one per step (Copy: -1 where none is scored)
@@ -34,7 +35,7 @@ _BATCH = ({"x": (FLOAT, (2, 3)), "y": _LABELS},
 SCHEMAS: dict[Kind, Schema] = {
     Kind.HELLO: Schema({"endpoint": str, "stage": (int, type(None)), "host": str, "pid": Count, "key": str}),
     Kind.ASSIGN: Schema({"role": str, "stage": Count, "config": dict, "heartbeat": float, "neighbours": dict},
-                        optional={"members": list}),
+                        optional={"members": list}, any_floats=True, any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
     Kind.HEARTBEAT: Schema(),
@@ -43,9 +44,10 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.METRICS: Schema({"records": list}),
     Kind.SYNCED: Schema(),
     Kind.SAVE: Schema(),
-    Kind.STATE: Schema(any_floats=True),
+    Kind.STATE: Schema(any_floats=True, any_kinds=FLOAT + INT),
     Kind.STOP: Schema(),
     Kind.BYE: Schema({"time_s": dict}),
+    Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
     Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
     Kind.EVAL: Schema(variants=_BATCH),
@@ -56,22 +58,24 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.PUSH: Schema({"version": Count}, any_floats=True),
 }
 # What check() walks, laid out for speed (it runs on every message received): the fields as
-# tuples, and the array variants by their set of names (unique within a kind); None: any floats.
+# tuples, and the array variants by their set of names (unique within a kind); None: any arrays
+# of the kind's dtype kinds.
 _PLAN = {kind: (tuple(s.meta.items()), tuple(s.optional.items()),
-                None if s.any_floats else {frozenset(v): tuple(v.items()) for v in s.variants})
+                None if s.any_floats else {frozenset(v): tuple(v.items()) for v in s.variants}, s.any_kinds)
          for kind, s in SCHEMAS.items()}
 
 
 def check(msg: Message) -> Message:
     """The message itself if it carries what its kind must; else ProtocolError saying what is wrong."""
-    required, optional, variants = _PLAN[msg.kind]
+    required, optional, variants, any_kinds = _PLAN[msg.kind]
     if required or optional:
         _check_meta(msg, required, optional)
     arrays = msg.arrays
     if variants is None:
         for name, a in arrays.items():
-            if a.dtype.kind != FLOAT:
-                raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype}, not a float")
+            if a.dtype.kind not in any_kinds:
+                raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype}, not a float"
+                                    + (" or an integer" if any_kinds != FLOAT else ""))
         return msg
     variant = variants.get(frozenset(arrays))
     if variant is None:

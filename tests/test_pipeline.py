@@ -197,7 +197,7 @@ def stage_pid(stage: int) -> int:
 
 
 def test_a_killed_worker_is_named_and_everything_else_exits(tmp_path):
-    proc = dni_run(tmp_path)
+    proc = dni_run(tmp_path, "--max-restarts", "0")
     wait_for_training(tmp_path, proc)
     os.kill(stage_pid(2), signal.SIGKILL)
     _, err = proc.communicate(timeout=20)
@@ -210,7 +210,7 @@ def test_a_killed_parameter_service_is_named_for_what_it_does(tmp_path):
     """It is stage K+1 to the launcher, but "stage 3" would send a user looking for a third box."""
     proc = subprocess.Popen([sys.executable, "-m", "coordinator", "run", "--model", "rnn", "--task", "copy",
                              "--mode", "dni", "--boxes", "2", "--steps-per-box", "3", "--copy-length", "2",
-                             "--epochs", "50",
+                             "--epochs", "50", "--max-restarts", "0",
                              "--out", str(tmp_path), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_training(tmp_path, proc)
     os.kill(stage_pid(3), signal.SIGKILL)

@@ -23,6 +23,10 @@ Handler = Callable[["Member", Message], None]
 class WorkerLost(RuntimeError):
     """A worker died or went silent; the message names its stage and host."""
 
+    def __init__(self, message: str, stage: int | None = None):
+        super().__init__(message)
+        self.stage = stage
+
 
 @dataclass
 class Member:
@@ -34,6 +38,7 @@ class Member:
     bye: dict | None = None
     proc: object = None          # the local Popen, when this process launched it
     role: str | None = None      # once assigned
+    rejoining: bool = False      # told to reset: what it sends until its new hello is stale
 
     def describe(self) -> str:
         # Hostnames repeat (containers, namespaces); the address the worker advertised does not.
@@ -68,6 +73,7 @@ class Membership:
         self.assigned = False        # roles handed out: from then on every member is needed
         self.stopping = False
         self.members: dict[bytes, Member] = {}
+        self.parked: list[tuple[bytes, Message]] = []   # newcomers' hellos, until the survivors have rejoined
         self.procs: dict[int, object] = {}     # stage -> local Popen, for fast death detection
         self.handlers: dict[Kind, Handler] = {Kind.READY: self.on_ready, Kind.BYE: self.on_bye,
                                               Kind.HEARTBEAT: lambda member, msg: None}
@@ -80,6 +86,13 @@ class Membership:
     def pump(self, until, timeout: float | None = None, what: str = "") -> None:
         """Handle control messages until `until()` holds; raises WorkerLost or TimeoutError."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._pump(until, deadline, timeout, what)
+        except WorkerLost as exc:
+            exc.during = what   # what the run was doing when it noticed (a restart says so)
+            raise
+
+    def _pump(self, until, deadline: float | None, timeout: float | None, what: str) -> None:
         while not until():
             if self.poller.poll(int(self.heartbeat * 1000 * liveness.POLL_FRACTION)):
                 self.receive()
@@ -109,6 +122,10 @@ class Membership:
                 self.on_hello(identity, msg)
             return
         member.liveness.on_heard()
+        if member.rejoining:
+            if msg.kind == Kind.HELLO:
+                self.on_rejoin(member, msg)
+            return   # sent before it dropped its role: about batches the restart does again
         handler = self.handlers.get(msg.kind)
         if handler is not None:
             handler(member, msg)
@@ -130,9 +147,9 @@ class Membership:
     def _check(self, m: Member) -> None:
         proc = m.proc
         if proc is not None and proc.poll() is not None and m.bye is None:
-            raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}")
+            raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}", m.stage)
         if m.liveness.dead() and m.bye is None:
-            raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s")
+            raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s", m.stage)
         if m.liveness.should_speak():
             self.send(m, Message(Kind.HEARTBEAT, "coordinator"))
 
@@ -140,7 +157,7 @@ class Membership:
         try:
             send(self.control, msg, member.identity)
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the peer is gone
-            raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})") from None
+            raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})", member.stage) from None
         member.liveness.on_spoke()
 
     # -- admission -----------------------------------------------------------------------
@@ -155,6 +172,10 @@ class Membership:
         if self.curve:
             # Trust the key the handshake proved (ZAP's user id), not the one the hello claims.
             msg.meta["key"] = msg.peer
+        if any(m.rejoining for m in self.members.values()):
+            # A replacement is admitted only once every survivor has dropped its role.
+            self.parked.append((identity, msg))
+            return
         want = msg.meta.get("stage")
         taken = {m.stage for m in self.members.values()}
         if len(self.members) >= self.n_workers:
@@ -170,17 +191,20 @@ class Membership:
         self.members[identity] = member
         log.info("registered %s, inbox %s", member.describe(), msg.meta["endpoint"])
 
-    def register(self, timeout: float | None) -> None:
-        self.pump(lambda: len(self.members) == self.n_workers, timeout, f"{self.n_workers} workers to register")
+    def register(self, timeout: float | None, stop=lambda: False) -> None:
+        """Wait for every worker, or until stop() holds (a signal)."""
+        self.pump(lambda: stop() or len(self.members) == self.n_workers, timeout, f"{self.n_workers} workers to register")
 
     def by_stage(self) -> dict[int, Member]:
         return {m.stage: m for m in self.members.values()}
 
     # -- assignment ----------------------------------------------------------------------
-    def assign(self, roles: list[str], config: dict, links: dict[int, dict[str, int | None]]) -> None:
+    def assign(self, roles: list[str], config: dict, links: dict[int, dict[str, int | None]],
+               states: dict[int, dict] | None = None) -> None:
         """Tell every worker its role, the wire config and its neighbours, then wait until all are ready.
 
-        links[k] = {side: stage or None} names stage k's neighbours.
+        links[k] = {side: stage or None} names stage k's neighbours; states[k], stage k's
+        checkpointed state to start from (a resumed or restarted run), loaded before it is ready.
         """
         self.assigned = True
         stages = self.by_stage()
@@ -195,11 +219,35 @@ class Membership:
             m.role = roles[k - 1]
             self.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
                 "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.heartbeat,
-                "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}))
+                "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}, (states or {}).get(k, {})))
         self.pump(lambda: all(m.ready for m in self.members.values()), liveness.READY_TIMEOUT_S, "workers to be ready")
 
     def on_ready(self, member: Member, msg: Message) -> None:
         member.ready = True
+
+    # -- restarts ------------------------------------------------------------------------
+    def reset(self, lost: int) -> None:
+        """Drop the lost stage's worker (killing it, if ours and still there: stopped, or hung);
+        every other assigned worker drops its role and rejoins for its own stage."""
+        for m in [m for m in self.members.values() if m.stage == lost]:
+            del self.members[m.identity]
+        proc = self.procs.get(lost)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for m in self.members.values():
+            if m.role is not None:
+                self.send(m, Message(Kind.RESET, "coordinator"))
+                m.role, m.ready, m.rejoining = None, False, True
+
+    def on_rejoin(self, member: Member, msg: Message) -> None:
+        member.hello = {**msg.meta, "key": msg.peer} if self.curve else dict(msg.meta)
+        member.rejoining = False
+        log.info("%s rejoined, inbox %s", member.describe(), msg.meta.get("endpoint"))
+        if not any(m.rejoining for m in self.members.values()):
+            parked, self.parked = self.parked, []
+            for identity, hello in parked:
+                self.on_hello(identity, hello)
 
     # -- shutdown ------------------------------------------------------------------------
     def stop(self, timeout: float = liveness.STOP_TIMEOUT_S) -> dict[int, dict]:

@@ -66,7 +66,7 @@ class Pipeline:
         split(x, y) -> {stage: arrays} says which stage gets which part of the batch (each time
         box its slice of the sequence); still one credit per batch.
         """
-        self.members.pump(lambda: self.in_flight < window)
+        self.members.pump(lambda: self.in_flight < window, None, f"a credit for {kind} batch {b}")
         for stage, arrays in split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
         self.in_flight += 1
@@ -120,6 +120,12 @@ class Pipeline:
 
     def on_state(self, member: Member, msg: Message) -> None:
         self.states[member.stage] = {k: a.copy() for k, a in msg.arrays.items()}
+
+    def reset(self) -> None:
+        """Forget the pipeline that was (a stage was lost): its credits, barriers, and the feeds to
+        inboxes that every worker replaces when it rejoins."""
+        self.close()
+        self.feeds, self.in_flight, self.synced, self.states = {}, 0, set(), {}
 
     def close(self) -> None:
         for sock in self.feeds.values():

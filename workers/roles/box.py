@@ -169,5 +169,9 @@ class TimeBoxWorker(Role):
         self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls)
         super().on_stop(msg, t)
 
-    def state(self) -> dict:
-        return self.box.state()
+    def numerics(self):
+        return self.box
+
+    def load_state(self, saved: dict) -> None:
+        super().load_state(saved)
+        self.trained = self.box.inflight.updates   # every batch so far made one update here

@@ -86,5 +86,5 @@ class ParamService(Role):
             self.flush_metrics()
             self.to_coordinator(Kind.SYNCED, msg.id)
 
-    def state(self) -> dict:
-        return self.store.params()
+    def numerics(self):
+        return self.store

@@ -12,6 +12,7 @@ from protocol.liveness import Liveness
 from protocol.sockets import make_socket, recv, send
 from protocol.wireconfig import WireConfig
 from workers.numerics.inflight import Batch, Fit
+from workers.numerics.snapshot import Stateful, restore
 from workers.runtime.clock import Clock
 
 # Kinds that travel the forward direction; a locked (backprop) stage defers them while it
@@ -46,12 +47,13 @@ class Role:
         self.liveness = Liveness(meta["heartbeat"])
         self.peers = {side: self._connect(ctx, peer, curve) for side, peer in meta["neighbours"].items() if peer}
         self.handlers: dict[Kind, callable] = {Kind.STOP: self.on_stop, Kind.SAVE: self.on_save,
-                                               Kind.HEARTBEAT: lambda msg, t: None}
+                                               Kind.RESET: self.on_reset, Kind.HEARTBEAT: lambda msg, t: None}
         self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
         self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
         self.clock = Clock()
         self.stopping = False
+        self.reset = False          # told to drop this role and rejoin (a stage was lost and replaced)
         self.records: list[dict] = []
         self.counters = {"bad_messages": 0, "duplicates": 0, "unexpected": 0}
         self.last_id: dict[tuple[str, str], int] = {}
@@ -162,8 +164,16 @@ class Role:
         self.clock.lap("compute")
 
     # -- control -------------------------------------------------------------------------
-    def state(self) -> dict:
+    def numerics(self) -> Stateful:
+        """The stage, time box or store whose full state a checkpoint holds."""
         raise NotImplementedError
+
+    def state(self) -> dict:
+        return self.numerics().state()
+
+    def load_state(self, saved: dict) -> None:
+        """Start from a checkpoint's state (sent with the assignment), before anything else arrives."""
+        restore(self.numerics(), saved, self.name)
 
     def on_save(self, msg: Message, t: float) -> None:
         self.to_coordinator(Kind.STATE, msg.id, meta=self.counters, arrays=self.state())
@@ -172,6 +182,11 @@ class Role:
         self.flush_metrics()
         self.to_coordinator(Kind.BYE, meta={**self.counters, "time_s": self.clock.report()})
         self.stopping = True
+
+    def on_reset(self, msg: Message, t: float) -> None:
+        # Nothing more is sent: what this role holds is newer than the checkpoint every stage
+        # restarts from, and its metrics records of those batches will be made again.
+        self.stopping = self.reset = True
 
     def close(self) -> None:
         for sock in self.peers.values():
