@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from coordinator.bench import relay as relay_module
+
 HEADER = struct.Struct("<Qdi")   # sequence number, send time (monotonic: one clock for the machine), payload size
 
 
@@ -94,6 +96,8 @@ def test_order_and_delay_under_load_both_ways():
     there, back, stats = both_ways(delay * 1e3, 2000)   # ~64 MB each way in a second
     assert len(there) == len(back) == 2000, "a checker failed: see its exception above"
     for d in (there, back):
+        # A valid bound: `sent` is read before the header enters the socket and `arrived` after it
+        # is read, so each delay measured contains the relay's own hold of the header's bytes.
         assert min(d) >= delay   # never released early
         assert np.percentile(d, 50) < delay + 0.005, np.percentile(d, 50)
     assert stats["connections"] == 1 and stats["bytes"] > 2 * 2000 * 16
@@ -129,3 +133,43 @@ def test_a_refused_target_closes_the_client():
         assert client.recv(1) == b""
     finally:
         assert stop_relay(relay)["refused"] == 1
+
+
+def test_a_pause_before_a_read_releases_nothing_early(monkeypatch):
+    """The relay loses the CPU just before each recv (as on a loaded machine) while bytes keep
+    arriving: a chunk must be timed from when it was read, whatever the loop knew of the time before."""
+    read = relay_module.Direction.read
+
+    def paused(self, *args):
+        time.sleep(0.003)
+        return read(self, *args)
+    monkeypatch.setattr(relay_module.Direction, "read", paused)
+    delay = 0.020
+    server = socket.create_server(("127.0.0.1", 0))
+    relay = relay_module.Relay([(("127.0.0.1", 0), server.getsockname())], delay)
+    loop = threading.Thread(target=relay.run, daemon=True)
+    loop.start()
+    try:
+        client = socket.create_connection(relay_module.address(relay.addresses()[0]))
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inner, _ = server.accept()
+        inner.settimeout(10)
+
+        def send():
+            for _ in range(200):
+                client.sendall(struct.pack("<d", time.monotonic()))
+                time.sleep(0.0007)
+        sender = threading.Thread(target=send)
+        sender.start()
+        delays = []
+        for _ in range(200):
+            sent, = struct.unpack("<d", read_exact(inner, 8))
+            delays.append(time.monotonic() - sent)
+        sender.join(10)
+        client.close()
+        inner.close()
+    finally:
+        relay.stopping = True
+        loop.join(5)
+        server.close()
+    assert min(delays) >= delay, min(delays)

@@ -41,7 +41,7 @@ class Direction:
         self.eof = self.shut = self.broken = False
         self.started = False   # the head chunk is partly sent (its lateness is counted once)
 
-    def read(self, now: float) -> None:
+    def read(self) -> None:
         try:
             data = self.src.recv(CHUNK)
         except BlockingIOError:
@@ -51,7 +51,10 @@ class Direction:
         if not data:
             self.eof = True
             return
-        self.queue.append((now + self.delay, memoryview(data)))
+        # The clock is read after recv returns, never before: recv takes whatever has arrived by the
+        # time it runs, so a time taken earlier (say before a preemption) can predate the chunk's
+        # last bytes, and they would be released that much before their delay was up.
+        self.queue.append((time.monotonic() + self.delay, memoryview(data)))
         self.held += len(data)
         self.stats["bytes"] += len(data)
         self.stats["chunks"] += 1
@@ -169,7 +172,7 @@ class Relay:
             elif fd in self.pairs:
                 out, _ = self.pairs[fd]
                 if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                    out.read(time.monotonic())
+                    out.read()
 
     def run(self) -> dict:
         while not self.stopping:
