@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 2's figures: 20 epochs of MNIST 784-256-256-10, batch 128, in each mode, one after
+# Issue 2's figures (issue 10: every mode at the defaults): 20 epochs of MNIST 784-256-256-10, batch 128, in each mode, one after
 # another on this machine, then single-process numpy backprop speed measured right after.
 # usage: bash benchmarks/mnist_accuracy.sh [DATA_DIR] [OUT_DIR]
 set -euo pipefail
@@ -9,9 +9,9 @@ OUT=${2:-runs/mnist20}
 DNI=${DNI:-.venv/bin/dni}
 PY=${PY:-.venv/bin/python}
 common=(--data "$DATA" --epochs 20 --hidden 256,256 --batch-size 128 --no-progress)
-$DNI run "${common[@]}" --mode backprop --optimizer sgd --lr 0.03 --out "$OUT/backprop"
+$DNI run "${common[@]}" --mode backprop --out "$OUT/backprop"
 $DNI run "${common[@]}" --mode cdni --out "$OUT/cdni"
-$DNI run "${common[@]}" --mode dni --synth-hidden 1024 --synth-lr 3e-6 --window 1 --out "$OUT/dni"
+$DNI run "${common[@]}" --mode dni --out "$OUT/dni"
 for threads in 1 2; do
   OPENBLAS_NUM_THREADS=$threads $PY benchmarks/reference_speed.py "$DATA" backprop > "$OUT/reference-$threads.json"
 done

@@ -22,11 +22,11 @@ DNI = [sys.executable, "-m", "coordinator", "run", "--model", "rnn", "--no-progr
 
 # The seed task: the digits 0 and 1 through 4 tanh boxes of 1 step, linear synthesizers (Adam).
 SEED_TASK = ["--boxes", "4", "--steps-per-box", "1", "--cell", "tanh", "--units", "128", "--mode", "dni",
-             "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "3"]
+             "--lr", "1e-3", "--epochs", "3"]
 SEQ_MNIST = ["--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--cell", "lstm", "--units", "128",
-             "--lr", "1e-3", "--synth-lr", "1e-4", "--epochs", "10"]
+             "--lr", "1e-3", "--epochs", "10"]
 COPY = ["--task", "copy", "--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "3e-3",
-        "--synth-lr", "1e-3", "--schedule", "constant", "--copy-batches", "100", "--epochs", "50"]
+        "--schedule", "constant", "--copy-batches", "100", "--epochs", "50"]
 COPY_PLAN = {2: 10, 4: 21}   # box length T -> the longest length the boxes are sized for (K = ceil((2L+1)/T))
 
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coordinator import checkpoint, config, plans, security, slurm
+from coordinator import checkpoint, config, plans, runplot, security, slurm
 from coordinator.bench import cli as bench
 from coordinator.control import WorkerLost
 from coordinator.data import DataError
@@ -105,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="MNIST directory (default: the one the run used)")
     ev.set_defaults(func=cmd_eval)
     bench.add_parser(sub)
+    runplot.add_parser(sub)
     slurm.add_parser(sub)
     return p
 

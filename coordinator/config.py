@@ -27,8 +27,10 @@ class Config:
     optimizer: str = opt("adam", "sgd (momentum 0.9) | adam, for the layers")
     lr: float = opt(1e-3, "learning rate of the layers")
     schedule: str = opt("cosine", "layers' rate over the run: constant | cosine (annealed to 0)")
-    synth_hidden: int = opt(0, "synthesizer hidden units (0 = linear, as in the paper)")
-    synth_lr: float = opt(1e-5, "Adam rate of the synthesizers (their targets are tiny batch-mean gradients: keep it low)")
+    synth_hidden: int = opt(0, "synthesizer hidden units: 0 = linear (as in the paper); N = N fixed random ReLU "
+                               "features of h with a learned linear readout")
+    synth_lr: float = opt(0.3, "Adam rate of every synthesizer; its targets are per-example gradients normalised "
+                               "to unit RMS, so this is a relative step and one value serves every model and task")
     # recurrent networks in time boxes (--model rnn; see coordinator/plans/recurrent.py)
     model: str = opt("ff", "ff (a process per layer) | rnn (a process per time box)")
     task: str = opt("mnist01", "rnn: mnist01 | mnist01-chunks | seqmnist | copy")

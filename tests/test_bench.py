@@ -30,7 +30,7 @@ def check_targets(targets: list) -> None:
     for t in targets:
         assert set(t) == {"name", "value", "op", "limit", "pass"} and t["op"] in ("<=", ">=")
         # Microseconds added to raw pyzmq can be negative (ours was the faster that run); ratios cannot.
-        assert math.isfinite(t["value"]) and ("added" in t["name"] or t["value"] > 0), t
+        assert math.isfinite(t["value"]) and ("added" in t["name"] or "learn" in t["name"] or t["value"] > 0), t
         assert t["pass"] == (t["value"] <= t["limit"] if t["op"] == "<=" else t["value"] >= t["limit"])
 
 
@@ -57,6 +57,9 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
                                                                   ("dni", 2), ("dni", 3)]
     for run in r["runs"]:
         assert run["steps"] == 40 and run["samples_per_second"] > 0 and run["train_seconds"] > 0
+        ln = run["learning"]   # every timed configuration says whether it learns
+        assert ln["loss_start"] > 0 and ln["loss_end"] > 0 and 0 <= ln["held_out_accuracy"] <= 1
+        assert ln["learns"] == (ln["loss_end"] <= 0.75 * ln["loss_start"] and ln["held_out_accuracy"] >= 2 * ln["chance"])
         cpu = run["cpu_ms_per_batch"]
         assert cpu["workers"] > 0 and cpu["coordinator"] > 0 and cpu["arithmetic"] > 0 and cpu["messaging"] > 0
         assert cpu["arithmetic"] + cpu["messaging"] + cpu["threads"] == pytest.approx(cpu["workers"])

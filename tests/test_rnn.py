@@ -46,7 +46,7 @@ def test_dni_time_boxes_learn_mnist01_within_the_staleness_bound(mnist, tmp_path
     """A short real run: 4 box processes in dni mode clear 98%; the service kept every read within the bound."""
     bound = 2
     summary = rnn_run(tmp_path, "--data", str(mnist), "--task", "mnist01", "--mode", "dni", "--boxes", "4",
-                      "--epochs", "1", "--lr", "1e-3", "--synth-lr", "1e-4", "--max-staleness", str(bound),
+                      "--epochs", "1", "--lr", "1e-3", "--max-staleness", str(bound),
                       "--log-every", "10")
     assert summary["test_accuracy"] >= 0.98, summary["test_accuracy"]
     assert summary["dataset"] == "mnist-01" and summary["boxes"] == 4

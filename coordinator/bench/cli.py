@@ -44,11 +44,21 @@ def add_parser(sub) -> None:
     tr.add_argument("--stream", type=int, default=4000, help="messages streamed per size and path (fewer for big ones)")
     from coordinator.bench import netcli
     net = netcli.add_parser(kinds)
+    sw = kinds.add_parser("sweep", help="choose defaults: a grid of runs in one process, scored on a validation split",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from coordinator.bench.sweep import add_arguments as sweep_arguments
+    sweep_arguments(sw)
+    sw.set_defaults(func=cmd_sweep)
     for p in (lat, tr, net):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
     bench.set_defaults(func=cmd_bench)
+
+
+def cmd_sweep(args) -> int:
+    from coordinator.bench import sweep
+    return sweep.run(args)
 
 
 def cmd_bench(args) -> int:

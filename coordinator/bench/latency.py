@@ -32,7 +32,26 @@ def config(mode: str, depth: int, width: int, batch: int, window: int, seed: int
 
 def task(width: int, batch: int, steps: int, seed: int) -> Dataset:
     """The generated task with `width` input features, so every hidden stage does the same work."""
-    return generated_task(seed=seed, n_train=steps * batch, n_test=batch, n_features=width)
+    return generated_task(seed=seed, n_train=steps * batch, n_test=HELD_OUT, n_features=width)
+
+
+HELD_OUT = 2000          # held-out examples each timed configuration is scored on
+LEARNS = {"loss_ratio": 0.75, "accuracy_over_chance": 2.0}   # both must hold, or the run is flagged
+
+
+def learning(run_dir: Path, depth: int, summary: dict, n_classes: int, k: int = 20) -> dict:
+    """Training loss over the first and last k batches (the head's), held-out accuracy, and whether it learnt."""
+    losses = []
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["stage"] == depth and "loss" in rec:
+                losses.append((rec["step"], rec["loss"]))
+    losses = [v for _, v in sorted(losses)]
+    start, end = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
+    acc = summary["test_accuracy"]
+    learns = bool(end <= LEARNS["loss_ratio"] * start and acc >= LEARNS["accuracy_over_chance"] / n_classes)
+    return {"loss_start": start, "loss_end": end, "held_out_accuracy": acc, "chance": 1 / n_classes, "learns": learns}
 
 
 def stage_latencies(run_dir: Path, warmup: int) -> dict[int, list[float]]:
@@ -76,7 +95,7 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
                                  "arithmetic": arithmetic * per_batch, "messaging": messaging * per_batch,
                                  "threads": (worker_cpu - arithmetic - messaging) * per_batch},
             "page_faults_per_batch": sum(s["time_s"]["page_faults"] for s in stages) / summary["steps"],
-            "stages": stages}
+            "learning": learning(out, depth, summary, data.n_classes), "stages": stages}
 
 
 def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
@@ -163,6 +182,9 @@ def targets(result: dict) -> list[dict]:
         out += [report.target(f"dni stage-1 p50 growth {lo} -> {hi} stages", p50("dni", hi) / p50("dni", lo), "<=", 2.0),
                 report.target(f"backprop stage-1 p50 growth {lo} -> {hi} stages",
                              p50("backprop", hi) / p50("backprop", lo), ">=", 3.0)]
+    stuck = [f"{r['mode']} at {r['depth']}" for r in result["runs"] if not r["learning"]["learns"]]
+    out += [report.target("fraction of timed configurations that learn" + (f" (not: {', '.join(stuck)})" if stuck else ""),
+                          1 - len(stuck) / len(result["runs"]), ">=", 1.0)]
     out += [report.target(f"backprop / dni stage-1 p50 at {hi} stages", p50("backprop", hi) / p50("dni", hi), ">=", 3.0),
             report.target(f"{result['throughput']['depth']}-stage dni samples/s / 2-core ideal",
                          result["throughput"]["fraction_of_ideal"], ">=", 0.85)]
@@ -179,7 +201,8 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
     p = {"depths": depths, "width": width, "batch": batch, "steps": steps, "warmup": warmup, "window": window,
          "throughput_depth": throughput_depth, "repeats": repeats, "seed": seed,
          "optimizer": Config.optimizer, "lr": Config.lr,
-         "synthesizer": f"{Config.synth_hidden}-unit MLP" if Config.synth_hidden else "linear"}
+         "synthesizer": (lambda h: f"{h}-unit MLP" if h else "linear")(Config(mode="dni").validate().synth_hidden),
+         "learns_if": LEARNS}
     result = {"bench": "latency", "machine": report.machine(), "params": p}
     print(report.describe(result["machine"]))
     data = task(width, batch, steps, seed)
@@ -205,6 +228,10 @@ def print_run(r: dict) -> None:
     print(f"  CPU per batch {cpu['workers'] + cpu['coordinator']:.2f} ms: arithmetic {cpu['arithmetic']:.2f}, "
           f"messaging in the workers' loops {cpu['messaging']:.2f}, their ZeroMQ/pyzmq threads {cpu['threads']:.2f}, "
           f"coordinator {cpu['coordinator']:.2f}")
+    ln = r["learning"]
+    print(f"  training loss {ln['loss_start']:.3f} -> {ln['loss_end']:.3f}, held-out accuracy "
+          f"{ln['held_out_accuracy']:.1%} (chance {ln['chance']:.0%}): "
+          + ("learns" if ln["learns"] else "DOES NOT LEARN: its latency figures are of a network that does not train"))
     print("  stage  p50 ms   p99 ms  | " + " ".join(f"{c:>7s}" for c in (*CATEGORIES, "blocked")))
     for s in r["stages"]:
         lat, frac = s["latency_ms"], s["time_fraction"]

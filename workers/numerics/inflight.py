@@ -48,17 +48,12 @@ class InFlight:
     at its update; with one, when its target arrives and M is fitted to it.
     """
 
-    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None,
-                 per_example: bool = False):
-        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels.
-
-        per_example: M is fitted to B times the target (the gradient of the summed loss, not the mean's).
-        """
+    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None):
+        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels."""
         self.synth: Synthesizer | None = None
         if rng is not None:
             self.synth = Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
             self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
-        self.per_example = per_example
         self.batches: OrderedDict[int, Batch] = OrderedDict()
         self.capacity = cfg.cache
         self.updates = 0
@@ -82,9 +77,9 @@ class InFlight:
             self.evicted += 1
 
     def predict(self, b: int) -> np.ndarray:
-        """ĝ = M(h_b) (cDNI: M(h_b, y_b)), kept to score against b's target when it arrives."""
+        """ĝ, the synthetic gradient M gives for h_b (cDNI: and y_b), kept to score against b's target when it arrives."""
         batch = self.batches[b]
-        batch.g_hat = self.synth.predict(batch.h, batch.y if self.synth.conditioned else None)
+        batch.g_hat = self.synth.gradient(batch.h, batch.y if self.synth.conditioned else None)
         return batch.g_hat
 
     def updated(self, b: int) -> Batch:
@@ -103,20 +98,23 @@ class InFlight:
         if batch is None:
             return None
         y = batch.y if self.synth.conditioned else None
-        # Per-example units (time boxes): Adam's steps do not shrink with the gradient, and would
-        # bury targets of the mean loss's size (~1e-4 and below) in noise of the size of the rate.
-        loss, grads = self.synth.loss_and_grads(batch.h, y, target * len(target) if self.per_example else target)
+        # M works in normalised per-example units (workers/numerics/synthesizers.py): Adam's steps do
+        # not shrink with the gradient, and would bury targets of the mean loss's size (~1e-4 and
+        # below) in noise of the size of the rate.
+        loss, grads = self.synth.fit_grads(batch.h, y, target)
         self.synth_opt.step(self.synth.params, grads)
         return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
 
     def state(self) -> dict[str, np.ndarray]:
-        """M and its optimizer, and the update count (the owner's schedule position); never the
+        """M, its optimizer and its targets' running scale, and the update count (the owner's schedule position); never the
         batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
-        synth = join(synth=self.synth.params, synth_opt=self.synth_opt.state()) if self.synth is not None else {}
+        synth = join(synth=self.synth.params, synth_opt=self.synth_opt.state(),
+                     synth_scale=self.synth.scale_state()) if self.synth is not None else {}
         return {**synth, "updates": counter(self.updates)}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         if self.synth is not None:
             copy_into(self.synth.params, part(saved, "synth"))
             self.synth_opt.load_state(part(saved, "synth_opt"))
+            self.synth.load_scale_state(part(saved, "synth_scale"))
         self.updates = int(saved["updates"])

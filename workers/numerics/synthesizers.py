@@ -1,9 +1,25 @@
-"""Synthetic-gradient models M(h) and, conditioned on the label (cDNI), M(h, y)."""
+"""Synthetic-gradient models M(h) and, conditioned on the label (cDNI), M(h, y).
+
+The convention, the same for every synthesizer (feed-forward stages and recurrent boxes):
+M predicts the per-example gradient (B times the gradient of the batch-mean loss, so the
+batch size drops out), divided by sigma, a running RMS of its targets' elements. M's outputs
+and its regression targets are therefore O(1) whatever the task, depth, width, batch size or
+stage of training, and Adam's rate on M is a relative step: one --synth-lr serves every model.
+M also sees its input normalised (h over the batch's RMS row norm), so that step means the
+same for the linear map as for the biases whatever the width and the activations' scale.
+"""
 import numpy as np
+
+# An MLP synthesizer's hidden layer is fixed random ReLU features of h; only the readout learns.
+# Trained at the readout's rate, the hidden layer thrashed (dni on MNIST fell to 10-64%,
+# docs/defaults.md); the old batch-mean convention had left it frozen in effect (Adam steps of
+# ~1e-4 of its weights' size).
+FIXED_FEATURES = True
+SCALE_DECAY = 0.99  # the running mean square of the targets forgets over ~100 batches
 
 
 class Synthesizer:
-    """Predicts dL/dh from h (and y): linear, or one ReLU hidden layer; output zero-initialised.
+    """Predicts dL/dh from h (and y): linear, or one fixed random ReLU hidden layer; output zero-initialised.
 
     The zero output layer makes training start as if the gradient were 0, as in the paper.
     The label enters as a learned per-class bias, which equals a linear map of onehot(y)
@@ -12,6 +28,7 @@ class Synthesizer:
 
     def __init__(self, n: int, rng: np.random.Generator, n_classes: int = 0, hidden: int = 0, dtype=np.float32):
         self.conditioned, self.hidden = n_classes > 0, hidden
+        self.mean_square = 0.0  # running mean square of the per-example targets' elements (0: none seen yet)
         n_last = hidden or n
         self.params = {"A": np.zeros((n_last, n), dtype), "c": np.zeros(n, dtype)}
         if hidden:
@@ -24,26 +41,72 @@ class Synthesizer:
                                 (rng.standard_normal((n_classes, hidden)) * 0.1).astype(dtype))
 
     def _hidden(self, h: np.ndarray, y) -> np.ndarray:
-        z = h @ self.params["U"]
+        z = h @ self.params["U"]  # h: the normalised input
         z += self.params["d"]
         if self.conditioned:
             z += self.params["E"][y]
         return np.maximum(z, 0, out=z)
 
-    def _forward(self, h: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
-        a = self._hidden(h, y) if self.hidden else h
+    def _forward(self, h: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M(h, y), the readout's input, the normalised input x).
+
+        M sees x = h / sqrt(mean_rows ||h||^2), rows of unit norm on average (a per-batch
+        scalar), so Adam's step on A moves the output as much as its step on the biases does,
+        whatever the width and the activations' scale.
+        """
+        rms_row = float(np.sqrt(np.einsum("ij,ij->", h, h, dtype=np.float64) / len(h)))
+        x = h * h.dtype.type(1.0 / max(rms_row, 1e-12))  # a new array, h's dtype
+        a = self._hidden(x, y) if self.hidden else x
         g = a @ self.params["A"]
         g += self.params["c"]
         if self.conditioned and not self.hidden:
             g += self.params["E"][y]
-        return g, a
+        return g, a, x
 
     def predict(self, h: np.ndarray, y=None) -> np.ndarray:
+        """M's raw output, in normalised per-example units."""
         return self._forward(h, y)[0]
+
+    @property
+    def sigma(self) -> float:
+        return float(np.sqrt(self.mean_square)) if self.mean_square > 0 else 1.0
+
+    def gradient(self, h: np.ndarray, y=None) -> np.ndarray:
+        """The synthetic gradient of the batch-mean loss: sigma * M(h, y) / B."""
+        g = self.predict(h, y)
+        g *= self.sigma / len(h)
+        return g
+
+    def normalised_target(self, target: np.ndarray) -> np.ndarray:
+        """Per-example, scale-free target B * target / sigma, after updating sigma with this batch's targets.
+
+        target is a gradient of the batch-mean loss (dL/dh of a batch of B rows).
+        """
+        per_example = target * len(target)  # a new array: target may be a read-only wire buffer
+        ms = float(np.mean(np.square(per_example, dtype=np.float64)))
+        self.mean_square = ms if self.mean_square == 0 else SCALE_DECAY * self.mean_square + (1 - SCALE_DECAY) * ms
+        per_example *= 1.0 / self.sigma
+        return per_example
+
+    def scale_state(self) -> dict[str, np.ndarray]:
+        """The running mean square of the targets, training state like the parameters (a fresh 0-d array)."""
+        return {"mean_square": np.array(self.mean_square, np.float64)}
+
+    def load_scale_state(self, saved: dict[str, np.ndarray]) -> None:
+        self.mean_square = float(saved["mean_square"])
+
+    def fit_grads(self, h: np.ndarray, y, target: np.ndarray):
+        """(loss, grads) of M regressed on the normalised target; the loss is per element
+        (0.5 = no better than predicting zero), so it reads the same for every task."""
+        loss, grads = self.loss_and_grads(h, y, self.normalised_target(target))
+        if self.hidden and FIXED_FEATURES:
+            for k in ("U", "d", "E") if self.conditioned else ("U", "d"):
+                del grads[k]
+        return loss / h.shape[1], grads
 
     def loss_and_grads(self, h: np.ndarray, y, target: np.ndarray):
         """Regression of M(h, y) onto the bootstrapped target: 0.5 * mean_rows ||M - target||^2."""
-        g, a = self._forward(h, y)
+        g, a, x = self._forward(h, y)
         err = g - target
         n = len(h)
         loss = 0.5 * float(np.einsum("ij,ij->", err, err)) / n
@@ -54,7 +117,7 @@ class Synthesizer:
         if self.hidden:
             da = err @ self.params["A"].T
             da *= a > 0
-            grads["U"], grads["d"] = h.T @ da, da.sum(axis=0)
+            grads["U"], grads["d"] = x.T @ da, da.sum(axis=0)
             if self.conditioned:
                 grads["E"] = _per_class_sum(da, y, self.params["E"].shape[0])
         return loss, grads

@@ -107,7 +107,7 @@ class TimeBox:
         # The last box's future gradient is exactly zero (the sequence ends): it needs no synthesizer.
         learns = self.mode in ("dni", "cdni") and not self.last
         self.inflight = InFlight(cfg, self.cell.state_size, cfg.n_classes,
-                                 np.random.default_rng([cfg.seed, index, 1]) if learns else None, per_example=True)
+                                 np.random.default_rng([cfg.seed, index, 1]) if learns else None)
         self.synth_scale = cfg.synth_scale
 
     def params(self) -> dict[str, np.ndarray]:
@@ -163,8 +163,7 @@ class TimeBox:
         """
         if not self.inflight.learns:
             return None
-        g_hat = self.inflight.predict(b)
-        return g_hat * (self.synth_scale / len(g_hat))
+        return self.inflight.predict(b) * self.synth_scale
 
     def bptt(self, b: int, d_last: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """BPTT through the box seeded with d_last: (gradients by wire name, dL/dstate0 or None for box 1).

@@ -1,0 +1,60 @@
+"""The tables of docs/defaults.md: real multi-process `dni run`s at the defaults, one at a time.
+
+usage: python benchmarks/defaults_tables.py depth|harder [--quick] [--out runs/defaults]
+  depth:  backprop, cdni and dni at 3, 4 and 6 stages (2, 3, 5 hidden layers of 256), MNIST, 20 epochs
+  harder: backprop and cdni on the tasks `python -m coordinator.bench.tasks` writes (20 epochs)
+Each run is `dni run --data DIR --mode M --hidden H --epochs E --out OUT/...` and nothing else:
+the defaults are what is measured. Writes OUT/<table>.json and prints a markdown table.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def runs(table: str, quick: bool, out: Path, tasks: Path):
+    epochs = "1" if quick else "20"
+    if table == "depth":
+        for stages in (3, 4, 6):
+            for mode in ("backprop", "cdni", "dni"):
+                yield f"{mode}-{stages}", MNIST, mode, ",".join(["256"] * (stages - 1)), epochs
+    else:
+        for task in ("mnist-rot", "mnist-pairs"):
+            for mode in ("backprop", "cdni"):
+                yield f"{task}-{mode}", tasks / task, mode, "256,256", epochs
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("table", choices=("depth", "harder"))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="runs/defaults")
+    p.add_argument("--tasks", default="runs/tasks", help="where coordinator.bench.tasks wrote the harder tasks")
+    a = p.parse_args()
+    out = Path(a.out)
+    rows = []
+    for name, data, mode, hidden, epochs in runs(a.table, a.quick, out, Path(a.tasks)):
+        cmd = [sys.executable, "-m", "coordinator", "run", "--data", str(data), "--mode", mode, "--hidden", hidden,
+               "--epochs", epochs, "--out", str(out / name), "--no-progress"]
+        print("$ dni " + " ".join(cmd[3:]), flush=True)
+        if not (out / name / "summary.json").exists():   # a table resumes: finished runs are read back
+            subprocess.run(["nice", "-n", "10", *cmd], env=ENV, check=True, stdout=subprocess.DEVNULL)
+        s = json.loads((out / name / "summary.json").read_text())
+        rows.append({"name": name, "data": str(data), "mode": mode, "stages": s["stages"], "dataset": s["dataset"],
+                     "test_accuracy": s["test_accuracy"], "samples_per_second": s["samples_per_second"],
+                     "stage1_p50_ms": s["update_latency_ms"]["1"]["p50"], "train_seconds": s["train_seconds"],
+                     "synth_cosine": s.get("synth_cosine", {})})
+        r = rows[-1]
+        print(f"| {r['dataset']} | {mode} | {r['stages']} | {100 * r['test_accuracy']:.2f}% | "
+              f"{r['samples_per_second']:,.0f} | {r['stage1_p50_ms']:.2f} ms |", flush=True)
+        (out / f"{a.table}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Harder tasks made from MNIST, written as MNIST-layout IDX directories that `dni run --data` reads.
+
+    python -m coordinator.bench.tasks OUT_DIR [--mnist DIR]   # writes OUT_DIR/mnist-rot, OUT_DIR/mnist-pairs
+
+- mnist-rot: every digit rotated by a uniform random angle in [0, 360) degrees (bilinear), the
+  recipe of the MNIST-rotation benchmark regenerated here. An MLP has no rotation invariance, so
+  each class becomes a much wider, overlapping set of pixel patterns (6 and 9 collide).
+- mnist-pairs: two digits shrunk to 14x14 side by side (rows 7-20), labelled (a + b) mod 10.
+  The label is a function of both digits that no single one determines, so the net must
+  recognise two digits and combine them: the gradient at a hidden layer depends on both.
+Train images come only from MNIST's training set and test images only from its test set.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from coordinator.data import load_mnist
+
+
+def write_idx(path: Path, a: np.ndarray) -> None:
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, a.ndim]) + np.array(a.shape, dtype=">u4").tobytes()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(header + a.tobytes())
+    tmp.replace(path)
+
+
+def rotate(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Bilinear rotation of (n, 28, 28) float images about their centre."""
+    n = len(images)
+    c = 13.5
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32) - c
+    cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+    sx = cos * xx + sin * yy + c          # source coordinates of each output pixel
+    sy = -sin * xx + cos * yy + c
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    fx, fy = sx - x0, sy - y0
+    out = np.zeros((n, 28, 28), np.float32)
+    idx = np.arange(n)[:, None, None]
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < 28) & (yi >= 0) & (yi < 28)
+        out += np.where(ok, images[idx, np.clip(yi, 0, 27), np.clip(xi, 0, 27)], 0) * w
+    return out
+
+
+def pairs(images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator):
+    small = images.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))  # 28x28 -> 14x14
+    a, b = rng.integers(0, len(images), n), rng.integers(0, len(images), n)
+    out = np.zeros((n, 28, 28), np.float32)
+    out[:, 7:21, :14], out[:, 7:21, 14:] = small[a], small[b]
+    return out, (labels[a] + labels[b]) % 10
+
+
+def make(out: Path, mnist: Path, seed: int = 0) -> None:
+    d = load_mnist(mnist)
+    rng = np.random.default_rng(seed)
+    splits = {"train": (d.x_train.reshape(-1, 28, 28), d.y_train), "t10k": (d.x_test.reshape(-1, 28, 28), d.y_test)}
+    for task in ("mnist-rot", "mnist-pairs"):
+        (out / task).mkdir(parents=True, exist_ok=True)
+        for split, (x, y) in splits.items():
+            if task == "mnist-rot":
+                img, lab = rotate(x, rng.uniform(0, 2 * np.pi, len(x)).astype(np.float32)), y
+            else:
+                img, lab = pairs(x, y, len(x), rng)
+            write_idx(out / task / f"{split}-images-idx3-ubyte", np.clip(np.rint(img * 255), 0, 255))
+            write_idx(out / task / f"{split}-labels-idx1-ubyte", lab)
+        print(f"wrote {out / task}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m coordinator.bench.tasks", description=__doc__.splitlines()[0])
+    p.add_argument("out", help="directory to write mnist-rot/ and mnist-pairs/ into")
+    p.add_argument("--mnist", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"))
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    make(Path(a.out), Path(a.mnist), a.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
