@@ -14,11 +14,21 @@ from coordinator.plans import Plan
 from protocol import liveness
 
 log = logging.getLogger("dni")
+# What a run leaves in its directory: any of them there means the directory holds a run.
+RUN_FILES = ("metrics.jsonl", "summary.json", checkpoint.MODEL_FILE, "config.json")
 
 
 def run_dir_for(cfg: config.Config) -> Path:
+    """The run directory, made; one that holds a run already is refused unless the user says to reuse it."""
     path = Path(cfg.out or f"runs/{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:   # a file there, or on the way there; no permission
+        raise config.ConfigError(f"--out {path}: cannot make the run directory ({exc.strerror})") from None
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    if held and not (cfg.overwrite or getattr(cfg, "resume", False)):
+        raise config.ConfigError(f"--out {path} already holds a run ({held[0]}): give another --out, "
+                                 "or --overwrite to replace it")
     return path
 
 
@@ -33,7 +43,8 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None) -
     progress = Progress(cfg.progress, plan.total_steps)
     ctx = zmq.Context()
     members = Membership(ctx, bind, n_workers, cfg.heartbeat, curve=curve)
-    pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done)
+    pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done, path=plan.path(),
+                    max_records=plan.wire.log_every, stall=cfg.stall_timeout)
     procs = {}
     try:
         if spawn_local:
@@ -43,6 +54,7 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None) -
         members.assign(plan.roles(), plan.wire.to_meta(), plan.links())
         summary = epochs.train(plan, pipe, run_dir, metrics, progress)
         summary["workers"] = {str(k): v for k, v in members.stop().items()}
+        summary["dropped"] = dict(members.drops.counts)   # by the coordinator; each worker's are in its own
         checkpoint.write_json(run_dir / "summary.json", summary)
         summary["run_dir"] = str(run_dir)
         return summary

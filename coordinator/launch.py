@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from protocol import liveness
 
@@ -21,16 +23,29 @@ def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
 
 
 def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S) -> None:
-    """Wait for children to exit; terminate, then kill, whatever lingers. Never leaves an orphan."""
+    """Wait for children to exit; terminate, then kill, whatever lingers. Never leaves an orphan.
+
+    All at once, on one deadline: a stuck worker costs the timeout once, not once per worker.
+    """
     procs = list(procs)
+    for grace, stop in ((timeout, terminate), (liveness.KILL_TIMEOUT_S, kill)):
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                pass
+        procs = [p for p in procs if p.poll() is None]
+        for p in procs:
+            stop(p)
     for p in procs:
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(liveness.KILL_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        p.wait()
+
+
+def terminate(p: subprocess.Popen) -> None:
+    p.terminate()
+    p.send_signal(signal.SIGCONT)   # a stopped (SIGSTOP) process acts on SIGTERM only once continued
+
+
+def kill(p: subprocess.Popen) -> None:
+    p.kill()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -11,9 +11,11 @@ import zmq
 
 from protocol import Kind, Message, ProtocolError, VersionMismatch, liveness
 from protocol.auth import Gate
+from protocol.drops import Drops, RateLimited, quote
+from protocol.kinds import DATA
 from protocol.liveness import Liveness
-from protocol.roles import title
-from protocol.sockets import make_socket, recv, send
+from protocol.roles import title, worker_name
+from protocol.sockets import endpoint_fault, make_socket, recv, send
 
 log = logging.getLogger("dni.coordinator")
 
@@ -22,6 +24,10 @@ Handler = Callable[["Member", Message], None]
 
 class WorkerLost(RuntimeError):
     """A worker died or went silent; the message names its stage and host."""
+
+
+class WorkerFailed(WorkerLost):
+    """A worker gave up (it says why), or reported what must stop the run."""
 
 
 @dataclass
@@ -34,6 +40,7 @@ class Member:
     bye: dict | None = None
     proc: object = None          # the local Popen, when this process launched it
     role: str | None = None      # once assigned
+    seen: dict = field(default_factory=dict)   # data kind -> the last id it took, from its heartbeats
 
     def describe(self) -> str:
         # Hostnames repeat (containers, namespaces); the address the worker advertised does not.
@@ -70,7 +77,9 @@ class Membership:
         self.members: dict[bytes, Member] = {}
         self.procs: dict[int, object] = {}     # stage -> local Popen, for fast death detection
         self.handlers: dict[Kind, Handler] = {Kind.READY: self.on_ready, Kind.BYE: self.on_bye,
-                                              Kind.HEARTBEAT: lambda member, msg: None}
+                                              Kind.HEARTBEAT: self.on_heartbeat}
+        self.drops = Drops(log)              # every message dropped, by reason; in the summary
+        self.refusals = RateLimited(log)
 
     def handle(self, handlers: dict[Kind, Handler]) -> None:
         """Route these kinds, from registered workers, to these handlers."""
@@ -101,17 +110,26 @@ class Membership:
         except VersionMismatch as exc:
             return self.refuse(exc.identity, str(exc))
         except ProtocolError as exc:
-            log.warning("dropped a malformed control message: %s", exc)
-            return
+            return self.drops("malformed", str(exc))
         member = self.members.get(identity)
         if member is None:
             if msg.kind == Kind.HELLO:  # from a stranger; anything else is a refused worker still talking
-                self.on_hello(identity, msg)
-            return
+                return self.on_hello(identity, msg)
+            return self.drops("not from a member", f"{msg.kind} from {quote(msg.src)}")
+        if self.curve is not None and msg.peer != member.hello["key"]:
+            return self.drops("not from the key the member joined with", f"{msg.kind} from {member.describe()}")
         member.liveness.on_heard()
         handler = self.handlers.get(msg.kind)
-        if handler is not None:
-            handler(member, msg)
+        if handler is None:
+            why = "a data kind on the control socket" if msg.kind in DATA else "not a kind the coordinator takes"
+            return self.drops(why, f"{msg.kind} from {member.describe()}")
+        handler(member, msg)
+
+    def on_heartbeat(self, member: Member, msg: Message) -> None:
+        seen = msg.meta.get("seen", {})
+        # Progress per data kind, kept only if it is what a worker sends: a few kinds, integer ids.
+        if len(seen) <= len(DATA) and all(k in DATA and type(v) is int for k, v in seen.items()):
+            member.seen = seen
 
     def check_liveness(self) -> None:
         for m in list(self.members.values()):
@@ -137,19 +155,23 @@ class Membership:
             self.send(m, Message(Kind.HEARTBEAT, "coordinator"))
 
     def send(self, member: Member, msg: Message) -> None:
+        # Never blocks: a worker that does not read its queue gets nothing more, and its silence
+        # soon names it dead; meanwhile the coordinator serves everyone else.
         try:
-            send(self.control, msg, member.identity)
+            send(self.control, msg, member.identity, block=False)
+        except zmq.Again:
+            return self.drops("not sent: the peer does not read", f"{msg.kind} to {member.describe()}")
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the peer is gone
             raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})") from None
         member.liveness.on_spoke()
 
     # -- admission -----------------------------------------------------------------------
     def refuse(self, identity: bytes, reason: str) -> None:
-        log.warning("refused a worker: %s", reason)
-        try:
-            send(self.control, Message(Kind.REFUSE, "coordinator", -1, {"reason": reason}), identity)
+        self.refusals.warning("refused", "refused a worker: %s", reason)
+        try:  # never blocks: a client that sends and never reads must not freeze the coordinator
+            send(self.control, Message(Kind.REFUSE, "coordinator", -1, {"reason": reason}), identity, block=False)
         except zmq.ZMQError:
-            pass
+            self.drops("refusal not sent: the peer does not read")
 
     def on_hello(self, identity: bytes, msg: Message) -> None:
         if self.curve:
@@ -161,8 +183,8 @@ class Membership:
             return self.refuse(identity, "the run already has all its workers")
         if want is not None and (not isinstance(want, int) or not 1 <= want <= self.n_workers or want in taken):
             return self.refuse(identity, f"stage {want!r} is not free (stages 1..{self.n_workers})")
-        if not isinstance(msg.meta.get("endpoint"), str):
-            return self.refuse(identity, "hello without a data endpoint")
+        if why := endpoint_fault(msg.meta["endpoint"]):
+            return self.refuse(identity, f"hello with a bad data endpoint: {why}")
         if self.curve and any(m.hello["key"] == msg.meta["key"] for m in self.members.values()):
             return self.refuse(identity, "another worker of this run already uses this key")
         stage = want or min(set(range(1, self.n_workers + 1)) - taken)
@@ -189,8 +211,8 @@ class Membership:
             if self.curve else {}
 
         def peer(j):
-            return {"endpoint": stages[j].hello["endpoint"], "key": stages[j].hello.get("key", "")} \
-                if j in stages else None
+            return {"endpoint": stages[j].hello["endpoint"], "key": stages[j].hello.get("key", ""),
+                    "name": worker_name(roles[j - 1], j)} if j in stages else None
         for k, m in stages.items():
             m.role = roles[k - 1]
             self.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
@@ -218,6 +240,8 @@ class Membership:
 
     def on_bye(self, member: Member, msg: Message) -> None:
         member.bye = dict(msg.meta)
+        if "error" in msg.meta:
+            raise WorkerFailed(f"{member.describe()}: {quote(msg.meta['error'], 300)[1:-1]}")
 
     def close(self) -> None:
         self.control.close(linger=0)

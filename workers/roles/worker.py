@@ -13,12 +13,12 @@ from zmq.utils.monitor import recv_monitor_message
 from protocol import Kind, Message, ProtocolError, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
-from protocol.sockets import make_socket, recv, send
+from protocol.sockets import endpoint_fault, make_socket, recv, send
 from workers.roles.box import TimeBoxWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
-from workers.roles.role import CoordinatorLost
+from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
 log = logging.getLogger("dni.worker")
@@ -89,6 +89,9 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     curve: {"own": (public, secret), "client": (public, secret, coordinator public)}: CURVE on
     the control connection and the data inbox, which admits only the run's members.
     """
+    if why := endpoint_fault(coordinator):
+        print(f"dni worker: error: --coordinator {why}", file=sys.stderr)
+        return 2
     try:
         host = inbox_host(coordinator, advertise)
     except OSError as exc:
@@ -103,7 +106,7 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
     inbox = make_socket(ctx, zmq.PULL, {"server": curve["own"]} if curve else None)
     gate = Gate(ctx, log, "not a member of this run", watch=inbox) if curve else None
-    role = None
+    role = assign = None
     try:
         control.connect(coordinator)
         endpoint = bind_inbox(inbox, coordinator, host)
@@ -113,14 +116,14 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             if not isinstance(assign.meta.get("members"), list):
                 raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
             gate.admit(assign.meta["members"])
-        try:
-            role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
-        except ProtocolError as exc:
-            raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
+        role = build_role(ctx, control, inbox, assign, curve)
         role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
         role.run()
         return 0
-    except WorkerError as exc:
+    except (WorkerError, Diverged) as exc:
+        # Once assigned, the coordinator hears why (else it would only see the connection go).
+        if assign is not None:
+            give_up(control, role, str(exc))
         print(f"dni worker: {exc}", file=sys.stderr)
         return 1
     except CoordinatorLost as exc:
@@ -130,11 +133,28 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     except KeyboardInterrupt:
         return 130
     finally:
-        if role is not None:
-            role.close()
-        control.close(linger=0)
-        monitor.close(linger=0)
-        inbox.close(linger=0)
         if gate is not None:
             gate.close()
-        ctx.term()
+        # Every socket of the context, the role's links to its neighbours too, even those of a
+        # role whose setup failed half-way: term() would wait for them forever.
+        ctx.destroy(linger=0)
+
+
+def build_role(ctx, control, inbox, assign: Message, curve):
+    """The assigned role, built; WorkerError says in one line why it could not be."""
+    try:
+        return ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+    except ProtocolError as exc:
+        raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
+    except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
+        raise WorkerError(f"cannot build its {assign.meta.get('role')} role: {type(exc).__name__}: {exc}") from None
+
+
+def give_up(control: zmq.Socket, role, error: str) -> None:
+    """Tell the coordinator why this worker stops, and give the message a moment to leave."""
+    meta = role.goodbye(error) if role is not None else {"time_s": {}, "error": error}
+    try:
+        send(control, Message(Kind.BYE, role.name if role is not None else "worker", -1, meta), block=False)
+        control.close(linger=int(liveness.FAIL_LINGER_S * 1000))
+    except zmq.ZMQError:
+        pass
