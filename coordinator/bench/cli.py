@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from coordinator import config
 from coordinator.config import Config
 
 
@@ -42,7 +43,13 @@ def add_parser(sub) -> None:
     tr.add_argument("--round-trips", type=int, default=2000,
                     help="round trips per size and path (fewer for big messages)")
     tr.add_argument("--stream", type=int, default=4000, help="messages streamed per size and path (fewer for big ones)")
-    for p in (lat, tr):
+    fz = kinds.add_parser("fuzz", help="random contents under valid headers, to every socket of a running job",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fz.add_argument("--messages", type=int, default=100_000, help="messages per socket")
+    fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
+    fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
+                    help="the `dni run` options of both jobs (the generated task)")
+    for p in (lat, tr, fz):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
@@ -57,7 +64,14 @@ def cmd_bench(args) -> int:
         except ImportError as exc:
             print(f"dni: error: {exc}", file=sys.stderr)
             return 2
-    if args.bench == "latency":
+    if args.bench == "fuzz":
+        from coordinator.bench import fuzz
+        options = args.job.split()
+        hidden = config.Config(hidden=options[options.index("--hidden") + 1]).hidden_sizes() \
+            if "--hidden" in options else config.Config().hidden_sizes()
+        result = fuzz.run(Path(args.out), options, [32, *hidden, 10], args.messages, args.seed)
+        print(fuzz.report(result))
+    elif args.bench == "latency":
         from coordinator.bench import latency
         result = latency.run(depths=_ints(args.depths, "--depths"), width=args.width, batch=args.batch, steps=args.steps,
                                    warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,

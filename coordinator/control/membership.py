@@ -168,6 +168,7 @@ class Membership:
     # -- admission -----------------------------------------------------------------------
     def refuse(self, identity: bytes, reason: str) -> None:
         self.refusals.warning("refused", "refused a worker: %s", reason)
+        self.drops.counts["refused"] += 1
         try:  # never blocks: a client that sends and never reads must not freeze the coordinator
             send(self.control, Message(Kind.REFUSE, "coordinator", -1, {"reason": reason}), identity, block=False)
         except zmq.ZMQError:
@@ -240,7 +241,7 @@ class Membership:
 
     def on_bye(self, member: Member, msg: Message) -> None:
         member.bye = dict(msg.meta)
-        if "error" in msg.meta:
+        if "error" in msg.meta and not self.stopping:   # when stopping, the first error is already on its way
             raise WorkerFailed(f"{member.describe()}: {quote(msg.meta['error'], 300)[1:-1]}")
 
     def close(self) -> None:
