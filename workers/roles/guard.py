@@ -51,24 +51,35 @@ def grad_fault(g: np.ndarray, h: np.ndarray) -> str | None:
 
 
 class Window:
-    """Per stream (sender, kind): the highest id taken. An id more than `span` (the in-flight
-    cache, a few credit windows) from it is none the sender could have sent, and is dropped.
+    """Per stream (sender, kind): how far the stream has come. An id more than `span` (the
+    in-flight cache, a few credit windows) from there is none the sender could have sent.
 
-    No dedup by id: where the sender's name can be forged (no CURVE), a forged id taken first
-    would make the real one look like a duplicate and hang the run. A repeat does no harm: the
-    coordinator counts each credit once, per batch id.
+    Every stream but PUSH is consecutive (steps, evaluation ids, barrier tokens, pulls), so the
+    mark moves one id at a time: ids further ahead are taken but do not move it. Else forged
+    ids, each within the window of the last, could walk it away from the real stream, whose
+    next message would then be dropped and the run stall. A box skips the pushes of batches
+    that leave it no gradient: there the mark follows the highest id.
+
+    No dedup by id: where names can be forged (no CURVE), a forged id taken first would make
+    the real one look like a duplicate and hang the run. A repeat does no harm: the coordinator
+    counts each credit once, per batch id.
     """
 
     def __init__(self, span: int, start: int = 0):
         self.span, self.start = span, start
         self.top: dict[tuple[str, Kind], int] = {}   # keys: only senders the role takes data from
 
-    def admits(self, src: str, kind: Kind, b: int) -> bool:
+    def mark(self, src: str, kind: Kind) -> int:
         top = self.top.get((src, kind))
-        if top is None:
-            top = (self.start if kind in BATCH_IDS else 0) - 1
+        return (self.start if kind in BATCH_IDS else 0) - 1 if top is None else top
+
+    def admits(self, src: str, kind: Kind, b: int) -> bool:
+        top = self.mark(src, kind)
         return top - self.span < b <= top + self.span
 
-    def took(self, src: str, kind: Kind, b: int) -> None:
-        if b > self.top.get((src, kind), b - 1):
-            self.top[(src, kind)] = b
+    def took(self, src: str, kind: Kind, b: int) -> int:
+        """b was admitted; returns the stream's mark after it."""
+        top = self.mark(src, kind)
+        if b == top + 1 or (kind is Kind.PUSH and b > top):
+            self.top[(src, kind)] = top = b
+        return top

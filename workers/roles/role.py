@@ -68,7 +68,7 @@ class Role:
         self.checks: dict[Kind, callable] = {}          # kind -> fault(msg): a reason to drop, or None
         self.window = Window(self.cfg.cache, meta.get("start", 0))
         self.drops = Drops(self.log)
-        self.seen: dict[str, int] = {}                  # data kind -> last id taken: progress, in heartbeats
+        self.seen: dict[str, int] = {}                  # data kind -> how far its stream came: in heartbeats
         self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
         self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
@@ -165,9 +165,6 @@ class Role:
                 return self.drops("not a kind the control socket carries", msg.kind)
         elif (why := self.fault(msg)) is not None:
             return self.drops(why, f"{msg.kind} from {quote(msg.src)} id {msg.id}")
-        else:
-            self.window.took(msg.src, msg.kind, msg.id)
-            self.seen[msg.kind] = max(msg.id, self.seen.get(msg.kind, msg.id))
         if self.blocked and msg.kind in FORWARD_KINDS:
             # A locked stage's backlog is a credit window at most; more is someone else's flood.
             if len(self.deferred) >= self.cfg.cache:
@@ -187,6 +184,10 @@ class Role:
             return "sender's key is not that of the name it claims"
         if not self.window.admits(msg.src, msg.kind, msg.id):
             return "id outside the window"
+        # The stream moves on even if the contents fail below: a real message that is dropped
+        # (a gradient for an evicted batch) must not hold the stream back.
+        top = self.window.took(msg.src, msg.kind, msg.id)
+        self.seen[msg.kind] = max(top, self.seen.get(msg.kind, top))
         check = self.checks.get(msg.kind)
         return check(msg) if check is not None else None
 
