@@ -10,7 +10,6 @@ run undisturbed; its counters show the drops; memory is read before and after th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -78,8 +78,9 @@ class Window:
         return top - self.span < b <= top + self.span
 
     def took(self, src: str, kind: Kind, b: int) -> int:
-        """b was admitted; returns the stream's mark after it."""
+        """b was admitted; returns the stream's mark after it. A stream's first id sets the mark
+        (some count from 1: pulls, and the answers to them)."""
         top = self.mark(src, kind)
-        if b == top + 1 or (kind is Kind.PUSH and b > top):
+        if (src, kind) not in self.top or b == top + 1 or (kind is Kind.PUSH and b > top):
             self.top[(src, kind)] = top = b
         return top
