@@ -23,7 +23,7 @@ from protocol import VERSION, Kind, Message, encode
 from protocol.sockets import recv, send
 from hostile_job import Job, rss_mb
 
-JOB = ["--hidden", "32,32", "--epochs", "4", "--seed", "1"]   # 3 stages: 32 -> 32 -> 32 -> 10
+JOB = ["--hidden", "32,32", "--epochs", "12", "--seed", "1"]   # 3 stages: 32 -> 32 -> 32 -> 10
 
 
 def msg(kind, src, b, meta=None, **arrays):
