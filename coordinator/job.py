@@ -59,10 +59,11 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None) -
         summary["run_dir"] = str(run_dir)
         return summary
     finally:
-        members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S) if not members.stopping else None
+        aborted = not members.stopping
+        members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S) if aborted else None
         pipe.close()
         members.close()
-        launch.reap(procs.values())
+        launch.reap(procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S)
         metrics.close()
         ctx.term()
 

@@ -148,8 +148,10 @@ class Membership:
     def _check(self, m: Member) -> None:
         proc = m.proc
         if proc is not None and proc.poll() is not None and m.bye is None:
+            m.bye = {}   # gone: stopping the others need not wait for its goodbye
             raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}")
         if m.liveness.dead() and m.bye is None:
+            m.bye = {}
             raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s")
         if m.liveness.should_speak():
             self.send(m, Message(Kind.HEARTBEAT, "coordinator"))
