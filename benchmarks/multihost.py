@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from netns import hosts  # noqa: E402  (namespaces as hosts: the test suite's helper)
+from coordinator.bench.hosts import hosts
+from protocol.keys import generate, load_client, load_public, load_server
+from protocol import Kind, Message
+from protocol.auth import Gate
+from protocol.sockets import make_socket, recv, send
 
-from protocol.keys import generate, load_client, load_public, load_server  # noqa: E402
-from protocol import Kind, Message  # noqa: E402
-from protocol.auth import Gate  # noqa: E402
-from protocol.sockets import make_socket, recv, send  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PORT, HOP_PLAIN, HOP_CURVE = 5555, 6000, 6001
 ROUNDS, PER_ROUND, WARMUP = 5, 400, 200

@@ -1,13 +1,32 @@
-"""Checkpoints: every stage's arrays plus the config in one .npz, written atomically; no pickle."""
+"""Checkpoints: the complete training state in one .npz, written atomically beside the one before; no pickle.
+
+A checkpoint holds every stage's arrays (parameters, optimizer moments and counters), the config
+`dni eval` rebuilds the model from, and the progress `--resume` and restarts continue from (see
+coordinator/epochs.py), both as JSON strings. The newest is model.npz, the one before it
+model.prev.npz: a reader that finds the newest incomplete falls back to the previous, and says so.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 MODEL_FILE = "model.npz"
+PREVIOUS_FILE = "model.prev.npz"
+log = logging.getLogger("dni")
+
+
+@dataclass
+class Checkpoint:
+    config: dict                                 # what built the model (config.json), with its step
+    states: dict[int, dict[str, np.ndarray]]     # stage -> its full state
+    progress: dict | None                        # where training stood; None in checkpoints before resuming existed
+    path: Path
 
 
 def write_json(path: Path, obj) -> None:
@@ -17,31 +36,67 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], step: int) -> Path:
+def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], progress: dict) -> Path:
     arrays = {f"stage{k}/{name}": a for k, state in states.items() for name, a in state.items()}
-    # The config rides inside the archive as a plain string array, so weights and the
-    # config that built them can never be out of step.
-    arrays["config"] = np.array(json.dumps({**config, "step": step}))
-    path = run_dir / MODEL_FILE
-    tmp = run_dir / (MODEL_FILE + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    # The config and progress ride inside the archive as plain string arrays, so weights and
+    # what they belong to can never be out of step.
+    arrays["config"] = np.array(json.dumps({**config, "step": progress["step"]}))
+    arrays["progress"] = np.array(json.dumps(progress))
+    path, tmp = run_dir / MODEL_FILE, run_dir / (MODEL_FILE + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())   # on disk before the rename makes it the newest
+    if path.exists():
+        # The newest gets a second name as the previous one before it is replaced: at every
+        # moment both names point at complete files (or the previous is still the older one).
+        link = run_dir / (PREVIOUS_FILE + ".tmp")
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, run_dir / PREVIOUS_FILE)
     os.replace(tmp, path)
+    directory = os.open(run_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)    # the renames themselves survive a crash
+    finally:
+        os.close(directory)
     write_json(run_dir / "config.json", config)
     return path
 
 
-def load(run_dir: Path) -> tuple[dict, dict[int, dict[str, np.ndarray]]]:
-    path = Path(run_dir) / MODEL_FILE
+def read(path: Path) -> Checkpoint:
+    """One checkpoint file, every array read (so a torn file fails here, not later); ValueError if corrupt."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint: {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as z:
             config = json.loads(str(z["config"]))
+            progress = json.loads(str(z["progress"])) if "progress" in z.files else None
             states: dict[int, dict[str, np.ndarray]] = {}
             for key in z.files:
-                if key != "config":
+                if key not in ("config", "progress"):
                     stage, name = key.split("/", 1)
                     states.setdefault(int(stage.removeprefix("stage")), {})[name] = z[key]
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"corrupt checkpoint {path}: {exc}") from None
-    return config, states
+    return Checkpoint(config, states, progress, path)
+
+
+def latest(run_dir: Path) -> Checkpoint:
+    """The newest readable checkpoint of a run directory: model.npz, else model.prev.npz (saying so)."""
+    run_dir = Path(run_dir)
+    try:
+        return read(run_dir / MODEL_FILE)
+    except (FileNotFoundError, ValueError) as exc:
+        if not (run_dir / PREVIOUS_FILE).is_file():
+            raise
+        previous = read(run_dir / PREVIOUS_FILE)
+        log.warning("%s; using the previous checkpoint %s (step %s) instead", exc, previous.path,
+                    previous.config.get("step"))
+        return previous
+
+
+def load(run_dir: Path) -> tuple[dict, dict[int, dict[str, np.ndarray]]]:
+    """(config, states) of the run's newest readable checkpoint."""
+    found = latest(run_dir)
+    return found.config, found.states

@@ -53,7 +53,13 @@ class Config:
     # the run
     out: str = opt("", "run directory (default runs/<mode>-<time>)")
     log_every: int = opt(50, "steps between metric flushes")
-    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = at the end only)")
+    checkpoint_every: int = opt(1000, "steps between checkpoints (0 = no limit in steps)")
+    checkpoint_seconds: float = opt(30.0, "seconds of training between checkpoints, the most work a restart "
+                                    "loses (0 = no limit in time; both 0: at the end only)")
+    max_restarts: int = opt(3, "lost workers to replace (restarting every stage from the last checkpoint) "
+                            "before the run stops")
+    rejoin_timeout: float = opt(120.0, "seconds to wait for a replacement `dni worker` to register after one "
+                                "is lost (dni coordinator; dni run starts one itself)")
     heartbeat: float = opt(1.0, "seconds; a peer silent for 3 intervals is dead")
     stall_timeout: float = opt(liveness.STALL_TIMEOUT_S, "seconds the pipeline may make no progress, every "
                                "worker alive, before the run stops with an error saying where")
@@ -71,12 +77,14 @@ class Config:
         for name in ("epochs", "batch_size", "eval_batch", "window", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("train_subset", "synth_hidden", "checkpoint_every"):
+        for name in ("train_subset", "synth_hidden", "checkpoint_every", "checkpoint_seconds", "max_restarts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "synth_lr", "synth_scale", "heartbeat", "stall_timeout"):
+        for name in ("lr", "synth_lr", "synth_scale", "heartbeat", "stall_timeout", "rejoin_timeout"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive and finite, got {getattr(self, name)}")
+        if not math.isfinite(self.checkpoint_seconds):
+            raise ConfigError(f"--checkpoint-seconds must be finite (0 = no limit in time), got {self.checkpoint_seconds}")
         if not liveness.MIN_HEARTBEAT_S <= self.heartbeat <= liveness.MAX_HEARTBEAT_S:
             raise ConfigError(f"--heartbeat must lie in [{liveness.MIN_HEARTBEAT_S}, {liveness.MAX_HEARTBEAT_S:.0f}] "
                               f"seconds, got {self.heartbeat}")
@@ -148,13 +156,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"{f.metadata['help']} (default: {f.default!r})")
 
 
+def given(args: argparse.Namespace) -> dict:
+    """The options the user set: TOML file < flags."""
+    values = load_toml(Path(args.config)) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k in _NAMES and v is not None})
+    return values
+
+
 def from_args(args: argparse.Namespace) -> Config:
     """Defaults < TOML file < flags, validated."""
-    values = asdict(Config())
-    if args.config:
-        values.update(load_toml(Path(args.config)))
-    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
+    return Config(**{**asdict(Config()), **given(args)}).validate()
+
+
+# What a resumed run may change: how long it trains, how it runs, where the data now lives.
+RESUMABLE = ("epochs", "data", "progress", "log_every", "checkpoint_every", "checkpoint_seconds", "max_restarts",
+             "rejoin_timeout", "heartbeat", "stall_timeout")
+
+
+def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
+    """The saved run's options; given ones must agree, but for RESUMABLE ones and a larger --epochs."""
+    values = {**asdict(Config()), **{k: v for k, v in saved.items() if k in _NAMES}, "out": run_dir}
+    for name, value in given(args).items():
+        if name == "overwrite" and value:
+            raise ConfigError(f"--overwrite: a resumed run continues the run in {run_dir}, it does not replace it")
+        if name == "overwrite":
+            continue
+        if name == "out" and Path(value).resolve() != Path(run_dir).resolve():
+            raise ConfigError(f"--out {value}: a resumed run stays in its directory {run_dir}")
+        if name in RESUMABLE:
+            if name == "epochs" and value < saved["epochs"]:
+                raise ConfigError(f"--epochs {value}: the run was set to {saved['epochs']}; resuming can only add epochs")
+            values[name] = value
+        elif name != "out" and value != values[name]:
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r}: the run in {run_dir} has {values[name]!r}, "
+                              f"and a resumed run keeps its options (but " + ", ".join("--" + n.replace("_", "-") for n in RESUMABLE) + ")")
     return Config(**values).validate()
+
+
+_NAMES = {f.name for f in fields(Config)}
 
 
 def load_toml(path: Path) -> dict:

@@ -1,7 +1,14 @@
-"""The one epoch loop: feed, checkpoint, sync, evaluate, the curriculum, the history and the summary."""
+"""The one epoch loop: feed, checkpoint, sync, evaluate, the curriculum, the history and the summary.
+
+Where training stands is a `Position`, saved with every checkpoint: a resumed or restarted run
+continues from it with the same batches in the same order as an uninterrupted one.
+"""
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -10,33 +17,97 @@ from coordinator import checkpoint
 from coordinator.control import Pipeline
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.signals import Interrupted, StopSignals
 from protocol import Kind
 
 
-def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progress: Progress) -> dict:
-    """Train for cfg.epochs through the pipeline; returns the summary (summary.json, less the workers)."""
+@dataclass
+class Position:
+    """Where a run stands: at a checkpoint, everything but the workers' arrays."""
+    run_id: str                  # a restart reloads only this run's checkpoints, never a stranger's
+    config: dict                 # the run's options (coordinator/config.py), for --resume
+    step: int = 0                # training batches done, over the whole run
+    epoch: int = 0               # epochs done: trained and evaluated
+    batch: int = 0               # batches done of the epoch after those
+    rng: dict | None = None      # the shuffling RNG's state when that epoch began
+    history: list = field(default_factory=list)
+    samples: int = 0
+    train_seconds: float = 0.0
+    restarts: int = 0            # lost workers replaced, over the whole run
+    resumes: int = 0             # times the run was continued with --resume
+    checkpoints: int = 0         # written during training (the end's aside), and the seconds they took:
+    checkpoint_seconds: float = 0.0   # the cadence's cost
+    curriculum: dict = field(default_factory=dict)   # the plan's (the Copy task's length)
+
+    @classmethod
+    def fresh(cls, plan: Plan, run_id: str | None = None) -> "Position":
+        return cls(run_id or uuid.uuid4().hex, asdict(plan.cfg), curriculum=plan.curriculum(),
+                   rng=np.random.default_rng(plan.cfg.seed).bit_generator.state)
+
+    @classmethod
+    def saved(cls, progress: dict) -> "Position":
+        return cls(**progress)
+
+
+def save(plan: Plan, pipe: Pipeline, run_dir: Path, pos: Position) -> Path:
+    """A checkpoint at a barrier: every batch sent so far is through every stage, none is in flight."""
+    pipe.sync()
+    return checkpoint.save(run_dir, plan.checkpoint_config(), pipe.collect_state(), asdict(pos))
+
+
+def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progress: Progress, pos: Position,
+          stop: StopSignals) -> dict:
+    """Train from `pos` to cfg.epochs through the pipeline; returns the summary (summary.json, less the workers).
+
+    Checkpoints every --checkpoint-every steps or --checkpoint-seconds of training, whichever
+    comes first, and at the end; on a stop signal, one at the next batch, then Interrupted.
+    """
     cfg, task = plan.cfg, plan.task
-    rng = np.random.default_rng(cfg.seed)
-    step, samples, train_seconds, history = 0, 0, 0.0, []
-    for epoch in range(1, cfg.epochs + 1):
+    last_save = t0 = time.perf_counter()
+
+    def checkpoint_now() -> Path:
+        nonlocal last_save, t0
+        pos.checkpoints += 1
+        path = save(plan, pipe, run_dir, pos)
+        last_save = now = time.perf_counter()
+        pos.checkpoint_seconds += now - began   # (the file holds the time up to the one before)
+        pos.train_seconds += now - t0
+        t0 = now
+        return path
+
+    while pos.epoch < cfg.epochs:
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = pos.rng
         t0 = time.perf_counter()
-        for x, y in task.train_batches(rng, cfg.batch_size):
-            pipe.send_batch(Kind.FORWARD, step, x, y, cfg.window, plan.split)
-            step += 1
-            samples += len(x)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                pipe.sync()
-                checkpoint.save(run_dir, plan.checkpoint_config(), pipe.collect_state(), step)
+        # Mid-epoch, the epoch's shuffle is drawn again and the batches done are skipped.
+        for x, y in islice(task.train_batches(rng, cfg.batch_size), pos.batch, None):
+            pipe.send_batch(Kind.FORWARD, pos.step, x, y, cfg.window, plan.split)
+            pos.step += 1
+            pos.batch += 1
+            pos.samples += len(x)
+            began = time.perf_counter()
+            if stop or (cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0) or \
+                    (cfg.checkpoint_seconds and began - last_save >= cfg.checkpoint_seconds):
+                path = checkpoint_now()
+                if stop:
+                    raise Interrupted(stop.signum, pos.step, path)
         pipe.sync()
-        train_seconds += time.perf_counter() - t0
+        pos.train_seconds += time.perf_counter() - t0
         accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch, cfg.window, plan.split)
-        entry = {"epoch": epoch, "test_accuracy": accuracy, "test_loss": loss}
-        line = f"epoch {epoch}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
-        line += plan.after_epoch(entry, last=epoch == cfg.epochs)
-        history.append(entry)
+        entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
+        line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
+        line += plan.after_epoch(entry, last=pos.epoch + 1 == cfg.epochs)
+        pos.history.append(entry)
+        pos.epoch, pos.batch, pos.rng, pos.curriculum = pos.epoch + 1, 0, rng.bit_generator.state, plan.curriculum()
         progress.message(line)
-    checkpoint.save(run_dir, plan.checkpoint_config(), pipe.collect_state(), step)
+        if stop:
+            raise Interrupted(stop.signum, pos.step, save(plan, pipe, run_dir, pos))
+    save(plan, pipe, run_dir, pos)
+    history = pos.history
     return {**plan.summary_fields(), "epochs": cfg.epochs, "dataset": task.name, "batch_size": cfg.batch_size,
-            "steps": step, "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"],
-            "history": history, "train_seconds": train_seconds, "samples_per_second": samples / train_seconds,
-            "update_latency_ms": metrics.latency_summary(), "synth_cosine": metrics.synth_cosine()}
+            "steps": pos.step, "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"],
+            "history": history, "train_seconds": pos.train_seconds,
+            "samples_per_second": pos.samples / max(pos.train_seconds, 1e-9), "resumes": pos.resumes,
+            "restarts": pos.restarts, "checkpoints": pos.checkpoints, "checkpoint_seconds": pos.checkpoint_seconds,
+            "update_latency_ms": metrics.latency_summary(),
+            "synth_cosine": metrics.synth_cosine()}

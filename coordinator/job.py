@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import zmq
 
-from coordinator import checkpoint, config, epochs, launch
-from coordinator.control import Membership, Pipeline
+from coordinator import checkpoint, config, launch, recovery
+from coordinator.control import Membership, Pipeline, WorkerLost
+from coordinator.epochs import Position
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.signals import Interrupted, StopSignals
 from protocol import liveness
 
 log = logging.getLogger("dni")
@@ -18,54 +21,83 @@ log = logging.getLogger("dni")
 RUN_FILES = ("metrics.jsonl", "summary.json", checkpoint.MODEL_FILE, "config.json")
 
 
-def run_dir_for(cfg: config.Config) -> Path:
-    """The run directory, made; one that holds a run already is refused unless the user says to reuse it."""
+def run_dir_for(cfg: config.Config, resuming: bool = False) -> Path:
+    """The run directory, made; one that holds a run already is refused unless the user says to reuse
+    it: --overwrite, or --resume (which continues the run it holds)."""
     path = Path(cfg.out or f"runs/{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:   # a file there, or on the way there; no permission
         raise config.ConfigError(f"--out {path}: cannot make the run directory ({exc.strerror})") from None
     held = [name for name in RUN_FILES if (path / name).exists()]
-    if held and not (cfg.overwrite or getattr(cfg, "resume", False)):
+    if held and not (cfg.overwrite or resuming):
         raise config.ConfigError(f"--out {path} already holds a run ({held[0]}): give another --out, "
-                                 "or --overwrite to replace it")
+                                 f"--resume {path} to continue it, or --overwrite to replace it")
     return path
 
 
-def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None) -> dict:
-    """Run one training job as coordinator; with spawn_local, start the workers here too.
+def start(plan: Plan, resume: checkpoint.Checkpoint | None) -> tuple[Position, dict]:
+    """Where training starts, and the states the workers start from: a checkpoint's, or none."""
+    if resume is None:
+        return Position.fresh(plan), {}
+    pos = Position.saved(resume.progress)
+    pos.resumes += 1
+    pos.config = asdict(plan.cfg)   # the options it now runs with (--epochs may have grown)
+    plan.restore_curriculum(pos.curriculum)
+    return pos, resume.states
 
-    `curve` (see Membership) puts CURVE on every socket of the run.
+
+def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
+          resume: checkpoint.Checkpoint | None = None) -> dict:
+    """Run one training job as coordinator; with spawn_local, start the workers here too (and their
+    replacements). `curve` (see Membership) puts CURVE on every socket of the run; `resume`
+    continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
     cfg, n_workers = plan.cfg, plan.n_workers
-    run_dir = run_dir_for(cfg)
-    metrics = MetricsLog(run_dir)
+    run_dir = run_dir_for(cfg, resuming=resume is not None)
+    pos, states = start(plan, resume)
+    metrics = MetricsLog(run_dir, since=pos.step if resume else None)
     progress = Progress(cfg.progress, plan.total_steps)
+    progress.steps = pos.step
     ctx = zmq.Context()
     members = Membership(ctx, bind, n_workers, cfg.heartbeat, curve=curve)
     pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done, path=plan.path(),
                     max_records=plan.wire.log_every, stall=cfg.stall_timeout)
-    procs = {}
-    try:
-        if spawn_local:
-            procs = members.procs = launch.spawn(members.endpoint, n_workers)
-        log.info("coordinator at %s waiting for %d workers", members.endpoint, n_workers)
-        members.register(timeout=None if not spawn_local else liveness.REGISTER_TIMEOUT_S)
-        members.assign(plan.roles(), plan.wire.to_meta(), plan.links())
-        summary = epochs.train(plan, pipe, run_dir, metrics, progress)
-        summary["workers"] = {str(k): v for k, v in members.stop().items()}
-        summary["dropped"] = dict(members.drops.counts)   # by the coordinator; each worker's are in its own
-        checkpoint.write_json(run_dir / "summary.json", summary)
-        summary["run_dir"] = str(run_dir)
-        return summary
-    finally:
-        aborted = not members.stopping
-        members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S) if aborted else None
-        pipe.close()
-        members.close()
-        launch.reap(procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S)
-        metrics.close()
-        ctx.term()
+    at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
+    with StopSignals() as stop:
+        try:
+            if spawn_local:
+                members.procs = launch.spawn(members.endpoint, n_workers)
+            log.info("coordinator at %s waiting for %d workers", members.endpoint, n_workers)
+            members.register(None if not spawn_local else liveness.REGISTER_TIMEOUT_S, stop=lambda: bool(stop))
+            if stop:
+                raise Interrupted(stop.signum, None, None)
+            spawn = (lambda stage: launch.spawn_one(members.endpoint, stage)) if spawn_local else None
+            summary = recovery.train(plan, members, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
+            summary["workers"] = {str(k): v for k, v in members.stop().items()}
+            summary["dropped"] = dict(members.drops.counts)   # by the coordinator; each worker's are in its own
+            checkpoint.write_json(run_dir / "summary.json", summary)
+            summary["run_dir"] = str(run_dir)
+            return summary
+        except KeyboardInterrupt:
+            at_once = True
+            raise
+        except (Interrupted, WorkerLost, TimeoutError) as exc:   # a stall too: the checkpoint is good
+            exc.run_dir = run_dir
+            raise
+        finally:
+            aborted = not members.stopping
+            try:
+                if aborted and not at_once:
+                    members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S)
+            except KeyboardInterrupt:   # Ctrl-C again while they were stopping
+                at_once = True
+            pipe.close()
+            members.close()
+            launch.reap(members.procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S,
+                        at_once=at_once)
+            metrics.close()
+            ctx.term()
 
 
 def print_summary(summary: dict, plan: Plan) -> None:
@@ -76,4 +108,6 @@ def print_summary(summary: dict, plan: Plan) -> None:
         print(f"  stage {stage} update latency p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms")
     for line in plan.describe(summary):
         print(line)
+    if summary["resumes"] or summary["restarts"]:
+        print(f"resumed {summary['resumes']} time(s), {summary['restarts']} lost worker(s) replaced")
     print(f"run directory {summary['run_dir']}")

@@ -16,19 +16,25 @@ def worker_command(coordinator: str, *extra: str) -> list[str]:
 
 def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
     """One worker process per stage, each asking for its stage so local runs are deterministic."""
+    return {k: spawn_one(coordinator, k) for k in range(1, stages + 1)}
+
+
+def spawn_one(coordinator: str, stage: int) -> subprocess.Popen:
+    """The worker of one stage: at the start, or to replace one that was lost."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # A new session: Ctrl-C reaches only the coordinator, which then stops the workers cleanly.
-    return {k: subprocess.Popen(worker_command(coordinator, "--stage", str(k)), env=env, start_new_session=True)
-            for k in range(1, stages + 1)}
+    return subprocess.Popen(worker_command(coordinator, "--stage", str(stage)), env=env, start_new_session=True)
 
 
-def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S) -> None:
+def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S, at_once: bool = False) -> None:
     """Wait for children to exit; terminate, then kill, whatever lingers. Never leaves an orphan.
 
     All at once, on one deadline: a stuck worker costs the timeout once, not once per worker.
+    at_once (Ctrl-C twice): kill them without waiting.
     """
     procs = list(procs)
-    for grace, stop in ((timeout, terminate), (liveness.KILL_TIMEOUT_S, kill)):
+    steps = ((0.0, kill),) if at_once else ((timeout, terminate), (liveness.KILL_TIMEOUT_S, kill))
+    for grace, stop in steps:
         deadline = time.monotonic() + grace
         for p in procs:
             try:

@@ -20,20 +20,49 @@ def percentiles(values) -> dict:
 class MetricsLog:
     """Writes metrics.jsonl (one line per step and stage) and keeps what the summary needs."""
 
-    def __init__(self, run_dir: Path):
-        self.file = open(run_dir / "metrics.jsonl", "w")
+    def __init__(self, run_dir: Path, since: int | None = None):
+        """since: continue a resumed run's file from this step (see rewind); None: a new file."""
+        self.path = run_dir / "metrics.jsonl"
+        self.file = None
+        if since is None:
+            self.path.write_text("")
+        self.rewind(since or 0)
+
+    def rewind(self, step: int) -> None:
+        """Keep the records of steps before `step` only: the run goes on from a checkpoint at
+        `step`, and would otherwise log the steps after it twice."""
+        if self.file is not None:
+            self.file.close()
         self.latency_ms: dict[int, list[float]] = defaultdict(list)
         self.cos: dict[int, list[float]] = defaultdict(list)
+        kept = []
+        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue   # a line torn by a crash
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] < step:
+                kept.append(line + "\n")
+                self._keep(rec.get("stage"), rec)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(self.path)
+        self.file = open(self.path, "a")
 
     def write(self, stage: int, records: list[dict]) -> None:
         for rec in records:
             if not isinstance(rec, dict):
                 continue
             self.file.write(json.dumps({"stage": stage, **rec}) + "\n")
-            if isinstance(rec.get("latency_ms"), (int, float)):
-                self.latency_ms[stage].append(rec["latency_ms"])
-            if isinstance(rec.get("cos"), (int, float)):
-                self.cos[stage].append(rec["cos"])
+            self._keep(stage, rec)
+        self.file.flush()   # a message's records at once: `tail -f` and the failure tests watch the file
+
+    def _keep(self, stage, rec: dict) -> None:
+        """What the summary needs of a record."""
+        if isinstance(rec.get("latency_ms"), (int, float)):
+            self.latency_ms[stage].append(rec["latency_ms"])
+        if isinstance(rec.get("cos"), (int, float)):
+            self.cos[stage].append(rec["cos"])
 
     def latency_summary(self) -> dict[str, dict]:
         return {str(k): percentiles(v) for k, v in sorted(self.latency_ms.items())}

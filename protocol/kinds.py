@@ -6,25 +6,27 @@ from enum import StrEnum
 # 1: a map header. 2: a positional header, version first; ASSIGN carries the recurrent options.
 # 3: ASSIGN names each neighbour (the senders a worker takes data from); HEARTBEAT may say a
 # worker's progress; BYE may carry why a worker gives up.
-VERSION = 3
+# 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
+VERSION = 4
 
 
 class Kind(StrEnum):
     # control plane: worker <-> coordinator
-    HELLO = "hello"            # worker -> coordinator: version, data endpoint, wanted stage
-    ASSIGN = "assign"          # coordinator -> worker: role, stage, sizes, neighbours, config
+    HELLO = "hello"            # worker -> coordinator: data endpoint, wanted stage, host, pid, key
+    ASSIGN = "assign"          # coordinator -> worker: role, stage, wire config, neighbours, members
     REFUSE = "refuse"          # coordinator -> worker: registration refused, with a reason
     READY = "ready"            # worker -> coordinator: sockets connected, parameters built
     HEARTBEAT = "heartbeat"    # either way; any message counts as liveness
-    DONE = "done"              # head -> coordinator: a training batch finished (a credit)
-    EVALUATED = "evaluated"    # head -> coordinator: correct count and loss of an eval batch
-    METRICS = "metrics"        # worker -> coordinator: per-step records, as columns
-    SYNCED = "synced"          # stage 1 -> coordinator: the pipeline is drained
+    DONE = "done"              # head (last time box) -> coordinator: a training batch finished (a credit)
+    EVALUATED = "evaluated"    # head (last time box) -> coordinator: correct count and loss of an eval batch
+    METRICS = "metrics"        # worker -> coordinator: per-step records
+    SYNCED = "synced"          # stage 1 (untied box 1, or the parameter service) -> coordinator: drained
     SAVE = "save"              # coordinator -> worker: send your parameters
     STATE = "state"            # worker -> coordinator: parameters as arrays
     STOP = "stop"              # coordinator -> worker: shut down now
     BYE = "bye"                # worker -> coordinator: shutting down, with counters
-    # data plane: worker <-> worker (and the coordinator feeding stage 1)
+    RESET = "reset"            # coordinator -> worker: drop your role, rejoin (a stage was lost)
+    # data plane: worker <-> worker (and the coordinator feeding stage 1, or every time box its slice)
     FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
     GRAD = "grad"              # gradient for a stage's output: its bootstrapped target
     EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
@@ -38,7 +40,7 @@ class Kind(StrEnum):
 
 # Kinds by the socket they travel on: a receiver takes each only on its own socket.
 CONTROL = frozenset({Kind.HELLO, Kind.ASSIGN, Kind.REFUSE, Kind.READY, Kind.HEARTBEAT, Kind.DONE, Kind.EVALUATED,
-                     Kind.METRICS, Kind.SYNCED, Kind.SAVE, Kind.STATE, Kind.STOP, Kind.BYE})
+                     Kind.METRICS, Kind.SYNCED, Kind.SAVE, Kind.STATE, Kind.STOP, Kind.BYE, Kind.RESET})
 DATA = frozenset(Kind) - CONTROL
 
 # Decoder limits: a header is small by design (arrays travel in their own frames).

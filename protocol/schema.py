@@ -21,6 +21,7 @@ class Schema:
     # Allowed array sets: each variant maps name -> (dtype kinds, allowed ranks). () = no arrays.
     variants: tuple[dict[str, tuple[str, tuple[int, ...]]], ...] = ({},)
     any_floats: bool = False   # instead of variants: any named float arrays (parameters, gradients)
+    any_kinds: str = FLOAT     # ...or of these dtype kinds (a full state: optimizer step counts too)
 
 
 _LABELS = (INT, (1, 2))   # one label per sequence, or one per step (Copy: -1 where none is scored)
@@ -35,7 +36,7 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.HELLO: Schema({"endpoint": str, "stage": (int, type(None)), "host": str, "pid": Count, "key": str}),
     # start: the first training batch id (a run that resumes does not start at 0).
     Kind.ASSIGN: Schema({"role": str, "stage": Count, "config": dict, "heartbeat": float, "neighbours": dict},
-                        optional={"members": list, "start": Count}),
+                        optional={"members": list, "start": Count}, any_floats=True, any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
     Kind.HEARTBEAT: Schema(optional={"seen": dict}),   # a worker's: the last id it took, per data kind
@@ -44,9 +45,10 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.METRICS: Schema({"records": list}),
     Kind.SYNCED: Schema(),
     Kind.SAVE: Schema(),
-    Kind.STATE: Schema(any_floats=True),
+    Kind.STATE: Schema(any_floats=True, any_kinds=FLOAT + INT),
     Kind.STOP: Schema(),
     Kind.BYE: Schema({"time_s": dict}, optional={"error": str}),   # error: why a worker gives up
+    Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
     Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
     Kind.EVAL: Schema(variants=_BATCH),
@@ -56,35 +58,47 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.PARAMS: Schema({"version": Count, "staleness": Count}, any_floats=True),
     Kind.PUSH: Schema({"version": Count}, any_floats=True),
 }
-# Variants by their set of array names (unique within a kind): one dict look-up per message.
-_VARIANTS = {kind: {frozenset(v): v for v in s.variants} for kind, s in SCHEMAS.items()}
+# What check() walks, laid out for speed (it runs on every message received): the fields as
+# tuples, and the array variants by their set of names (unique within a kind); None: any arrays
+# of the kind's dtype kinds.
+_PLAN = {kind: (tuple(s.meta.items()), tuple(s.optional.items()),
+                None if s.any_floats else {frozenset(v): tuple(v.items()) for v in s.variants}, s.any_kinds)
+         for kind, s in SCHEMAS.items()}
 
 
 def check(msg: Message) -> Message:
     """The message itself if it carries what its kind must; else ProtocolError saying what is wrong."""
-    schema = SCHEMAS[msg.kind]
-    for fields, required in ((schema.meta, True), (schema.optional, False)):
-        for name, kind in fields.items():
-            if name in msg.meta:
-                if not _fits(msg.meta[name], kind):
-                    raise ProtocolError(f"{msg.kind} field {name!r} is not {_name(kind)}")
-            elif required:
-                raise ProtocolError(f"{msg.kind} lacks the field {name!r}")
-    if schema.any_floats:
-        for name, a in msg.arrays.items():
-            if a.dtype.kind != FLOAT:
-                raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype}, not a float")
+    required, optional, variants, any_kinds = _PLAN[msg.kind]
+    if required or optional:
+        _check_meta(msg, required, optional)
+    arrays = msg.arrays
+    if variants is None:
+        for name, a in arrays.items():
+            if a.dtype.kind not in any_kinds:
+                raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype}, not a float"
+                                    + (" or an integer" if any_kinds != FLOAT else ""))
         return msg
-    variant = _VARIANTS[msg.kind].get(frozenset(msg.arrays))
+    variant = variants.get(frozenset(arrays))
     if variant is None:
-        wanted = " or ".join(f"[{', '.join(sorted(v))}]" for v in schema.variants)
-        raise ProtocolError(f"{msg.kind} carries arrays [{', '.join(sorted(msg.arrays))}], expected {wanted}")
-    for name, (kinds, ranks) in variant.items():
-        a = msg.arrays[name]
+        wanted = " or ".join(f"[{', '.join(sorted(v))}]" for v in SCHEMAS[msg.kind].variants)
+        raise ProtocolError(f"{msg.kind} carries arrays [{', '.join(sorted(arrays))}], expected {wanted}")
+    for name, (kinds, ranks) in variant:
+        a = arrays[name]
         if a.dtype.kind not in kinds or a.ndim not in ranks:
             raise ProtocolError(f"{msg.kind} array {name!r} is {a.dtype} of rank {a.ndim}, expected "
                                 f"{'float' if kinds == FLOAT else 'integer'} of rank {' or '.join(map(str, ranks))}")
     return msg
+
+
+def _check_meta(msg: Message, required: tuple, optional: tuple) -> None:
+    meta = msg.meta
+    for fields, must in ((required, True), (optional, False)):
+        for name, kind in fields:
+            if name in meta:
+                if not _fits(meta[name], kind):
+                    raise ProtocolError(f"{msg.kind} field {name!r} is not {_name(kind)}")
+            elif must:
+                raise ProtocolError(f"{msg.kind} lacks the field {name!r}")
 
 
 def _fits(value: object, kind) -> bool:

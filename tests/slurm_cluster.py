@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from netns import Network
+from coordinator.bench.hosts import Network
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "munged")

@@ -56,7 +56,7 @@ def test_f1_nan_inputs_and_gradients_are_dropped_and_the_model_stays_finite(tmp_
     assert code == 0, err
     assert accuracy(job) > 0.5
     with np.load(job.out / "model.npz") as z:
-        assert all(np.isfinite(z[k]).all() for k in z.files if k != "config")
+        assert all(np.isfinite(z[k]).all() for k in z.files if k not in ("config", "progress"))   # JSON strings
 
 
 def test_f1_divergence_stops_the_run_naming_stage_and_step_and_infinite_rates_are_refused(tmp_path, capsys):
@@ -293,8 +293,12 @@ def test_f9_a_run_directory_that_cannot_be_written_mid_run_is_a_one_line_error(t
     job = Job(tmp_path, *JOB, "--epochs", "30", "--checkpoint-every", "50").training()
     # As root, a read-only mode would not stop the writes: a directory where the checkpoint's
     # file must go fails the same way (an OSError at the next checkpoint).
-    for name in ("model.npz.tmp.npz", "config.json.tmp", "summary.json.tmp"):
-        (job.out / name).mkdir()
+    for name in ("model.npz.tmp", "config.json.tmp", "summary.json.tmp"):
+        while not (job.out / name).is_dir():
+            try:
+                (job.out / name).mkdir()
+            except FileExistsError:   # a checkpoint is writing it right now: it is renamed away at once
+                time.sleep(0.01)
         os.chmod(job.out / name, stat.S_IRUSR | stat.S_IXUSR)
     code, err = job.finish()
     assert code == 1
@@ -328,7 +332,8 @@ def test_f11_a_killed_coordinator_leaves_no_socket_files(tmp_path):
 
 # -- F12: shutdown does not wait for a stopped worker, one after the other -----------------------
 def test_f12_a_stopped_worker_is_named_and_the_run_exits_promptly(tmp_path):
-    job = Job(tmp_path, *JOB, "--epochs", "30").training()
+    # No restarts: what is timed is the shutdown (with them, the worker is killed and replaced).
+    job = Job(tmp_path, *JOB, "--epochs", "30", "--max-restarts", "0").training()
     os.kill(job.workers[2], signal.SIGSTOP)
     t0 = time.monotonic()
     code, err = job.finish(timeout=30)

@@ -14,7 +14,7 @@ import pytest
 from coordinator import checkpoint, launch
 from coordinator.cli import main
 from protocol.keys import generate, load_client, load_public
-from netns import hosts, ip_binary
+from coordinator.bench.hosts import hosts, ip_binary
 from protocol.kinds import VERSION
 
 HEARTBEAT = 0.5
@@ -250,7 +250,7 @@ def test_a_killed_worker_is_named_within_three_heartbeats_and_the_rest_exit_clea
     keys = generate(tmp_path / "keys", workers=3)
     with network(4) as (c, *ws):
         coord = coordinator(c, keys, 3, tmp_path / "run", "--hidden", "64,64", "--epochs", "50",
-                            "--log-every", "5")
+                            "--log-every", "5", "--max-restarts", "0")
         workers = [worker(w, c, keys / f"worker-{k - 1}.key_secret", keys / "coordinator.key", "--stage", str(k))
                    for k, w in enumerate(ws, start=1)]
         metrics = tmp_path / "run" / "metrics.jsonl"

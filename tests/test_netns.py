@@ -1,4 +1,4 @@
-"""Tests for tests/netns.py: namespaces talk over the bridge and vanish afterwards."""
+"""Tests for coordinator/bench/hosts.py: namespaces talk over the bridge and vanish afterwards."""
 
 import os
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import netns
-from netns import NetnsError, ip_binary, available, hosts
+from coordinator.bench import hosts as netns
+from coordinator.bench.hosts import NetnsError, ip_binary, available, hosts
 
 # Skip only when not root; as root, failing to make namespaces must fail the test.
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

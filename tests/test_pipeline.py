@@ -107,26 +107,26 @@ def test_toml_config_is_read_and_flags_override_it(tmp_path, capsys):
     assert "unknown option 'epochz'" in capsys.readouterr().err
 
 
-def test_a_worker_counts_malformed_messages_and_keeps_training():
-    cfg = Config(hidden="16", epochs=1, train_subset=640, heartbeat=0.5).validate()
+def train_past_rogue_messages(rogue_frames: dict[int, list[list]]) -> tuple[dict, list]:
+    """A 3-stage run on the generated task whose stage k first gets rogue_frames[k] on its inbox;
+    returns every stage's goodbye counters and the DONEs of the 10 real batches."""
+    cfg = Config(hidden="16,16", epochs=1, train_subset=640, heartbeat=0.5).validate()
     data = generated_task(seed=0)
     ctx = zmq.Context()
     done = []
     plan = plans.for_config(cfg, data)
-    coord = Membership(ctx, "tcp://127.0.0.1:0", 2, cfg.heartbeat)
+    coord = Membership(ctx, "tcp://127.0.0.1:0", 3, cfg.heartbeat)
     pipe = Pipeline(coord, on_done=done.append)
-    procs = coord.procs = launch.spawn(coord.endpoint, 2)
+    procs = coord.procs = launch.spawn(coord.endpoint, 3)
     try:
         coord.register(30)
         coord.assign(plan.roles(), plan.wire.to_meta(), plan.links())
-        rogue = ctx.socket(zmq.PUSH)
-        rogue.connect(coord.by_stage()[1].hello["endpoint"])
-        good = encode(Message(Kind.FORWARD, "rogue", 10**9, {}, {"x": np.ones((2, 32), np.float32)}))
-        nasty = [[b"\xc1not msgpack"], [good[0]], [good[0], b"short"], [b"\x00" * 70000],
-                 [good[0].replace(b"float32", b"float64"), good[1]]]
-        for frames in nasty:
-            rogue.send_multipart(frames)
-        rogue.close(linger=1000)
+        for stage, messages in rogue_frames.items():
+            rogue = ctx.socket(zmq.PUSH)
+            rogue.connect(coord.by_stage()[stage].hello["endpoint"])
+            for frames in messages:
+                rogue.send_multipart(frames)
+            rogue.close(linger=1000)
         x, y = data.x_train[:640], data.y_train[:640]
         for b, (xb, yb) in enumerate(batches(x, y, 64, np.random.default_rng(0))):
             pipe.send_batch(Kind.FORWARD, b, xb, yb, 4)
@@ -137,8 +137,33 @@ def test_a_worker_counts_malformed_messages_and_keeps_training():
         coord.close()
         launch.reap(procs.values())
         ctx.term()
+    return byes, done
+
+
+def test_a_worker_counts_malformed_messages_and_keeps_training():
+    good = encode(Message(Kind.FORWARD, "rogue", 10**9, {}, {"x": np.ones((2, 32), np.float32)}))
+    nasty = [[b"\xc1not msgpack"], [good[0]], [good[0], b"short"], [b"\x00" * 70000],
+             [good[0].replace(b"float32", b"float64"), good[1]]]
+    byes, done = train_past_rogue_messages({1: nasty})
     assert byes[1]["bad_messages"] == len(nasty)
     assert len(done) == 10  # every real batch after the garbage was trained on
+
+
+def test_messages_that_break_their_kinds_schema_are_counted_and_training_goes_on():
+    """Well-formed messages a handler could not use (a missing array or field, a wrong rank or
+    dtype) are rejected at decode: counted, never handed to the stage."""
+    x, y, g = np.ones((2, 16), np.float32), np.zeros(2, np.int64), np.ones((2, 16), np.float32)
+    wrong = [Message(Kind.FORWARD, "rogue", 10**9, {}, {"x": x}),                       # no labels
+             Message(Kind.FORWARD, "rogue", 10**9, {}, {"x": x.astype(np.int32), "y": y}),
+             Message(Kind.GRAD, "rogue", 10**9, {}, {}),                                # no gradient
+             Message(Kind.GRAD, "rogue", 10**9, {}, {"g": g[None]}),                    # rank 3
+             Message(Kind.GRAD, "rogue", 10**9, {}, {"g": g, "extra": g}),
+             Message(Kind.PULL, "rogue", 10**9, {"have": 0}, {}),                       # no need, bound
+             Message(Kind.DONE, "rogue", 10**9, {"loss": "low", "correct": 1, "n": 2}, {})]
+    frames = [[bytes(memoryview(f)) for f in encode(m)] for m in wrong]
+    byes, done = train_past_rogue_messages({1: frames, 2: frames})
+    assert byes[1]["bad_messages"] == byes[2]["bad_messages"] == len(wrong)
+    assert len(done) == 10
 
 
 def dni_run(tmp_path, *extra):
@@ -172,7 +197,7 @@ def stage_pid(stage: int) -> int:
 
 
 def test_a_killed_worker_is_named_and_everything_else_exits(tmp_path):
-    proc = dni_run(tmp_path)
+    proc = dni_run(tmp_path, "--max-restarts", "0")
     wait_for_training(tmp_path, proc)
     os.kill(stage_pid(2), signal.SIGKILL)
     _, err = proc.communicate(timeout=20)
@@ -185,7 +210,7 @@ def test_a_killed_parameter_service_is_named_for_what_it_does(tmp_path):
     """It is stage K+1 to the launcher, but "stage 3" would send a user looking for a third box."""
     proc = subprocess.Popen([sys.executable, "-m", "coordinator", "run", "--model", "rnn", "--task", "copy",
                              "--mode", "dni", "--boxes", "2", "--steps-per-box", "3", "--copy-length", "2",
-                             "--epochs", "50",
+                             "--epochs", "50", "--max-restarts", "0",
                              "--out", str(tmp_path), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_training(tmp_path, proc)
     os.kill(stage_pid(3), signal.SIGKILL)

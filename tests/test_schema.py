@@ -84,8 +84,16 @@ def test_kinds_without_arrays_refuse_any(kind):
         roundtrip(Message(kind, msg.src, msg.id, msg.meta, {"x": array(FLOAT, 2)}))
 
 
-@pytest.mark.parametrize("kind", [k for k in Kind if SCHEMAS[k].any_floats])
+@pytest.mark.parametrize("kind", [k for k in Kind if SCHEMAS[k].any_floats and SCHEMAS[k].any_kinds == FLOAT])
 def test_parameter_kinds_take_float_arrays_only(kind):
     msg = valid(kind)[0]
     with pytest.raises(ProtocolError, match="not a float"):
         roundtrip(Message(kind, msg.src, msg.id, msg.meta, {"layer.W": array("iu", 2)}))
+
+
+@pytest.mark.parametrize("kind", [k for k in Kind if SCHEMAS[k].any_kinds != FLOAT])
+def test_full_state_kinds_take_counters_too(kind):
+    """STATE and ASSIGN carry a full state: parameters and moments, and step counts as 0-d integers."""
+    msg = valid(kind)[0]
+    arrays = {"layer.W": array(FLOAT, 2), "opt.layer.t": np.array(7, np.int64)}
+    assert roundtrip(Message(kind, msg.src, msg.id, msg.meta, arrays)).arrays["opt.layer.t"] == 7

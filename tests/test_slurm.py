@@ -15,7 +15,7 @@ import pytest
 from coordinator import checkpoint
 from coordinator.cli import main
 from protocol.keys import load_client
-from netns import ip_binary
+from coordinator.bench.hosts import ip_binary
 from slurm_cluster import Cluster, wait_for
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatch"

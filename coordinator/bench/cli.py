@@ -1,4 +1,4 @@
-"""`dni bench latency|transport`: options, JSON and plot output."""
+"""`dni bench latency|transport|network|fuzz`: options, JSON and plot output."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def add_parser(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: update latency against depth, transport overhead")
+    bench = sub.add_parser("bench", help="benchmarks: update latency against depth, transport overhead, link delay")
     kinds = bench.add_subparsers(dest="bench", required=True)
     lat = kinds.add_parser("latency", help="update latency, samples/s and time breakdown: dni vs backprop by depth",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -49,7 +49,9 @@ def add_parser(sub) -> None:
     fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
     fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
                     help="the `dni run` options of both jobs (the generated task)")
-    for p in (lat, tr, fz):
+    from coordinator.bench import netcli
+    net = netcli.add_parser(kinds)
+    for p in (lat, tr, fz, net):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
@@ -71,6 +73,11 @@ def cmd_bench(args) -> int:
             if "--hidden" in options else config.Config().hidden_sizes()
         result = fuzz.run(Path(args.out), options, [32, *hidden, 10], args.messages, args.seed)
         print(fuzz.report(result))
+    elif args.bench == "network":
+        from coordinator.bench import netcli
+        result = netcli.run(args)
+        if result is None:
+            return 2
     elif args.bench == "latency":
         from coordinator.bench import latency
         result = latency.run(depths=_ints(args.depths, "--depths"), width=args.width, batch=args.batch, steps=args.steps,
@@ -87,8 +94,8 @@ def cmd_bench(args) -> int:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"figures written to {args.json}")
     if args.plot:
-        from coordinator.bench import plot
-        plot.draw(result, args.plot)
+        from coordinator.bench import netplot, plot
+        (netplot if args.bench == "network" else plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
     return 0

@@ -23,8 +23,13 @@ def draw(result: dict, path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     (latency if result["bench"] == "latency" else transport)(result, axes)
     m = result["machine"]
-    fig.suptitle(f"{m['cpus']} cpus, BLAS {m['blas'].get('kernel', '?')} x{m['blas'].get('threads', '?')} thread, "
-                 f"libzmq {m['libzmq']}, pyzmq {m['pyzmq']}", fontsize=9, y=0.01, va="bottom")
+    save(plt, fig, path, f"{m['cpus']} cpus, BLAS {m['blas'].get('kernel', '?')} x{m['blas'].get('threads', '?')} "
+         f"thread, libzmq {m['libzmq']}, pyzmq {m['pyzmq']}")
+
+
+def save(plt, fig, path: str, footnote: str) -> None:
+    """The machine under the panels, then the PNG."""
+    fig.suptitle(footnote, fontsize=9, y=0.01, va="bottom")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,6 +11,9 @@ on Linux both read CLOCK_MONOTONIC, which is the same clock machine-wide.
 """
 from __future__ import annotations
 
+import workers.runtime.blas  # noqa: F401  (first: the echo process runs this module as __main__)
+# isort: split
+
 import subprocess
 import sys
 import tempfile
@@ -19,7 +22,6 @@ import time
 import numpy as np
 import zmq
 
-import workers.runtime.blas  # noqa: F401  (first: the echo process runs this module as __main__)
 from coordinator.bench import report
 from coordinator.metrics import percentiles
 from protocol import Kind, Message, encode

@@ -25,6 +25,10 @@ Handler = Callable[["Member", Message], None]
 class WorkerLost(RuntimeError):
     """A worker died or went silent; the message names its stage and host."""
 
+    def __init__(self, message: str, stage: int | None = None):
+        super().__init__(message)
+        self.stage = stage
+
 
 class WorkerFailed(WorkerLost):
     """A worker gave up (it says why), or reported what must stop the run."""
@@ -41,6 +45,7 @@ class Member:
     proc: object = None          # the local Popen, when this process launched it
     role: str | None = None      # once assigned
     seen: dict = field(default_factory=dict)   # data kind -> the last id it took, from its heartbeats
+    rejoining: bool = False      # told to reset: what it sends until its new hello is stale
 
     def describe(self) -> str:
         # Hostnames repeat (containers, namespaces); the address the worker advertised does not.
@@ -75,6 +80,7 @@ class Membership:
         self.assigned = False        # roles handed out: from then on every member is needed
         self.stopping = False
         self.members: dict[bytes, Member] = {}
+        self.parked: list[tuple[bytes, Message]] = []   # newcomers' hellos, until the survivors have rejoined
         self.procs: dict[int, object] = {}     # stage -> local Popen, for fast death detection
         self.handlers: dict[Kind, Handler] = {Kind.READY: self.on_ready, Kind.BYE: self.on_bye,
                                               Kind.HEARTBEAT: self.on_heartbeat}
@@ -89,20 +95,24 @@ class Membership:
     def pump(self, until, timeout: float | None = None, what: str = "") -> None:
         """Handle control messages until `until()` holds; raises WorkerLost or TimeoutError."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not until():
-            if self.poller.poll(int(self.heartbeat * 1000 * liveness.POLL_FRACTION)):
-                self.receive()
-                # Drain what is already queued before the liveness sweep: cheap and fair.
-                while not until() and self.poller.poll(0):
+        try:
+            while not until():
+                if self.poller.poll(int(self.heartbeat * 1000 * liveness.POLL_FRACTION)):
                     self.receive()
-            # The sweep (a waitpid per local child, clocks per member) costs ~40 µs: a few
-            # times a heartbeat is soon enough, once a message (a DONE a batch) is not.
-            now = time.monotonic()
-            if now >= self.next_sweep:
-                self.next_sweep = now + self.heartbeat * liveness.SWEEP_FRACTION
-                self.check_liveness()
-            if deadline is not None and now > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+                    # Drain what is already queued before the liveness sweep: cheap and fair.
+                    while not until() and self.poller.poll(0):
+                        self.receive()
+                # The sweep (a waitpid per local child, clocks per member) costs ~40 µs: a few
+                # times a heartbeat is soon enough, once a message (a DONE a batch) is not.
+                now = time.monotonic()
+                if now >= self.next_sweep:
+                    self.next_sweep = now + self.heartbeat * liveness.SWEEP_FRACTION
+                    self.check_liveness()
+                if deadline is not None and now > deadline:
+                    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        except WorkerLost as exc:
+            exc.during = what   # what the run was doing when it noticed (a restart says so)
+            raise
 
     def receive(self) -> None:
         try:
@@ -119,6 +129,10 @@ class Membership:
         if self.curve is not None and msg.peer != member.hello["key"]:
             return self.drops("not from the key the member joined with", f"{msg.kind} from {member.describe()}")
         member.liveness.on_heard()
+        if member.rejoining:
+            if msg.kind == Kind.HELLO:
+                self.on_rejoin(member, msg)
+            return   # sent before it dropped its role: about batches the restart does again
         handler = self.handlers.get(msg.kind)
         if handler is None:
             why = "a data kind on the control socket" if msg.kind in DATA else "not a kind the coordinator takes"
@@ -149,10 +163,10 @@ class Membership:
         proc = m.proc
         if proc is not None and proc.poll() is not None and m.bye is None:
             m.bye = {}   # gone: stopping the others need not wait for its goodbye
-            raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}")
+            raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}", m.stage)
         if m.liveness.dead() and m.bye is None:
             m.bye = {}
-            raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s")
+            raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s", m.stage)
         if m.liveness.should_speak():
             self.send(m, Message(Kind.HEARTBEAT, "coordinator"))
 
@@ -164,7 +178,7 @@ class Membership:
         except zmq.Again:
             return self.drops("not sent: the peer does not read", f"{msg.kind} to {member.describe()}")
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the peer is gone
-            raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})") from None
+            raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})", member.stage) from None
         member.liveness.on_spoke()
 
     # -- admission -----------------------------------------------------------------------
@@ -180,6 +194,11 @@ class Membership:
         if self.curve:
             # Trust the key the handshake proved (ZAP's user id), not the one the hello claims.
             msg.meta["key"] = msg.peer
+        if any(m.rejoining for m in self.members.values()):
+            # A replacement is admitted only once every survivor has dropped its role.
+            if len(self.parked) >= self.n_workers:   # bounded: strangers' hellos cannot pile up
+                return self.refuse(identity, "a restart is under way and enough workers wait to replace the lost one")
+            return self.parked.append((identity, msg))
         want = msg.meta.get("stage")
         taken = {m.stage for m in self.members.values()}
         if len(self.members) >= self.n_workers:
@@ -195,17 +214,20 @@ class Membership:
         self.members[identity] = member
         log.info("registered %s, inbox %s", member.describe(), msg.meta["endpoint"])
 
-    def register(self, timeout: float | None) -> None:
-        self.pump(lambda: len(self.members) == self.n_workers, timeout, f"{self.n_workers} workers to register")
+    def register(self, timeout: float | None, stop=lambda: False) -> None:
+        """Wait for every worker, or until stop() holds (a signal)."""
+        self.pump(lambda: stop() or len(self.members) == self.n_workers, timeout, f"{self.n_workers} workers to register")
 
     def by_stage(self) -> dict[int, Member]:
         return {m.stage: m for m in self.members.values()}
 
     # -- assignment ----------------------------------------------------------------------
-    def assign(self, roles: list[str], config: dict, links: dict[int, dict[str, int | None]]) -> None:
+    def assign(self, roles: list[str], config: dict, links: dict[int, dict[str, int | None]],
+               states: dict[int, dict] | None = None, start: int = 0) -> None:
         """Tell every worker its role, the wire config and its neighbours, then wait until all are ready.
 
-        links[k] = {side: stage or None} names stage k's neighbours.
+        links[k] = {side: stage or None} names stage k's neighbours; states[k], stage k's
+        checkpointed state to start from, and `start` the first batch id (a resumed or restarted run).
         """
         self.assigned = True
         stages = self.by_stage()
@@ -219,12 +241,38 @@ class Membership:
         for k, m in stages.items():
             m.role = roles[k - 1]
             self.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
-                "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.heartbeat,
-                "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}))
+                "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.heartbeat, "start": start,
+                "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}, (states or {}).get(k, {})))
         self.pump(lambda: all(m.ready for m in self.members.values()), liveness.READY_TIMEOUT_S, "workers to be ready")
 
     def on_ready(self, member: Member, msg: Message) -> None:
         member.ready = True
+
+    # -- restarts ------------------------------------------------------------------------
+    def reset(self, lost: int) -> None:
+        """Drop the lost stage's worker (killing it, if ours and still there: stopped, or hung);
+        every other assigned worker drops its role and rejoins for its own stage."""
+        for m in [m for m in self.members.values() if m.stage == lost]:
+            del self.members[m.identity]
+        proc = self.procs.get(lost)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for m in self.members.values():
+            if m.role is not None:
+                self.send(m, Message(Kind.RESET, "coordinator"))
+                m.role, m.ready, m.rejoining, m.seen = None, False, True, {}
+
+    def on_rejoin(self, member: Member, msg: Message) -> None:
+        if why := endpoint_fault(msg.meta["endpoint"]):
+            return self.drops("a rejoin with a bad data endpoint", f"{why} from {member.describe()}")
+        member.hello = {**msg.meta, "key": msg.peer} if self.curve else dict(msg.meta)
+        member.rejoining = False
+        log.info("%s rejoined, inbox %s", member.describe(), msg.meta.get("endpoint"))
+        if not any(m.rejoining for m in self.members.values()):
+            parked, self.parked = self.parked, []
+            for identity, hello in parked:
+                self.on_hello(identity, hello)
 
     # -- shutdown ------------------------------------------------------------------------
     def stop(self, timeout: float = liveness.STOP_TIMEOUT_S) -> dict[int, dict]:

@@ -113,7 +113,7 @@ class Pipeline:
         split(x, y) -> {stage: arrays} says which stage gets which part of the batch (each time
         box its slice of the sequence); still one credit per batch.
         """
-        self.wait(lambda: self.in_flight < window, "a free credit")
+        self.wait(lambda: self.in_flight < window, f"a credit for {kind} batch {b}")
         for stage, arrays in split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
         self.pending.add((kind, b))
@@ -202,6 +202,14 @@ class Pipeline:
         if msg.id != self.save_token or member.stage in self.states:
             return self.drops("parameters nobody asked for", f"{msg.id} from {member.describe()}")
         self.states[member.stage] = {k: a.copy() for k, a in msg.arrays.items()}
+
+    def reset(self) -> None:
+        """Forget the pipeline that was (a stage was lost): its credits, barriers, and the feeds to
+        inboxes that every worker replaces when it rejoins. The new roles' id windows start afresh:
+        barrier and evaluation ids count from 0 again, training ids from the step it goes back to."""
+        self.close()
+        self.feeds, self.pending, self.barrier, self.states, self.save_token = {}, set(), None, {}, -1
+        self._ids.clear()
 
     def close(self) -> None:
         for sock in self.feeds.values():

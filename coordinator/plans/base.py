@@ -66,6 +66,13 @@ class Plan:
         the task; returns what to add to the epoch's progress line."""
         return ""
 
+    def curriculum(self) -> dict:
+        """Where the curriculum stands, saved with every checkpoint (JSON)."""
+        return {}
+
+    def restore_curriculum(self, saved: dict) -> None:
+        """Put the curriculum back where a checkpoint had it."""
+
     def checkpoint_config(self) -> dict:
         """The config saved with every checkpoint (config.json): enough to rebuild and test it."""
         return {**self.wire_fields, "data": self.cfg.data, "classes": self.cfg.classes,

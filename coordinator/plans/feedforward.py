@@ -36,12 +36,13 @@ class FeedForward(Plan):
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
         from workers.numerics.reference import evaluate
-        from workers.numerics.stage import build, load_state
+        from workers.numerics.snapshot import restore
+        from workers.numerics.stage import build
 
         # The run's own seed: without --data the task is generated from it.
         task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"], seed=saved["seed"]))
         wire = WireConfig.from_meta(saved)
         stages = [build(k, wire) for k in range(1, len(wire.sizes))]
         for s in stages:
-            load_state(s, states.get(s.index, {}))
+            restore(s, states.get(s.index, {}), f"stage {s.index}")
         return evaluate(stages, task.x_test, task.y_test, saved["eval_batch"]), len(task.x_test)

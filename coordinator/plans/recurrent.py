@@ -81,6 +81,13 @@ class Recurrent(Plan):
                 self.task.grow()
         return line
 
+    def curriculum(self) -> dict:
+        return {"copy_length": self.task.length, "copy_solved": self.solved} if isinstance(self.task, CopyTask) else {}
+
+    def restore_curriculum(self, saved: dict) -> None:
+        if isinstance(self.task, CopyTask) and saved:
+            self.task, self.solved = CopyTask(self.cfg, saved["copy_length"]), saved["copy_solved"]
+
     def checkpoint_config(self) -> dict:
         # eval_length: the Copy length the test set stands at, so `dni eval` tests what the run tested.
         return {**super().checkpoint_config(), "copy_length": self.cfg.copy_length,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from workers.numerics import optimizers
+from workers.numerics.snapshot import copy_into, counter, join, part
 from workers.numerics.synthesizers import Synthesizer
 
 if TYPE_CHECKING:
@@ -110,4 +111,13 @@ class InFlight:
         return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {f"synth.{k}": v for k, v in self.synth.params.items()} if self.synth is not None else {}
+        """M and its optimizer, and the update count (the owner's schedule position); never the
+        batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
+        synth = join(synth=self.synth.params, synth_opt=self.synth_opt.state()) if self.synth is not None else {}
+        return {**synth, "updates": counter(self.updates)}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        if self.synth is not None:
+            copy_into(self.synth.params, part(saved, "synth"))
+            self.synth_opt.load_state(part(saved, "synth_opt"))
+        self.updates = int(saved["updates"])

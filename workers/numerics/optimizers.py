@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workers.numerics.snapshot import copy_into, join, part
+
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
 
@@ -39,6 +41,13 @@ class SGD:
             v += g
             params[k] -= self.lr * v
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {**join(velocity=self.velocity), "lr": np.array(self.lr)}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        copy_into(self.velocity, part(saved, "velocity"))
+        self.lr = float(saved["lr"])
+
 
 class Adam:
     def __init__(self, params: dict[str, np.ndarray], lr: float, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -58,6 +67,15 @@ class Adam:
             v *= self.beta2
             v += (1 - self.beta2) * (g * g)
             params[k] -= lr * m / (np.sqrt(v) + self.eps)
+
+    def state(self) -> dict[str, np.ndarray]:
+        # The step count and the rate too: Adam's bias correction and the schedule resume exactly.
+        return {**join(m=self.m, v=self.v), "t": np.array(self.t, np.int64), "lr": np.array(self.lr)}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        copy_into(self.m, part(saved, "m"))
+        copy_into(self.v, part(saved, "v"))
+        self.t, self.lr = int(saved["t"]), float(saved["lr"])
 
 
 def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> float:
@@ -101,3 +119,11 @@ class Scheduled:
             if grads.get(group):
                 opt.step(self.groups[group], grads[group])
             opt.lr = lr
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every group's moments, step count and current rate: the schedule's position."""
+        return join(**{g: opt.state() for g, opt in self.opts.items()})
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        for g, opt in self.opts.items():
+            opt.load_state(part(saved, g))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workers.numerics.optimizers import Scheduled
+from workers.numerics.snapshot import copy_into, counter, join, part
 from workers.numerics.timebox import flat, grouped, groups, make_model
 
 if TYPE_CHECKING:
@@ -60,3 +61,13 @@ class ParamStore:
         if self._snapshot is None or self._snapshot[0] != self.version:
             self._snapshot = (self.version, {k: v.copy() for k, v in self.params().items()})
         return self._snapshot[1]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The tied weights, their optimizer and the version. Partial sums are not kept: at a
+        barrier every batch's pushes are in."""
+        return {**self.params(), **join(opt=self.opt.state()), "version": counter(self.version)}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        copy_into(self.params(), saved)
+        self.opt.load_state(part(saved, "opt"))
+        self.version, self._snapshot = int(saved["version"]), None

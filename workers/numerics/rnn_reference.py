@@ -86,7 +86,7 @@ def load_checkpoint(boxes: list[TimeBox], store: ParamStore | None, states: dict
     """Weights from a checkpoint: the service's stage (K+1) when tied, each box's own otherwise."""
     if store is not None:
         own = store.params()
-        saved = states.get(len(boxes) + 1, {})
+        saved = {k: v for k, v in states.get(len(boxes) + 1, {}).items() if k in own}
         if set(saved) != set(own):
             raise ValueError(f"checkpoint holds tied weights {sorted(saved)}, expected {sorted(own)}")
         for k, a in own.items():

@@ -12,6 +12,7 @@ import numpy as np
 from workers.numerics.inflight import Batch, InFlight
 from workers.numerics.layers import Dense, Head
 from workers.numerics.optimizers import Scheduled, check_loss
+from workers.numerics.snapshot import copy_into, counter, join, part
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -53,7 +54,12 @@ class Stage:
         return dx, self.inflight.updated(b)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**{f"layer.{k}": v for k, v in self.layer.params.items()}, **self.inflight.state()}
+        return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state()}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        copy_into(self.layer.params, part(saved, "layer"))
+        self.opt.load_state(part(saved, "opt"))
+        self.inflight.load_state(saved)
 
 
 def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0,
@@ -100,7 +106,12 @@ class HeadStage:
         return self.head.evaluate(x, y)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {f"layer.{k}": v for k, v in self.head.params.items()}
+        return {**join(layer=self.head.params, opt=self.opt.state()), "updates": counter(self.updates)}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        copy_into(self.head.params, part(saved, "layer"))
+        self.opt.load_state(part(saved, "opt"))
+        self.updates = int(saved["updates"])
 
 
 def head_step(head: HeadStage, x: np.ndarray, y: np.ndarray,
@@ -121,14 +132,3 @@ def build(index: int, cfg: WireConfig) -> Stage | HeadStage:
     if index == len(sizes) - 1:
         return HeadStage(index, sizes[-2], sizes[-1], cfg)
     return Stage(index, sizes[index - 1], sizes[index], cfg)
-
-
-def load_state(stage: Stage | HeadStage, arrays: dict[str, np.ndarray]) -> None:
-    """Copy checkpointed arrays into a stage, checking names and shapes."""
-    own = stage.state()
-    if set(own) != set(arrays):
-        raise ValueError(f"stage {stage.index}: checkpoint holds {sorted(arrays)}, expected {sorted(own)}")
-    for k, a in own.items():
-        if a.shape != arrays[k].shape:
-            raise ValueError(f"stage {stage.index}: {k} has shape {arrays[k].shape}, expected {a.shape}")
-        a[...] = arrays[k]

@@ -13,6 +13,7 @@ from workers.numerics.cells import LSTMCell, TanhCell
 from workers.numerics.inflight import Batch, InFlight
 from workers.numerics.layers import Head
 from workers.numerics.optimizers import Scheduled
+from workers.numerics.snapshot import copy_into, join, part
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -193,7 +194,15 @@ class TimeBox:
         return self.inflight.updated(b)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**({} if self.tied else self.params()), **self.inflight.state()}
+        # Tied weights and their optimizer live in the parameter service, which saves them.
+        own = {} if self.tied else {**self.params(), **join(opt=self.opt.state())}
+        return {**own, **self.inflight.state()}
+
+    def load_state(self, saved: dict[str, np.ndarray]) -> None:
+        if not self.tied:
+            copy_into(self.params(), saved)
+            self.opt.load_state(part(saved, "opt"))
+        self.inflight.load_state(saved)
 
 
 def train_step(box: TimeBox, b: int, xs: np.ndarray, state0: np.ndarray, y: np.ndarray, stats: np.ndarray,

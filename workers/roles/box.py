@@ -15,7 +15,7 @@ from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, grad_fault, labels_fault, values_fault
-from workers.roles.params import meta_ints, weights_fault
+from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
 
 
@@ -99,7 +99,7 @@ class TimeBoxWorker(Role):
         self.job, self.blocked = job, True
 
     def on_params(self, msg: Message, t: float) -> None:
-        version, staleness = meta_ints(msg, "version", "staleness")
+        version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode
         if self.job is None or msg.id != self.pulls:
             self.counters["unexpected"] += 1
             return
@@ -197,5 +197,9 @@ class TimeBoxWorker(Role):
         self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls)
         super().on_stop(msg, t)
 
-    def state(self) -> dict:
-        return self.box.state()
+    def numerics(self):
+        return self.box
+
+    def load_state(self, saved: dict) -> None:
+        super().load_state(saved)
+        self.trained = self.box.inflight.updates   # every batch so far made one update here

@@ -40,5 +40,5 @@ class HeadWorker(Role):
         self.flush_metrics()
         self.to_peer("prev", Kind.SYNC_BACK, msg.id)
 
-    def state(self) -> dict:
-        return self.stage.state()
+    def numerics(self):
+        return self.stage

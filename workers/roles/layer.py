@@ -70,5 +70,5 @@ class LayerWorker(Role):
         else:
             self.to_peer("prev", Kind.SYNC_BACK, msg.id)
 
-    def state(self) -> dict:
-        return self.stage.state()
+    def numerics(self):
+        return self.stage

@@ -17,18 +17,10 @@ from collections import Counter
 
 import numpy as np
 
-from protocol import Kind, Message, ProtocolError
+from protocol import Kind, Message
 from workers.numerics.paramstore import ParamStore
 from workers.roles.guard import values_fault
 from workers.roles.role import Role
-
-
-def meta_ints(msg: Message, *names: str) -> tuple[int, ...]:
-    """The named header fields as non-negative ints; ProtocolError if any is missing or not one."""
-    values = tuple(msg.meta.get(n) for n in names)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise ProtocolError(f"{msg.kind} from {msg.src or '?'} needs non-negative integers {', '.join(names)}")
-    return values
 
 
 def weights_fault(msg: Message, own: dict[str, np.ndarray]) -> str | None:
@@ -54,7 +46,6 @@ class ParamService(Role):
         self.checks[Kind.PUSH] = lambda msg: weights_fault(msg, self.store.params())
 
     def on_pull(self, msg: Message, t: float) -> None:
-        meta_ints(msg, "have", "need", "bound")
         if self.store.version < msg.meta["need"]:
             # A box has one pull open at a time: a newer one from the same name replaces it.
             self.waiting = [m for m in self.waiting if m.src != msg.src] + [msg]
@@ -74,7 +65,7 @@ class ParamService(Role):
         self.to_peer(msg.src, Kind.PARAMS, msg.id, meta={"version": have, "staleness": staleness}, **arrays)
 
     def on_push(self, msg: Message, t: float) -> None:
-        (used,) = meta_ints(msg, "version")
+        used = msg.meta["version"]   # a count: the schema checked it at decode (the arrays: weights_fault)
         box = int(msg.src.removeprefix("box-"))
         # Partial sums a forged or lost push left behind are forgotten a cache later.
         for old in [b for b in self.store.partial if b <= msg.id - self.cfg.cache]:
@@ -101,5 +92,5 @@ class ParamService(Role):
             self.flush_metrics()
             self.to_coordinator(Kind.SYNCED, msg.id)
 
-    def state(self) -> dict:
-        return self.store.params()
+    def numerics(self):
+        return self.store

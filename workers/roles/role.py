@@ -15,6 +15,7 @@ from protocol.sockets import make_socket, recv, send
 from protocol.wireconfig import WireConfig
 from workers.numerics.inflight import Batch, Fit
 from workers.numerics.optimizers import NonFinite
+from workers.numerics.snapshot import Stateful, restore
 from workers.roles.guard import Window
 from workers.runtime.clock import Clock
 
@@ -61,7 +62,7 @@ class Role:
                                             "coordinator": curve["client"][2].decode()}
         self.peers = {side: self._connect(ctx, peer, curve) for side, peer in neighbours.items()}
         self.handlers: dict[Kind, callable] = {Kind.STOP: self.on_stop, Kind.SAVE: self.on_save,
-                                               Kind.HEARTBEAT: lambda msg, t: None}
+                                               Kind.RESET: self.on_reset, Kind.HEARTBEAT: lambda msg, t: None}
         self.control_kinds = frozenset(self.handlers)   # all a worker takes on its control socket
         # Filled by each role: the data kinds it takes, from which senders, and what else it checks.
         self.sources: dict[Kind, frozenset[str]] = {}
@@ -74,6 +75,7 @@ class Role:
         self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
         self.clock = Clock()
         self.stopping = False
+        self.reset = False          # told to drop this role and rejoin (a stage was lost and replaced)
         self.records: list[dict] = []
         self.counters = {"bad_messages": 0, "unexpected": 0}
 
@@ -209,8 +211,16 @@ class Role:
         self.clock.lap("compute")
 
     # -- control -------------------------------------------------------------------------
-    def state(self) -> dict:
+    def numerics(self) -> Stateful:
+        """The stage, time box or store whose full state a checkpoint holds."""
         raise NotImplementedError
+
+    def state(self) -> dict:
+        return self.numerics().state()
+
+    def load_state(self, saved: dict) -> None:
+        """Start from a checkpoint's state (sent with the assignment), before anything else arrives."""
+        restore(self.numerics(), saved, self.name)
 
     def on_save(self, msg: Message, t: float) -> None:
         self.to_coordinator(Kind.STATE, msg.id, meta=self.counters, arrays=self.state())
@@ -224,6 +234,11 @@ class Role:
         self.flush_metrics()
         self.to_coordinator(Kind.BYE, meta=self.goodbye())
         self.stopping = True
+
+    def on_reset(self, msg: Message, t: float) -> None:
+        # Nothing more is sent: what this role holds is newer than the checkpoint every stage
+        # restarts from, and its metrics records of those batches will be made again.
+        self.stopping = self.reset = True
 
     def close(self) -> None:
         for sock in self.peers.values():

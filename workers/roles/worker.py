@@ -42,28 +42,32 @@ def inbox_host(coordinator: str, advertise: str | None) -> str | None:
     return advertise or route_address(urlsplit(coordinator).hostname)
 
 
-def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None) -> str:
-    """Bind the data inbox where neighbours can reach it; returns the endpoint to advertise."""
+def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None, generation: int = 0) -> str:
+    """Bind the data inbox where neighbours can reach it; returns the endpoint to advertise.
+
+    generation: how many times this worker rejoined; each inbox is new (see run)."""
     if host is None:
         path = os.path.join(os.path.dirname(coordinator[len("ipc://"):]), f"worker-{os.getpid()}")
+        path += f"-{generation}" if generation else ""
         inbox.bind(f"ipc://{path}")
         return f"ipc://{path}"
     port = inbox.bind_to_random_port(f"tcp://{host}")
     return f"tcp://{host}:{port}"
 
 
-def register(control: zmq.Socket, monitor: zmq.Socket, endpoint: str, stage: int | None, timeout: float,
+def register(control: zmq.Socket, monitor: zmq.Socket | None, endpoint: str, stage: int | None, timeout: float,
              curve_public: str) -> Message:
-    """Say hello and wait for the assignment; `monitor` reports handshakes the coordinator refused."""
+    """Say hello and wait for the assignment; `monitor` (first time only) reports handshakes the coordinator refused."""
     me = f"pid-{os.getpid()}"
     send(control, Message(Kind.HELLO, me, -1, {"endpoint": endpoint, "stage": stage, "host": socket.gethostname(),
                                                "pid": os.getpid(), "key": curve_public}))
     poller = zmq.Poller()
     poller.register(control, zmq.POLLIN)
-    poller.register(monitor, zmq.POLLIN)
+    if monitor is not None:
+        poller.register(monitor, zmq.POLLIN)
     # The coordinator answers once every worker has registered; it heartbeats meanwhile.
     while events := dict(poller.poll(int(timeout * 1000))):
-        if monitor in events and (why := handshake_failure(recv_monitor_message(monitor), bool(curve_public))):
+        if monitor is not None and monitor in events and (why := handshake_failure(recv_monitor_message(monitor), bool(curve_public))):
             raise WorkerError(f"cannot join the coordinator: {why}")
         if control not in events:
             continue
@@ -104,22 +108,30 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     ctx = zmq.Context()
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
-    inbox = make_socket(ctx, zmq.PULL, {"server": curve["own"]} if curve else None)
-    gate = Gate(ctx, log, "not a member of this run", watch=inbox) if curve else None
-    role = assign = None
+    inbox = gate = role = assign = None
     try:
         control.connect(coordinator)
-        endpoint = bind_inbox(inbox, coordinator, host)
-        assign = register(control, monitor, endpoint, stage, timeout, curve["own"][0].decode() if curve else "")
-        control.disable_monitor()
-        if gate is not None:
-            if not isinstance(assign.meta.get("members"), list):
-                raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
-            gate.admit(assign.meta["members"])
-        role = build_role(ctx, control, inbox, assign, curve)
-        role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
-        role.run()
-        return 0
+        generation = 0
+        while True:
+            # A fresh inbox each time round: whatever the old pipeline still had on its way
+            # to this worker dies with the old socket, and cannot reach the restarted one.
+            inbox = make_socket(ctx, zmq.PULL, {"server": curve["own"]} if curve else None)
+            gate = Gate(ctx, log, "not a member of this run", watch=inbox) if curve else None
+            endpoint = bind_inbox(inbox, coordinator, host, generation)
+            assign = register(control, monitor, endpoint, stage, timeout, curve["own"][0].decode() if curve else "")
+            if monitor is not None:
+                control.disable_monitor()
+                monitor.close(linger=0)
+                monitor = None
+            role = start_role(ctx, control, inbox, gate, assign, curve)
+            role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
+            role.run()
+            if not role.reset:
+                return 0
+            # A stage was lost: rejoin for the same stage, which only we may take.
+            stage, generation = assign.meta["stage"], generation + 1
+            role.log.info("reset: rejoining for a restart from the last checkpoint")
+            role = inbox = gate = close(role, inbox, gate)
     except (WorkerError, Diverged) as exc:
         # Once assigned, the coordinator hears why (else it would only see the connection go).
         if assign is not None:
@@ -133,21 +145,34 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     except KeyboardInterrupt:
         return 130
     finally:
-        if gate is not None:
-            gate.close()
+        close(role, inbox, gate)
+        if monitor is not None:
+            monitor.close(linger=0)
         # Every socket of the context, the role's links to its neighbours too, even those of a
         # role whose setup failed half-way: term() would wait for them forever.
         ctx.destroy(linger=0)
 
 
-def build_role(ctx, control, inbox, assign: Message, curve):
-    """The assigned role, built; WorkerError says in one line why it could not be."""
+def start_role(ctx, control, inbox, gate, assign: Message, curve):
+    """The assigned role, built and (after a restart or on resume) loaded with its checkpointed state;
+    WorkerError says in one line why it could not be."""
+    if gate is not None:
+        if not isinstance(assign.meta.get("members"), list):
+            raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
+        gate.admit(assign.meta["members"])
     try:
-        return ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
     except ProtocolError as exc:
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
         raise WorkerError(f"cannot build its {assign.meta.get('role')} role: {type(exc).__name__}: {exc}") from None
+    try:
+        if assign.arrays:
+            role.load_state(dict(assign.arrays))
+    except (ProtocolError, ValueError, KeyError) as exc:
+        role.close()
+        raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
+    return role
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:
@@ -158,3 +183,12 @@ def give_up(control: zmq.Socket, role, error: str) -> None:
         control.close(linger=int(liveness.FAIL_LINGER_S * 1000))
     except zmq.ZMQError:
         pass
+
+
+def close(role, inbox, gate) -> None:
+    if role is not None:
+        role.close()
+    if inbox is not None:
+        inbox.close(linger=0)
+    if gate is not None:
+        gate.close()

@@ -1,11 +1,14 @@
-"""Network namespaces as stand-in hosts on a private bridge, for multi-machine tests (needs root)."""
+"""Network namespaces as stand-in hosts on a private bridge, for multi-machine tests and benchmarks (needs root)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import socket
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -15,6 +18,9 @@ SUBNET = "10.77"
 _BRIDGE = "dnb{x}"
 _VETH = "dnv{x}h{i}"
 _INNER_IF = "eth0"
+# `ip netns exec NAME` bind-mounts /etc/netns/NAME/hosts over /etc/hosts: a per-host name table.
+ETC_NETNS = "/etc/netns"
+_CLONE_NEWNET = 0x40000000
 
 
 class NetnsError(RuntimeError):
@@ -53,6 +59,7 @@ class Host:
 
     name: str
     ip: str
+    veth: str = ""   # the bridge-side end of its veth pair: its egress is what this host receives
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
     def argv(self, argv: Sequence[str]) -> list[str]:
@@ -67,6 +74,30 @@ class Host:
     def run(self, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
         kw = {"capture_output": True, "text": True, "timeout": 60, "check": True, **kw}
         return subprocess.run(self.argv(argv), **kw)
+
+    def add_address(self, ip: str) -> None:
+        _ip_ok("-n", self.name, "addr", "add", f"{ip}/24", "dev", _INNER_IF)
+
+    def name_table(self, names: dict[str, str]) -> None:
+        """What host names resolve to for processes started here from now on (their /etc/hosts)."""
+        os.makedirs(f"{ETC_NETNS}/{self.name}", exist_ok=True)
+        lines = ["127.0.0.1 localhost", *(f"{ip} {name}" for name, ip in names.items())]
+        with open(f"{ETC_NETNS}/{self.name}/hosts", "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """A socket of this host's network stack, made by this process: a socket keeps the
+        namespace it was created in, so only this thread visits the namespace, for the call."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/proc/self/task/{threading.get_native_id()}/ns/net") as home, \
+                open(f"/var/run/netns/{self.name}") as there:
+            if libc.setns(there.fileno(), _CLONE_NEWNET):
+                raise NetnsError(f"setns into {self.name}: {os.strerror(ctypes.get_errno())}")
+            try:
+                return socket.socket(socket.AF_INET, kind)
+            finally:
+                if libc.setns(home.fileno(), _CLONE_NEWNET):  # never leave this thread elsewhere
+                    raise NetnsError(f"setns back from {self.name}: {os.strerror(ctypes.get_errno())}")
 
 
 def hosts(n: int, prefix: str = "dni") -> Network:
@@ -128,7 +159,7 @@ class Network:
     def _add_host(self, x: int, i: int) -> None:
         name, veth, ip = f"{self.prefix}{x}-{i}", _VETH.format(x=x, i=i), f"{SUBNET}.{x}.{i + 1}"
         _ip_ok("netns", "add", name)
-        self.hosts.append(Host(name, ip))
+        self.hosts.append(Host(name, ip, veth))
         _ip_ok("link", "add", veth, "type", "veth", "peer", "name", _INNER_IF, "netns", name)
         self._veths.append(veth)
         _ip_ok("link", "set", veth, "master", self.bridge, "up")
@@ -166,6 +197,7 @@ class Network:
             result = _ip("netns", "del", host.name)
             if result.returncode:
                 problems.append(f"netns del {host.name}: {result.stderr.strip()}")
+            shutil.rmtree(f"{ETC_NETNS}/{host.name}", ignore_errors=True)
         # Deleting a namespace destroys its end of the veth pair and with it our end;
         # delete explicitly anyway in case the namespace could not be removed.
         for veth in self._veths:
@@ -179,4 +211,8 @@ class Network:
             if result.returncode:
                 problems.append(f"link del {self.bridge}: {result.stderr.strip()}")
         self.hosts, self._veths, self.bridge = [], [], None
+        try:
+            os.rmdir(ETC_NETNS)   # only if no other run's name tables are left in it
+        except OSError:
+            pass
         return problems

@@ -1,0 +1,79 @@
+"""`dni bench network`: its options, and the checks made before any namespace is created."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from coordinator.bench import network, shaping
+
+
+def _list(text: str, option: str, kind=int, low=1) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if values and min(values) < low:
+        raise ValueError(f"{option}: expected numbers >= {low}, got {text!r}")
+    return values
+
+
+def add_parser(kinds) -> argparse.ArgumentParser:
+    net = kinds.add_parser("network", help="dni, cdni, backprop across namespaces as hosts: link delay, bandwidth, "
+                           "a slow host (needs root)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    net.add_argument("--delays", default="0,1,5,20", help="one-way delay per link, ms")
+    net.add_argument("--stages", default="3,4", help="stages per network (2 is always added: the projection's check)")
+    net.add_argument("--modes", default="dni,cdni,backprop", help="modes to run")
+    net.add_argument("--window", type=int, default=2, help="batches in flight (credit) of the main sweep")
+    net.add_argument("--windows", default="1,4,8,16",
+                     help="more windows for dni and cdni at --focus-stages: accuracy and samples/s against window")
+    net.add_argument("--window-delays", default="0,5,20", help="the delays of those window runs")
+    net.add_argument("--throughput-window", type=int, default=8,
+                     help="the window of dni's throughput runs at every depth and delay")
+    net.add_argument("--focus-stages", type=int, default=3,
+                     help="depth of the window, slow-host, bandwidth and coordinator-hop runs")
+    net.add_argument("--bandwidth", help="also run with every link shaped to this rate (tc HTB), e.g. 100mbit")
+    net.add_argument("--slow-stage", type=int, default=0, help="also run with this stage's host slowed (0: none)")
+    net.add_argument("--slow-share", type=float, default=0.25, help="cores the slow host gets (CFS quota)")
+    net.add_argument("--epochs", type=int, default=2, help="the fixed budget: epochs of every job")
+    net.add_argument("--width", type=int, default=256, help="hidden layer width")
+    net.add_argument("--batch", type=int, default=128, help="batch size")
+    net.add_argument("--warmup", type=int, default=50, help="first steps left out of latency and staleness figures")
+    net.add_argument("--data", help="MNIST directory (default: the generated task)")
+    net.add_argument("--insecure", action="store_true", help="no CURVE (default: every socket encrypted)")
+    net.add_argument("--keep", metavar="DIR", help="keep every job's run directory and logs here")
+    return net
+
+
+def params(args) -> dict:
+    stages = sorted(set(_list(args.stages, "--stages", low=2)) | {2})
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - set(network.MODES):
+        raise ValueError(f"--modes: expected some of {','.join(network.MODES)}, got {args.modes!r}")
+    if args.focus_stages not in stages:
+        stages = sorted(set(stages) | {args.focus_stages})
+    if args.slow_stage and not 1 <= args.slow_stage <= args.focus_stages:
+        raise ValueError(f"--slow-stage {args.slow_stage}: the slow-host runs have {args.focus_stages} stages")
+    if args.bandwidth:
+        shaping.rate_bits(args.bandwidth)
+    if min(args.window, args.throughput_window, args.epochs, args.width, args.batch) < 1 or args.warmup < 0:
+        raise ValueError("--window, --throughput-window, --epochs, --width, --batch must be positive")
+    return {"delays": sorted(set(_list(args.delays, "--delays", float, 0)) | {0.0}), "stages": stages,
+            "modes": modes, "window": args.window, "windows": _list(args.windows, "--windows"),
+            "window_delays": _list(args.window_delays, "--window-delays", float, 0),
+            "throughput_window": args.throughput_window, "focus_stages": args.focus_stages,
+            "bandwidth": args.bandwidth, "slow_stage": args.slow_stage, "slow_share": args.slow_share,
+            "epochs": args.epochs, "width": args.width, "batch": args.batch, "warmup": args.warmup,
+            "data": args.data, "insecure": args.insecure, "seed": args.seed, "runs_dir": args.keep,
+            "job": ["--batch-size", str(args.batch), *(["--data", args.data] if args.data else [])]}
+
+
+def run(args) -> dict | None:
+    why = network.refusal()
+    if why:
+        print(f"dni: error: {why}", file=sys.stderr)
+        return None
+    p = params(args)
+    # A polite kill (SIGTERM) unwinds like Ctrl-C, so namespaces, relays and cgroups are removed.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return network.run(p)

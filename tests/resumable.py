@@ -1,0 +1,101 @@
+"""Helpers of the failure tests: a `dni run` in a child process, waiting for its progress, comparing checkpoints."""
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from coordinator import checkpoint
+
+FAST = ["--no-progress", "--heartbeat", "0.5"]
+
+
+def start(out: Path, *argv: str, command: str = "run") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "coordinator", command, "--out", str(out), *FAST, *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def steps_logged(out: Path) -> int:
+    """The highest step in metrics.jsonl so far (-1 before any)."""
+    path = out / "metrics.jsonl"
+    found = re.findall(r'"step": (\d+)', path.read_text()) if path.exists() else []
+    return max(map(int, found), default=-1)
+
+
+def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc is None or proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.02)
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """Every array of both runs' checkpoints (weights, moments, counters) identical, bit for bit."""
+    _, want = checkpoint.load(a)
+    _, got = checkpoint.load(b)
+    assert got.keys() == want.keys()
+    for stage, arrays in want.items():
+        assert got[stage].keys() == arrays.keys()
+        for name, value in arrays.items():
+            assert np.array_equal(got[stage][name], value), (stage, name)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def worker_pids() -> list[int]:
+    """This test session's worker processes (by the tag conftest gives every child)."""
+    tag = os.environ["DNI_TEST_TAG"].encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"worker" in cmd and tag in env and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+class Watched:
+    """A `dni` child process whose stderr lines a thread collects as they come."""
+
+    def __init__(self, out: Path, *argv: str, command: str = "run"):
+        self.out, self.proc = out, start(out, *argv, command=command)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self.reader.start()
+
+    def wait(self, timeout: float = 120) -> int:
+        rc = self.proc.wait(timeout)
+        self.reader.join(5)
+        return rc
+
+    def saw(self, words: str) -> bool:
+        return any(words in line for line in self.lines)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def stage_pid(stage: int) -> int:
+    """The live worker process of a stage (started with --stage, as `dni run` starts them)."""
+    for pid in worker_pids():
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"--stage" in cmd and cmd[cmd.index(b"--stage") + 1] == str(stage).encode():
+            return pid
+    raise AssertionError(f"no worker for stage {stage}")

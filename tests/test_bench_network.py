@@ -1,0 +1,110 @@
+"""`dni bench network` on real namespaces, relays, tc and cgroups: every figure present and sane, nothing left."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from coordinator.bench import shaping
+from coordinator.bench.hosts import ETC_NETNS, hosts, ip_binary
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+DELAY = 5.0
+
+
+def leftovers() -> dict:
+    netns = subprocess.run([ip_binary(), "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run([ip_binary(), "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {"namespaces": [line.split()[0] for line in netns.splitlines() if line.startswith("dninet")],
+            "links": [w for w in links.split() if w.startswith(("dnb", "dnv"))],
+            "name tables": [n for n in os.listdir(ETC_NETNS) if n.startswith("dninet")] if os.path.isdir(ETC_NETNS) else [],
+            "cgroups": [n for n in os.listdir(shaping.CGROUP_V1) if n.startswith(f"dni-bench-")]
+            if os.path.isdir(shaping.CGROUP_V1) else []}
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+@needs_root
+def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
+    before = leftovers()
+    out = tmp_path / "net.json"
+    run = subprocess.run([sys.executable, "-m", "coordinator", "bench", "network", "--delays", f"0,{DELAY:g}",
+                          "--stages", "2", "--focus-stages", "2", "--modes", "dni,backprop", "--windows", "",
+                          "--throughput-window", "2", "--epochs", "2", "--slow-stage", "2", "--slow-share", "0.5",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert leftovers() == before
+    result = json.loads(out.read_text())
+    assert result["delay_by"] == ("netem" if result["netem"]["available"] else "relay")
+    runs = result["runs"]
+    assert {(r["mode"], r["delay_ms"]) for r in runs} >= {(m, d) for m in ("dni", "backprop") for d in (0.0, DELAY)}
+    for r in runs:
+        lat = r["stage1_latency_ms"]
+        assert positive(r["samples_per_second"]) and positive(lat["p50"]) and lat["p99"] >= lat["p50"], r
+        assert 0.1 < r["test_accuracy"] <= 1 and r["steps"] >= 300
+        assert len(r["links"]) == 3   # coordinator -> stage 1 -> head -> coordinator
+        for link in r["links"]:
+            delayed = r["coordinator_delayed"] or "coord" not in (link["from"], link["to"])
+            assert link["rtt_ms"]["min"] >= (2 * r["delay_ms"] if delayed else 0) and positive(link["rtt_ms"]["p50"])
+            assert link["rtt_message_ms"]["p50"] >= link["rtt_ms"]["min"]
+        cpu = r["cpu_ms_per_batch"]
+        assert all(positive(s["total"]) and positive(s["compute"]) for s in cpu["stages"])
+        assert positive(cpu["coordinator"]) and cpu["relays"] >= 0
+        if r["mode"] == "dni":
+            st = r["staleness"]["all"]
+            assert st["mean"] >= 0 and st["p99"] >= st["p50"] and st["n"] > 0
+        else:
+            assert r["staleness"]["all"]["n"] == 0   # locked: no synthesizer, no targets
+        if result["delay_by"] == "relay" and r["coordinator_delayed"]:
+            assert all(x["delay_ms"] == r["delay_ms"] and x["cpu_s"] >= 0 for x in r["relays"].values())
+    slow = [r for r in runs if r["slow_stage"]]
+    assert slow and all(r["throttled"]["throttled_periods"] > 0 for r in slow)
+    assert [h["delay_ms"] for h in result["hop"]] == [DELAY]
+    assert all(positive(h["samples_per_second"]["undelayed"]) for h in result["hop"])
+    assert len(result["projection"]["validation"]) == 4
+    assert {v["stages"] for v in result["projection"]["hosts"]} == {2, 3, 4, 8}
+    assert result["targets"] and all(set(t) == {"name", "value", "op", "limit", "pass"} for t in result["targets"])
+    # The backprop round trip crosses two delayed links per stage boundary.
+    bp = {r["delay_ms"]: r["stage1_latency_ms"]["p50"] for r in runs
+          if r["mode"] == "backprop" and not r["slow_stage"]}
+    assert bp[DELAY] - bp[0.0] >= 2 * DELAY
+
+
+def test_without_root_it_refuses_in_one_line(tmp_path):
+    # A user namespace of its own makes this process uid 65534 while it can still read our files.
+    argv = [sys.executable, "-m", "coordinator", "bench", "network", "--json", str(tmp_path / "x")]
+    run = subprocess.run(["unshare", "--user", *argv] if os.geteuid() == 0 else argv,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("dni: error: dni bench network needs root: it makes a network namespace")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_root
+def test_htb_shapes_the_link_and_goes_with_it():
+    with hosts(2, prefix="dninet") as (a, b):
+        assert "htb 1mbit" in shaping.shape(b.veth, None, "1mbit")   # into b: 125 kB/s
+        assert "htb" in shaping.qdisc(b.veth)
+        server = b.socket()
+        server.bind((b.ip, 7000))
+        server.listen(1)
+        client = a.socket()
+        client.connect((b.ip, 7000))
+        conn, _ = server.accept()
+        t0 = time.monotonic()
+        client.sendall(b"x" * 250_000)
+        client.shutdown(socket.SHUT_WR)
+        got = 0
+        while chunk := conn.recv(65536):
+            got += len(chunk)
+        took = time.monotonic() - t0
+        for s in (client, conn, server):
+            s.close()
+        assert got == 250_000 and took > 1.5, took   # 2 s at 1 mbit, less the first burst
+        veth = b.veth
+    assert veth not in subprocess.run([ip_binary(), "-o", "link"], capture_output=True, text=True).stdout
