@@ -344,10 +344,11 @@ def test_f12_a_stopped_worker_is_named_and_the_run_exits_promptly(tmp_path):
 # -- the semantic fuzz -----------------------------------------------------------------------
 def test_fuzzing_every_socket_of_a_running_job_changes_nothing_but_the_counters(tmp_path):
     """2,000 messages with valid headers and random contents, to the control socket and every inbox."""
-    args = ["--hidden", "64,64", "--epochs", "8", "--seed", "0", "--heartbeat", "0.5"]
+    args = ["--hidden", "64,64", "--epochs", "20", "--seed", "0", "--heartbeat", "0.5"]   # outlasts the fuzz
     result = fuzz.run(tmp_path, args, [32, 64, 64, 10], 500, seed=3)
     calm, fuzzed = result["undisturbed"], result["fuzzed"]
     assert calm["exit"] == 0 and fuzzed["exit"] == 0, fuzz.report(result) + fuzzed["stderr"]
+    assert fuzzed["restarts"] == 0, fuzz.report(result) + fuzzed["stderr"]   # no worker crashed and was replaced
     assert abs(fuzzed["accuracy"] - calm["accuracy"]) < 0.02, fuzz.report(result)
     assert result["sent"] == 2000 and fuzzed["dropped_total"] >= 0.95 * result["sent"], fuzz.report(result)
     assert fuzzed["stderr_lines"] < 60, fuzzed["stderr"]

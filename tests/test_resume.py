@@ -110,7 +110,8 @@ def test_ctrl_c_checkpoints_and_stops_and_twice_stops_at_once(mnist, tmp_path):
 def test_a_coordinator_killed_at_any_moment_leaves_a_checkpoint_to_resume_from(mnist, tmp_path):
     """SIGKILL, no handler runs: with a checkpoint every step, most kills land in the middle of a write."""
     run, rng = tmp_path / "run", random.Random(3)
-    job = ["--data", str(mnist), "--hidden", "32,32", "--train-subset", "3000", "--epochs", "3",
+    # Long enough that three kills, each at most 0.3 s into an attempt, all land before the end.
+    job = ["--data", str(mnist), "--hidden", "32,32", "--train-subset", "3000", "--epochs", "6",
            "--checkpoint-every", "1"]
     proc = start(run, *job)
     for resumes in range(3):
@@ -125,4 +126,4 @@ def test_a_coordinator_killed_at_any_moment_leaves_a_checkpoint_to_resume_from(m
         proc = start(run, "--resume", str(run), command="run")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert summary(run)["resumes"] == 3 and summary(run)["steps"] == 3 * 24
+    assert summary(run)["resumes"] == 3 and summary(run)["steps"] == 6 * 24

@@ -146,7 +146,8 @@ def finish(proc: subprocess.Popen, out: Path, timeout: float) -> dict:
         summary = json.loads((out / "summary.json").read_text())
         dropped = {"coordinator": summary.get("dropped", {})}
         dropped.update({f"worker {k}": w.get("dropped", {}) for k, w in summary["workers"].items()})
-        result.update(accuracy=summary["test_accuracy"], dropped=dropped,
+        # A worker that crashed and was replaced (--max-restarts) is a crash all the same.
+        result.update(accuracy=summary["test_accuracy"], dropped=dropped, restarts=summary.get("restarts", 0),
                       dropped_total=sum(sum(d.values()) for d in dropped.values()))
     return result
 
@@ -208,6 +209,7 @@ def report(result: dict) -> str:
         r = result.get(name)
         if r is not None:
             state = "HANG" if r["hang"] else ("exit 0" if r["exit"] == 0 else f"CRASH exit {r['exit']}")
+            state += f" after {r['restarts']} CRASH(ES) and restart(s)" if r.get("restarts") else ""
             acc = f"  test accuracy {r['accuracy']:.4f}" if "accuracy" in r else ""
             lines.append(f"{name}: {state}{acc}  stderr lines {r.get('stderr_lines', '?')}")
     fuzzed = result.get("fuzzed", {})
