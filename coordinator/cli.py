@@ -6,8 +6,12 @@ import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before nump
 
 import argparse
 import logging
+import os
+import secrets
 import sys
 import tempfile
+import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 from coordinator import checkpoint, config, plans, runplot, security, slurm
@@ -36,8 +40,12 @@ def prepare(args) -> tuple[plans.Plan, checkpoint.Checkpoint | None]:
 def cmd_run(args) -> int:
     args.resume_command = "dni run --resume {}"
     plan, resume = prepare(args)
-    with tempfile.TemporaryDirectory(prefix="dni-") as tmp:
-        summary = serve(plan, f"ipc://{tmp}/control", spawn_local=True, resume=resume)
+    # Linux: an abstract-namespace endpoint, which is no file: nothing is left behind on any
+    # exit, SIGKILL included. Only this user's processes may connect (protocol/sockets.py).
+    abstract = sys.platform.startswith("linux")
+    with nullcontext(None) if abstract else tempfile.TemporaryDirectory(prefix="dni-") as tmp:
+        where = f"@dni-{os.getpid()}-{secrets.token_hex(8)}" if abstract else tmp
+        summary = serve(plan, f"ipc://{where}/control", spawn_local=True, resume=resume)
     print_summary(summary, plan)
     return 0
 
@@ -71,8 +79,16 @@ def cmd_worker(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    saved, states = checkpoint.load(Path(args.run_dir))
-    accuracy, n = plans.for_checkpoint(saved).evaluate_checkpoint(saved, states, args.data)
+    path = Path(args.run_dir) / checkpoint.MODEL_FILE
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":   # else numpy tries pickle, and advises allowing it
+                raise ValueError(f"{path} is not a checkpoint: not an .npz archive")
+    try:
+        saved, states = checkpoint.load(Path(args.run_dir))
+        accuracy, n = plans.for_checkpoint(saved).evaluate_checkpoint(saved, states, args.data)
+    except (zipfile.BadZipFile, EOFError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path} is truncated, corrupt or not this program's ({type(exc).__name__}: {exc})") from None
     print(f"test accuracy {accuracy:.4f} ({n} examples, checkpoint step {saved['step']})")
     return 0
 
@@ -132,6 +148,9 @@ def main(argv=None) -> int:
         return exc.exit_code
     except (WorkerLost, TimeoutError) as exc:
         print(f"dni: error: {exc}{resume_hint(args, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:   # the run directory made read-only mid-run, a full disk, ...
+        print(f"dni: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dni: interrupted twice: stopped at once, workers killed, no new checkpoint", file=sys.stderr)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from protocol import liveness
 
 
 def opt(default, help: str):
@@ -60,6 +63,9 @@ class Config:
     rejoin_timeout: float = opt(120.0, "seconds to wait for a replacement `dni worker` to register after one "
                                 "is lost (dni coordinator; dni run starts one itself)")
     heartbeat: float = opt(1.0, "seconds; a peer silent for 3 intervals is dead")
+    stall_timeout: float = opt(liveness.STALL_TIMEOUT_S, "seconds the pipeline may make no progress, every "
+                               "worker alive, before the run stops with an error saying where")
+    overwrite: bool = opt(False, "reuse an --out directory that already holds a run (its files are replaced)")
     progress: bool = opt(True, "show a live progress line")
 
     def validate(self) -> "Config":
@@ -76,11 +82,19 @@ class Config:
         for name in ("train_subset", "synth_hidden", "checkpoint_every", "checkpoint_seconds", "max_restarts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "synth_lr", "heartbeat", "rejoin_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("lr", "synth_lr", "synth_scale", "heartbeat", "stall_timeout", "rejoin_timeout"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive and finite, got {getattr(self, name)}")
+        if not math.isfinite(self.checkpoint_seconds):
+            raise ConfigError(f"--checkpoint-seconds must be finite (0 = no limit in time), got {self.checkpoint_seconds}")
+        if not liveness.MIN_HEARTBEAT_S <= self.heartbeat <= liveness.MAX_HEARTBEAT_S:
+            raise ConfigError(f"--heartbeat must lie in [{liveness.MIN_HEARTBEAT_S}, {liveness.MAX_HEARTBEAT_S:.0f}] "
+                              f"seconds, got {self.heartbeat}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         self.hidden_sizes()
-        self.class_list()
+        if self.class_list() and not self.data:
+            raise ConfigError("--classes picks MNIST digits: give --data DIR too (the generated task has no digits)")
         if self.model == "rnn":
             self._validate_rnn()
         return self
@@ -89,8 +103,6 @@ class Config:
         for name in ("boxes", "steps_per_box", "units", "copy_length", "copy_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.synth_scale > 0:
-            raise ConfigError(f"--synth-scale must be positive, got {self.synth_scale}")
         if self.max_staleness < 0:
             raise ConfigError(f"--max-staleness must be >= 0, got {self.max_staleness}")
         steps = self.boxes * self.steps_per_box
@@ -160,13 +172,17 @@ def from_args(args: argparse.Namespace) -> Config:
 
 # What a resumed run may change: how long it trains, how it runs, where the data now lives.
 RESUMABLE = ("epochs", "data", "progress", "log_every", "checkpoint_every", "checkpoint_seconds", "max_restarts",
-             "rejoin_timeout", "heartbeat")
+             "rejoin_timeout", "heartbeat", "stall_timeout")
 
 
 def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
     """The saved run's options; given ones must agree, but for RESUMABLE ones and a larger --epochs."""
     values = {**asdict(Config()), **{k: v for k, v in saved.items() if k in _NAMES}, "out": run_dir}
     for name, value in given(args).items():
+        if name == "overwrite" and value:
+            raise ConfigError(f"--overwrite: a resumed run continues the run in {run_dir}, it does not replace it")
+        if name == "overwrite":
+            continue
         if name == "out" and Path(value).resolve() != Path(run_dir).resolve():
             raise ConfigError(f"--out {value}: a resumed run stays in its directory {run_dir}")
         if name in RESUMABLE:
@@ -187,6 +203,8 @@ def load_toml(path: Path) -> dict:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"--config: no such file {path}") from None
+    except OSError as exc:   # a directory, unreadable, ...
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
     known = {f.name: f for f in fields(Config)}

@@ -17,11 +17,22 @@ from coordinator.signals import Interrupted, StopSignals
 from protocol import liveness
 
 log = logging.getLogger("dni")
+# What a run leaves in its directory: any of them there means the directory holds a run.
+RUN_FILES = ("metrics.jsonl", "summary.json", checkpoint.MODEL_FILE, "config.json")
 
 
-def run_dir_for(cfg: config.Config) -> Path:
+def run_dir_for(cfg: config.Config, resuming: bool = False) -> Path:
+    """The run directory, made; one that holds a run already is refused unless the user says to reuse
+    it: --overwrite, or --resume (which continues the run it holds)."""
     path = Path(cfg.out or f"runs/{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:   # a file there, or on the way there; no permission
+        raise config.ConfigError(f"--out {path}: cannot make the run directory ({exc.strerror})") from None
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    if held and not (cfg.overwrite or resuming):
+        raise config.ConfigError(f"--out {path} already holds a run ({held[0]}): give another --out, "
+                                 f"--resume {path} to continue it, or --overwrite to replace it")
     return path
 
 
@@ -40,17 +51,18 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
           resume: checkpoint.Checkpoint | None = None) -> dict:
     """Run one training job as coordinator; with spawn_local, start the workers here too (and their
     replacements). `curve` (see Membership) puts CURVE on every socket of the run; `resume`
-    continues a run from its checkpoint. Interrupted and a final WorkerLost carry `run_dir`.
+    continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
     cfg, n_workers = plan.cfg, plan.n_workers
-    run_dir = run_dir_for(cfg)
+    run_dir = run_dir_for(cfg, resuming=resume is not None)
     pos, states = start(plan, resume)
     metrics = MetricsLog(run_dir, since=pos.step if resume else None)
     progress = Progress(cfg.progress, plan.total_steps)
     progress.steps = pos.step
     ctx = zmq.Context()
     members = Membership(ctx, bind, n_workers, cfg.heartbeat, curve=curve)
-    pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done)
+    pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done, path=plan.path(),
+                    max_records=plan.wire.log_every, stall=cfg.stall_timeout)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:
@@ -63,24 +75,27 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
             spawn = (lambda stage: launch.spawn_one(members.endpoint, stage)) if spawn_local else None
             summary = recovery.train(plan, members, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
             summary["workers"] = {str(k): v for k, v in members.stop().items()}
+            summary["dropped"] = dict(members.drops.counts)   # by the coordinator; each worker's are in its own
             checkpoint.write_json(run_dir / "summary.json", summary)
             summary["run_dir"] = str(run_dir)
             return summary
         except KeyboardInterrupt:
             at_once = True
             raise
-        except (Interrupted, WorkerLost) as exc:
+        except (Interrupted, WorkerLost, TimeoutError) as exc:   # a stall too: the checkpoint is good
             exc.run_dir = run_dir
             raise
         finally:
+            aborted = not members.stopping
             try:
-                if not members.stopping and not at_once:
+                if aborted and not at_once:
                     members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S)
             except KeyboardInterrupt:   # Ctrl-C again while they were stopping
                 at_once = True
             pipe.close()
             members.close()
-            launch.reap(members.procs.values(), at_once=at_once)
+            launch.reap(members.procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S,
+                        at_once=at_once)
             metrics.close()
             ctx.term()
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from protocol import liveness
 
@@ -27,22 +29,29 @@ def spawn_one(coordinator: str, stage: int) -> subprocess.Popen:
 def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S, at_once: bool = False) -> None:
     """Wait for children to exit; terminate, then kill, whatever lingers. Never leaves an orphan.
 
-    at_once (Ctrl-C twice): kill them without waiting."""
+    All at once, on one deadline: a stuck worker costs the timeout once, not once per worker.
+    at_once (Ctrl-C twice): kill them without waiting.
+    """
     procs = list(procs)
-    if at_once:
+    steps = ((0.0, kill),) if at_once else ((timeout, terminate), (liveness.KILL_TIMEOUT_S, kill))
+    for grace, stop in steps:
+        deadline = time.monotonic() + grace
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        return
+            try:
+                p.wait(max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                pass
+        procs = [p for p in procs if p.poll() is None]
+        for p in procs:
+            stop(p)
     for p in procs:
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(liveness.KILL_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        p.wait()
+
+
+def terminate(p: subprocess.Popen) -> None:
+    p.terminate()
+    p.send_signal(signal.SIGCONT)   # a stopped (SIGSTOP) process acts on SIGTERM only once continued
+
+
+def kill(p: subprocess.Popen) -> None:
+    p.kill()

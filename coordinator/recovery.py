@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from coordinator import checkpoint, epochs
-from coordinator.control import Membership, Pipeline, WorkerLost
+from coordinator.control import Membership, Pipeline, WorkerFailed, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.signals import Interrupted, StopSignals
@@ -34,11 +34,14 @@ def train(plan: Plan, members: Membership, pipe: Pipeline, run_dir: Path, metric
             if lost is not None:
                 replace(plan, members, lost, spawn, stop)
                 metrics.rewind(pos.step)
-            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states)
+            # The first batch id: the workers' id windows begin there, not at 0.
+            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pos.step)
             if lost is not None:
                 log.warning("restart %d: training again from step %d, %.2f s after the loss was noticed",
                             used, pos.step, time.monotonic() - noticed)
             return epochs.train(plan, pipe, run_dir, metrics, progress, pos, stop)
+        except WorkerFailed:   # a worker's own error, or non-finite numbers: a restart would do it again
+            raise
         except WorkerLost as exc:
             if exc.stage is None or used >= cfg.max_restarts:
                 raise WorkerLost(f"{exc}; the run stops after {used} restart(s) "

@@ -36,6 +36,8 @@ def generate(directory: str | Path, workers: int = 1) -> Path:
     if workers < 1:
         raise KeyFileError(f"generate: workers={workers} must be >= 1")
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise KeyFileError(f"{directory} exists and is not a directory; give a directory for the keys")
     targets = [directory / f"{COORDINATOR}.key", directory / f"{COORDINATOR}.key_secret",
                directory / WORKERS_DIR]
     targets += [directory / f"worker-{i}.key_secret" for i in range(workers)]

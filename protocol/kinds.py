@@ -4,8 +4,10 @@ from enum import StrEnum
 # Bumped whenever a header field or a kind changes meaning; checked in the first message
 # a worker sends, so mismatched builds refuse each other with both versions named.
 # 1: a map header. 2: a positional header, version first; ASSIGN carries the recurrent options.
-# 3: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
-VERSION = 3
+# 3: ASSIGN names each neighbour (the senders a worker takes data from); HEARTBEAT may say a
+# worker's progress; BYE may carry why a worker gives up.
+# 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
+VERSION = 4
 
 
 class Kind(StrEnum):
@@ -35,6 +37,11 @@ class Kind(StrEnum):
     PARAMS = "params"          # service -> time box: weights and their version
     PUSH = "push"              # time box -> service: a gradient to apply
 
+
+# Kinds by the socket they travel on: a receiver takes each only on its own socket.
+CONTROL = frozenset({Kind.HELLO, Kind.ASSIGN, Kind.REFUSE, Kind.READY, Kind.HEARTBEAT, Kind.DONE, Kind.EVALUATED,
+                     Kind.METRICS, Kind.SYNCED, Kind.SAVE, Kind.STATE, Kind.STOP, Kind.BYE, Kind.RESET})
+DATA = frozenset(Kind) - CONTROL
 
 # Decoder limits: a header is small by design (arrays travel in their own frames).
 MAX_HEADER_BYTES = 64 * 1024

@@ -14,6 +14,12 @@ STOP_TIMEOUT_S = 10.0        # workers must say goodbye within this after STOP
 ABORT_STOP_TIMEOUT_S = 3.0   # ...and within this when the run is being torn down after an error
 REAP_TIMEOUT_S = 5.0         # a local worker process must exit within this after its goodbye
 KILL_TIMEOUT_S = 2.0         # ...and within this after SIGTERM, before SIGKILL
+ABORT_REAP_TIMEOUT_S = 1.0   # after an error, those that said goodbye are gone by then; the rest are stuck
+STALL_TIMEOUT_S = 60.0       # the pipeline may make no progress this long, every worker alive, before the run stops
+MIN_HEARTBEAT_S = 0.05       # shorter intervals: a busy but healthy peer would look dead
+MAX_HEARTBEAT_S = 3600.0     # longer: a dead peer would go unnoticed for hours (and poll()'s ms overflow)
+LOG_INTERVAL_S = 10.0        # a log line that input can trigger repeats at most this often per reason
+FAIL_LINGER_S = 1.0          # a worker that fails waits this long for its last word to reach the coordinator
 
 
 class Liveness:

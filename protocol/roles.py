@@ -10,3 +10,10 @@ def title(role: str | None, stage: int) -> str:
     if role == PARAMS:
         return "the parameter service"
     return f"{'time box' if role == BOX else 'stage'} {stage}"
+
+
+def worker_name(role: str | None, stage: int) -> str:
+    """The name a worker signs its messages with, and its neighbours expect data from."""
+    if role == PARAMS:
+        return "params"
+    return f"{'box' if role == BOX else 'stage'}-{stage}"

@@ -34,11 +34,12 @@ _BATCH = ({"x": (FLOAT, (2, 3)), "y": _LABELS},
 
 SCHEMAS: dict[Kind, Schema] = {
     Kind.HELLO: Schema({"endpoint": str, "stage": (int, type(None)), "host": str, "pid": Count, "key": str}),
+    # start: the first training batch id (a run that resumes does not start at 0).
     Kind.ASSIGN: Schema({"role": str, "stage": Count, "config": dict, "heartbeat": float, "neighbours": dict},
-                        optional={"members": list}, any_floats=True, any_kinds=FLOAT + INT),
+                        optional={"members": list, "start": Count}, any_floats=True, any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
-    Kind.HEARTBEAT: Schema(),
+    Kind.HEARTBEAT: Schema(optional={"seen": dict}),   # a worker's: the last id it took, per data kind
     Kind.DONE: Schema({"loss": float, "correct": Count, "n": Count}),
     Kind.EVALUATED: Schema({"loss_sum": float, "correct": Count, "n": Count}),
     Kind.METRICS: Schema({"records": list}),
@@ -46,7 +47,7 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.SAVE: Schema(),
     Kind.STATE: Schema(any_floats=True, any_kinds=FLOAT + INT),
     Kind.STOP: Schema(),
-    Kind.BYE: Schema({"time_s": dict}),
+    Kind.BYE: Schema({"time_s": dict}, optional={"error": str}),   # error: why a worker gives up
     Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
     Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),

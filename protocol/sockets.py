@@ -1,6 +1,8 @@
 """The one comm layer: sockets with the project's options, and send/recv of protocol messages."""
 from __future__ import annotations
 
+import os
+
 import zmq
 
 from protocol import Message, ProtocolError, decode, encode
@@ -20,6 +22,9 @@ def make_socket(ctx: zmq.Context, kind: int, curve: dict | None = None) -> zmq.S
     sock.setsockopt(zmq.RCVHWM, HWM)
     if kind == zmq.ROUTER:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable sends raise instead of vanishing
+    # An ipc listener admits only processes of this user: abstract-namespace endpoints
+    # (ipc://@name) have no file whose mode could say so. No effect on tcp.
+    sock.setsockopt(zmq.IPC_FILTER_UID, os.getuid())
     if curve and "server" in curve:
         sock.curve_publickey, sock.curve_secretkey = curve["server"]
         sock.curve_server = True
@@ -28,18 +33,37 @@ def make_socket(ctx: zmq.Context, kind: int, curve: dict | None = None) -> zmq.S
     return sock
 
 
+def endpoint_fault(endpoint: str) -> str | None:
+    """What is wrong with an endpoint to connect to (None: nothing): tcp://HOST:PORT or ipc://PATH."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc"):
+        return f"{endpoint!r} is not an endpoint like tcp://HOST:PORT or ipc://PATH"
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return f"{endpoint!r} lacks a host or a port (tcp://HOST:PORT)"
+    elif not rest:
+        return f"{endpoint!r} lacks a path"
+    return None
+
+
 # Frame by frame rather than send_multipart/recv_multipart: those type-check every part
 # and ask the socket for RCVMORE after each frame, Python-level calls that cost ~25 µs per
 # round trip in a live loop (measured: `dni bench transport`). A frame's own `more` flag
 # says the same thing for free.
-def send(sock: zmq.Socket, msg: Message, identity: bytes | None = None) -> None:
+def send(sock: zmq.Socket, msg: Message, identity: bytes | None = None, block: bool = True) -> None:
+    """block=False: zmq.Again at once if the peer's queue is full (a peer that does not read),
+    rather than wait; the rest of a message follows its first frame atomically."""
     frames = encode(msg)
+    first = 0 if block else zmq.NOBLOCK
     if identity is not None:
-        sock.send(identity, zmq.SNDMORE)
+        sock.send(identity, zmq.SNDMORE | first)
+        first = 0
     last = frames.pop()
     for frame in frames:
-        sock.send(frame, zmq.SNDMORE, copy=False)
-    sock.send(last, 0, copy=False)
+        sock.send(frame, zmq.SNDMORE | first, copy=False)
+        first = 0
+    sock.send(last, first, copy=False)
 
 
 def recv(sock: zmq.Socket, router: bool = False, keyed: bool = False) -> tuple[bytes | None, Message]:

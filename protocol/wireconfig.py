@@ -53,6 +53,8 @@ class WireConfig:
                     raise ProtocolError(f"the wire config lacks {f.name!r}")
                 continue
             values[f.name] = _typed(f.name, meta[f.name], _TYPES[f.name])
+        if values.get("model", "ff") == "ff" and len(values.get("sizes", ())) < 2:
+            raise ProtocolError("wire config field 'sizes' needs an input and an output size at least")
         return cls(**values)
 
 

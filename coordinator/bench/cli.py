@@ -1,4 +1,4 @@
-"""`dni bench latency|transport`: options, JSON and plot output."""
+"""`dni bench latency|transport|network|fuzz|sweep`: options, JSON and plot output."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from coordinator import config
 from coordinator.config import Config
 
 
@@ -42,6 +43,12 @@ def add_parser(sub) -> None:
     tr.add_argument("--round-trips", type=int, default=2000,
                     help="round trips per size and path (fewer for big messages)")
     tr.add_argument("--stream", type=int, default=4000, help="messages streamed per size and path (fewer for big ones)")
+    fz = kinds.add_parser("fuzz", help="random contents under valid headers, to every socket of a running job",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fz.add_argument("--messages", type=int, default=100_000, help="messages per socket")
+    fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
+    fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
+                    help="the `dni run` options of both jobs (the generated task)")
     from coordinator.bench import netcli
     net = netcli.add_parser(kinds)
     sw = kinds.add_parser("sweep", help="choose defaults: a grid of runs in one process, scored on a validation split",
@@ -49,7 +56,7 @@ def add_parser(sub) -> None:
     from coordinator.bench.sweep import add_arguments as sweep_arguments
     sweep_arguments(sw)
     sw.set_defaults(func=cmd_sweep)
-    for p in (lat, tr, net):
+    for p in (lat, tr, fz, net):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
@@ -69,7 +76,14 @@ def cmd_bench(args) -> int:
         except ImportError as exc:
             print(f"dni: error: {exc}", file=sys.stderr)
             return 2
-    if args.bench == "network":
+    if args.bench == "fuzz":
+        from coordinator.bench import fuzz
+        options = args.job.split()
+        hidden = config.Config(hidden=options[options.index("--hidden") + 1]).hidden_sizes() \
+            if "--hidden" in options else config.Config().hidden_sizes()
+        result = fuzz.run(Path(args.out), options, [32, *hidden, 10], args.messages, args.seed)
+        print(fuzz.report(result))
+    elif args.bench == "network":
         from coordinator.bench import netcli
         result = netcli.run(args)
         if result is None:

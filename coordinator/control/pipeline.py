@@ -1,18 +1,31 @@
-"""Driving the pipeline: feed batches under a credit window, barriers, evaluation totals, state collection."""
+"""Driving the pipeline: feed batches under a credit window, barriers, evaluation totals, state collection.
+
+Credits are counted per batch id: a report for an id that is not in flight (never fed, or
+already reported) changes nothing. No wait lasts forever: when nothing progresses for the
+stall timeout while every worker is alive, the run stops and says where the batch stopped.
+"""
 from __future__ import annotations
 
+import itertools
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import zmq
 
-from coordinator.control.membership import Member, Membership
+from coordinator.control.membership import Member, Membership, WorkerFailed
 from protocol import Kind, Message, liveness
 from protocol.sockets import make_socket, send
+from workers.numerics.optimizers import finite
 
 Parts = dict[int, dict[str, np.ndarray]]
 Split = Callable[[np.ndarray, np.ndarray], Parts]
+
+
+class Stalled(TimeoutError):
+    """The pipeline made no progress for the stall timeout while every worker was alive."""
 
 
 def to_stage_one(x: np.ndarray, y: np.ndarray) -> Parts:
@@ -29,24 +42,32 @@ class EvalTotals:
 
 
 class Pipeline:
-    """Feeds the assigned workers and collects what they report, over the membership's control socket."""
+    """Feeds the assigned workers and collects what they report, over the membership's control socket.
 
-    def __init__(self, members: Membership, on_metrics=None, on_done=None):
-        self.members = members
+    path: the stages a batch crosses, in order (the last one reports it); None: any member reports.
+    max_records: the most metric records one METRICS message may carry (a worker's --log-every).
+    """
+
+    def __init__(self, members: Membership, on_metrics=None, on_done=None, path: list[int] | None = None,
+                 max_records: int = 10_000, stall: float = liveness.STALL_TIMEOUT_S):
+        self.members, self.drops = members, members.drops
+        self.path, self.max_records, self.stall = path, max_records, stall
         self.feeds: dict[int, zmq.Socket] = {}
-        self.in_flight = 0
-        self.synced: set[int] = set()          # barrier tokens stage 1 has answered
+        self.pending: set[tuple[Kind, int]] = set()   # (FORWARD or EVAL, batch id) fed, not yet reported
+        self.barrier: int | None = None               # the SYNC token awaited; None once stage 1 answered
+        self.progress = 0                             # reports taken: what the stall watchdog watches
         self.totals = EvalTotals()
         self.states: dict[int, dict[str, np.ndarray]] = {}
+        self.save_token = -1
         self.on_metrics = on_metrics or (lambda stage, records: None)
         self.on_done = on_done or (lambda meta: None)
-        self._next_id = 0
+        self._ids = defaultdict(itertools.count)      # per kind: every stream of ids is consecutive
         members.handle({Kind.DONE: self.on_done_msg, Kind.EVALUATED: self.on_evaluated,
                         Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state})
 
-    def next_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending)
 
     def feed_to(self, stage: int) -> zmq.Socket:
         """The coordinator's data socket to a stage (stage 1 always; every time box in an rnn)."""
@@ -58,6 +79,32 @@ class Pipeline:
             self.feeds[stage] = sock
         return self.feeds[stage]
 
+    # -- waiting, with a watchdog ----------------------------------------------------------
+    def wait(self, until, what: str) -> None:
+        """Pump until `until()`; Stalled if no report comes for `stall` seconds while all live."""
+        while True:
+            mark = self.progress
+            try:
+                return self.members.pump(until, self.stall, what)
+            except TimeoutError:
+                if self.progress == mark:
+                    raise Stalled(self.where(what)) from None
+
+    def where(self, what: str) -> str:
+        """Where the oldest batch stopped, from the progress each worker's heartbeats report."""
+        head = f"no progress for {self.stall:.0f} s with every worker alive, waiting for {what}"
+        if self.barrier is not None:
+            kind, b = Kind.SYNC, self.barrier
+        elif self.pending:
+            kind, b = min(self.pending, key=lambda p: p[1])
+        else:
+            return head
+        stages = self.members.by_stage()
+        for k in self.path or sorted(stages):
+            if k in stages and stages[k].seen.get(kind, -1) < b:
+                return f"{head}: {kind} {b} stopped before {stages[k].describe()}, which never took it in"
+        return f"{head}: {kind} {b} went through every stage, and no answer came back"
+
     # -- data under credit ---------------------------------------------------------------
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray, window: int,
                    split: Split = to_stage_one) -> None:
@@ -66,29 +113,51 @@ class Pipeline:
         split(x, y) -> {stage: arrays} says which stage gets which part of the batch (each time
         box its slice of the sequence); still one credit per batch.
         """
-        self.members.pump(lambda: self.in_flight < window, None, f"a credit for {kind} batch {b}")
+        self.wait(lambda: self.in_flight < window, f"a credit for {kind} batch {b}")
         for stage, arrays in split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
-        self.in_flight += 1
+        self.pending.add((kind, b))
+
+    def reported(self, member: Member, msg: Message, kind: Kind) -> bool:
+        """Whether msg reports a batch of this kind in flight, from the stage that reports; it is then done."""
+        if self.path is not None and member.stage != self.path[-1]:
+            self.drops("a report from a stage that does not report", f"{msg.kind} from {member.describe()}")
+            return False
+        if (kind, msg.id) not in self.pending:
+            self.drops("a report for no batch in flight", f"{msg.kind} {msg.id} from {member.describe()}")
+            return False
+        self.pending.discard((kind, msg.id))
+        self.progress += 1
+        return True
 
     def on_done_msg(self, member: Member, msg: Message) -> None:
-        self.in_flight -= 1
-        self.on_done(msg.meta)
+        if msg.meta["correct"] > msg.meta["n"]:
+            return self.drops("a report that does not add up", f"{msg.kind} {msg.id}")
+        if not math.isfinite(msg.meta["loss"]) and (Kind.FORWARD, msg.id) in self.pending:
+            raise WorkerFailed(f"{member.describe()}: the loss is {msg.meta['loss']} at step {msg.id}")
+        if self.reported(member, msg, Kind.FORWARD):
+            self.on_done(msg.meta)
 
     def on_metrics_msg(self, member: Member, msg: Message) -> None:
-        self.on_metrics(member.stage, msg.meta.get("records", []))
+        records = msg.meta["records"]
+        if len(records) > self.max_records:
+            return self.drops("more metric records than a worker keeps", f"{len(records)} from {member.describe()}")
+        self.on_metrics(member.stage, records)
 
     # -- barrier -------------------------------------------------------------------------
     def sync(self) -> None:
         """Barrier: returns when every message sent so far has been handled by every stage."""
-        token = self.next_id()
-        send(self.feed_to(1), Message(Kind.SYNC, "coordinator", token))
+        self.barrier = next(self._ids[Kind.SYNC])
+        send(self.feed_to(1), Message(Kind.SYNC, "coordinator", self.barrier))
         # Stage 1's SYNCED and the head's last DONEs come over different connections, between
         # which the ROUTER fair-queues: wait for both, or a late DONE would eat an eval credit.
-        self.members.pump(lambda: token in self.synced and self.in_flight == 0, None, "the pipeline to drain")
+        self.wait(lambda: self.barrier is None and not self.pending, "the pipeline to drain")
 
     def on_synced(self, member: Member, msg: Message) -> None:
-        self.synced.add(msg.id)
+        if msg.id != self.barrier:
+            return self.drops("a barrier answer for no barrier", f"{msg.id} from {member.describe()}")
+        self.barrier = None
+        self.progress += 1
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int, window: int,
@@ -96,36 +165,51 @@ class Pipeline:
         """(accuracy, mean loss) over x, y through the pipeline, forward only (split: see send_batch)."""
         self.totals = EvalTotals()
         for i in range(0, len(x), batch):
-            self.send_batch(Kind.EVAL, self.next_id(), x[i:i + batch], y[i:i + batch], window, split)
-        self.members.pump(lambda: self.in_flight == 0, None, "evaluation results")
+            self.send_batch(Kind.EVAL, next(self._ids[Kind.EVAL]), x[i:i + batch], y[i:i + batch], window, split)
+        self.wait(lambda: not self.pending, "evaluation results")
         t = self.totals
         return t.correct / t.samples, t.loss_sum / t.samples
 
     def on_evaluated(self, member: Member, msg: Message) -> None:
-        self.in_flight -= 1
-        self.totals.samples += msg.meta["n"]
-        self.totals.loss_sum += msg.meta["loss_sum"]
-        self.totals.correct += msg.meta["correct"]
+        if msg.meta["correct"] > msg.meta["n"] or not math.isfinite(msg.meta["loss_sum"]):
+            return self.drops("a report that does not add up", f"{msg.kind} {msg.id}")
+        if self.reported(member, msg, Kind.EVAL):
+            self.totals.samples += msg.meta["n"]
+            self.totals.loss_sum += msg.meta["loss_sum"]
+            self.totals.correct += msg.meta["correct"]
 
     # -- state collection ----------------------------------------------------------------
     def collect_state(self) -> dict[int, dict[str, np.ndarray]]:
-        """Every stage's parameters, as copies (call after sync so they are consistent)."""
-        token = self.next_id()
+        """Every stage's parameters, as copies (call after sync so they are consistent).
+
+        WorkerFailed if any is not finite: no checkpoint is written from them, the last good one stays.
+        """
+        self.save_token = next(self._ids[Kind.SAVE])
         self.states = {}
         for m in self.members.members.values():
-            self.members.send(m, Message(Kind.SAVE, "coordinator", token))
+            self.members.send(m, Message(Kind.SAVE, "coordinator", self.save_token))
         self.members.pump(lambda: len(self.states) == len(self.members.members), liveness.STATE_TIMEOUT_S,
                           "parameters")
+        stages = self.members.by_stage()
+        for k, arrays in sorted(self.states.items()):
+            for name, a in arrays.items():
+                if not finite(a):
+                    raise WorkerFailed(f"{stages[k].describe()}: its parameters ({name}) are not finite; "
+                                       "no checkpoint written from them")
         return self.states
 
     def on_state(self, member: Member, msg: Message) -> None:
+        if msg.id != self.save_token or member.stage in self.states:
+            return self.drops("parameters nobody asked for", f"{msg.id} from {member.describe()}")
         self.states[member.stage] = {k: a.copy() for k, a in msg.arrays.items()}
 
     def reset(self) -> None:
         """Forget the pipeline that was (a stage was lost): its credits, barriers, and the feeds to
-        inboxes that every worker replaces when it rejoins."""
+        inboxes that every worker replaces when it rejoins. The new roles' id windows start afresh:
+        barrier and evaluation ids count from 0 again, training ids from the step it goes back to."""
         self.close()
-        self.feeds, self.in_flight, self.synced, self.states = {}, 0, set(), {}
+        self.feeds, self.pending, self.barrier, self.states, self.save_token = {}, set(), None, {}, -1
+        self._ids.clear()
 
     def close(self) -> None:
         for sock in self.feeds.values():

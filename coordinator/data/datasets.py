@@ -106,6 +106,8 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
                 f"{paths[f'x_{split}']} has {len(images)} images but "
                 f"{paths[f'y_{split}']} has {len(labels)} labels"
             )
+        if len(labels) and labels.max() > 9:   # a worker would take it as no class it has
+            raise DataError(f"{paths[f'y_{split}']}: label {int(labels.max())} is not a digit 0-9")
         arrays[f"x_{split}"] = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
         arrays[f"y_{split}"] = labels.astype(np.int64)
 

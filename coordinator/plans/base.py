@@ -53,6 +53,10 @@ class Plan:
         """links[k] = {side: stage or None}: whom worker k sends to."""
         raise NotImplementedError
 
+    def path(self) -> list[int]:
+        """The stages a batch crosses, in order; the last reports it to the coordinator."""
+        return list(range(1, self.n_workers + 1))
+
     def split(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
         """The input split: which stage the coordinator feeds which part of a batch."""
         return to_stage_one(x, y)

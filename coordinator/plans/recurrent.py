@@ -50,6 +50,9 @@ class Recurrent(Plan):
             plan[K + 1] = {f"box-{j}": j for j in range(1, K + 1)}
         return plan
 
+    def path(self) -> list[int]:
+        return list(range(1, self.cfg.boxes + 1))   # the boxes; not the parameter service
+
     def split(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
         """Every box gets its own slice of the input straight from the coordinator.
 

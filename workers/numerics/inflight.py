@@ -102,6 +102,7 @@ class InFlight:
         # not shrink with the gradient, and would bury targets of the mean loss's size (~1e-4 and
         # below) in noise of the size of the rate.
         loss, grads = self.synth.fit_grads(batch.h, y, target)
+        optimizers.check_loss(loss, "the synthesizer's loss")
         self.synth_opt.step(self.synth.params, grads)
         return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
 

@@ -1,6 +1,7 @@
-"""SGD with momentum and Adam, updating a dict of named parameter arrays in place; the rate schedule."""
+"""SGD with momentum and Adam, updating a dict of named parameter arrays in place; the rate schedule; the finite check."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -9,6 +10,23 @@ from workers.numerics.snapshot import copy_into, join, part
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
+
+
+class NonFinite(ArithmeticError):
+    """A loss or gradient that is not finite: applied, it would make the model NaN. The message says what."""
+
+
+def finite(a: np.ndarray) -> bool:
+    """Every value finite, and none absurdly large: the sum of squares, one BLAS pass with no temporary,
+    is NaN or inf otherwise (in float32 past ~1e19 per value)."""
+    v = a.reshape(-1)
+    return math.isfinite(np.dot(v, v))
+
+
+def check_loss(loss: float, what: str = "the loss") -> float:
+    if not math.isfinite(loss):
+        raise NonFinite(f"{what} is {loss}")
+    return loss
 
 
 class SGD:
@@ -88,7 +106,14 @@ class Scheduled:
         self.base_lr, self.schedule, self.total_steps = cfg.lr, cfg.schedule, cfg.total_steps
 
     def step(self, grads: dict[str, dict[str, np.ndarray]], done: int) -> None:
-        """Every group with gradients takes a step; then each takes the rate for after `done` updates."""
+        """Every group with gradients takes a step; then each takes the rate for after `done` updates.
+
+        Raises NonFinite, before any parameter changes, if a gradient is not finite: the one
+        check every update of every stage, time box and parameter service passes through."""
+        for group, named in grads.items():
+            for name, g in named.items():
+                if not finite(g):
+                    raise NonFinite(f"the gradient of {group}.{name} is not finite")
         lr = scheduled_lr(self.base_lr, self.schedule, done, self.total_steps)
         for group, opt in self.opts.items():
             if grads.get(group):

@@ -32,13 +32,6 @@ class ParamStore:
     def params(self) -> dict[str, np.ndarray]:
         return flat(self.cell, self.readout)
 
-    def check(self, grads: dict[str, np.ndarray]) -> None:
-        """Raise ValueError unless every gradient names a tied parameter and has its shape."""
-        own = self.params()
-        for name, g in grads.items():
-            if name not in own or own[name].shape != g.shape:
-                raise ValueError(f"gradient {name!r} {g.shape} matches no tied parameter")
-
     def push(self, b: int, box: int, grads: dict[str, np.ndarray]) -> bool:
         """Box `box`'s gradients for batch b; True if a step was taken (the version moved)."""
         if self.per_step == 1:

@@ -11,7 +11,7 @@ import numpy as np
 
 from workers.numerics.inflight import Batch, InFlight
 from workers.numerics.layers import Dense, Head
-from workers.numerics.optimizers import Scheduled
+from workers.numerics.optimizers import Scheduled, check_loss
 from workers.numerics.snapshot import copy_into, counter, join, part
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def head_step(head: HeadStage, x: np.ndarray, y: np.ndarray,
     """The head's part of training a batch: the loss, and the true gradient dL/dx handed back
     (send_back) before the head's own update. Returns (loss, correct count, dL/dx)."""
     loss, correct, grads, g = head.loss_and_grads(x, y)
+    check_loss(loss)   # before the gradient goes down: a finite loss means finite logits, hence a finite g
     if send_back is not None:
         send_back(g)
     head.update(grads)

@@ -8,21 +8,20 @@ pushes its gradients there instead of stepping itself.
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from protocol import Kind, Message, ProtocolError
 from workers.numerics.inflight import Batch
+from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
+from workers.roles.guard import FLOAT, grad_fault, labels_fault, values_fault
+from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
 
 
 class TimeBoxWorker(Role):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
-        self.name = f"box-{self.stage_index}"
-        self.log = logging.getLogger(f"dni.{self.name}")
         self.box = TimeBox(self.stage_index, self.cfg)
         self.locked = self.box.locked
         # Every mode but truncated BPTT sends the gradient for its incoming state back.
@@ -36,19 +35,48 @@ class TimeBoxWorker(Role):
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
                               Kind.PARAMS: self.on_params, Kind.SYNC: self.on_sync,
                               Kind.SYNC_BACK: self.on_sync_back})
+        inputs = ("coordinator", self.names["prev"]) if "prev" in self.names else ("coordinator",)
+        self.take((Kind.FORWARD, Kind.EVAL), *inputs)
+        self.take((Kind.SYNC,), self.upstream())
+        if "next" in self.names:
+            self.take((Kind.GRAD, Kind.SYNC_BACK), self.names["next"])
+        if "params" in self.names:
+            self.take((Kind.PARAMS,), self.names["params"])
+        self.checks.update({Kind.FORWARD: self.input_fault, Kind.EVAL: self.input_fault,
+                            Kind.PARAMS: lambda msg: weights_fault(msg, self.box.params()),
+                            Kind.GRAD: self.grad_fault})
+
+    def input_fault(self, msg: Message) -> str | None:
+        """The coordinator's slice (x; box 1 also y), or box j-1's state (h, y, stats)."""
+        a, c = msg.arrays, self.cfg
+        if msg.src == "coordinator":
+            x, n = a.get("x"), None
+            if x is None or "h" in a or ("y" in a) != self.box.first:
+                return "arrays not those of a slice"
+            if x.dtype != FLOAT or x.shape[0] not in (1, c.steps_per_box) or x.shape[2] != c.n_in or not x.shape[1]:
+                return "input of the wrong shape or dtype"
+            return (labels_fault(a["y"], x.shape[1], c.n_classes, -1) if "y" in a else None) or values_fault(x)
+        h = a.get("h")
+        if h is None or h.dtype != FLOAT or h.shape[1:] != (self.box.cell.state_size,) or a["stats"].shape != (3,):
+            return "state of the wrong shape or dtype"
+        return labels_fault(a["y"], len(h), c.n_classes, -1) or values_fault(h, a["stats"])
+
+    def grad_fault(self, msg: Message) -> str | None:
+        batch = self.box.inflight.batches.get(msg.id)
+        return "gradient for a batch not in flight" if batch is None else grad_fault(msg.arrays["g"], batch.h)
 
     def dispatch(self, msg: Message, t: float) -> None:
-        try:
-            super().dispatch(msg, t)
-        except ProtocolError as exc:
-            self.counters["bad_messages"] += 1
-            self.log.warning("dropped a %s message: %s", msg.kind, exc)
+        super().dispatch(msg, t)
         self.release_sync()
 
     # -- inputs: join, fetch weights, unroll ------------------------------------------------
     def on_input(self, msg: Message, t: float) -> None:
         key = (msg.kind, msg.id)
-        (self.slices if msg.src == "coordinator" else self.states)[key] = msg
+        waiting = self.slices if msg.src == "coordinator" else self.states
+        waiting[key] = msg
+        # A half that never meets its other half (lost, or forged) is forgotten a cache later.
+        for old in [k for k in waiting if k[1] <= msg.id - self.cfg.cache]:
+            del waiting[old]
         if key in self.slices and (self.box.first or key in self.states):
             self.begin(msg.kind, msg.id, self.slices.pop(key), self.states.pop(key, None), t)
 
@@ -57,6 +85,9 @@ class TimeBoxWorker(Role):
             y = part.arrays["y"]
             job = (kind, b, part.arrays["x"], self.box.cell.zero_state(len(y)), y, np.zeros(3), t)
         else:
+            if part.arrays["x"].shape[1] != len(state.arrays["h"]):
+                raise ProtocolError(f"batch {b}: a slice of {part.arrays['x'].shape[1]} sequences for a state of "
+                                    f"{len(state.arrays['h'])}")
             job = (kind, b, part.arrays["x"], state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
         if not self.box.tied:
             return self.unroll(*job, 0)
@@ -99,7 +130,7 @@ class TimeBoxWorker(Role):
         rec = self.finished(b, batch)
         if self.box.last:
             correct, n = int(stats[1]), int(stats[2])
-            loss = float(stats[0]) / max(n, 1)
+            loss = check_loss(float(stats[0]) / max(n, 1))
             self.to_coordinator(Kind.DONE, b, {"loss": loss, "correct": correct, "n": n})
             rec = {**(rec or {}), "loss": loss, "accuracy": correct / max(n, 1)}
         self.record(rec)
@@ -122,10 +153,7 @@ class TimeBoxWorker(Role):
 
     # -- gradients back from box j+1 ------------------------------------------------------
     def on_grad(self, msg: Message, t: float) -> None:
-        b, g = msg.id, msg.arrays["g"]
-        if b not in self.box.inflight:
-            self.counters["unexpected"] += 1   # a late target for an evicted batch
-            return
+        b, g = msg.id, msg.arrays["g"]   # b is in flight: grad_fault saw to it
         if self.locked:
             _, batch = update_step(self.box, b, g, *self.senders(b))   # the true gradient: BPTT across boxes
             rec = self.finished(b, batch)

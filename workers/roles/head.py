@@ -5,6 +5,7 @@ import time
 
 from protocol import Kind, Message
 from workers.numerics.stage import HeadStage, build, head_step
+from workers.roles.guard import batch_fault
 from workers.roles.role import Role
 
 
@@ -14,6 +15,10 @@ class HeadWorker(Role):
         self.stage: HeadStage = build(self.stage_index, self.cfg)
         self.handlers.update({Kind.FORWARD: self.on_forward, Kind.EVAL: self.on_eval,
                               Kind.SYNC: self.on_sync})
+        sizes = self.cfg.sizes
+        self.take((Kind.FORWARD, Kind.EVAL, Kind.SYNC), self.upstream())
+        for kind in (Kind.FORWARD, Kind.EVAL):
+            self.checks[kind] = lambda msg: batch_fault(msg, sizes[-2], sizes[-1])
 
     def on_forward(self, msg: Message, t: float) -> None:
         b, y = msg.id, msg.arrays["y"]

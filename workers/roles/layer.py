@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from protocol import Kind, Message
 from workers.numerics.stage import Stage, build, train_step
+from workers.roles.guard import batch_fault, grad_fault
 from workers.roles.role import Role, update_record
 
 
@@ -13,6 +14,18 @@ class LayerWorker(Role):
         self.handlers.update({Kind.FORWARD: self.on_forward, Kind.GRAD: self.on_grad,
                               Kind.EVAL: self.on_eval, Kind.SYNC: self.on_sync,
                               Kind.SYNC_BACK: self.on_sync_back})
+        sizes, k = self.cfg.sizes, self.stage_index
+        self.take((Kind.FORWARD, Kind.EVAL, Kind.SYNC), self.upstream())
+        self.take((Kind.GRAD, Kind.SYNC_BACK), self.names["next"])
+        for kind in (Kind.FORWARD, Kind.EVAL):
+            self.checks[kind] = lambda msg: batch_fault(msg, sizes[k - 1], sizes[-1])
+        self.checks[Kind.GRAD] = self.grad_fault
+
+    def grad_fault(self, msg: Message) -> str | None:
+        batch = self.stage.inflight.batches.get(msg.id)
+        if batch is None:
+            return "gradient for a batch not in flight"   # late (evicted), or never sent
+        return grad_fault(msg.arrays["g"], batch.h)
 
     def on_forward(self, msg: Message, t: float) -> None:
         b, y = msg.id, msg.arrays["y"]
@@ -30,10 +43,7 @@ class LayerWorker(Role):
             self.to_peer("prev", Kind.GRAD, b, g=target_below)
 
     def on_grad(self, msg: Message, t: float) -> None:
-        b, g = msg.id, msg.arrays["g"]
-        if b not in self.stage.inflight:
-            self.counters["unexpected"] += 1   # late target for an evicted batch
-            return
+        b, g = msg.id, msg.arrays["g"]   # b is in flight: grad_fault saw to it
         if self.stage.locked:
             target_below, batch = self.stage.update(b, g)
             self.stamp(batch)

@@ -13,19 +13,28 @@ The counters it reports (max_read_staleness above all) are what the tests assert
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
-from protocol import Kind, Message, ProtocolError
+import numpy as np
+
+from protocol import Kind, Message
 from workers.numerics.paramstore import ParamStore
+from workers.roles.guard import values_fault
 from workers.roles.role import Role
+
+
+def weights_fault(msg: Message, own: dict[str, np.ndarray]) -> str | None:
+    """Arrays named, shaped and typed as some of the tied weights, and finite (weights or their gradients)."""
+    for name, a in msg.arrays.items():
+        mine = own.get(name)
+        if mine is None or a.shape != mine.shape or a.dtype != mine.dtype:
+            return "weights of the wrong name, shape or dtype"
+    return values_fault(*msg.arrays.values())
 
 
 class ParamService(Role):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
-        self.name = "params"
-        self.log = logging.getLogger("dni.params")
         self.store = ParamStore(self.cfg)
         self.bound, self.boxes = self.cfg.max_staleness, self.cfg.boxes
         self.waiting: list[Message] = []     # pulls that need a version not reached yet
@@ -33,20 +42,13 @@ class ParamService(Role):
         self.counters.update(pulls=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,
                              pushes=0, steps=0, max_grad_delay=0, grad_delay_sum=0, bound=self.bound)
         self.handlers.update({Kind.PULL: self.on_pull, Kind.PUSH: self.on_push, Kind.SYNC: self.on_sync})
-
-    def dispatch(self, msg: Message, t: float) -> None:
-        if msg.src != "coordinator" and msg.kind is not Kind.HEARTBEAT and msg.src not in self.peers:
-            self.counters["unexpected"] += 1   # only the run's own boxes talk to the service
-            return
-        try:
-            super().dispatch(msg, t)
-        except (ProtocolError, ValueError) as exc:
-            self.counters["bad_messages"] += 1
-            self.log.warning("dropped a %s message from %s: %s", msg.kind, msg.src, exc)
+        self.take((Kind.PULL, Kind.PUSH, Kind.SYNC), *self.names.values())   # only the run's own boxes
+        self.checks[Kind.PUSH] = lambda msg: weights_fault(msg, self.store.params())
 
     def on_pull(self, msg: Message, t: float) -> None:
         if self.store.version < msg.meta["need"]:
-            self.waiting.append(msg)
+            # A box has one pull open at a time: a newer one from the same name replaces it.
+            self.waiting = [m for m in self.waiting if m.src != msg.src] + [msg]
         else:
             self.serve(msg)
 
@@ -63,9 +65,11 @@ class ParamService(Role):
         self.to_peer(msg.src, Kind.PARAMS, msg.id, meta={"version": have, "staleness": staleness}, **arrays)
 
     def on_push(self, msg: Message, t: float) -> None:
-        used = msg.meta["version"]   # a count: the schema checked it at decode
-        self.store.check(msg.arrays)
+        used = msg.meta["version"]   # a count: the schema checked it at decode (the arrays: weights_fault)
         box = int(msg.src.removeprefix("box-"))
+        # Partial sums a forged or lost push left behind are forgotten a cache later.
+        for old in [b for b in self.store.partial if b <= msg.id - self.cfg.cache]:
+            del self.store.partial[old]
         # How many updates landed between the weights this gradient was computed with and now.
         delay = self.store.version - used
         self.counters["pushes"] += 1
@@ -81,6 +85,8 @@ class ParamService(Role):
 
     def on_sync(self, msg: Message, t: float) -> None:
         self.markers[msg.id] += 1
+        for old in [k for k in self.markers if k <= msg.id - self.cfg.cache]:
+            del self.markers[old]
         if self.markers[msg.id] == self.boxes:
             del self.markers[msg.id]
             self.flush_metrics()

@@ -8,11 +8,15 @@ from collections import deque
 import zmq
 
 from protocol import Kind, Message, ProtocolError
+from protocol.drops import Drops, quote
 from protocol.liveness import Liveness
+from protocol.roles import worker_name
 from protocol.sockets import make_socket, recv, send
 from protocol.wireconfig import WireConfig
 from workers.numerics.inflight import Batch, Fit
+from workers.numerics.optimizers import NonFinite
 from workers.numerics.snapshot import Stateful, restore
+from workers.roles.guard import Window
 from workers.runtime.clock import Clock
 
 # Kinds that travel the forward direction; a locked (backprop) stage defers them while it
@@ -22,6 +26,10 @@ FORWARD_KINDS = frozenset({Kind.FORWARD, Kind.EVAL, Kind.SYNC})
 
 class CoordinatorLost(RuntimeError):
     pass
+
+
+class Diverged(RuntimeError):
+    """A non-finite loss or gradient, caught before it changed the model: the run must stop."""
 
 
 def update_record(b: int, batch: Batch, fit: Fit | None = None, param_staleness: bool = False) -> dict:
@@ -39,15 +47,29 @@ class Role:
 
     def __init__(self, ctx: zmq.Context, control: zmq.Socket, inbox: zmq.Socket, assign: Message, curve=None):
         meta = assign.meta
-        self.name = f"stage-{meta['stage']}"
+        self.name = worker_name(meta["role"], meta["stage"])
         self.stage_index = meta["stage"]
         self.cfg = WireConfig.from_meta(meta["config"])
         self.log = logging.getLogger(f"dni.{self.name}")
         self.ctx, self.control, self.inbox = ctx, control, inbox
         self.liveness = Liveness(meta["heartbeat"])
-        self.peers = {side: self._connect(ctx, peer, curve) for side, peer in meta["neighbours"].items() if peer}
+        neighbours = {side: peer for side, peer in meta["neighbours"].items() if peer}
+        if not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in neighbours.values()):
+            raise ProtocolError("the assignment's neighbours lack their names")
+        self.names = {side: peer["name"] for side, peer in neighbours.items()}
+        # With CURVE, who may claim a name: the key each sender's connection proved (ZAP's User-Id).
+        self.keys = None if not curve else {**{p["name"]: p.get("key") for p in neighbours.values()},
+                                            "coordinator": curve["client"][2].decode()}
+        self.peers = {side: self._connect(ctx, peer, curve) for side, peer in neighbours.items()}
         self.handlers: dict[Kind, callable] = {Kind.STOP: self.on_stop, Kind.SAVE: self.on_save,
                                                Kind.RESET: self.on_reset, Kind.HEARTBEAT: lambda msg, t: None}
+        self.control_kinds = frozenset(self.handlers)   # all a worker takes on its control socket
+        # Filled by each role: the data kinds it takes, from which senders, and what else it checks.
+        self.sources: dict[Kind, frozenset[str]] = {}
+        self.checks: dict[Kind, callable] = {}          # kind -> fault(msg): a reason to drop, or None
+        self.window = Window(self.cfg.cache, meta.get("start", 0))
+        self.drops = Drops(self.log)
+        self.seen: dict[str, int] = {}                  # data kind -> how far its stream came: in heartbeats
         self.deferred: deque[Message] = deque()
         self.blocked = False        # a locked stage waiting for its gradient
         self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
@@ -55,8 +77,15 @@ class Role:
         self.stopping = False
         self.reset = False          # told to drop this role and rejoin (a stage was lost and replaced)
         self.records: list[dict] = []
-        self.counters = {"bad_messages": 0, "duplicates": 0, "unexpected": 0}
-        self.last_id: dict[tuple[str, str], int] = {}
+        self.counters = {"bad_messages": 0, "unexpected": 0}
+
+    def upstream(self) -> str:
+        """Who sends this worker its inputs: the previous worker, or the coordinator if none."""
+        return self.names.get("prev", "coordinator")
+
+    def take(self, kinds, *senders: str) -> None:
+        for kind in kinds:
+            self.sources[kind] = self.sources.get(kind, frozenset()) | frozenset(senders)
 
     @staticmethod
     def _connect(ctx, peer: dict, curve) -> zmq.Socket:
@@ -118,49 +147,67 @@ class Role:
                 self.receive(sock)
             self.clock.lap("other")
             if self.liveness.should_speak():
-                self.to_coordinator(Kind.HEARTBEAT)
+                # With its progress: if the pipeline stalls, the coordinator can say where.
+                self.to_coordinator(Kind.HEARTBEAT, meta={"seen": self.seen})
             if self.liveness.dead():
                 raise CoordinatorLost(f"no word from the coordinator for {self.liveness.silent_for():.1f} s")
 
     def receive(self, sock: zmq.Socket) -> None:
         try:
-            _, msg = recv(sock)
+            _, msg = recv(sock, keyed=self.keys is not None and sock is self.inbox)
         except ProtocolError as exc:
-            # The "nasty" parser: reject, count, log (a few), never crash.
+            # The "nasty" parser: reject, count, log (rate-limited), never crash.
             self.counters["bad_messages"] += 1
-            if self.counters["bad_messages"] <= 5:
-                self.log.warning("dropped a malformed message: %s", exc)
+            self.drops("malformed", str(exc))
             return
         t = self.clock.lap("receive")
         if sock is self.control:
             self.liveness.on_heard()
-        elif self.is_duplicate(msg):
-            return
+            if msg.kind not in self.control_kinds:
+                return self.drops("not a kind the control socket carries", msg.kind)
+        elif (why := self.fault(msg)) is not None:
+            return self.drops(why, f"{msg.kind} from {quote(msg.src)} id {msg.id}")
         if self.blocked and msg.kind in FORWARD_KINDS:
+            # A locked stage's backlog is a credit window at most; more is someone else's flood.
+            if len(self.deferred) >= self.cfg.cache:
+                return self.drops("backlog full", msg.kind)
             self.deferred.append(msg)
         else:
             self.dispatch(msg, t)
 
-    def is_duplicate(self, msg: Message) -> bool:
-        """Data ids rise per (source, kind); a repeat or older id is a duplicate and is dropped."""
-        key = (msg.src, msg.kind)
-        if msg.id <= self.last_id.get(key, -1):
-            self.counters["duplicates"] += 1
-            return True
-        self.last_id[key] = msg.id
-        return False
+    def fault(self, msg: Message) -> str | None:
+        """Why a data message is none this worker could have been sent (None: take it)."""
+        senders = self.sources.get(msg.kind)
+        if senders is None:
+            return "not a kind this worker takes on its data socket"
+        if msg.src not in senders:
+            return "sender not one this worker takes it from"
+        if self.keys is not None and msg.peer != self.keys.get(msg.src):
+            return "sender's key is not that of the name it claims"
+        if not self.window.admits(msg.src, msg.kind, msg.id):
+            return "id outside the window"
+        # The stream moves on even if the contents fail below: a real message that is dropped
+        # (a gradient for an evicted batch) must not hold the stream back.
+        top = self.window.took(msg.src, msg.kind, msg.id)
+        self.seen[msg.kind] = max(top, self.seen.get(msg.kind, top))
+        check = self.checks.get(msg.kind)
+        return check(msg) if check is not None else None
 
     def dispatch(self, msg: Message, t: float) -> None:
         handler = self.handlers.get(msg.kind)
         if handler is None:
             self.counters["unexpected"] += 1
-            self.log.warning("unexpected %s message from %s", msg.kind, msg.src or "?")
-            return
+            return self.drops("unexpected", msg.kind)
         if msg.kind is Kind.FORWARD:
             self.training = True
         elif msg.kind is Kind.SYNC:
             self.training = False   # the barrier: every training batch before it is through
-        handler(msg, t)
+        try:
+            handler(msg, t)
+        except NonFinite as exc:
+            raise Diverged(f"{exc} at step {msg.id}: training diverged (a lower --lr may help)") from None
+        except ProtocolError as exc:   # what only the handler can tell: it does not fit the state
+            self.drops("does not fit what it joins", str(exc))
         self.clock.lap("compute")
 
     # -- control -------------------------------------------------------------------------
@@ -178,9 +225,14 @@ class Role:
     def on_save(self, msg: Message, t: float) -> None:
         self.to_coordinator(Kind.STATE, msg.id, meta=self.counters, arrays=self.state())
 
+    def goodbye(self, error: str | None = None) -> dict:
+        """BYE's meta: counters, drops by reason, the time breakdown, and why it gives up, if it does."""
+        meta = {**self.counters, "dropped": dict(self.drops.counts), "time_s": self.clock.report()}
+        return meta if error is None else {**meta, "error": error}
+
     def on_stop(self, msg: Message, t: float) -> None:
         self.flush_metrics()
-        self.to_coordinator(Kind.BYE, meta={**self.counters, "time_s": self.clock.report()})
+        self.to_coordinator(Kind.BYE, meta=self.goodbye())
         self.stopping = True
 
     def on_reset(self, msg: Message, t: float) -> None:

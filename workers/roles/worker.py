@@ -13,12 +13,12 @@ from zmq.utils.monitor import recv_monitor_message
 from protocol import Kind, Message, ProtocolError, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
-from protocol.sockets import make_socket, recv, send
+from protocol.sockets import endpoint_fault, make_socket, recv, send
 from workers.roles.box import TimeBoxWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
-from workers.roles.role import CoordinatorLost
+from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
 log = logging.getLogger("dni.worker")
@@ -93,6 +93,9 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     curve: {"own": (public, secret), "client": (public, secret, coordinator public)}: CURVE on
     the control connection and the data inbox, which admits only the run's members.
     """
+    if why := endpoint_fault(coordinator):
+        print(f"dni worker: error: --coordinator {why}", file=sys.stderr)
+        return 2
     try:
         host = inbox_host(coordinator, advertise)
     except OSError as exc:
@@ -129,7 +132,10 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             stage, generation = assign.meta["stage"], generation + 1
             role.log.info("reset: rejoining for a restart from the last checkpoint")
             role = inbox = gate = close(role, inbox, gate)
-    except WorkerError as exc:
+    except (WorkerError, Diverged) as exc:
+        # Once assigned, the coordinator hears why (else it would only see the connection go).
+        if assign is not None:
+            give_up(control, role, str(exc))
         print(f"dni worker: {exc}", file=sys.stderr)
         return 1
     except CoordinatorLost as exc:
@@ -140,25 +146,43 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
         return 130
     finally:
         close(role, inbox, gate)
-        control.close(linger=0)
         if monitor is not None:
             monitor.close(linger=0)
-        ctx.term()
+        # Every socket of the context, the role's links to its neighbours too, even those of a
+        # role whose setup failed half-way: term() would wait for them forever.
+        ctx.destroy(linger=0)
 
 
 def start_role(ctx, control, inbox, gate, assign: Message, curve):
-    """The assigned role, built and (after a restart or on resume) loaded with its checkpointed state."""
+    """The assigned role, built and (after a restart or on resume) loaded with its checkpointed state;
+    WorkerError says in one line why it could not be."""
     if gate is not None:
         if not isinstance(assign.meta.get("members"), list):
             raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
         gate.admit(assign.meta["members"])
     try:
         role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+    except ProtocolError as exc:
+        raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
+    except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
+        raise WorkerError(f"cannot build its {assign.meta.get('role')} role: {type(exc).__name__}: {exc}") from None
+    try:
         if assign.arrays:
             role.load_state(dict(assign.arrays))
-    except (ProtocolError, ValueError) as exc:
+    except (ProtocolError, ValueError, KeyError) as exc:
+        role.close()
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     return role
+
+
+def give_up(control: zmq.Socket, role, error: str) -> None:
+    """Tell the coordinator why this worker stops, and give the message a moment to leave."""
+    meta = role.goodbye(error) if role is not None else {"time_s": {}, "error": error}
+    try:
+        send(control, Message(Kind.BYE, role.name if role is not None else "worker", -1, meta), block=False)
+        control.close(linger=int(liveness.FAIL_LINGER_S * 1000))
+    except zmq.ZMQError:
+        pass
 
 
 def close(role, inbox, gate) -> None:

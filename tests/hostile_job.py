@@ -1,0 +1,108 @@
+"""A real `dni run` in a subprocess, and its sockets found as anyone on the host finds them: through /proc."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+FAST = ["--no-progress", "--heartbeat", "0.5"]
+
+
+def listening(pid: int) -> list[str]:
+    """The unix-socket endpoints process pid listens on (abstract @names or paths), via its fds' inodes."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    found = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[6] in inodes and int(parts[3], 16) & 0x10000:   # __SO_ACCEPTCON
+            found.append("ipc://" + parts[7])
+    return found
+
+
+def children(pid: int) -> dict[int, int]:
+    """stage -> pid of the workers a `dni run` started."""
+    out = {}
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for kid in kids:
+        cmd = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        if b"--stage" in cmd:
+            out[int(cmd[cmd.index(b"--stage") + 1])] = int(kid)
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+class Job:
+    """`dni run ARGS` with its run directory in tmp_path; .control and .inbox[stage] once training runs."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict | None = None):
+        self.out = tmp_path / "run"
+        cmd = [sys.executable, "-m", "coordinator", "run", "--out", str(self.out), *FAST, *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.ctx = zmq.Context()
+
+    def training(self, timeout: float = 30) -> "Job":
+        deadline = time.monotonic() + timeout
+        path = self.out / "metrics.jsonl"
+        while not (path.exists() and path.stat().st_size > 0):
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.05)
+        self.workers = children(self.proc.pid)
+        self.control = listening(self.proc.pid)[0]
+        self.inbox = {k: listening(pid)[0] for k, pid in self.workers.items()}
+        return self
+
+    def send(self, endpoint: str, frames_list, dealer: bool = False) -> int:
+        """Send every message; a peer that stops reading stops us after a second. Returns how many went."""
+        sock = self.ctx.socket(zmq.DEALER if dealer else zmq.PUSH)
+        sock.setsockopt(zmq.SNDTIMEO, 1000)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        sent = 0
+        try:
+            for frames in frames_list:
+                sock.send_multipart(frames, copy=False)
+                sent += 1
+        except zmq.Again:
+            pass
+        time.sleep(0.2)   # let them leave before the socket goes
+        sock.close(linger=0)
+        return sent
+
+    def finish(self, timeout: float = 60) -> tuple[int | None, str]:
+        """(exit code, stderr); None if it did not exit within timeout (it is killed, with its workers)."""
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+            code = self.proc.returncode
+        except subprocess.TimeoutExpired:
+            for pid in children(self.proc.pid).values():
+                os.kill(pid, 9)
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            code = None
+        self.ctx.term()
+        return code, err
