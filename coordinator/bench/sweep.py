@@ -17,7 +17,6 @@ import json
 import sys
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 

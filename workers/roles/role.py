@@ -14,7 +14,7 @@ from protocol.roles import worker_name
 from protocol.sockets import make_socket, recv, send
 from protocol.wireconfig import WireConfig
 from workers.numerics.inflight import Batch, Fit
-from workers.numerics.optimizers import NonFinite
+from workers.numerics.optimizers import NonFinite, finite
 from workers.numerics.snapshot import Stateful, restore
 from workers.roles.guard import Window
 from workers.runtime.clock import Clock
@@ -96,6 +96,12 @@ class Role:
     # -- sending ------------------------------------------------------------------------
     # A send ends the handler's compute so far; the clock charges the send itself apart.
     def to_peer(self, side: str, kind: Kind, b: int, meta: dict | None = None, **arrays) -> None:
+        # Divergence can show first in what a stage sends (an output past float32's range, a target
+        # through huge weights) while its own update is still finite. The receiver would drop it as
+        # forged and the run would stall: the sender says so instead (one BLAS pass an array).
+        for name, a in arrays.items():
+            if a.dtype.kind == "f" and not finite(a):
+                raise NonFinite(f"the {name!r} of the {kind} it sends is not finite")
         self.clock.lap("compute")
         send(self.peers[side], Message(kind, self.name, b, meta or {}, arrays))
         self.clock.lap("send")
