@@ -17,12 +17,18 @@ HINT = "dni plot needs matplotlib: pip install -e '.[plot]'"
 STYLES = ("-", "--", ":", "-.")
 
 
+def metrics_file(run_dir: str | Path) -> Path:
+    """The run's metrics.jsonl; FileNotFoundError in one line if it is not a run directory."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is it a dni run directory?)")
+    return path
+
+
 def load_run(run_dir: str | Path) -> dict:
     """{'name', 'summary', 'series': {stage: {key: (steps, values)}}} of one run directory."""
     run_dir = Path(run_dir)
-    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.jsonl"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is it a dni run directory?)")
+    summary_path, metrics_path = run_dir / "summary.json", metrics_file(run_dir)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     raw: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     with open(metrics_path) as f:
@@ -135,6 +141,8 @@ def add_parser(sub) -> None:
 
 def cmd_plot(args) -> int:
     import sys
+    for d in args.run_dirs:   # what is wrong with the input first, whether or not matplotlib is there
+        metrics_file(d)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
