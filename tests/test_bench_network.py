@@ -51,7 +51,10 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
         for link in r["links"]:
             delayed = r["coordinator_delayed"] or "coord" not in (link["from"], link["to"])
             assert link["rtt_ms"]["min"] >= (2 * r["delay_ms"] if delayed else 0) and positive(link["rtt_ms"]["p50"])
-            assert link["rtt_message_ms"]["p50"] >= link["rtt_ms"]["min"]
+            # A message's round trip crosses the same delayed link (at 0 ms the two are separate
+            # samples of ~0.15 ms noise: a 128 KiB message's p50 fell below a ping's min in CI).
+            assert link["rtt_message_ms"]["p50"] >= (2 * r["delay_ms"] if delayed else 0)
+            assert positive(link["rtt_message_ms"]["p50"])
         cpu = r["cpu_ms_per_batch"]
         assert all(positive(s["total"]) and positive(s["compute"]) for s in cpu["stages"])
         assert positive(cpu["coordinator"]) and cpu["relays"] >= 0
