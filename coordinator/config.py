@@ -51,6 +51,9 @@ class Config:
     batch_size: int = opt(128, "training batch size")
     eval_batch: int = opt(1000, "evaluation batch size")
     window: int = opt(2, "batches in flight at most (credit); more in flight means staler synthesizer targets")
+    credit: str = opt("coordinator", "how --window is held: link (ff: each stage sends a batch on while fewer than "
+                               "--window of its batches have no target back; the coordinator waits for stage 1) | "
+                               "coordinator (the coordinator waits for the head's report of each batch; rnn always)")
     seed: int = opt(0, "seed of every initialisation and shuffle")
     # the run
     out: str = opt("", "run directory (default runs/<mode>-<time>)")
@@ -72,7 +75,7 @@ class Config:
         modes = ("dni", "cdni", "backprop") + (("truncated",) if self.model == "rnn" else ())
         choices = {"model": ("ff", "rnn"), "mode": modes, "optimizer": ("sgd", "adam"),
                    "schedule": ("constant", "cosine"), "task": ("mnist01", "mnist01-chunks", "seqmnist", "copy"),
-                   "cell": ("tanh", "lstm")}
+                   "cell": ("tanh", "lstm"), "credit": ("link", "coordinator")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -171,7 +174,7 @@ def from_args(args: argparse.Namespace) -> Config:
 
 
 # What a resumed run may change: how long it trains, how it runs, where the data now lives.
-RESUMABLE = ("epochs", "data", "progress", "log_every", "checkpoint_every", "checkpoint_seconds", "max_restarts",
+RESUMABLE = ("epochs", "data", "credit", "progress", "log_every", "checkpoint_every", "checkpoint_seconds", "max_restarts",
              "rejoin_timeout", "heartbeat", "stall_timeout")
 
 

@@ -24,6 +24,8 @@ class WireConfig:
     seed: int
     log_every: int          # metric records a worker batches into one METRICS message
     cache: int              # in-flight batches a stage keeps awaiting their targets
+    window: int = 1         # batches in flight (credit): per link, when credit is "link"
+    credit: str = "coordinator"   # link (feed-forward: each stage waits for its next's targets) | coordinator
     model: str = "ff"       # or "rnn"
     sizes: tuple[int, ...] = ()
     task: str = ""
@@ -60,7 +62,8 @@ class WireConfig:
 
 # A field's Python type by name (the annotations are strings under `from __future__`).
 _TYPES = {"model": str, "mode": str, "optimizer": str, "lr": float, "schedule": str, "total_steps": int,
-          "synth_lr": float, "synth_hidden": int, "seed": int, "log_every": int, "cache": int, "sizes": tuple,
+          "synth_lr": float, "synth_hidden": int, "seed": int, "log_every": int, "cache": int, "window": int,
+          "credit": str, "sizes": tuple,
           "task": str, "cell": str, "units": int, "n_in": int, "n_classes": int, "boxes": int,
           "steps_per_box": int, "untied": bool, "max_staleness": int, "synth_scale": float}
 
