@@ -4,8 +4,11 @@ The model, per batch (all times in ms):
 - each stage k costs c_k of CPU (its loop's arithmetic, sends, receives and bookkeeping, plus
   its ZeroMQ threads), the coordinator c_C, and a link crossing L = half the measured round
   trip of a message the size of a batch's activations (delay, shaping, kernels and relay);
-- dni/cdni: a batch's credit goes round coordinator -> stage 1 -> ... -> head -> coordinator,
-  (K + 1) crossings and every stage's loop on the way; `window` credits share that cycle. A host
+- dni/cdni, coordinator credit: a batch's credit goes round coordinator -> stage 1 -> ... -> head
+  -> coordinator, (K + 1) crossings and every stage's loop on the way; `window` credits share
+  that cycle. Link credit: each link holds its own `window`, and its cycle is 2 crossings (the
+  batch there, its target back) and the loops of the two ends (the coordinator's CPU for the
+  link into stage 1); the slowest link bounds the pipeline. A host
   serves one batch per c_k, and on a shared machine all processes together get `cores`. The
   period is the largest of these bounds. Stage 1's update latency is its own forward, send,
   synthetic gradient and update: its compute and send CPU;
@@ -17,6 +20,8 @@ The model, per batch (all times in ms):
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 LOOP_PARTS = ("compute", "synth", "send", "receive", "loop")
 
 
@@ -26,15 +31,19 @@ def loop_ms(stage: dict) -> float:
 
 
 def project(stages: list[dict], coordinator_ms: float, link: float, mode: str, window: int, batch: int,
-            cores: float | None = None, shared_ms: float = 0.0) -> dict:
+            cores: float | None = None, shared_ms: float = 0.0, credit: str = "coordinator") -> dict:
     """samples/s and stage-1 latency; `cores` (with `shared_ms`, CPU of anything else per batch,
-    such as the relays) models one machine shared by all, None a core or a host per process."""
+    such as the relays) models one machine shared by all, None a core or a host per process;
+    credit: "coordinator" or "link" (see the module's docstring)."""
     k = len(stages)
     path = sum(loop_ms(s) for s in stages)
     bounds = {"slowest host": max(max(s["total"] for s in stages), coordinator_ms)}
     own = stages[0]["compute"] + stages[0]["send"]
     if mode == "backprop":
         bounds["locked round trip"] = path + 2 * (k - 1) * link
+    elif credit == "link":
+        ends = [coordinator_ms, *(loop_ms(s) for s in stages)]
+        bounds["credit window"] = max(2 * link + a + b for a, b in pairwise(ends)) / window
     else:
         bounds["credit window"] = ((k + 1) * link + path + coordinator_ms) / window
     stretch = 1.0
