@@ -100,10 +100,10 @@ class Pipeline:
     def where(self, what: str) -> str:
         """Where the oldest batch stopped, from the progress each worker's heartbeats report."""
         head = f"no progress for {self.stall:.0f} s with every worker alive, waiting for {what}"
-        if self.barrier is not None:
-            kind, b = Kind.SYNC, self.barrier
-        elif self.pending:
+        if self.pending:   # the barrier travels behind every batch: the oldest is what stopped first
             kind, b = min(self.pending, key=lambda p: p[1])
+        elif self.barrier is not None:
+            kind, b = Kind.SYNC, self.barrier
         else:
             return head
         stages = self.members.by_stage()
