@@ -135,7 +135,7 @@ def train_past_rogue_messages(rogue_frames: dict[int, list[list]]) -> tuple[dict
     done = []
     plan = plans.for_config(cfg, data)
     coord = Membership(ctx, "tcp://127.0.0.1:0", 3, cfg.heartbeat)
-    pipe = Pipeline(coord, on_done=done.append)
+    pipe = Pipeline(coord, on_done=done.append, credit=plan.wire.credit)
     procs = coord.procs = launch.spawn(coord.endpoint, 3)
     try:
         coord.register(30)
