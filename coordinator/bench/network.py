@@ -76,7 +76,7 @@ def project_hosts(runs: list[dict], p: dict) -> list[dict]:
     """K stages on K hosts (no sharing, no relay), each delay: costs measured at that delay, deepest run."""
     out = []
     for d, credit in [(d, c) for d in p["delays"] for c in p["credits"]]:
-        for mode, window in [(m, p["window"]) for m in p["modes"]] + [("dni", p["throughput_window"])]:
+        for mode, window in dict.fromkeys([(m, p["window"]) for m in p["modes"]] + [("dni", p["throughput_window"])]):
             measured = [r for r in runs if r["mode"] == mode and r["delay_ms"] == d and r["window"] == window
                         and find([r], mode=mode, delay_ms=d, window=window, credit=credit)
                         and r["cpu_ms_per_batch"]["coordinator"]]
@@ -122,7 +122,7 @@ def accuracy(runs: list[dict], p: dict) -> list[dict]:
 def credit_table(runs: list[dict], p: dict) -> list[dict]:
     """Link against coordinator credit, side by side: each setting at the focus depth that ran with both."""
     out = []
-    for r in runs:
+    for r in runs if len(p["credits"]) > 1 else []:
         if r["stages"] != p["focus_stages"] or r["credit"] != p["credits"][0] or r["slow_stage"] \
                 or not r["coordinator_delayed"]:
             continue
@@ -243,7 +243,8 @@ def print_summary(result: dict) -> None:
               "staleness mean/p99, test accuracy")
     for row in result["credit"]:
         cells = "  |  ".join(f"{c} {x['samples_per_second']:7,.0f} {x['stage1_p50_ms']:6.2f}/{x['stage1_p99_ms']:6.2f} "
-                             f"{x['staleness_mean']:5.2f}/{x['staleness_p99']:3.0f} {x['test_accuracy']:.4f}"
+                             + (f"{x['staleness_mean']:5.2f}/{x['staleness_p99']:3.0f}" if x["staleness_mean"] is not None
+                                else "    -/  -") + f" {x['test_accuracy']:.4f}"
                              for c, x in row.items() if isinstance(x, dict))
         bw = f" bw {row['bandwidth']}" if row["bandwidth"] else ""
         print(f"  {row['mode']:5s} w{row['window']:<2d} {row['delay_ms']:4g} ms{bw}: {cells}")
