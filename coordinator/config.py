@@ -174,8 +174,8 @@ def from_args(args: argparse.Namespace) -> Config:
 
 
 # What a resumed run may change: how long it trains, how it runs, where the data now lives.
-RESUMABLE = ("epochs", "data", "credit", "progress", "log_every", "checkpoint_every", "checkpoint_seconds", "max_restarts",
-             "rejoin_timeout", "heartbeat", "stall_timeout")
+RESUMABLE = ("epochs", "data", "credit", "progress", "log_every", "checkpoint_every", "checkpoint_seconds",
+             "max_restarts", "rejoin_timeout", "heartbeat", "stall_timeout")
 
 
 def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:

@@ -3,8 +3,9 @@
 Credits are counted per batch id: a report for an id that is not in flight (never fed, or
 already reported) changes nothing. With per-link credit (`credit="link"`) a training batch's
 credit comes back when stage 1 takes it on (TAKEN), each stage holding its own window for the
-next; the head's DONE still reports every batch, and a barrier still waits for them all. No wait lasts forever: when nothing progresses for the
-stall timeout while every worker is alive, the run stops and says where the batch stopped.
+next; the head's DONE still reports every batch, and a barrier still waits for them all.
+No wait lasts forever: when nothing progresses for the stall timeout while every worker is
+alive, the run stops and says where the batch stopped.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class Pipeline:
         self.feeds: dict[int, zmq.Socket] = {}
         self.pending: set[tuple[Kind, int]] = set()   # (FORWARD or EVAL, batch id) fed, not yet reported
         self.untaken: set[int] = set()                # link credit: training batches fed, not yet taken
-        self.window = 1
+        self.window = 1                               # link credit: each stage's window (the watchdog's)
         self.barrier: int | None = None               # the SYNC token awaited; None once stage 1 answered
         self.progress = 0                             # reports taken: what the stall watchdog watches
         self.totals = EvalTotals()
@@ -71,10 +72,6 @@ class Pipeline:
         members.handle({Kind.DONE: self.on_done_msg, Kind.EVALUATED: self.on_evaluated,
                         Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state,
                         Kind.TAKEN: self.on_taken})
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.pending)
 
     def feed_to(self, stage: int) -> zmq.Socket:
         """The coordinator's data socket to a stage (stage 1 always; every time box in an rnn)."""
@@ -138,7 +135,7 @@ class Pipeline:
         self.pending.add((kind, b))
         if link:
             self.untaken.add(b)
-            self.window = window   # each stage's too: the watchdog tells a held batch by it
+            self.window = window   # each stage's too
 
     def on_taken(self, member: Member, msg: Message) -> None:
         if member.stage != (self.path or [1])[0] or msg.id not in self.untaken:
