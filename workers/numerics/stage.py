@@ -89,11 +89,11 @@ def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: f
     """Hidden stage k's part of training batch b, in the one order every driver follows.
 
     1. h = f(x), b kept in flight;  2. h handed on at once (send_on), so stage k+1 starts;
-    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ, with the bootstrapped target δ for
-    stage k-1 computed before the weights change. Locked backprop stops after 2: its update
-    waits for the true gradient (`Stage.update`). M is fitted when δ_k comes back
-    (`stage.inflight.fit`).
-    Returns (h, δ for stage k-1 or None, b's in-flight entry once updated, else None).
+    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ, with (BP(0) only) the bootstrapped
+    target δ for stage k-1 computed before the weights change. Locked backprop stops after 2:
+    its update waits for the true gradient (`Stage.update`). M is fitted when δ_k comes back
+    (`Stage.learn`, which at BP(lambda > 0) also makes stage k-1's target).
+    Returns (h, the bootstrapped δ for stage k-1 or None, b's in-flight entry once updated, else None).
     """
     h = stage.forward_and_keep(b, x, y, t_received)
     if send_on is not None:
