@@ -31,7 +31,7 @@ class Kind(StrEnum):
     RESET = "reset"            # coordinator -> worker: drop your role, rejoin (a stage was lost)
     # data plane: worker <-> worker (and the coordinator feeding stage 1, or every time box its slice)
     FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
-    GRAD = "grad"              # gradient for a stage's output: its bootstrapped target
+    GRAD = "grad"              # gradient for a stage's output: its synthesizer's target (BP(lambda))
     EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
     SYNC = "sync"              # barrier travelling forward through the pipeline
     SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path

@@ -67,8 +67,10 @@ class LayerWorker(Role):
             self.record(update_record(b, batch))
         else:
             self.clock.lap("compute")
-            fit = self.stage.inflight.fit(b, g)    # g is the bootstrapped target for M(h_b)
+            fit, target_below = self.stage.learn(b, g)    # g is the target for M(h_b)
             self.clock.lap("synth")
+            if target_below is not None:   # BP(lambda) > 0: the stage below's target, only now
+                self.to_peer("prev", Kind.GRAD, b, g=target_below)
             self.record(fit and update_record(b, fit.batch, fit))
 
     def on_eval(self, msg: Message, t: float) -> None:
