@@ -114,3 +114,17 @@ def test_the_tied_rate_anneals_over_batches_however_many_boxes_push():
             rates.append(store.opt.opts["cell"].lr)
         assert store.version == 10 * len(pushers)
         assert rates[4] == pytest.approx(0.5e-2) and rates[-1] == pytest.approx(0.0, abs=1e-12), (mode, rates)
+
+
+def test_a_box_whose_first_push_comes_late_is_heard_by_the_parameter_service():
+    """The Copy curriculum leaves a box without output, hence without pushes, for its first 100
+    batches; its first push (id 100) must be admitted, near the ids the other boxes pushed."""
+    from protocol import Kind
+    from workers.roles.guard import Window
+
+    w = Window(span=8, start=0)
+    for b in range(100):
+        assert w.admits("box-4", Kind.PUSH, b)
+        w.took("box-4", Kind.PUSH, b)
+    assert w.admits("box-3", Kind.PUSH, 100) and not w.admits("box-3", Kind.PUSH, 100 + 8 + 1)
+    assert not w.admits("box-3", Kind.PULL, 100)   # other streams stay the sender's own

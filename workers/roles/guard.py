@@ -58,7 +58,7 @@ class Window:
     mark moves one id at a time: ids further ahead are taken but do not move it. Else forged
     ids, each within the window of the last, could walk it away from the real stream, whose
     next message would then be dropped and the run stall. A box skips the pushes of batches
-    that leave it no gradient: there the mark follows the highest id.
+    that leave it no gradient: there the mark follows the highest id of any box.
 
     No dedup by id: where names can be forged (no CURVE), a forged id taken first would make
     the real one look like a duplicate and hang the run. A repeat does no harm: the coordinator
@@ -69,8 +69,15 @@ class Window:
         self.span, self.start = span, start
         self.top: dict[tuple[str, Kind], int] = {}   # keys: only senders the role takes data from
 
+    @staticmethod
+    def stream(src: str, kind: Kind) -> tuple[str, Kind]:
+        # Pushes: one stream for all boxes. A box may skip pushes for longer than the window
+        # (the Copy task's curriculum: no output in it yet, hence no gradient, for 100 batches);
+        # its first push is then near the batches the other boxes push, not near its own last.
+        return ("", kind) if kind is Kind.PUSH else (src, kind)
+
     def mark(self, src: str, kind: Kind) -> int:
-        top = self.top.get((src, kind))
+        top = self.top.get(self.stream(src, kind))
         return (self.start if kind in BATCH_IDS else 0) - 1 if top is None else top
 
     def admits(self, src: str, kind: Kind, b: int) -> bool:
@@ -80,7 +87,7 @@ class Window:
     def took(self, src: str, kind: Kind, b: int) -> int:
         """b was admitted; returns the stream's mark after it. A stream's first id sets the mark
         (some count from 1: pulls, and the answers to them)."""
-        top = self.mark(src, kind)
-        if (src, kind) not in self.top or b == top + 1 or (kind is Kind.PUSH and b > top):
-            self.top[(src, kind)] = top = b
+        top, key = self.mark(src, kind), self.stream(src, kind)
+        if key not in self.top or b == top + 1 or (kind is Kind.PUSH and b > top):
+            self.top[key] = top = b
         return top
