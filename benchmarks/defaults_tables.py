@@ -2,7 +2,8 @@
 
 usage: python benchmarks/defaults_tables.py depth|harder [--quick] [--out runs/defaults]
   depth:  backprop, cdni and dni at 3, 4 and 6 stages (2, 3, 5 hidden layers of 256), MNIST, 20 epochs
-  harder: backprop and cdni on the tasks `python -m coordinator.bench.tasks` writes (20 epochs)
+  harder: backprop and cdni on the tasks `python -m coordinator.bench.tasks` writes (20 epochs):
+          mnist-rot, mnist-pairs, mnist-back-rand, mnist-rot-back-rand
 Each run is `dni run --data DIR --mode M --hidden H --epochs E --out OUT/...` and nothing else:
 the defaults are what is measured. Writes OUT/<table>.json and prints a markdown table.
 """
@@ -12,6 +13,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from coordinator.bench.tasks import TASKS
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -24,7 +27,7 @@ def runs(table: str, quick: bool, out: Path, tasks: Path):
             for mode in ("backprop", "cdni", "dni"):
                 yield f"{mode}-{stages}", MNIST, mode, ",".join(["256"] * (stages - 1)), epochs
     else:
-        for task in ("mnist-rot", "mnist-pairs"):
+        for task in TASKS:
             for mode in ("backprop", "cdni"):
                 yield f"{task}-{mode}", tasks / task, mode, "256,256", epochs
 
