@@ -32,6 +32,13 @@ def runs(table: str, quick: bool, out: Path, tasks: Path):
                 yield f"{task}-{mode}", tasks / task, mode, "256,256", epochs
 
 
+def train_loss(run: Path, head: int, last: int = 100) -> float:
+    """The head's training loss averaged over the run's last `last` batches (metrics.jsonl)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    losses = [r["loss"] for r in map(json.loads, lines) if r.get("stage") == head and "loss" in r]
+    return sum(losses[-last:]) / len(losses[-last:])
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("table", choices=("depth", "harder"))
@@ -49,11 +56,12 @@ def main() -> int:
             subprocess.run(["nice", "-n", "10", *cmd], env=ENV, check=True, stdout=subprocess.DEVNULL)
         s = json.loads((out / name / "summary.json").read_text())
         rows.append({"name": name, "data": str(data), "mode": mode, "stages": s["stages"], "dataset": s["dataset"],
-                     "test_accuracy": s["test_accuracy"], "samples_per_second": s["samples_per_second"],
+                     "test_accuracy": s["test_accuracy"], "train_loss_last100": train_loss(out / name, s["stages"]),
+                     "samples_per_second": s["samples_per_second"],
                      "stage1_p50_ms": s["update_latency_ms"]["1"]["p50"], "train_seconds": s["train_seconds"],
                      "synth_cosine": s.get("synth_cosine", {})})
         r = rows[-1]
-        print(f"| {r['dataset']} | {mode} | {r['stages']} | {100 * r['test_accuracy']:.2f}% | "
+        print(f"| {name} | {mode} | {r['stages']} | {100 * r['test_accuracy']:.2f}% | {r['train_loss_last100']:.3f} | "
               f"{r['samples_per_second']:,.0f} | {r['stage1_p50_ms']:.2f} ms |", flush=True)
         (out / f"{a.table}.json").write_text(json.dumps(rows, indent=1) + "\n")
     return 0
