@@ -1,4 +1,5 @@
 """`dni bench sweep`: a tiny grid on the generated task, scored on held-out training examples only."""
+import dataclasses
 import json
 from collections import deque
 
@@ -27,6 +28,19 @@ def test_validation_is_carved_from_the_training_set():
     xt, yt, xv, yv = sweep.split(data, 1000, 0)
     assert len(xt) == 2000 and len(xv) == 1000
     assert np.shares_memory(xv, data.x_train) and not np.shares_memory(xv, data.x_test)
+
+
+def test_centre_subtracts_the_training_examples_mean_only():
+    data = generated_task(n_train=3000, n_test=500)
+    c = sweep.centred(data, 1000, 0)
+    assert np.abs(sweep.split(c, 1000, 0)[0].mean(axis=0)).max() < 1e-5
+    shift = data.x_train[0] - c.x_train[0]
+    assert np.allclose(data.x_test - c.x_test, shift, atol=1e-5)
+    assert np.allclose(data.x_train[-1] - c.x_train[-1], shift, atol=1e-5)
+    assert np.abs(shift).max() > 0.1   # the generated task's inputs are not centred to begin with
+    # The held-out examples do not enter the mean.
+    moved = dataclasses.replace(data, x_train=np.concatenate([data.x_train[:2000], data.x_train[2000:] + 5]))
+    assert np.array_equal(sweep.centred(moved, 1000, 0).x_train[0], c.x_train[0])
 
 
 def test_delay_zero_is_the_reference_step():

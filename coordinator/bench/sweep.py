@@ -12,6 +12,7 @@ from __future__ import annotations
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -58,6 +59,13 @@ def split(data, val: int, subset: int):
     if subset:
         xt, yt = xt[:subset], yt[:subset]
     return xt, yt, data.x_train[n:], data.y_train[n:]
+
+
+def centred(data, val: int, subset: int):
+    """Every split minus the per-pixel mean of the examples trained on (validation and test not read)."""
+    mean = split(data, val, subset)[0].mean(axis=0)
+    return dataclasses.replace(data, x_train=data.x_train - mean, x_test=data.x_test - mean,
+                               name=data.name + "-centred")
 
 
 def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, subset: int) -> dict:
@@ -142,6 +150,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--warmup", default="0", help="experiment: batches over which the layers' rate ramps up "
                    "(not a run option; 0 = none, as dni run does)")
+    p.add_argument("--centre", action="store_true", help="experiment: subtract the training examples' "
+                   "per-pixel mean from every input (not a run option)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--delay", type=int, default=1, help="batches a synthesizer's target arrives late (window 2: 1)")
@@ -159,6 +169,8 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     data = load(args.data, args.classes)
+    if args.centre:
+        data = centred(data, args.val, args.train_subset)
     rows = []
     for spec in grid(args):
         r = train_one(data, spec, args.epochs, args.batch, args.delay, args.val, args.train_subset)
