@@ -2,7 +2,8 @@
 
 usage: python benchmarks/defaults_tables.py depth|harder [--quick] [--out runs/defaults]
   depth:  backprop, cdni and dni at 3, 4 and 6 stages (2, 3, 5 hidden layers of 256), MNIST, 20 epochs
-  harder: backprop and cdni on the tasks `python -m coordinator.bench.tasks` writes (20 epochs)
+  harder: backprop and cdni on the tasks `python -m coordinator.bench.tasks` writes (20 epochs):
+          mnist-rot, mnist-pairs, mnist-back-rand, mnist-rot-back-rand
 Each run is `dni run --data DIR --mode M --hidden H --epochs E --out OUT/...` and nothing else:
 the defaults are what is measured. Writes OUT/<table>.json and prints a markdown table.
 """
@@ -12,6 +13,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from coordinator.bench.tasks import TASKS
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -24,9 +27,16 @@ def runs(table: str, quick: bool, out: Path, tasks: Path):
             for mode in ("backprop", "cdni", "dni"):
                 yield f"{mode}-{stages}", MNIST, mode, ",".join(["256"] * (stages - 1)), epochs
     else:
-        for task in ("mnist-rot", "mnist-pairs"):
+        for task in TASKS:
             for mode in ("backprop", "cdni"):
                 yield f"{task}-{mode}", tasks / task, mode, "256,256", epochs
+
+
+def train_loss(run: Path, head: int, last: int = 100) -> float:
+    """The head's training loss averaged over the run's last `last` batches (metrics.jsonl)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    losses = [r["loss"] for r in map(json.loads, lines) if r.get("stage") == head and "loss" in r]
+    return sum(losses[-last:]) / len(losses[-last:])
 
 
 def main() -> int:
@@ -46,11 +56,12 @@ def main() -> int:
             subprocess.run(["nice", "-n", "10", *cmd], env=ENV, check=True, stdout=subprocess.DEVNULL)
         s = json.loads((out / name / "summary.json").read_text())
         rows.append({"name": name, "data": str(data), "mode": mode, "stages": s["stages"], "dataset": s["dataset"],
-                     "test_accuracy": s["test_accuracy"], "samples_per_second": s["samples_per_second"],
+                     "test_accuracy": s["test_accuracy"], "train_loss_last100": train_loss(out / name, s["stages"]),
+                     "samples_per_second": s["samples_per_second"],
                      "stage1_p50_ms": s["update_latency_ms"]["1"]["p50"], "train_seconds": s["train_seconds"],
                      "synth_cosine": s.get("synth_cosine", {})})
         r = rows[-1]
-        print(f"| {r['dataset']} | {mode} | {r['stages']} | {100 * r['test_accuracy']:.2f}% | "
+        print(f"| {name} | {mode} | {r['stages']} | {100 * r['test_accuracy']:.2f}% | {r['train_loss_last100']:.3f} | "
               f"{r['samples_per_second']:,.0f} | {r['stage1_p50_ms']:.2f} ms |", flush=True)
         (out / f"{a.table}.json").write_text(json.dumps(rows, indent=1) + "\n")
     return 0

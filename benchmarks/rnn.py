@@ -1,11 +1,13 @@
 """Issue 4's figures for recurrent time boxes: every run a real `dni run`, one after another (2 cores).
 
-usage: python benchmarks/rnn.py seeds|seqmnist|copy [--data DIR] [--out DIR] [--quick]
+usage: python benchmarks/rnn.py seeds|seqmnist|copy [--data DIR] [--out DIR] [--quick] [--seed N] [--modes M,...]
   seeds     the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
   seqmnist  sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
   copy      the Copy task's curriculum: longest length solved by dni, truncated and full BPTT, boxes of T steps
 Each run's directory (summary.json, metrics.jsonl) stays under --out; the table is printed and
 written next to them as table.json. --quick shrinks every budget (a smoke test of the script).
+--seed and --modes apply to seqmnist and copy (another seed's runs go to runs/rnn-EXPERIMENT-seedN;
+the seed task has its own 10 seeds).
 """
 from __future__ import annotations
 
@@ -60,8 +62,8 @@ def seeds(a) -> dict:
 
 def seqmnist(a) -> dict:
     table = {}
-    for mode in ("dni", "cdni", "truncated", "backprop"):
-        s = run(a.out / mode, [*SEQ_MNIST, *a.budget, "--data", a.data, "--mode", mode])
+    for mode in a.modes or ("dni", "cdni", "truncated", "backprop"):
+        s = run(a.out / mode, [*SEQ_MNIST, *a.budget, "--data", a.data, "--mode", mode, "--seed", str(a.seed)])
         table[mode] = {"test_accuracy": s["test_accuracy"], "train_seconds": s["train_seconds"],
                        "history": [h["test_accuracy"] for h in s["history"]]}
         print(f"{mode:10} test accuracy {s['test_accuracy']:.4f}  ({s['train_seconds']:.0f} s)", flush=True)
@@ -72,9 +74,10 @@ def copy(a) -> dict:
     table = {}
     for T, longest in COPY_PLAN.items():
         boxes = -(-(2 * longest + 1) // T)
-        for mode in ("dni", "truncated", "backprop"):   # backprop: full BPTT, the ceiling
-            s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--mode", mode, "--steps-per-box", str(T),
-                                            "--boxes", str(boxes), "--copy-length", str(longest)])
+        for mode in a.modes or ("dni", "truncated", "backprop"):   # backprop: full BPTT, the ceiling
+            s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--mode", mode, "--seed", str(a.seed),
+                                            "--steps-per-box", str(T), "--boxes", str(boxes),
+                                            "--copy-length", str(longest)])
             table[f"T={T} {mode}"] = {"solved": s["copy_solved"], "boxes": boxes,
                                       "lengths": [h["copy_length"] for h in s["history"]]}
             print(f"T={T} ({boxes} boxes)  {mode:9}  longest length solved {s['copy_solved']}  "
@@ -88,8 +91,11 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     p.add_argument("--out", type=Path, help="default runs/rnn-EXPERIMENT")
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the script, not the claims")
+    p.add_argument("--seed", type=int, default=0, help="seqmnist and copy: the runs' seed")
+    p.add_argument("--modes", type=lambda v: v.split(","), help="seqmnist and copy: only these modes, comma-separated")
     a = p.parse_args()
-    a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}").resolve()
+    suffix = f"-seed{a.seed}" if a.seed else ""
+    a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}{suffix}").resolve()
     a.data = str(Path(a.data).resolve())
     a.budget = ["--epochs", "1", "--train-subset", "2000", "--copy-batches", "20"] if a.quick else []
     table = {"seeds": seeds, "seqmnist": seqmnist, "copy": copy}[a.experiment](a)

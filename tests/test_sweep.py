@@ -1,4 +1,5 @@
 """`dni bench sweep`: a tiny grid on the generated task, scored on held-out training examples only."""
+import dataclasses
 import json
 from collections import deque
 
@@ -28,6 +29,17 @@ def test_validation_is_carved_from_the_training_set():
     xt, yt, xv, yv = sweep.split(data, 1000, 0)
     assert len(xt) == 2000 and len(xv) == 1000
     assert np.shares_memory(xv, data.x_train) and not np.shares_memory(xv, data.x_test)
+
+
+def test_centring_uses_the_training_examples_mean_only():
+    data = generated_task(n_train=3000, n_test=500)
+    spec = {"mode": "backprop", "stages": 2, "width": 8, "optimizer": "adam", "lr": 1e-3, "synth_lr": 0.0,
+            "synth_hidden": 0, "bp_lambda": 0.0, "seed": 0, "warmup": 0}
+    moved = dataclasses.replace(data, x_train=np.concatenate([data.x_train[:2000], data.x_train[2000:] + 5]))
+    # Held-out examples moved far away: with their mean in the centring, the model would see other inputs.
+    a = sweep.train_one(data, spec, 1, 128, 0, 1000, 0, centre=True)
+    b = sweep.train_one(moved, spec, 1, 128, 0, 1000, 0, centre=True)
+    assert a["train_loss"] == b["train_loss"]
 
 
 @pytest.mark.parametrize("bp_lambda", [0.0, 0.5, 1.0])

@@ -21,7 +21,7 @@ from collections import deque
 import numpy as np
 
 from coordinator.config import Config
-from coordinator.data import batches, generated_task, load_mnist
+from coordinator.data import Dataset, batches, generated_task, load_mnist
 from protocol.wireconfig import WireConfig
 from workers.numerics.reference import build_network, evaluate, learn_down, step
 from workers.numerics.stage import head_step, train_step
@@ -61,9 +61,9 @@ def split(data, val: int, subset: int):
 def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, subset: int,
               centre: bool = Config.centre) -> dict:
     xt, yt, xv, yv = split(data, val, subset)
-    if centre:   # as `dni run` does, with the mean of the examples trained on
-        mean = xt.mean(axis=0, dtype=np.float64).astype(xt.dtype)
-        xt, xv = xt - mean, xv - mean
+    if centre:   # as `dni run` does, with the mean of the examples trained on (not the validation's)
+        both = Dataset(xt, yt, xv, yv, data.n_classes, data.name).centred()
+        xt, xv = both.x_train, both.x_test
     steps = -(-len(xt) // batch) * epochs
     cfg = WireConfig(sizes=(data.n_features, *[spec["width"]] * (spec["stages"] - 1), data.n_classes),
                      mode=spec["mode"], optimizer=spec["optimizer"], lr=spec["lr"], schedule="cosine",
