@@ -55,9 +55,10 @@ class Config:
     batch_size: int = opt(128, "training batch size")
     eval_batch: int = opt(1000, "evaluation batch size")
     window: int = opt(2, "batches in flight at most (credit); more in flight means staler synthesizer targets")
-    credit: str = opt("link", "how --window is held: link (ff: each stage sends a batch on while fewer than "
-                              "--window of its batches have no target back; the coordinator waits for stage 1) | "
-                              "coordinator (the coordinator waits for the head's report of each batch; rnn always)")
+    credit: str = opt("coordinator", "how --window is held: coordinator (it waits for the head's report of each "
+                                     "batch; rnn always) | link (ff: each stage sends a batch on while fewer than "
+                                     "--window of its batches have no target back: faster across slow links with "
+                                     "--bp-lambda 0; with BP(1) a target comes back only from the head's depth)")
     seed: int = opt(0, "seed of every initialisation and shuffle")
     # the run
     out: str = opt("", "run directory (default runs/<mode>-<time>)")
