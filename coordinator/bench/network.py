@@ -54,7 +54,7 @@ def validate(runs: list[dict], p: dict) -> list[dict]:
             r = find(runs, mode=mode, stages=2, delay_ms=d, window=p["window"])
             if r is None or not r["sched_ms_per_batch"]:
                 continue
-            # The latency is a median: the costs as they are; samples/s a mean: with every wait for a core.
+            # The latency is a median: the costs as they are; samples/s a mean: with the waits for a core.
             lat = projection.project(*costs(r), link(r), mode, r["window"], p["batch"])
             rate = projection.project(*costs(r, waits=True), link(r), mode, r["window"], p["batch"])
             out.append({"mode": mode, "delay_ms": d, "window": r["window"], "bound": rate["bound"],

@@ -8,7 +8,7 @@ The model, per batch (all times in ms), every term measured or derived from meas
   kernels and relay, no CURVE);
 - a message's helper work is on its path (encrypted before it leaves, decrypted before the loop
   sees it): a stage's helper CPU per batch, split evenly over the data messages it carries a
-  batch (`MESSAGES`). At 0 ms that is most of a crossing: a 128 KiB message's CURVE costs about
+  batch (`messages`). At 0 ms that is most of a crossing: a 128 KiB message's CURVE costs about
   0.1 ms at each end, L 0.07 ms;
 - dni/cdni: a batch's credit goes round coordinator -> stage 1 -> ... -> head -> coordinator,
   (K + 1) crossings and every stage's CPU on the way; `window` credits share that cycle. A host
@@ -19,13 +19,14 @@ The model, per batch (all times in ms), every term measured or derived from meas
   down: every stage's CPU but for stage 1's input (decrypted before), and 2 (K - 1) crossings;
   it takes no batch meanwhile.
 On one shared machine (the check at 2 stages) no scheduler is modelled: other sessions' trainings
-fill whatever CPU the job leaves (the job's CPU plus theirs was ~2.0 cores in every job), so the
-cores "left by others" are the job's own CPU rate, not a capacity, and a processor-sharing stretch
-built on them predicted stage-1 p50s 2-4x too long. What the kernel measured instead
-(`coordinator.bench.netjob.sched_ms`): how long each process waited, runnable, for a core. The
-check's samples/s (a mean over batches) take each process's costs stretched by that wait
-(`coordinator.bench.network.costs`); its latency (a median) takes none, as the median batch's update waits for no one
-but its own I/O thread (see docs/network.md).
+fill whatever CPU the job leaves (the job's CPU plus theirs came to 1.85-2.07 cores in every job),
+so the cores "left by others" are the job's own CPU rate, not a capacity, and a processor-sharing
+stretch built on them made stage-1 p50s 2-8x too long. What the kernel measured instead
+(`coordinator.bench.netjob.sched_ms`): how long the threads a message goes through (each process's
+loop and ZeroMQ I/O threads) waited, runnable, for a core. The check's samples/s (a mean over
+batches) take each process's costs with that wait added (`coordinator.bench.network.costs`); its
+latency (a median) takes none: the median update waits for no one but its own I/O thread, whose
+encryption is in the model already (docs/network.md has the measurements).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ LOOP_PARTS = ("compute", "synth", "send", "receive", "loop")
 
 
 def loop_ms(stage: dict) -> float:
-    """What a stage's own thread spends on one batch."""
+    """What a stage's own thread spends on one batch: the part on the batch's critical path."""
     return sum(stage[p] for p in LOOP_PARTS)
 
 
