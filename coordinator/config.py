@@ -32,6 +32,9 @@ class Config:
     schedule: str = opt("cosine", "layers' rate over the run: constant | cosine (annealed to 0)")
     synth_hidden: int = opt(0, "synthesizer hidden units: 0 = linear (as in the paper); N = N fixed random ReLU "
                                "features of h with a learned linear readout")
+    bp_lambda: float = opt(1.0, "ff: what a stage sends down as the target for the stage below's synthesizer: "
+                                "its own received target (1, the true gradient) mixed with its synthetic gradient (0, the "
+                                "paper's bootstrap, sent at once), pushed back through its Jacobian: BP(lambda)")
     synth_lr: float = opt(0.3, "Adam rate of every synthesizer; its targets are per-example gradients normalised "
                                "to unit RMS, so this is a relative step and one value serves every model and task")
     # recurrent networks in time boxes (--model rnn; see coordinator/plans/recurrent.py)
@@ -51,6 +54,9 @@ class Config:
     batch_size: int = opt(128, "training batch size")
     eval_batch: int = opt(1000, "evaluation batch size")
     window: int = opt(2, "batches in flight at most (credit); more in flight means staler synthesizer targets")
+    credit: str = opt("link", "how --window is held: link (ff: each stage sends a batch on while fewer than "
+                              "--window of its batches have no target back; the coordinator waits for stage 1) | "
+                              "coordinator (the coordinator waits for the head's report of each batch; rnn always)")
     seed: int = opt(0, "seed of every initialisation and shuffle")
     # the run
     out: str = opt("", "run directory (default runs/<mode>-<time>)")
@@ -72,7 +78,7 @@ class Config:
         modes = ("dni", "cdni", "backprop") + (("truncated",) if self.model == "rnn" else ())
         choices = {"model": ("ff", "rnn"), "mode": modes, "optimizer": ("sgd", "adam"),
                    "schedule": ("constant", "cosine"), "task": ("mnist01", "mnist01-chunks", "seqmnist", "copy"),
-                   "cell": ("tanh", "lstm")}
+                   "cell": ("tanh", "lstm"), "credit": ("link", "coordinator")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -85,6 +91,8 @@ class Config:
         for name in ("lr", "synth_lr", "synth_scale", "heartbeat", "stall_timeout", "rejoin_timeout"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive and finite, got {getattr(self, name)}")
+        if not 0.0 <= self.bp_lambda <= 1.0:
+            raise ConfigError(f"--bp-lambda must lie in [0, 1], got {self.bp_lambda}")
         if not math.isfinite(self.checkpoint_seconds):
             raise ConfigError(f"--checkpoint-seconds must be finite (0 = no limit in time), got {self.checkpoint_seconds}")
         if not liveness.MIN_HEARTBEAT_S <= self.heartbeat <= liveness.MAX_HEARTBEAT_S:
@@ -171,8 +179,8 @@ def from_args(args: argparse.Namespace) -> Config:
 
 
 # What a resumed run may change: how long it trains, how it runs, where the data now lives.
-RESUMABLE = ("epochs", "data", "progress", "log_every", "checkpoint_every", "checkpoint_seconds", "max_restarts",
-             "rejoin_timeout", "heartbeat", "stall_timeout")
+RESUMABLE = ("epochs", "data", "credit", "progress", "log_every", "checkpoint_every", "checkpoint_seconds",
+             "max_restarts", "rejoin_timeout", "heartbeat", "stall_timeout")
 
 
 def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:

@@ -62,7 +62,7 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     ctx = zmq.Context()
     members = Membership(ctx, bind, n_workers, cfg.heartbeat, curve=curve)
     pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done, path=plan.path(),
-                    max_records=plan.wire.log_every, stall=cfg.stall_timeout)
+                    max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:

@@ -7,7 +7,8 @@ from enum import StrEnum
 # 3: ASSIGN names each neighbour (the senders a worker takes data from); HEARTBEAT may say a
 # worker's progress; BYE may carry why a worker gives up.
 # 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
-VERSION = 4
+# 5: TAKEN (link credit: stage 1, not the head, returns the coordinator's credit for a training batch).
+VERSION = 5
 
 
 class Kind(StrEnum):
@@ -17,7 +18,9 @@ class Kind(StrEnum):
     REFUSE = "refuse"          # coordinator -> worker: registration refused, with a reason
     READY = "ready"            # worker -> coordinator: sockets connected, parameters built
     HEARTBEAT = "heartbeat"    # either way; any message counts as liveness
-    DONE = "done"              # head (last time box) -> coordinator: a training batch finished (a credit)
+    DONE = "done"              # head (last time box) -> coordinator: a training batch finished (a credit,
+                               # unless credit is per link)
+    TAKEN = "taken"            # stage 1 -> coordinator: it took a training batch on (per-link credit)
     EVALUATED = "evaluated"    # head (last time box) -> coordinator: correct count and loss of an eval batch
     METRICS = "metrics"        # worker -> coordinator: per-step records
     SYNCED = "synced"          # stage 1 (untied box 1, or the parameter service) -> coordinator: drained
@@ -28,7 +31,7 @@ class Kind(StrEnum):
     RESET = "reset"            # coordinator -> worker: drop your role, rejoin (a stage was lost)
     # data plane: worker <-> worker (and the coordinator feeding stage 1, or every time box its slice)
     FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
-    GRAD = "grad"              # gradient for a stage's output: its bootstrapped target
+    GRAD = "grad"              # gradient for a stage's output: its synthesizer's target (BP(lambda))
     EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
     SYNC = "sync"              # barrier travelling forward through the pipeline
     SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path
@@ -39,8 +42,8 @@ class Kind(StrEnum):
 
 
 # Kinds by the socket they travel on: a receiver takes each only on its own socket.
-CONTROL = frozenset({Kind.HELLO, Kind.ASSIGN, Kind.REFUSE, Kind.READY, Kind.HEARTBEAT, Kind.DONE, Kind.EVALUATED,
-                     Kind.METRICS, Kind.SYNCED, Kind.SAVE, Kind.STATE, Kind.STOP, Kind.BYE, Kind.RESET})
+CONTROL = frozenset({Kind.HELLO, Kind.ASSIGN, Kind.REFUSE, Kind.READY, Kind.HEARTBEAT, Kind.DONE, Kind.TAKEN,
+                     Kind.EVALUATED, Kind.METRICS, Kind.SYNCED, Kind.SAVE, Kind.STATE, Kind.STOP, Kind.BYE, Kind.RESET})
 DATA = frozenset(Kind) - CONTROL
 
 # Decoder limits: a header is small by design (arrays travel in their own frames).

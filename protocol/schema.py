@@ -41,6 +41,7 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.READY: Schema(),
     Kind.HEARTBEAT: Schema(optional={"seen": dict}),   # a worker's: the last id it took, per data kind
     Kind.DONE: Schema({"loss": float, "correct": Count, "n": Count}),
+    Kind.TAKEN: Schema(),
     Kind.EVALUATED: Schema({"loss_sum": float, "correct": Count, "n": Count}),
     Kind.METRICS: Schema({"records": list}),
     Kind.SYNCED: Schema(),

@@ -24,8 +24,11 @@ class WireConfig:
     seed: int
     log_every: int          # metric records a worker batches into one METRICS message
     cache: int              # in-flight batches a stage keeps awaiting their targets
+    window: int = 1         # batches in flight (credit): per link, when credit is "link"
+    credit: str = "coordinator"   # link (feed-forward: each stage waits for its next's targets) | coordinator
     model: str = "ff"       # or "rnn"
     sizes: tuple[int, ...] = ()
+    bp_lambda: float = 0.0  # 0: bootstrapped targets sent at once (as saved by runs before the option)
     task: str = ""
     cell: str = ""
     units: int = 0
@@ -60,7 +63,8 @@ class WireConfig:
 
 # A field's Python type by name (the annotations are strings under `from __future__`).
 _TYPES = {"model": str, "mode": str, "optimizer": str, "lr": float, "schedule": str, "total_steps": int,
-          "synth_lr": float, "synth_hidden": int, "seed": int, "log_every": int, "cache": int, "sizes": tuple,
+          "synth_lr": float, "synth_hidden": int, "seed": int, "log_every": int, "cache": int, "window": int,
+          "credit": str, "sizes": tuple, "bp_lambda": float,
           "task": str, "cell": str, "units": int, "n_in": int, "n_classes": int, "boxes": int,
           "steps_per_box": int, "untied": bool, "max_staleness": int, "synth_scale": float}
 

@@ -84,3 +84,41 @@ def test_sgd_momentum_matches_the_textbook_update():
     opt.step(p, {"w": np.array([1.0])})
     # v1 = 1, w1 = 0.9; v2 = 1.9, w2 = 0.9 - 0.19
     np.testing.assert_allclose(p["w"], [0.71])
+
+
+@pytest.mark.parametrize("bp_lambda", [0.0, 1.0])
+def test_bp_lambda_one_hands_each_synthesizer_the_true_gradient(bp_lambda):
+    """BP(1): the target that reaches stage 1's M is the true dL/dh1, as locked backprop computes
+    it; the bootstrap (BP(0)) hands it stage 2's synthetic gradient pushed back instead, zero at
+    the start (M starts at zero). Step 0: the synthetic updates are zero, so the weights agree."""
+    from protocol.wireconfig import WireConfig
+    from workers.numerics.reference import build_network
+    from workers.numerics.stage import head_step, train_step
+
+    def net(mode):
+        return build_network(WireConfig(sizes=(20, 16, 12, 8, 5), mode=mode, optimizer="adam", lr=1e-3,
+                                        schedule="constant", total_steps=0, synth_lr=0.3, synth_hidden=0, seed=3,
+                                        log_every=1, cache=8, bp_lambda=bp_lambda))
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 20)).astype(np.float32), rng.integers(0, 5, 32)
+    locked, decoupled = net("backprop"), net("cdni")
+    outs = []
+    for stages in (locked, decoupled):
+        h = x
+        for s in stages[:-1]:
+            h, _, _ = train_step(s, 0, h, y)
+        outs.append(head_step(stages[-1], h, y)[2])
+    g = outs[0]
+    for s in reversed(locked[1:-1]):      # backprop: dL/dh3 -> dL/dh2 -> dL/dh1
+        g, _ = s.update(0, g)
+    target = outs[1]
+    for s in reversed(decoupled[1:-1]):   # what stage 3, then stage 2, hand down once their targets come
+        _, target = s.learn(0, target)
+        if target is None:
+            break
+    if bp_lambda == 1:
+        np.testing.assert_allclose(target, g, rtol=1e-5, atol=1e-7)
+        assert np.abs(g).max() > 0
+    else:
+        assert target is None   # the bootstrap went down at once, at the forward pass

@@ -22,10 +22,12 @@ from workers.numerics.reference import build_network, step
 FAST = ["--no-progress", "--heartbeat", "0.5"]
 
 
-def test_backprop_over_processes_matches_single_process_numpy(tmp_path):
+@pytest.mark.parametrize("credit", ["link", "coordinator"])
+def test_backprop_over_processes_matches_single_process_numpy(tmp_path, credit):
     """Transparency: locked backprop on 3 processes gives the reference's weights."""
     args = ["run", "--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--hidden", "32,16",
-            "--train-subset", "1280", "--epochs", "2", "--seed", "3", "--out", str(tmp_path), *FAST]
+            "--train-subset", "1280", "--epochs", "2", "--seed", "3", "--out", str(tmp_path), "--credit", credit,
+            *FAST]
     assert main(args) == 0
     cfg, states = checkpoint.load(tmp_path)
     data = generated_task(seed=3)
@@ -61,6 +63,23 @@ def test_run_writes_metrics_summary_and_a_checkpoint_that_eval_reproduces(tmp_pa
     assert main(["eval", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert f"test accuracy {summary['test_accuracy']:.4f}" in printed
+
+
+def test_link_credit_trains_and_no_stage_sends_more_than_a_window_past_its_targets(tmp_path):
+    """Per-link credit: stage k sends b + W on only once the target for b came back, so a target
+    is at most W - 1 of the stage's own updates late; and the window is used, not left idle."""
+    window = 3
+    assert main(["run", "--mode", "cdni", "--credit", "link", "--window", str(window), "--hidden", "64,64",
+                 "--epochs", "1", "--seed", "1", "--log-every", "50",
+                 "--out", str(tmp_path), *FAST]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = summary["steps"]
+    assert steps == 157 and len([r for r in lines if r["stage"] == 3]) == steps   # a report per batch
+    for k in (1, 2):
+        staleness = [r["staleness"] for r in lines if r["stage"] == k]
+        assert len(staleness) == steps and max(staleness) == window - 1, (k, staleness)
+    assert summary["test_accuracy"] > 0.5, summary["test_accuracy"]   # chance: 0.1
 
 
 def test_the_generated_task_needs_the_hidden_layers(tmp_path):
@@ -116,7 +135,7 @@ def train_past_rogue_messages(rogue_frames: dict[int, list[list]]) -> tuple[dict
     done = []
     plan = plans.for_config(cfg, data)
     coord = Membership(ctx, "tcp://127.0.0.1:0", 3, cfg.heartbeat)
-    pipe = Pipeline(coord, on_done=done.append)
+    pipe = Pipeline(coord, on_done=done.append, credit=plan.wire.credit)
     procs = coord.procs = launch.spawn(coord.endpoint, 3)
     try:
         coord.register(30)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from protocol import Kind, Message, ProtocolError, decode, encode
+from protocol.kinds import CONTROL, DATA
 from protocol.schema import FLOAT, SCHEMAS, Count
 
 EXAMPLE = {str: "s", float: 0.5, int: 3, Count: 3, dict: {}, list: []}
@@ -97,3 +98,12 @@ def test_full_state_kinds_take_counters_too(kind):
     msg = valid(kind)[0]
     arrays = {"layer.W": array(FLOAT, 2), "opt.layer.t": np.array(7, np.int64)}
     assert roundtrip(Message(kind, msg.src, msg.id, msg.meta, arrays)).arrays["opt.layer.t"] == 7
+
+
+def test_taken_is_a_bare_control_message():
+    """Stage 1's credit for a training batch (per-link credit): only its id, on the control socket."""
+    assert Kind.TAKEN in CONTROL and Kind.TAKEN not in DATA
+    got = roundtrip(Message(Kind.TAKEN, "stage-1", 7))
+    assert got.kind is Kind.TAKEN and got.id == 7 and got.meta == {} and got.arrays == {}
+    with pytest.raises(ProtocolError, match="carries arrays"):
+        roundtrip(Message(Kind.TAKEN, "stage-1", 7, {}, {"x": array(FLOAT, 2)}))

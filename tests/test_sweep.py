@@ -3,6 +3,7 @@ import json
 from collections import deque
 
 import numpy as np
+import pytest
 
 from coordinator.bench import sweep
 from coordinator.cli import main
@@ -29,11 +30,12 @@ def test_validation_is_carved_from_the_training_set():
     assert np.shares_memory(xv, data.x_train) and not np.shares_memory(xv, data.x_test)
 
 
-def test_delay_zero_is_the_reference_step():
+@pytest.mark.parametrize("bp_lambda", [0.0, 0.5, 1.0])
+def test_delay_zero_is_the_reference_step(bp_lambda):
     """With no delay the sweep's step does exactly what workers/numerics/reference.step does."""
     data = generated_task(n_train=512, n_test=10)
-    cfg = WireConfig(sizes=(32, 16, 16, 10), mode="cdni", optimizer="adam", lr=1e-3, schedule="constant",
-                     total_steps=0, synth_lr=0.3, synth_hidden=0, seed=0, log_every=1, cache=16)
+    cfg = WireConfig(sizes=(32, 16, 16, 16, 10), mode="cdni", optimizer="adam", lr=1e-3, schedule="constant",
+                     total_steps=0, synth_lr=0.3, synth_hidden=0, seed=0, log_every=1, cache=16, bp_lambda=bp_lambda)
     a, b = build_network(cfg), build_network(cfg)
     pending = deque()
     for i in range(4):

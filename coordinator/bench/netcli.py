@@ -6,6 +6,7 @@ import signal
 import sys
 
 from coordinator.bench import network, shaping
+from coordinator.config import Config
 
 
 def _list(text: str, option: str, kind=int, low=1) -> list:
@@ -24,6 +25,8 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     net.add_argument("--delays", default="0,1,5,20", help="one-way delay per link, ms")
     net.add_argument("--stages", default="3,4", help="stages per network (2 is always added: the projection's check)")
     net.add_argument("--modes", default="dni,cdni,backprop", help="modes to run")
+    net.add_argument("--credits", default=Config.credit,
+                     help="credit schemes to run every job with, side by side: link, coordinator (see dni run --credit)")
     net.add_argument("--window", type=int, default=2, help="batches in flight (credit) of the main sweep")
     net.add_argument("--windows", default="1,4,8,16",
                      help="more windows for dni and cdni at --focus-stages: accuracy and samples/s against window")
@@ -50,6 +53,9 @@ def params(args) -> dict:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - set(network.MODES):
         raise ValueError(f"--modes: expected some of {','.join(network.MODES)}, got {args.modes!r}")
+    credits = list(dict.fromkeys(c for c in args.credits.split(",") if c))
+    if not credits or set(credits) - {"link", "coordinator"}:
+        raise ValueError(f"--credits: expected link, coordinator or both, got {args.credits!r}")
     if args.focus_stages not in stages:
         stages = sorted(set(stages) | {args.focus_stages})
     if args.slow_stage and not 1 <= args.slow_stage <= args.focus_stages:
@@ -59,7 +65,7 @@ def params(args) -> dict:
     if min(args.window, args.throughput_window, args.epochs, args.width, args.batch) < 1 or args.warmup < 0:
         raise ValueError("--window, --throughput-window, --epochs, --width, --batch must be positive")
     return {"delays": sorted(set(_list(args.delays, "--delays", float, 0)) | {0.0}), "stages": stages,
-            "modes": modes, "window": args.window, "windows": _list(args.windows, "--windows"),
+            "modes": modes, "credits": credits, "window": args.window, "windows": _list(args.windows, "--windows"),
             "window_delays": _list(args.window_delays, "--window-delays", float, 0),
             "throughput_window": args.throughput_window, "focus_stages": args.focus_stages,
             "bandwidth": args.bandwidth, "slow_stage": args.slow_stage, "slow_share": args.slow_share,

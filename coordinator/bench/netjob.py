@@ -34,10 +34,12 @@ class Setting:
     slow_stage: int = 0               # 0: none
     slow_share: float = 0.25
     coordinator_delayed: bool = True  # False: the coordinator's own links pass the relays at once
+    credit: str = "coordinator"       # --credit: link | coordinator
 
     def tag(self) -> str:
         return (f"{self.mode}-k{self.stages}-d{self.delay_ms:g}-w{self.window}" + (f"-bw{self.bandwidth}" if self.bandwidth else "")
-                + (f"-slow{self.slow_stage}" if self.slow_stage else "") + ("" if self.coordinator_delayed else "-hopfree"))
+                + (f"-slow{self.slow_stage}" if self.slow_stage else "") + ("" if self.coordinator_delayed else "-hopfree")
+                + f"-{self.credit}")
 
 
 def dni(*argv: str) -> list[str]:
@@ -204,7 +206,7 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
             argv = dni("coordinator", "--bind", f"tcp://{coord.ip}:{CONTROL_PORT}", "--workers", str(k),
                        *(["--keys", str(keys)] if keys else ["--insecure"]), "--out", str(out),
                        "--hidden", ",".join([str(p["width"])] * (k - 1)), "--mode", s.mode, "--window", str(s.window),
-                       "--epochs", str(p["epochs"]), "--seed", str(p["seed"]), "--no-progress",
+                       "--credit", s.credit, "--epochs", str(p["epochs"]), "--seed", str(p["seed"]), "--no-progress",
                        "--checkpoint-every", "0", *p["job"])
             logs[0] = open(out.parent / f"{out.name}.coordinator.log", "w")
             proc = coord.popen(argv, stdout=logs[0], stderr=subprocess.STDOUT)

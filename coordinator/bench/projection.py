@@ -10,9 +10,12 @@ The model, per batch (all times in ms), every term measured or derived from meas
   sees it): a stage's helper CPU per batch, split evenly over the data messages it carries a
   batch (`messages`). At 0 ms that is most of a crossing: a 128 KiB message's CURVE costs about
   0.1 ms at each end, L 0.07 ms;
-- dni/cdni: a batch's credit goes round coordinator -> stage 1 -> ... -> head -> coordinator,
-  (K + 1) crossings and every stage's CPU on the way; `window` credits share that cycle. A host
-  serves one batch per c_k. The period is the larger bound. Stage 1's update latency is its own
+- dni/cdni, coordinator credit: a batch's credit goes round coordinator -> stage 1 -> ... -> head
+  -> coordinator, (K + 1) crossings and every stage's CPU on the way; `window` credits share that
+  cycle. Link credit: each link holds its own `window`, and its cycle is 2 crossings (the batch
+  there, its target back) and the CPU of its two ends (the coordinator's for the link into stage
+  1); the slowest link bounds the pipeline. A host serves one batch per c_k. The period is the
+  largest bound. Stage 1's update latency is its own
   forward, send, synthetic gradient and update (compute and send) plus its helper's work on the
   activations it sends: on a core per stage the I/O thread takes that core while it encrypts them;
 - backprop: stage 1 updates after the batch has gone up through every stage and its gradient
@@ -30,13 +33,7 @@ encryption is in the model already (docs/network.md has the measurements).
 """
 from __future__ import annotations
 
-LOOP_PARTS = ("compute", "synth", "send", "receive", "loop")
-
-
-def loop_ms(stage: dict) -> float:
-    """What a stage's own thread spends on one batch: the part on the batch's critical path."""
-    return sum(stage[p] for p in LOOP_PARTS)
-
+from itertools import pairwise
 
 def messages(k: int, i: int) -> int:
     """Data messages stage i (0-based) of k carries a batch: its input in and its output on, a target
@@ -49,8 +46,10 @@ def message_ms(stages: list[dict], i: int) -> float:
     return stages[i]["threads"] / messages(len(stages), i)
 
 
-def project(stages: list[dict], coordinator_ms: float, link: float, mode: str, window: int, batch: int) -> dict:
-    """samples/s and stage-1 latency, each process on a core or host of its own."""
+def project(stages: list[dict], coordinator_ms: float, link: float, mode: str, window: int, batch: int,
+            credit: str = "coordinator") -> dict:
+    """samples/s and stage-1 latency, each process on a core or host of its own;
+    credit: "coordinator" or "link" (see the module's docstring)."""
     k = len(stages)
     bounds = {"slowest host": max(max(s["total"] for s in stages), coordinator_ms)}
     every = sum(s["total"] for s in stages)
@@ -58,7 +57,11 @@ def project(stages: list[dict], coordinator_ms: float, link: float, mode: str, w
         latency = every - message_ms(stages, 0) + 2 * (k - 1) * link
         bounds["locked round trip"] = latency
     else:
-        bounds["credit window"] = ((k + 1) * link + every + coordinator_ms) / window
+        if credit == "link":
+            ends = [coordinator_ms, *(s["total"] for s in stages)]
+            bounds["credit window"] = max(2 * link + a + b for a, b in pairwise(ends)) / window
+        else:
+            bounds["credit window"] = ((k + 1) * link + every + coordinator_ms) / window
         latency = stages[0]["compute"] + stages[0]["send"] + message_ms(stages, 0)
     bound = max(bounds, key=bounds.get)
     return {"samples_per_second": batch * 1e3 / bounds[bound], "stage1_latency_ms": latency, "bound": bound,

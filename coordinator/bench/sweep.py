@@ -23,7 +23,7 @@ import numpy as np
 from coordinator.config import Config
 from coordinator.data import batches, generated_task, load_mnist
 from protocol.wireconfig import WireConfig
-from workers.numerics.reference import build_network, evaluate, step
+from workers.numerics.reference import build_network, evaluate, learn_down, step
 from workers.numerics.stage import head_step, train_step
 
 
@@ -32,20 +32,18 @@ def delayed_step(stages: list, b: int, x: np.ndarray, y: np.ndarray, pending: de
     *hidden, head = stages
     if not hidden or hidden[0].locked:
         return step(stages, b, x, y)
-    below = None
-    for s in hidden:
+    for k, s in enumerate(hidden, 1):
         x, target, _ = train_step(s, b, x, y)
-        if below is not None:
-            pending.append((b, below, target))
-        below = s
+        if target is not None:   # the bootstrap (bp_lambda 0): stage k's target for stage k-1
+            pending.append((b, k - 1, target))
     loss, _, g = head_step(head, x, y)
-    pending.append((b, below, g))
+    pending.append((b, len(hidden), g))
     while pending and pending[0][0] <= b - delay:
-        sent, s, t = pending.popleft()
-        fit = s.inflight.fit(sent, t)
-        if fit is not None:
-            s.cos_sum = getattr(s, "cos_sum", 0.0) + fit.cos
-            s.cos_n = getattr(s, "cos_n", 0) + 1
+        sent, k, t = pending.popleft()
+        for s, fit in zip(reversed(hidden[:k]), learn_down(hidden, k, sent, t)):
+            if fit is not None:
+                s.cos_sum = getattr(s, "cos_sum", 0.0) + fit.cos
+                s.cos_n = getattr(s, "cos_n", 0) + 1
     return loss
 
 
@@ -65,7 +63,7 @@ def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, s
     steps = -(-len(xt) // batch) * epochs
     cfg = WireConfig(sizes=(data.n_features, *[spec["width"]] * (spec["stages"] - 1), data.n_classes),
                      mode=spec["mode"], optimizer=spec["optimizer"], lr=spec["lr"], schedule="cosine",
-                     total_steps=steps, synth_lr=spec["synth_lr"], synth_hidden=spec["synth_hidden"],
+                     total_steps=steps, synth_lr=spec["synth_lr"], synth_hidden=spec["synth_hidden"], bp_lambda=spec["bp_lambda"],
                      seed=spec["seed"], log_every=1, cache=4 * delay + 16)
     net = build_network(cfg)
     rng = np.random.default_rng(spec["seed"])
@@ -106,25 +104,26 @@ def _ints(text: str) -> list[int]:
 
 def grid(args) -> list[dict]:
     out = []
-    for mode, stages, opt_lr, slr, sh, seed, warmup in itertools.product(
+    for mode, stages, opt_lr, slr, sh, lam, seed, warmup in itertools.product(
             args.modes.split(","), _ints(args.stages), args.lr.split(","), _floats(args.synth_lr),
-            _ints(args.synth_hidden), _ints(args.seeds), _ints(args.warmup)):
+            _ints(args.synth_hidden), _floats(args.bp_lambda), _ints(args.seeds), _ints(args.warmup)):
         opt, _, lr = opt_lr.rpartition(":")
         spec = {"mode": mode, "stages": stages, "width": args.width, "optimizer": opt or "adam", "lr": float(lr),
-                "synth_lr": slr, "synth_hidden": sh, "seed": seed, "warmup": warmup}
+                "synth_lr": slr, "synth_hidden": sh, "bp_lambda": lam, "seed": seed, "warmup": warmup}
         if mode == "backprop":   # no synthesizer: its options do not matter, one run suffices
-            spec["synth_lr"], spec["synth_hidden"] = 0.0, 0
+            spec["synth_lr"], spec["synth_hidden"], spec["bp_lambda"] = 0.0, 0, 0.0
         if spec not in out:
             out.append(spec)
     return out
 
 
 def table(rows: list[dict]) -> str:
-    head = "| mode | stages | optimizer lr | synth lr | synth hidden | seed | val acc | train loss first → last epoch | last-epoch cos per stage | s |"
-    lines = [head, "|" + " --- |" * 10]
+    head = ("| mode | stages | optimizer lr | synth lr | synth hidden | bp λ | seed | val acc | "
+            "train loss first → last epoch | last-epoch cos per stage | s |")
+    lines = [head, "|" + " --- |" * 11]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['stages']} | {r['optimizer']} {r['lr']:g} | {r['synth_lr']:g} | "
-                     f"{r['synth_hidden']} | {r['seed']}{' w' + str(r['warmup']) if r.get('warmup') else ''} | {100 * r['val_accuracy']:.2f}% | "
+                     f"{r['synth_hidden']} | {r.get('bp_lambda', 0):g} | {r['seed']}{' w' + str(r['warmup']) if r.get('warmup') else ''} | {100 * r['val_accuracy']:.2f}% | "
                      f"{r['train_loss'][0]:.3f} → {r['train_loss'][-1]:.4f} | "
                      f"{', '.join(f'{c:.2f}' for c in r['last_epoch_cos']) or '-'} | {r['seconds']} |")
     return "\n".join(lines)
@@ -139,6 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", default="adam:1e-3", help="layers' OPTIMIZER:RATE list, e.g. adam:3e-4,sgd:0.03")
     p.add_argument("--synth-lr", default=str(Config.synth_lr), help="synthesizer Adam rates")
     p.add_argument("--synth-hidden", default="0", help="synthesizer hidden widths (0 = linear)")
+    p.add_argument("--bp-lambda", default=str(Config.bp_lambda), help="BP(lambda) of the targets sent down (0 = bootstrap)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--warmup", default="0", help="experiment: batches over which the layers' rate ramps up "
                    "(not a run option; 0 = none, as dni run does)")

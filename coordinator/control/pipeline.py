@@ -1,8 +1,11 @@
 """Driving the pipeline: feed batches under a credit window, barriers, evaluation totals, state collection.
 
 Credits are counted per batch id: a report for an id that is not in flight (never fed, or
-already reported) changes nothing. No wait lasts forever: when nothing progresses for the
-stall timeout while every worker is alive, the run stops and says where the batch stopped.
+already reported) changes nothing. With per-link credit (`credit="link"`) a training batch's
+credit comes back when stage 1 takes it on (TAKEN), each stage holding its own window for the
+next; the head's DONE still reports every batch, and a barrier still waits for them all.
+No wait lasts forever: when nothing progresses for the stall timeout while every worker is
+alive, the run stops and says where the batch stopped.
 """
 from __future__ import annotations
 
@@ -46,14 +49,18 @@ class Pipeline:
 
     path: the stages a batch crosses, in order (the last one reports it); None: any member reports.
     max_records: the most metric records one METRICS message may carry (a worker's --log-every).
+    credit: "coordinator" (a training batch's credit is the head's DONE) or "link" (stage 1's TAKEN).
     """
 
     def __init__(self, members: Membership, on_metrics=None, on_done=None, path: list[int] | None = None,
-                 max_records: int = 10_000, stall: float = liveness.STALL_TIMEOUT_S):
-        self.members, self.drops = members, members.drops
+                 max_records: int = 10_000, stall: float = liveness.STALL_TIMEOUT_S,
+                 credit: str = "coordinator"):
+        self.members, self.drops, self.credit = members, members.drops, credit
         self.path, self.max_records, self.stall = path, max_records, stall
         self.feeds: dict[int, zmq.Socket] = {}
         self.pending: set[tuple[Kind, int]] = set()   # (FORWARD or EVAL, batch id) fed, not yet reported
+        self.untaken: set[int] = set()                # link credit: training batches fed, not yet taken
+        self.window = 1                               # link credit: each stage's window (the watchdog's)
         self.barrier: int | None = None               # the SYNC token awaited; None once stage 1 answered
         self.progress = 0                             # reports taken: what the stall watchdog watches
         self.totals = EvalTotals()
@@ -63,11 +70,8 @@ class Pipeline:
         self.on_done = on_done or (lambda meta: None)
         self._ids = defaultdict(itertools.count)      # per kind: every stream of ids is consecutive
         members.handle({Kind.DONE: self.on_done_msg, Kind.EVALUATED: self.on_evaluated,
-                        Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state})
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.pending)
+                        Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state,
+                        Kind.TAKEN: self.on_taken})
 
     def feed_to(self, stage: int) -> zmq.Socket:
         """The coordinator's data socket to a stage (stage 1 always; every time box in an rnn)."""
@@ -93,17 +97,28 @@ class Pipeline:
     def where(self, what: str) -> str:
         """Where the oldest batch stopped, from the progress each worker's heartbeats report."""
         head = f"no progress for {self.stall:.0f} s with every worker alive, waiting for {what}"
-        if self.barrier is not None:
-            kind, b = Kind.SYNC, self.barrier
-        elif self.pending:
+        if self.pending:   # the barrier travels behind every batch: the oldest is what stopped first
             kind, b = min(self.pending, key=lambda p: p[1])
+        elif self.barrier is not None:
+            kind, b = Kind.SYNC, self.barrier
         else:
             return head
         stages = self.members.by_stage()
-        for k in self.path or sorted(stages):
+        order = self.path or sorted(stages)
+        for i, k in enumerate(order):
             if k in stages and stages[k].seen.get(kind, -1) < b:
-                return f"{head}: {kind} {b} stopped before {stages[k].describe()}, which never took it in"
+                return f"{head}: {kind} {b} stopped before {stages[k].describe()}, which never took it in" \
+                    + (self.held_at(order[i - 1], k, b) if i and kind is Kind.FORWARD else "")
         return f"{head}: {kind} {b} went through every stage, and no answer came back"
+
+    def held_at(self, k: int, nxt: int, b: int) -> str:
+        """With link credit, whether stage k holds batch b for want of targets from stage nxt."""
+        stages = self.members.by_stage()
+        answered = stages[k].seen.get(Kind.GRAD, -1) if k in stages else b
+        if self.credit != "link" or b - 1 - answered < self.window:
+            return ""
+        return (f"; {stages[k].describe()} holds it for want of credit: the last target it took from "
+                f"stage {nxt} was for batch {answered}")
 
     # -- data under credit ---------------------------------------------------------------
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray, window: int,
@@ -113,10 +128,20 @@ class Pipeline:
         split(x, y) -> {stage: arrays} says which stage gets which part of the batch (each time
         box its slice of the sequence); still one credit per batch.
         """
-        self.wait(lambda: self.in_flight < window, f"a credit for {kind} batch {b}")
+        link = kind is Kind.FORWARD and self.credit == "link"
+        self.wait(lambda: len(self.untaken if link else self.pending) < window, f"a credit for {kind} batch {b}")
         for stage, arrays in split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
         self.pending.add((kind, b))
+        if link:
+            self.untaken.add(b)
+            self.window = window   # each stage's too
+
+    def on_taken(self, member: Member, msg: Message) -> None:
+        if member.stage != (self.path or [1])[0] or msg.id not in self.untaken:
+            return self.drops("a credit for no batch fed to that stage", f"{msg.id} from {member.describe()}")
+        self.untaken.discard(msg.id)
+        self.progress += 1
 
     def reported(self, member: Member, msg: Message, kind: Kind) -> bool:
         """Whether msg reports a batch of this kind in flight, from the stage that reports; it is then done."""
@@ -208,7 +233,8 @@ class Pipeline:
         inboxes that every worker replaces when it rejoins. The new roles' id windows start afresh:
         barrier and evaluation ids count from 0 again, training ids from the step it goes back to."""
         self.close()
-        self.feeds, self.pending, self.barrier, self.states, self.save_token = {}, set(), None, {}, -1
+        self.feeds, self.pending, self.untaken, self.barrier = {}, set(), set(), None
+        self.states, self.save_token = {}, -1
         self._ids.clear()
 
     def close(self) -> None:

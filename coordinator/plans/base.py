@@ -24,13 +24,17 @@ class Plan:
         self.wire_fields = {**self.model_fields(), "mode": cfg.mode, "optimizer": cfg.optimizer, "lr": cfg.lr,
                             "schedule": cfg.schedule, "total_steps": self.total_steps, "synth_lr": cfg.synth_lr,
                             "synth_hidden": cfg.synth_hidden, "seed": cfg.seed, "log_every": cfg.log_every,
-                            "cache": cfg.cache()}
+                            "cache": cfg.cache(), "window": cfg.window, "credit": self.credit()}
         self.wire = WireConfig.from_meta(self.wire_fields)   # typed and checked: sent in ASSIGN
 
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
         """The task this model trains on for `cfg` (eval_length: where a saved curriculum stood)."""
         raise NotImplementedError
+
+    def credit(self) -> str:
+        """How the credit window is held: --credit (link, coordinator)."""
+        return self.cfg.credit
 
     @property
     def n_workers(self) -> int:

@@ -20,7 +20,7 @@ class FeedForward(Plan):
         return [dataset.n_features, *self.cfg.hidden_sizes(), dataset.n_classes]
 
     def model_fields(self) -> dict:
-        return {"sizes": self.sizes()}
+        return {"sizes": self.sizes(), "bp_lambda": self.cfg.bp_lambda}
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:

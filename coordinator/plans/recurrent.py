@@ -50,6 +50,9 @@ class Recurrent(Plan):
             plan[K + 1] = {f"box-{j}": j for j in range(1, K + 1)}
         return plan
 
+    def credit(self) -> str:
+        return "coordinator"   # the coordinator feeds every box: no one link carries the batches
+
     def path(self) -> list[int]:
         return list(range(1, self.cfg.boxes + 1))   # the boxes; not the parameter service
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Batch:
-    """What is kept of batch b from its forward pass until its bootstrapped target (or true gradient) arrives."""
+    """What is kept of batch b from its forward pass until its target (or true gradient) arrives."""
     tape: object                # what the update's backward pass needs; dropped once the update is made
     h: np.ndarray               # the output M predicts the gradient for (a time box's: its last state)
     y: np.ndarray
@@ -29,7 +29,7 @@ class Batch:
 
 
 class Fit(NamedTuple):
-    """M fitted to one bootstrapped target: M's loss, cosine(ĝ, target), and how many updates late the target came."""
+    """M fitted to one target: M's loss, cosine(ĝ, target), and how many updates late the target came."""
     batch: Batch
     synth_loss: float
     cos: float

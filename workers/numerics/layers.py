@@ -25,6 +25,10 @@ class Dense:
         grads = {"W": x.T @ g, "b": g.sum(axis=0)}
         return grads, (g @ self.params["W"].T if need_dx else None)
 
+    def input_gradient(self, h: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """dL/dx given dL/dh, with the current weights, no parameter gradients."""
+        return (g * (h > 0) if self.relu else g) @ self.params["W"].T
+
 
 def softmax_xent(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None):
     """Mean cross-entropy, correct count, and dL/dlogits for integer labels y.

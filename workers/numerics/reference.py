@@ -22,16 +22,27 @@ def step(stages: list, b: int, x: np.ndarray, y: np.ndarray) -> float:
     below = None
     for s in hidden:
         x, target, _ = train_step(s, b, x, y)
-        if below is not None and not locked:
-            below.inflight.fit(b, target)   # stage k's bootstrapped target for stage k-1's M
+        if target is not None and not locked:
+            below.inflight.fit(b, target)   # stage k's bootstrapped target for stage k-1's M, at once
         below = s
     loss, _, g = head_step(head, x, y)
     if locked:
         for s in reversed(hidden):
             g, _ = s.update(b, g)
-    elif below is not None:
-        below.inflight.fit(b, g)
+    else:
+        learn_down(hidden, len(hidden), b, g)
     return loss
+
+
+def learn_down(hidden: list, k: int, b: int, target: np.ndarray) -> list:
+    """Hidden stage k (1-based) takes b's target; with BP(lambda) > 0 each stage then hands its
+    target down, as the workers' GRAD messages do. Returns the fits made, stage k's first."""
+    fits = []
+    while target is not None and k >= 1:
+        fit, target = hidden[k - 1].learn(b, target)
+        fits.append(fit)
+        k -= 1
+    return fits
 
 
 def evaluate(stages: list, x: np.ndarray, y: np.ndarray, batch: int) -> float:

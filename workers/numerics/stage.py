@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from workers.numerics.inflight import Batch, InFlight
+from workers.numerics.inflight import Batch, Fit, InFlight
 from workers.numerics.layers import Dense, Head
 from workers.numerics.optimizers import Scheduled, check_loss
 from workers.numerics.snapshot import copy_into, counter, join, part
@@ -26,6 +26,10 @@ class Stage:
         self.index = index
         self.locked = cfg.mode == "backprop"
         self.first = index == 1  # stage 1's input is data: no gradient to send for it
+        # BP(lambda): 0 sends stage k-1 its target at once, this stage's synthetic gradient pushed
+        # back (the paper's bootstrap); above 0 it waits for this stage's own target (see `learn`).
+        self.bp_lambda = cfg.bp_lambda
+        self.bootstraps = not self.locked and self.bp_lambda == 0
         self.layer = Dense(n_in, n_out, rng)
         self.opt = Scheduled({"layer": self.layer.params}, cfg)
         self.inflight = InFlight(cfg, n_out, cfg.sizes[-1], None if self.locked else rng)
@@ -46,12 +50,29 @@ class Stage:
         """Update from dL/dh = g for batch b; returns dL/dx for the stage below (None for stage 1),
         and b's in-flight entry.
 
-        dL/dx is computed with the weights that made h, before they change.
+        dL/dx is computed with the weights that made h, before they change; a synthetic update
+        computes it only for the bootstrap (bp_lambda 0).
         """
         batch = self.inflight[b]
-        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=not self.first)
+        need_dx = not self.first and (self.locked or self.bootstraps)
+        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx)
         self.opt.step({"layer": grads}, self.inflight.updates + 1)
         return dx, self.inflight.updated(b)
+
+    def learn(self, b: int, target: np.ndarray) -> tuple[Fit | None, np.ndarray | None]:
+        """M fitted to b's target; and, unless it bootstraps, the target for stage k-1's M:
+        lambda * target + (1 - lambda) * ĝ_b pushed back through this layer, with its current
+        weights (None for stage 1, or b no longer in flight).
+
+        At lambda 1 every synthesizer regresses on the true gradient, one round trip late: the
+        bootstrap's errors compound with depth (docs/defaults.md, BP(lambda)).
+        """
+        batch = self.inflight.batches.get(b)
+        fit = self.inflight.fit(b, target)
+        if fit is None or self.first or self.bootstraps:
+            return fit, None
+        g = target if self.bp_lambda == 1 else self.bp_lambda * target + (1 - self.bp_lambda) * batch.g_hat
+        return fit, self.layer.input_gradient(batch.h, g)
 
     def state(self) -> dict[str, np.ndarray]:
         return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state()}
@@ -68,11 +89,11 @@ def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: f
     """Hidden stage k's part of training batch b, in the one order every driver follows.
 
     1. h = f(x), b kept in flight;  2. h handed on at once (send_on), so stage k+1 starts;
-    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ, with the bootstrapped target δ for
-    stage k-1 computed before the weights change. Locked backprop stops after 2: its update
-    waits for the true gradient (`Stage.update`). M is fitted when δ_k comes back
-    (`stage.inflight.fit`).
-    Returns (h, δ for stage k-1 or None, b's in-flight entry once updated, else None).
+    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ, with (BP(0) only) the bootstrapped
+    target δ for stage k-1 computed before the weights change. Locked backprop stops after 2:
+    its update waits for the true gradient (`Stage.update`). M is fitted when δ_k comes back
+    (`Stage.learn`, which at BP(lambda > 0) also makes stage k-1's target).
+    Returns (h, the bootstrapped δ for stage k-1 or None, b's in-flight entry once updated, else None).
     """
     h = stage.forward_and_keep(b, x, y, t_received)
     if send_on is not None:

@@ -105,7 +105,7 @@ class Synthesizer:
         return loss / h.shape[1], grads
 
     def loss_and_grads(self, h: np.ndarray, y, target: np.ndarray):
-        """Regression of M(h, y) onto the bootstrapped target: 0.5 * mean_rows ||M - target||^2."""
+        """Regression of M(h, y) onto its target: 0.5 * mean_rows ||M - target||^2."""
         g, a, x = self._forward(h, y)
         err = g - target
         n = len(h)

@@ -20,6 +20,15 @@ class LayerWorker(Role):
         for kind in (Kind.FORWARD, Kind.EVAL):
             self.checks[kind] = lambda msg: batch_fault(msg, sizes[k - 1], sizes[-1])
         self.checks[Kind.GRAD] = self.grad_fault
+        # Per-link credit: the batches sent on with no target back from the next stage yet. A
+        # target for b says the next stage has taken b (it sends it when it processes b).
+        self.link = self.cfg.credit == "link"
+        self.unanswered: set[int] = set()
+
+    def held(self) -> bool:
+        """Locked and awaiting the gradient, or `window` batches sent on that no target has answered:
+        a batch is taken (forward, update) only when it can be sent on, so the wait spreads upstream."""
+        return self.blocked or (self.link and len(self.unanswered) >= self.cfg.window)
 
     def grad_fault(self, msg: Message) -> str | None:
         batch = self.stage.inflight.batches.get(msg.id)
@@ -29,9 +38,13 @@ class LayerWorker(Role):
 
     def on_forward(self, msg: Message, t: float) -> None:
         b, y = msg.id, msg.arrays["y"]
+        if self.link and self.stage.first:
+            self.to_coordinator(Kind.TAKEN, b)   # the coordinator's credit, at once: it may feed the next
 
         def send_on(h):   # downstream starts at once
             self.to_peer("next", Kind.FORWARD, b, x=h, y=y)
+            if self.link:
+                self.unanswered.add(b)
 
         _, target_below, batch = train_step(self.stage, b, msg.arrays["x"], y, t, send_on)
         if batch is None:
@@ -44,6 +57,7 @@ class LayerWorker(Role):
 
     def on_grad(self, msg: Message, t: float) -> None:
         b, g = msg.id, msg.arrays["g"]   # b is in flight: grad_fault saw to it
+        self.unanswered.discard(b)
         if self.stage.locked:
             target_below, batch = self.stage.update(b, g)
             self.stamp(batch)
@@ -53,8 +67,10 @@ class LayerWorker(Role):
             self.record(update_record(b, batch))
         else:
             self.clock.lap("compute")
-            fit = self.stage.inflight.fit(b, g)    # g is the bootstrapped target for M(h_b)
+            fit, target_below = self.stage.learn(b, g)    # g is the target for M(h_b)
             self.clock.lap("synth")
+            if target_below is not None:   # BP(lambda) > 0: the stage below's target, only now
+                self.to_peer("prev", Kind.GRAD, b, g=target_below)
             self.record(fit and update_record(b, fit.batch, fit))
 
     def on_eval(self, msg: Message, t: float) -> None:

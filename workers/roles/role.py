@@ -19,8 +19,8 @@ from workers.numerics.snapshot import Stateful, restore
 from workers.roles.guard import Window
 from workers.runtime.clock import Clock
 
-# Kinds that travel the forward direction; a locked (backprop) stage defers them while it
-# waits for its gradient, so the barrier and evaluation keep their place in the stream.
+# Kinds that travel the forward direction; a held stage (locked backprop waiting for its
+# gradient, or a link out of credit) defers them, so the barrier and evaluation keep their place.
 FORWARD_KINDS = frozenset({Kind.FORWARD, Kind.EVAL, Kind.SYNC})
 
 
@@ -138,7 +138,7 @@ class Role:
         poller.register(self.control, zmq.POLLIN)
         timeout_ms = int(self.liveness.interval * 1000)
         while not self.stopping:
-            if self.deferred and not self.blocked:
+            if self.deferred and not self.held():
                 # A deferred input counts as received when the stage takes it up: update
                 # latency measures the stage's own work and waits, not its backlog.
                 self.dispatch(self.deferred.popleft(), self.clock.lap("other"))
@@ -146,7 +146,7 @@ class Role:
             # Block in poll (never busy-poll: on 2 cores it starves ZeroMQ's I/O thread).
             start = self.clock.lap("other")
             events = poller.poll(timeout_ms)
-            end = self.clock.lap("wait" if self.blocked or self.training else "idle")
+            end = self.clock.lap("wait" if self.held() or self.training else "idle")
             if self.blocked:
                 self.clock.blocked += end - start
             for sock, _ in events:
@@ -173,13 +173,17 @@ class Role:
                 return self.drops("not a kind the control socket carries", msg.kind)
         elif (why := self.fault(msg)) is not None:
             return self.drops(why, f"{msg.kind} from {quote(msg.src)} id {msg.id}")
-        if self.blocked and msg.kind in FORWARD_KINDS:
-            # A locked stage's backlog is a credit window at most; more is someone else's flood.
+        if self.held() and msg.kind in FORWARD_KINDS:
+            # A held stage's backlog is a credit window at most; more is someone else's flood.
             if len(self.deferred) >= self.cfg.cache:
                 return self.drops("backlog full", msg.kind)
             self.deferred.append(msg)
         else:
             self.dispatch(msg, t)
+
+    def held(self) -> bool:
+        """Whether input in the forward direction must wait in `deferred`: a locked stage awaits its gradient."""
+        return self.blocked
 
     def fault(self, msg: Message) -> str | None:
         """Why a data message is none this worker could have been sent (None: take it)."""
