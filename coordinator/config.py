@@ -25,6 +25,7 @@ class Config:
     classes: str = opt("", "keep only these digits, e.g. 0,1 (empty = all)")
     train_subset: int = opt(0, "use only the first N training examples (0 = all)")
     # the network
+    centre: bool = opt(True, "ff: subtract each input feature's training-set mean (--no-centre: the inputs as they are)")
     hidden: str = opt("256,256", "hidden layer sizes; each hidden layer is one worker process")
     mode: str = opt("cdni", "dni | cdni | backprop; --model rnn also truncated (BPTT cut at box boundaries)")
     optimizer: str = opt("adam", "sgd (momentum 0.9) | adam, for the layers")
@@ -178,6 +179,10 @@ def from_args(args: argparse.Namespace) -> Config:
     return Config(**{**asdict(Config()), **given(args)}).validate()
 
 
+# What a run saved before an option existed did: a resumed old run, or an old checkpoint
+# evaluated, keeps training and scoring as it was trained.
+BEFORE = {"bp_lambda": 0.0, "centre": False}
+
 # What a resumed run may change: how long it trains, how it runs, where the data now lives.
 RESUMABLE = ("epochs", "data", "credit", "progress", "log_every", "checkpoint_every", "checkpoint_seconds",
              "max_restarts", "rejoin_timeout", "heartbeat", "stall_timeout")
@@ -185,7 +190,7 @@ RESUMABLE = ("epochs", "data", "credit", "progress", "log_every", "checkpoint_ev
 
 def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
     """The saved run's options; given ones must agree, but for RESUMABLE ones and a larger --epochs."""
-    values = {**asdict(Config()), **{k: v for k, v in saved.items() if k in _NAMES}, "out": run_dir}
+    values = {**asdict(Config()), **BEFORE, **{k: v for k, v in saved.items() if k in _NAMES}, "out": run_dir}
     for name, value in given(args).items():
         if name == "overwrite" and value:
             raise ConfigError(f"--overwrite: a resumed run continues the run in {run_dir}, it does not replace it")

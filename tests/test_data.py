@@ -196,3 +196,13 @@ def test_batches_reject_bad_arguments():
         batches(np.zeros((3, 2)), np.zeros(3), 0, np.random.default_rng())
     with pytest.raises(DataError, match="3 rows.*2"):
         batches(np.zeros((3, 2)), np.zeros(2), 1, np.random.default_rng())
+
+
+def test_centred_subtracts_the_training_mean_from_train_and_test_alike():
+    d = generated_task(seed=1, n_train=500, n_test=50)
+    shifted = type(d)(d.x_train + 5.0, d.y_train, d.x_test + 5.0, d.y_test, d.n_classes, d.name)
+    c = shifted.centred()
+    mean = shifted.x_train.mean(axis=0)
+    np.testing.assert_allclose(c.x_train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(c.x_test, shifted.x_test - mean, atol=1e-5)   # float32 means
+    assert c.x_train.dtype == np.float32 and shifted.x_train.mean() > 4   # a new array; the original kept

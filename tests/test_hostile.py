@@ -6,6 +6,7 @@ import signal
 import stat
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import msgpack
@@ -234,9 +235,13 @@ def corrupt(run: Path, how: str) -> None:
     raw = model.read_bytes()
     if how == "truncated":
         model.write_bytes(raw[:len(raw) // 2])
-    elif how == "bit-flipped":
+    elif how == "bit-flipped":   # inside the weights: a flip among the zip's own bookkeeping may be harmless
+        with zipfile.ZipFile(model) as z:
+            w = z.getinfo("stage1/layer.W.npy")
+        name_len, extra_len = int.from_bytes(raw[w.header_offset + 26:w.header_offset + 28], "little"), \
+            int.from_bytes(raw[w.header_offset + 28:w.header_offset + 30], "little")   # the local header's own
         flipped = bytearray(raw)
-        flipped[len(raw) // 2] ^= 0x10
+        flipped[w.header_offset + 30 + name_len + extra_len + w.file_size // 2] ^= 0x10
         model.write_bytes(bytes(flipped))
     elif how == "empty":
         model.write_bytes(b"")

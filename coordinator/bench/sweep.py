@@ -58,8 +58,12 @@ def split(data, val: int, subset: int):
     return xt, yt, data.x_train[n:], data.y_train[n:]
 
 
-def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, subset: int) -> dict:
+def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, subset: int,
+              centre: bool = Config.centre) -> dict:
     xt, yt, xv, yv = split(data, val, subset)
+    if centre:   # as `dni run` does, with the mean of the examples trained on
+        mean = xt.mean(axis=0, dtype=np.float64).astype(xt.dtype)
+        xt, xv = xt - mean, xv - mean
     steps = -(-len(xt) // batch) * epochs
     cfg = WireConfig(sizes=(data.n_features, *[spec["width"]] * (spec["stages"] - 1), data.n_classes),
                      mode=spec["mode"], optimizer=spec["optimizer"], lr=spec["lr"], schedule="cosine",
@@ -147,6 +151,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delay", type=int, default=1, help="batches a synthesizer's target arrives late (window 2: 1)")
     p.add_argument("--val", type=int, default=10000, help="last training examples held out for validation")
     p.add_argument("--train-subset", type=int, default=0, help="train on the first N of the rest (0 = all)")
+    p.add_argument("--centre", action=argparse.BooleanOptionalAction, default=Config.centre,
+                   help="subtract the training examples' mean from every input, as dni run does")
     p.add_argument("--json", metavar="FILE", help="append each result as a JSON line to FILE")
 
 
@@ -161,8 +167,9 @@ def run(args) -> int:
     data = load(args.data, args.classes)
     rows = []
     for spec in grid(args):
-        r = train_one(data, spec, args.epochs, args.batch, args.delay, args.val, args.train_subset)
-        r.update(data=data.name, epochs=args.epochs, delay=args.delay, train_subset=args.train_subset, val=args.val)
+        r = train_one(data, spec, args.epochs, args.batch, args.delay, args.val, args.train_subset, args.centre)
+        r.update(data=data.name, epochs=args.epochs, delay=args.delay, train_subset=args.train_subset, val=args.val,
+                 centre=args.centre)
         rows.append(r)
         print(table([r]).splitlines()[-1], flush=True)
         if args.json:

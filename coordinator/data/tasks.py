@@ -101,7 +101,9 @@ def sequences(task: str, x: np.ndarray, steps: int) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(1, 0, 2))
 
 
-def image_task(cfg: Config, classes: list[int] | None) -> ImageTask:
-    """MNIST from cfg.data (only `classes`, if given), else the generated task; cut to --train-subset."""
+def image_task(cfg: Config, classes: list[int] | None, centre: bool = False) -> ImageTask:
+    """MNIST from cfg.data (only `classes`, if given), else the generated task; cut to --train-subset,
+    then centred on that training set's mean if asked."""
     dataset = load_mnist(cfg.data, classes or None) if cfg.data else generated_task(seed=cfg.seed)
-    return ImageTask(dataset.first(cfg.train_subset))
+    dataset = dataset.first(cfg.train_subset)
+    return ImageTask(dataset.centred() if centre else dataset)

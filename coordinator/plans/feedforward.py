@@ -1,7 +1,7 @@
 """The feed-forward plan: a process per layer, the head last; the coordinator feeds stage 1."""
 from __future__ import annotations
 
-from coordinator.config import Config
+from coordinator.config import BEFORE, Config
 from coordinator.data.tasks import Task, image_task
 from coordinator.plans.base import Plan
 from protocol.roles import HEAD, LAYER
@@ -13,7 +13,7 @@ class FeedForward(Plan):
 
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
-        return image_task(cfg, cfg.class_list())
+        return image_task(cfg, cfg.class_list(), centre=cfg.centre)
 
     def sizes(self) -> list[int]:
         dataset = self.task.dataset
@@ -29,6 +29,10 @@ class FeedForward(Plan):
     def links(self) -> dict[int, dict[str, int | None]]:
         return {k: {"prev": k - 1, "next": k + 1} for k in range(1, self.n_workers + 1)}
 
+    def checkpoint_config(self) -> dict:
+        # The inputs' centring depends on the training examples used: `dni eval` redoes it.
+        return {**super().checkpoint_config(), "centre": self.cfg.centre, "train_subset": self.cfg.train_subset}
+
     def summary_fields(self) -> dict:
         sizes = self.sizes()
         return {"mode": self.cfg.mode, "stages": len(sizes) - 1, "sizes": sizes}
@@ -40,7 +44,8 @@ class FeedForward(Plan):
         from workers.numerics.stage import build
 
         # The run's own seed: without --data the task is generated from it.
-        task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"], seed=saved["seed"]))
+        task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"], seed=saved["seed"],
+                                    centre=saved.get("centre", BEFORE["centre"]), train_subset=saved.get("train_subset", 0)))
         wire = WireConfig.from_meta(saved)
         stages = [build(k, wire) for k in range(1, len(wire.sizes))]
         for s in stages:
