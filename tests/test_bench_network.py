@@ -58,6 +58,9 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
         cpu = r["cpu_ms_per_batch"]
         assert all(positive(s["total"]) and positive(s["compute"]) for s in cpu["stages"])
         assert positive(cpu["coordinator"]) and cpu["relays"] >= 0
+        sched = r["sched_ms_per_batch"]   # the kernel's count over training: run, and waited for a core
+        assert all(positive(sched[n]["ran"]) for n in ("coordinator", "stage1", "stage2"))
+        assert all(v["waited"] >= v["path_waited"] >= 0 and v["ran"] >= 0 for v in sched.values())
         if r["mode"] == "dni":
             st = r["staleness"]["all"]
             assert st["mean"] >= 0 and st["p99"] >= st["p50"] and st["n"] > 0
@@ -70,6 +73,7 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     assert [h["delay_ms"] for h in result["hop"]] == [DELAY]
     assert all(positive(h["samples_per_second"]["undelayed"]) for h in result["hop"])
     assert len(result["projection"]["validation"]) == 4
+    assert all(min(v["stretch"].values()) >= 1 for v in result["projection"]["validation"])
     assert {v["stages"] for v in result["projection"]["hosts"]} == {2, 3, 4, 8}
     assert result["targets"] and all(set(t) == {"name", "value", "op", "limit", "pass"} for t in result["targets"])
     # The backprop round trip crosses two delayed links per stage boundary: it cannot take less

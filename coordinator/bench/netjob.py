@@ -1,6 +1,7 @@
 """One `dni coordinator` + `dni worker` job across namespaces as hosts, with delayed, shaped links or a slow host."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -73,6 +74,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@functools.cache
+def on_a_message_path(pid: int, tid: str) -> bool:
+    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+        return tid == str(pid) or f.read().startswith("ZMQbg/IO/")
+
+
+def sched_ms(pid: int) -> tuple[float, float, float]:
+    """ms the threads of process `pid` have run and have waited runnable for a core (the kernel's
+    schedstat: to the ns, where /proc/PID/stat counts 10 ms ticks), and how long of that wait was
+    its loop's (the main thread) and ZeroMQ's I/O threads', the ones a message goes through; not its
+    other helpers' (ZeroMQ's reaper, pyzmq's collector of zero-copy frames, CURVE's authenticator)."""
+    run = wait = path_wait = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ran, waited, _ = (int(v) for v in f.read().split())
+            on_path = on_a_message_path(pid, tid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue   # a thread that has just exited
+        run, wait, path_wait = run + ran, wait + waited, path_wait + (waited if on_path else 0)
+    return run / 1e6, wait / 1e6, path_wait / 1e6
+
+
 def machine_now() -> tuple[float, int]:
     """CPU seconds the whole machine has spent busy (every process, ours and others'), and how
     many threads are runnable right now, the one reading this included."""
@@ -84,14 +108,14 @@ def machine_now() -> tuple[float, int]:
 
 
 def sample(procs: dict[str, subprocess.Popen], metrics: Path) -> dict:
-    cpu = {}
+    cpu, sched = {}, {}
     for name, proc in procs.items():
         try:
-            cpu[name] = cpu_seconds(proc.pid)
+            cpu[name], sched[name] = cpu_seconds(proc.pid), sched_ms(proc.pid)
         except (FileNotFoundError, ProcessLookupError):
-            cpu[name] = None
+            cpu[name] = sched[name] = None
     busy, running = machine_now()
-    return {"t": time.monotonic(), "busy": busy, "running": running - 1, "cpu": cpu,
+    return {"t": time.monotonic(), "busy": busy, "running": running - 1, "cpu": cpu, "sched": sched,
             "lines": metrics.read_bytes().count(b"\n") if metrics.exists() else 0}
 
 
@@ -120,7 +144,10 @@ def wait_coordinator(procs: dict[str, subprocess.Popen], metrics: Path, timeout:
     if first and last and last["lines"] > first["lines"]:
         steps, wall = (last["lines"] - first["lines"]) / stages, last["t"] - first["t"]   # a line per stage and step
         ours = {name: last["cpu"][name] - first["cpu"][name] for name in procs}
+        sched = {n: [(b - a) / steps for a, b in zip(first["sched"][n], last["sched"][n])] for n in procs}
         out.update(steps=steps, wall_s=wall, cpu_ms_per_batch={n: v * 1e3 / steps for n, v in ours.items()},
+                   sched_ms_per_batch={n: dict(zip(("ran", "waited", "path_waited"), v))
+                                       for n, v in sched.items()},
                    other_cores=max(0.0, (last["busy"] - first["busy"] - sum(ours.values())) / wall),
                    runnable=float(np.mean(running)) if running else None)
     return out
@@ -260,5 +287,8 @@ def figures(s: Setting, p: dict, out: Path, links: list, relays: dict, throttled
                                  "relays": sum(v for n, v in during.items() if n.startswith("relay")),
                                  # over training only, every thread: what the machine gave each process
                                  "during_training": during},
+            # what each process ran, and waited runnable for a core (all of it, and on a message's path),
+            # per batch over training
+            "sched_ms_per_batch": span.get("sched_ms_per_batch"),
             "other_cores": span.get("other_cores"), "runnable": span.get("runnable"), "relays": relays,
             "throttled": throttled}

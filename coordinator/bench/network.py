@@ -48,23 +48,38 @@ def find(runs: list[dict], **want) -> dict | None:
 
 
 def validate(runs: list[dict], p: dict) -> list[dict]:
-    """The model against this machine at 2 stages: every process shares its cores, the relays too."""
+    """The model against this machine at 2 stages, every process (relays too) sharing its cores."""
     out = []
     for mode, credit, d in [(m, c, d) for m in ("dni", "backprop") for c in p["credits"] for d in p["delays"]]:
         r = find(runs, mode=mode, stages=2, delay_ms=d, window=p["window"], credit=credit)
-        if r is None or r["cpu_ms_per_batch"]["coordinator"] is None:
+        if r is None or not r["sched_ms_per_batch"]:
             continue
-        cpu = r["cpu_ms_per_batch"]
-        proj = projection.project(cpu["stages"], cpu["coordinator"], link(r), mode, r["window"], p["batch"],
-                                  cores=os.cpu_count() - r["other_cores"], shared_ms=cpu["relays"], credit=credit)
-        out.append({"mode": mode, "credit": credit, "delay_ms": d, "window": r["window"], "bound": proj["bound"],
-                    "stretch": proj["stretch"],
-                    "cores_left_by_others": os.cpu_count() - r["other_cores"],
-                    "samples_per_second": {"projected": proj["samples_per_second"],
+        # The latency is a median: the costs as they are; samples/s a mean: with the waits for a core.
+        lat = projection.project(*costs(r), link(r), mode, r["window"], p["batch"], credit=credit)
+        rate = projection.project(*costs(r, waits=True), link(r), mode, r["window"], p["batch"], credit=credit)
+        out.append({"mode": mode, "credit": credit, "delay_ms": d, "window": r["window"], "bound": rate["bound"],
+                    "stretch": {n: 1 + v["path_waited"] / v["ran"] for n, v in r["sched_ms_per_batch"].items()
+                                if not n.startswith("relay")},
+                    "other_cores": r["other_cores"],
+                    "samples_per_second": {"projected": rate["samples_per_second"],
                                            "measured": r["samples_per_second"]},
-                    "stage1_p50_ms": {"projected": proj["stage1_latency_ms"],
+                    "stage1_p50_ms": {"projected": lat["stage1_latency_ms"],
                                       "measured": r["stage1_latency_ms"]["p50"]}})
     return out
+
+
+def costs(r: dict, waits: bool = False) -> tuple[list[dict], float]:
+    """The stages' costs per batch and the coordinator's, over training: each worker's own breakdown
+    (which spans its whole life: start-up, evaluations, shutdown) scaled to the CPU the kernel counted
+    over training; with `waits`, as wall time on this machine: the waits for a core of each process's
+    threads that a message goes through added (see `netjob.sched_ms`)."""
+    sched, out = r["sched_ms_per_batch"], []
+    for i, stage in enumerate(r["cpu_ms_per_batch"]["stages"], 1):
+        t = sched[f"stage{i}"]
+        scale = (t["ran"] + (t["path_waited"] if waits else 0)) / stage["total"]
+        out.append({part: ms * scale for part, ms in stage.items()})
+    c = sched["coordinator"]
+    return out, c["ran"] + (c["path_waited"] if waits else 0)
 
 
 def link(r: dict) -> float:
@@ -79,14 +94,14 @@ def project_hosts(runs: list[dict], p: dict) -> list[dict]:
         for mode, window in dict.fromkeys([(m, p["window"]) for m in p["modes"]] + [("dni", p["throughput_window"])]):
             measured = [r for r in runs if r["mode"] == mode and r["delay_ms"] == d and r["window"] == window
                         and find([r], mode=mode, delay_ms=d, window=window, credit=credit)
-                        and r["cpu_ms_per_batch"]["coordinator"]]
+                        and r["sched_ms_per_batch"]]
             if not measured:
                 continue
             r = max(measured, key=lambda r: r["stages"])
-            cpu = r["cpu_ms_per_batch"]
+            stages, coordinator = costs(r)
             for k in PROJECTED_STAGES:
-                proj = projection.project(projection.extend(cpu["stages"], k), cpu["coordinator"], link(r), mode,
-                                          window, p["batch"], credit=credit)
+                proj = projection.project(projection.extend(stages, k), coordinator, link(r), mode, window,
+                                          p["batch"], credit=credit)
                 out.append({"mode": mode, "credit": credit, "window": window, "delay_ms": d, "stages": k,
                             "from_stages": r["stages"],
                             **{key: proj[key] for key in ("samples_per_second", "stage1_latency_ms", "bound")}})
@@ -223,12 +238,14 @@ def print_run(i: int, n: int, r: dict) -> None:
 
 
 def print_summary(result: dict) -> None:
-    print("\nprojection check at 2 stages on this machine (all processes and relays sharing its cores):")
+    print("\nprojection check at 2 stages on this machine (all processes and relays sharing its cores; samples/s "
+          "with each process's measured wait for a core):")
     for v in result["projection"]["validation"]:
         s, lat = v["samples_per_second"], v["stage1_p50_ms"]
+        waits = "/".join(f"{f:.1f}" for f in v["stretch"].values())
         print(f"  {v['mode']:8s} {v['credit']:11s} {v['delay_ms']:4g} ms: samples/s projected {s['projected']:8,.0f} "
               f"measured {s['measured']:8,.0f}; stage-1 p50 projected {lat['projected']:7.2f} measured {lat['measured']:7.2f} ms"
-              f"  ({v['bound']})")
+              f"  ({v['bound']}; (CPU + wait) / CPU {waits}, others took {v['other_cores']:.2f} cores)")
     print("\nPROJECTION, a core or host per stage (not measured):")
     for v in result["projection"]["hosts"]:
         print(f"  {v['mode']:8s} {v['credit']:11s} w{v['window']:<3d} {v['delay_ms']:4g} ms K={v['stages']}: "

@@ -1,64 +1,71 @@
 """A projection, from measured costs, of samples/s and stage-1 update latency with a core or a host per stage.
 
-The model, per batch (all times in ms):
-- each stage k costs c_k of CPU (its loop's arithmetic, sends, receives and bookkeeping, plus
-  its ZeroMQ threads), the coordinator c_C, and a link crossing L = half the measured round
-  trip of a message the size of a batch's activations (delay, shaping, kernels and relay);
+The model, per batch (all times in ms), every term measured or derived from measured ones:
+- each stage k costs c_k of CPU over training (its loop's arithmetic, sends, receives and
+  bookkeeping, plus its helper threads: above all ZeroMQ's I/O thread, which encrypts and
+  decrypts every message, CURVE), the coordinator c_C, and a link crossing L = half the measured
+  round trip of a message the size of a batch's activations over plain TCP (delay, shaping,
+  kernels and relay, no CURVE);
+- a message's helper work is on its path (encrypted before it leaves, decrypted before the loop
+  sees it): a stage's helper CPU per batch, split evenly over the data messages it carries a
+  batch (`messages`). At 0 ms that is most of a crossing: a 128 KiB message's CURVE costs about
+  0.1 ms at each end, L 0.07 ms;
 - dni/cdni, coordinator credit: a batch's credit goes round coordinator -> stage 1 -> ... -> head
-  -> coordinator, (K + 1) crossings and every stage's loop on the way; `window` credits share
-  that cycle. Link credit: each link holds its own `window`, and its cycle is 2 crossings (the
-  batch there, its target back) and the loops of the two ends (the coordinator's CPU for the
-  link into stage 1); the slowest link bounds the pipeline. A host
-  serves one batch per c_k, and on a shared machine all processes together get `cores`. The
-  period is the largest of these bounds. Stage 1's update latency is its own forward, send,
-  synthetic gradient and update: its compute and send CPU;
-- on one shared machine (the check at 2 stages) the job gets the cores other people's processes
-  leave; when it needs them all, its processes take turns and CPU work on a critical path
-  is stretched (processor sharing, see `project`);
+  -> coordinator, (K + 1) crossings and every stage's CPU on the way; `window` credits share that
+  cycle. Link credit: each link holds its own `window`, and its cycle is 2 crossings (the batch
+  there, its target back) and the CPU of its two ends (the coordinator's for the link into stage
+  1); the slowest link bounds the pipeline. A host serves one batch per c_k. The period is the
+  largest bound. Stage 1's update latency is its own
+  forward, send, synthetic gradient and update (compute and send) plus its helper's work on the
+  activations it sends: on a core per stage the I/O thread takes that core while it encrypts them;
 - backprop: stage 1 updates after the batch has gone up through every stage and its gradient
-  down, 2 (K - 1) crossings and every stage's loop on the way; it takes no batch meanwhile.
+  down: every stage's CPU but for stage 1's input (decrypted before), and 2 (K - 1) crossings;
+  it takes no batch meanwhile.
+On one shared machine (the check at 2 stages) no scheduler is modelled: other sessions' trainings
+fill whatever CPU the job leaves (the job's CPU plus theirs came to 1.85-2.07 cores in every job),
+so the cores "left by others" are the job's own CPU rate, not a capacity, and a processor-sharing
+stretch built on them made stage-1 p50s 2-8x too long. What the kernel measured instead
+(`coordinator.bench.netjob.sched_ms`): how long the threads a message goes through (each process's
+loop and ZeroMQ I/O threads) waited, runnable, for a core. The check's samples/s (a mean over
+batches) take each process's costs with that wait added (`coordinator.bench.network.costs`); its
+latency (a median) takes none: the median update waits for no one but its own I/O thread, whose
+encryption is in the model already (docs/network.md has the measurements).
 """
 from __future__ import annotations
 
 from itertools import pairwise
 
-LOOP_PARTS = ("compute", "synth", "send", "receive", "loop")
+def messages(k: int, i: int) -> int:
+    """Data messages stage i (0-based) of k carries a batch: its input in and its output on, a target
+    or gradient back in and one back out; stage 1 sends none back, the head has no output and no target."""
+    return 4 - (i == 0) - 2 * (i == k - 1)
 
 
-def loop_ms(stage: dict) -> float:
-    """What a stage's own thread spends on one batch: the part on the batch's critical path."""
-    return sum(stage[p] for p in LOOP_PARTS)
+def message_ms(stages: list[dict], i: int) -> float:
+    """Stage i's helper-thread CPU for one of its data messages."""
+    return stages[i]["threads"] / messages(len(stages), i)
 
 
 def project(stages: list[dict], coordinator_ms: float, link: float, mode: str, window: int, batch: int,
-            cores: float | None = None, shared_ms: float = 0.0, credit: str = "coordinator") -> dict:
-    """samples/s and stage-1 latency; `cores` (with `shared_ms`, CPU of anything else per batch,
-    such as the relays) models one machine shared by all, None a core or a host per process;
+            credit: str = "coordinator") -> dict:
+    """samples/s and stage-1 latency, each process on a core or host of its own;
     credit: "coordinator" or "link" (see the module's docstring)."""
     k = len(stages)
-    path = sum(loop_ms(s) for s in stages)
     bounds = {"slowest host": max(max(s["total"] for s in stages), coordinator_ms)}
-    own = stages[0]["compute"] + stages[0]["send"]
+    every = sum(s["total"] for s in stages)
     if mode == "backprop":
-        bounds["locked round trip"] = path + 2 * (k - 1) * link
-    elif credit == "link":
-        ends = [coordinator_ms, *(loop_ms(s) for s in stages)]
-        bounds["credit window"] = max(2 * link + a + b for a, b in pairwise(ends)) / window
+        latency = every - message_ms(stages, 0) + 2 * (k - 1) * link
+        bounds["locked round trip"] = latency
     else:
-        bounds["credit window"] = ((k + 1) * link + path + coordinator_ms) / window
-    stretch = 1.0
-    if cores:
-        demand = [s["total"] for s in stages] + [coordinator_ms, shared_ms]
-        bounds["shared cores"] = sum(demand) / cores
-        if bounds["shared cores"] >= max(v for b, v in bounds.items() if b != "shared cores"):
-            # Saturated: processor sharing. The job's processes take turns on the cores; n of
-            # them with CPU shares c_i count as (sum c)^2 / sum c^2 equal ones, each running at
-            # cores/n of a core, so CPU work on a critical path takes n/cores times as long.
-            stretch = max(1.0, sum(demand) ** 2 / sum(c * c for c in demand) / cores)
-    latency = path * stretch + 2 * (k - 1) * link if mode == "backprop" else own * stretch
+        if credit == "link":
+            ends = [coordinator_ms, *(s["total"] for s in stages)]
+            bounds["credit window"] = max(2 * link + a + b for a, b in pairwise(ends)) / window
+        else:
+            bounds["credit window"] = ((k + 1) * link + every + coordinator_ms) / window
+        latency = stages[0]["compute"] + stages[0]["send"] + message_ms(stages, 0)
     bound = max(bounds, key=bounds.get)
     return {"samples_per_second": batch * 1e3 / bounds[bound], "stage1_latency_ms": latency, "bound": bound,
-            "period_ms": bounds, "stretch": stretch}
+            "period_ms": bounds}
 
 
 def extend(stages: list[dict], k: int) -> list[dict]:
