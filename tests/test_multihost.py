@@ -97,7 +97,9 @@ def test_training_across_namespaces_matches_a_local_run(mnist, tmp_path):
     host got which stage. In dni/cdni mode the moment a target arrives decides how many updates
     a stage made before it learns from it (staleness), so those modes only match closely.
     """
-    job = ["--data", str(mnist), "--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05",
+    # Inputs as they are: 47 SGD steps on centred inputs reach 73.9% (84.0% uncentred), under this
+    # sanity floor; the equality below is the point, and holds either way.
+    job = ["--data", str(mnist), "--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--no-centre",
            "--hidden", "64,32", "--train-subset", "3000", "--epochs", "2", "--seed", "7", *FAST]
     assert main(["run", *job, "--out", str(tmp_path / "local")]) == 0
     keys = generate(tmp_path / "keys", workers=3)
