@@ -67,8 +67,8 @@ def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, s
     steps = -(-len(xt) // batch) * epochs
     cfg = WireConfig(sizes=(data.n_features, *[spec["width"]] * (spec["stages"] - 1), data.n_classes),
                      mode=spec["mode"], optimizer=spec["optimizer"], lr=spec["lr"], schedule="cosine",
-                     total_steps=steps, synth_lr=spec["synth_lr"], synth_hidden=spec["synth_hidden"], bp_lambda=spec["bp_lambda"],
-                     seed=spec["seed"], log_every=1, cache=4 * delay + 16)
+                     total_steps=steps, synth_lr=spec["synth_lr"], synth_hidden=spec["synth_hidden"],
+                     bp_lambda=spec["bp_lambda"], seed=spec["seed"], log_every=1, cache=4 * delay + 16)
     net = build_network(cfg)
     rng = np.random.default_rng(spec["seed"])
     pending: deque = deque()

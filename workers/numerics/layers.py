@@ -18,16 +18,19 @@ class Dense:
             np.maximum(h, 0, out=h)
         return h
 
+    def _pre_activation_grad(self, h: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """dL/dz given dL/dh: relu'(z) from its output, h > 0 exactly where z > 0."""
+        return g * (h > 0) if self.relu else g
+
     def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True):
         """Gradients of the parameters and (optionally) of x, given dL/dh."""
-        if self.relu:
-            g = g * (h > 0)  # relu'(z) from its output: h > 0 exactly where z > 0
+        g = self._pre_activation_grad(h, g)
         grads = {"W": x.T @ g, "b": g.sum(axis=0)}
         return grads, (g @ self.params["W"].T if need_dx else None)
 
     def input_gradient(self, h: np.ndarray, g: np.ndarray) -> np.ndarray:
         """dL/dx given dL/dh, with the current weights, no parameter gradients."""
-        return (g * (h > 0) if self.relu else g) @ self.params["W"].T
+        return self._pre_activation_grad(h, g) @ self.params["W"].T
 
 
 def softmax_xent(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None):

@@ -22,8 +22,8 @@ def step(stages: list, b: int, x: np.ndarray, y: np.ndarray) -> float:
     below = None
     for s in hidden:
         x, target, _ = train_step(s, b, x, y)
-        if target is not None and not locked:
-            below.inflight.fit(b, target)   # stage k's bootstrapped target for stage k-1's M, at once
+        if target is not None:   # (never when locked) stage k's bootstrapped target for stage k-1's M, at once
+            below.inflight.fit(b, target)
         below = s
     loss, _, g = head_step(head, x, y)
     if locked:
