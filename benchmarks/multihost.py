@@ -11,8 +11,6 @@ plus one `dni worker` per stage, each in its own namespace (tcp, CURVE); the sam
 128x256 float32 array (128 KiB: a batch of activations) between two namespaces over tcp,
 without and with CURVE, alternating in rounds so machine noise hits both alike.
 """
-import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
-
 import argparse
 import json
 import logging
@@ -25,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator.bench.hosts import hosts
-from protocol.keys import generate, load_client, load_public, load_server
 from protocol import Kind, Message
 from protocol.auth import Gate
+from protocol.keys import generate, load_client, load_public, load_server
 from protocol.sockets import make_socket, recv, send
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from slurm_cluster import Cluster, wait_for  # noqa: E402  (the test suite's cluster)
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from multihost import local_run  # noqa: E402  (the same `dni run` as issue 5's comparison)
 

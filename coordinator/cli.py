@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+
 # isort: split
 
 import argparse

@@ -21,7 +21,7 @@ def leftovers() -> dict:
     return {"namespaces": [line.split()[0] for line in netns.splitlines() if line.startswith("dninet")],
             "links": [w for w in links.split() if w.startswith(("dnb", "dnv"))],
             "name tables": [n for n in os.listdir(ETC_NETNS) if n.startswith("dninet")] if os.path.isdir(ETC_NETNS) else [],
-            "cgroups": [n for n in os.listdir(shaping.CGROUP_V1) if n.startswith(f"dni-bench-")]
+            "cgroups": [n for n in os.listdir(shaping.CGROUP_V1) if n.startswith("dni-bench-")]
             if os.path.isdir(shaping.CGROUP_V1) else []}
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from gradcheck import numeric_grad
+
 from workers.numerics.cells import LSTMCell, TanhCell
 from workers.numerics.layers import Head
 from workers.numerics.sequence_tasks import chunk_sequences, copy_task, copy_task_dims, row_sequences

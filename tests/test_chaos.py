@@ -55,6 +55,6 @@ def test_a_stopped_worker_is_declared_lost_after_three_heartbeats_and_replaced(m
     os.kill(stopped, signal.SIGSTOP)
     assert run.wait() == 0, run.text
     lost = next(line for line in run.lines if "; restart 1 of 1" in line)
-    assert f"stage 2 on " in lost and f"pid {stopped}) lost: no heartbeat for" in lost, lost
+    assert "stage 2 on " in lost and f"pid {stopped}) lost: no heartbeat for" in lost, lost
     assert summary(tmp_path / "run")["restarts"] == 1
     assert stopped not in worker_pids()   # killed by the coordinator, not left stopped

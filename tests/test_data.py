@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.data import DataError, MNIST_FILES, batches, generated_task, load_idx, load_mnist
+from coordinator.data import MNIST_FILES, DataError, batches, generated_task, load_idx, load_mnist
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 TRAIN_LABELS_GZ = MNIST_DIR / "train-labels-idx1-ubyte.gz"

@@ -13,6 +13,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hostile_job import Job, rss_mb
 
 from coordinator import launch, plans
 from coordinator.bench import fuzz
@@ -22,7 +23,6 @@ from coordinator.control import Membership, Pipeline, WorkerLost
 from coordinator.control.pipeline import Stalled
 from protocol import VERSION, Kind, Message, encode
 from protocol.sockets import recv, send
-from hostile_job import Job, rss_mb
 
 JOB = ["--hidden", "32,32", "--epochs", "12", "--seed", "1"]   # 3 stages: 32 -> 32 -> 32 -> 10
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from coordinator import checkpoint, launch
+from coordinator.bench.hosts import hosts, ip_binary
 from coordinator.cli import main
 from protocol.keys import generate, load_client, load_public
-from coordinator.bench.hosts import hosts, ip_binary
 from protocol.kinds import VERSION
 
 HEARTBEAT = 0.5
@@ -263,7 +263,7 @@ def test_a_killed_worker_is_named_within_three_heartbeats_and_the_rest_exit_clea
         assert workers[1].wait() == -signal.SIGKILL
         assert [workers[0].wait(), workers[2].wait()] == [0, 0]
     error = next(line for _, line in coord.lines if line.startswith("dni: error:"))
-    assert error.startswith(f"dni: error: stage 2 on ") and f"({ws[1].ip}, pid {workers[1].proc.pid}) lost" in error
+    assert error.startswith("dni: error: stage 2 on ") and f"({ws[1].ip}, pid {workers[1].proc.pid}) lost" in error
     detected = coord.when("dni: error:") - killed
     print(f"killed worker named after {detected:.3f} s (heartbeat {HEARTBEAT} s): {error}")
     assert detected < 3 * HEARTBEAT

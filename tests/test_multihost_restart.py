@@ -2,8 +2,9 @@
 import json
 import signal
 
-from protocol.keys import generate
 from test_multihost import HEARTBEAT, coordinator, needs_root, network, wait_for, worker
+
+from protocol.keys import generate
 
 
 @needs_root
@@ -27,10 +28,10 @@ def test_a_killed_remote_worker_is_replaced_from_another_host_and_the_run_comple
         assert [workers[0].wait(), workers[2].wait(), replacement.wait()] == [0, 0, 0], replacement.text
         assert workers[1].wait() == -signal.SIGKILL
     lost = next(line for _, line in coord.lines if "restart 1 of 1" in line)
-    assert lost.startswith(f"dni: stage 2 on ") and f"({w2.ip}, pid {workers[1].proc.pid}) lost" in lost, lost
+    assert lost.startswith("dni: stage 2 on ") and f"({w2.ip}, pid {workers[1].proc.pid}) lost" in lost, lost
     rejoined = [line for _, line in coord.lines if "rejoined" in line]
     assert len(rejoined) == 2 and all(f"({w.ip}," in "".join(rejoined) for w in (w1, w3)), rejoined
     after = coord.text.split(lost, 1)[1]
-    assert f"registered stage 2 on " in after and f"inbox tcp://{spare.ip}:" in after, after
+    assert "registered stage 2 on " in after and f"inbox tcp://{spare.ip}:" in after, after
     summary = json.loads((run / "summary.json").read_text())
     assert summary["restarts"] == 1 and summary["test_accuracy"] > 0.7   # 0.79 undisturbed after 3 epochs

@@ -1,8 +1,8 @@
 """Every layer's and synthesizer's gradients against central finite differences (float64)."""
 import numpy as np
 import pytest
-
 from gradcheck import numeric_grad
+
 from workers.numerics.layers import Dense, Head
 from workers.numerics.optimizers import SGD, Adam
 from workers.numerics.synthesizers import Synthesizer

@@ -5,11 +5,21 @@ import signal
 import time
 
 import pytest
+from resumable import (
+    FAST,
+    Watched,
+    assert_same_checkpoint,
+    records,
+    stage_pid,
+    start,
+    steps_logged,
+    summary,
+    wait_until,
+    worker_pids,
+)
 
 from coordinator import checkpoint
 from coordinator.cli import main
-from resumable import (FAST, Watched, assert_same_checkpoint, records, stage_pid, start, steps_logged, summary,
-                       wait_until, worker_pids)
 
 # Locked backprop with a fixed seed: the arithmetic does not depend on timing (see test_multihost).
 FF = ["--mode", "backprop", "--optimizer", "adam", "--lr", "1e-3", "--hidden", "32,32", "--train-subset", "1536",
@@ -90,7 +100,7 @@ def test_ctrl_c_checkpoints_and_stops_and_twice_stops_at_once(mnist, tmp_path):
     wait_until(lambda: steps_logged(once.out) >= 10, 60, "step 10", once.proc)
     once.proc.send_signal(signal.SIGINT)
     assert once.wait(30) == 130
-    assert f"stopped by SIGINT at step " in once.lines[-1] and f"checkpoint {once.out}/model.npz" in once.lines[-1]
+    assert "stopped by SIGINT at step " in once.lines[-1] and f"checkpoint {once.out}/model.npz" in once.lines[-1]
     assert once.lines[-1].endswith(f"resume with: dni run --resume {once.out}\n")
     assert not worker_pids()
 

@@ -8,9 +8,9 @@ from coordinator import checkpoint
 from coordinator.cli import main
 from coordinator.data import batches, load_mnist
 from protocol.wireconfig import WireConfig
+from workers.numerics.paramstore import ParamStore
 from workers.numerics.rnn_reference import bptt_step
 from workers.numerics.sequence_tasks import chunk_sequences
-from workers.numerics.paramstore import ParamStore
 
 FAST = ["--no-progress", "--heartbeat", "0.5"]
 

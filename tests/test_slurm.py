@@ -1,6 +1,4 @@
 """The shipped job script on a real Slurm (slurmctld and four slurmd in network namespaces)."""
-import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads, as every dni process does)
-
 import json
 import os
 import re
@@ -11,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slurm_cluster import Cluster, wait_for
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads, as every dni process does)
 from coordinator import checkpoint
+from coordinator.bench.hosts import ip_binary
 from coordinator.cli import main
 from protocol.keys import load_client
-from coordinator.bench.hosts import ip_binary
-from slurm_cluster import Cluster, wait_for
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatch"
 # Bit-exact across processes in backprop mode: see test_multihost's transparency test.

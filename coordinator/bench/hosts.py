@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time

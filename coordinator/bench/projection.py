@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+
 def messages(k: int, i: int) -> int:
     """Data messages stage i (0-based) of k carries a batch: its input in and its output on, a target
     or gradient back in and one back out; stage 1 sends none back, the head has no output and no target."""

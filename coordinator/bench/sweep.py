@@ -9,8 +9,6 @@ the multi-process run (--window 2: about one update of staleness).
 """
 from __future__ import annotations
 
-import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
-
 import argparse
 import itertools
 import json
@@ -20,6 +18,7 @@ from collections import deque
 
 import numpy as np
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator.config import Config
 from coordinator.data import Dataset, batches, generated_task, load_mnist
 from protocol.wireconfig import WireConfig

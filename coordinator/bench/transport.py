@@ -12,6 +12,7 @@ on Linux both read CLOCK_MONOTONIC, which is the same clock machine-wide.
 from __future__ import annotations
 
 import workers.runtime.blas  # noqa: F401  (first: the echo process runs this module as __main__)
+
 # isort: split
 
 import subprocess

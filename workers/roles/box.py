@@ -50,7 +50,7 @@ class TimeBoxWorker(Role):
         """The coordinator's slice (x; box 1 also y), or box j-1's state (h, y, stats)."""
         a, c = msg.arrays, self.cfg
         if msg.src == "coordinator":
-            x, n = a.get("x"), None
+            x = a.get("x")
             if x is None or "h" in a or ("y" in a) != self.box.first:
                 return "arrays not those of a slice"
             if x.dtype != FLOAT or x.shape[0] not in (1, c.steps_per_box) or x.shape[2] != c.n_in or not x.shape[1]:
