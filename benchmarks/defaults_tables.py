@@ -2,7 +2,7 @@
 
 usage: python benchmarks/defaults_tables.py depth|harder [--quick] [--out runs/defaults]
   depth:  backprop, cdni and dni at 3, 4 and 6 stages (2, 3, 5 hidden layers of 256), MNIST, 20 epochs
-  harder: backprop and cdni on the tasks `python -m coordinator.bench.tasks` writes (20 epochs):
+  harder: backprop and cdni on the tasks `python -m coordinator.data.variants` writes (20 epochs):
           mnist-rot, mnist-pairs, mnist-back-rand, mnist-rot-back-rand
 Each run is `dni run --data DIR --mode M --hidden H --epochs E --out OUT/...` and nothing else:
 the defaults are what is measured. Writes OUT/<table>.json and prints a markdown table.
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coordinator.bench.tasks import TASKS
+from coordinator.data.variants import TASKS
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -44,7 +44,7 @@ def main() -> int:
     p.add_argument("table", choices=("depth", "harder"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="runs/defaults")
-    p.add_argument("--tasks", default="runs/tasks", help="where coordinator.bench.tasks wrote the harder tasks")
+    p.add_argument("--tasks", default="runs/tasks", help="where coordinator.data.variants wrote the harder tasks")
     a = p.parse_args()
     out = Path(a.out)
     rows = []

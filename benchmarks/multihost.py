@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
-from coordinator.bench.hosts import hosts
+from coordinator.bench.netlab.hosts import hosts
 from protocol import Kind, Message
 from protocol.auth import Gate
 from protocol.keys import generate, load_client, load_public, load_server

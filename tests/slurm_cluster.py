@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.bench.hosts import Network
+from coordinator.bench.netlab.hosts import Network
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "munged")

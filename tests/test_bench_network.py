@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from coordinator.bench import shaping
-from coordinator.bench.hosts import ETC_NETNS, hosts, ip_binary
+from coordinator.bench.netlab import shaping
+from coordinator.bench.netlab.hosts import ETC_NETNS, hosts, ip_binary
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 DELAY = 5.0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import zmq
 
-from coordinator.bench import projection
+from coordinator.bench.netlab import projection
 from coordinator.control import Membership, Pipeline
 from coordinator.control.pipeline import Stalled
 from protocol import Kind, Message

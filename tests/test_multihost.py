@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from coordinator import checkpoint, launch
-from coordinator.bench.hosts import hosts, ip_binary
+from coordinator.bench.netlab.hosts import hosts, ip_binary
 from coordinator.cli import main
 from protocol.keys import generate, load_client, load_public
 from protocol.kinds import VERSION

@@ -1,4 +1,4 @@
-"""Tests for coordinator/bench/hosts.py: namespaces talk over the bridge and vanish afterwards."""
+"""Tests for coordinator/bench/netlab/hosts.py: namespaces talk over the bridge and vanish afterwards."""
 
 import os
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from coordinator.bench import hosts as netns
-from coordinator.bench.hosts import NetnsError, available, hosts, ip_binary
+from coordinator.bench.netlab import hosts as netns
+from coordinator.bench.netlab.hosts import NetnsError, available, hosts, ip_binary
 
 # Skip only when not root; as root, failing to make namespaces must fail the test.
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

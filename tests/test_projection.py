@@ -1,7 +1,7 @@
 """The network bench's projection model: which costs each figure is made of, against exact expected values."""
 import pytest
 
-from coordinator.bench.projection import extend, message_ms, messages, project
+from coordinator.bench.netlab.projection import extend, message_ms, messages, project
 
 
 def stage(compute, threads, synth=0.0, send=0.1, receive=0.1, loop=0.05) -> dict:

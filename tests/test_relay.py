@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 
-from coordinator.bench import relay as relay_module
+from coordinator.bench.netlab import relay as relay_module
 
 HEADER = struct.Struct("<Qdi")   # sequence number, send time (monotonic: one clock for the machine), payload size
 
 
 def start_relay(target_port: int, delay_ms: float, *options: str):
-    relay = subprocess.Popen([sys.executable, "-m", "coordinator.bench.relay", "--delay-ms", str(delay_ms),
+    relay = subprocess.Popen([sys.executable, "-m", "coordinator.bench.netlab.relay", "--delay-ms", str(delay_ms),
                               "--forward", f"127.0.0.1:0=127.0.0.1:{target_port}", *options],
                              stdout=subprocess.PIPE, text=True)
     words = relay.stdout.readline().split()

@@ -13,7 +13,7 @@ from slurm_cluster import Cluster, wait_for
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads, as every dni process does)
 from coordinator import checkpoint
-from coordinator.bench.hosts import ip_binary
+from coordinator.bench.netlab.hosts import ip_binary
 from coordinator.cli import main
 from protocol.keys import load_client
 

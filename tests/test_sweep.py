@@ -6,7 +6,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from coordinator.bench import sweep
+from coordinator.bench.defaults import delayed
 from coordinator.cli import main
 from coordinator.data import generated_task
 from protocol.wireconfig import WireConfig
@@ -26,7 +26,7 @@ def test_sweep_writes_one_row_per_configuration(tmp_path, capsys):
 
 def test_validation_is_carved_from_the_training_set():
     data = generated_task(n_train=3000, n_test=500)
-    xt, yt, xv, yv = sweep.split(data, 1000, 0)
+    xt, yt, xv, yv = delayed.split(data, 1000, 0)
     assert len(xt) == 2000 and len(xv) == 1000
     assert np.shares_memory(xv, data.x_train) and not np.shares_memory(xv, data.x_test)
 
@@ -37,8 +37,8 @@ def test_centring_uses_the_training_examples_mean_only():
             "synth_hidden": 0, "bp_lambda": 0.0, "seed": 0, "warmup": 0}
     moved = dataclasses.replace(data, x_train=np.concatenate([data.x_train[:2000], data.x_train[2000:] + 5]))
     # Held-out examples moved far away: with their mean in the centring, the model would see other inputs.
-    a = sweep.train_one(data, spec, 1, 128, 0, 1000, 0, centre=True)
-    b = sweep.train_one(moved, spec, 1, 128, 0, 1000, 0, centre=True)
+    a = delayed.train_one(data, spec, 1, 128, 0, 1000, 0, centre=True)
+    b = delayed.train_one(moved, spec, 1, 128, 0, 1000, 0, centre=True)
     assert a["train_loss"] == b["train_loss"]
 
 
@@ -52,7 +52,7 @@ def test_delay_zero_is_the_reference_step(bp_lambda):
     pending = deque()
     for i in range(4):
         x, y = data.x_train[i * 128:(i + 1) * 128], data.y_train[i * 128:(i + 1) * 128]
-        assert sweep.delayed_step(a, i, x, y, pending, 0) == step(b, i, x, y)
+        assert delayed.delayed_step(a, i, x, y, pending, 0) == step(b, i, x, y)
     for sa, sb in zip(a, b):
         for k, v in sa.state().items():
             np.testing.assert_array_equal(v, sb.state()[k])

@@ -6,18 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from coordinator import config
+from coordinator import config, lists
 from coordinator.config import Config
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"{option}: expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{option}: expected positive integers, got {text!r}")
-    return values
 
 
 def add_parser(sub) -> None:
@@ -49,23 +39,18 @@ def add_parser(sub) -> None:
     fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
     fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
                     help="the `dni run` options of both jobs (the generated task)")
-    from coordinator.bench import netcli
-    net = netcli.add_parser(kinds)
+    from coordinator.bench import network
+    net = network.add_parser(kinds)
     sw = kinds.add_parser("sweep", help="choose defaults: a grid of runs in one process, scored on a validation split",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    from coordinator.bench.sweep import add_arguments as sweep_arguments
-    sweep_arguments(sw)
-    sw.set_defaults(func=cmd_sweep)
+    from coordinator.bench.defaults import sweep
+    sweep.add_arguments(sw)
+    sw.set_defaults(func=sweep.run)
     for p in (lat, tr, fz, net):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
     bench.set_defaults(func=cmd_bench)
-
-
-def cmd_sweep(args) -> int:
-    from coordinator.bench import sweep
-    return sweep.run(args)
 
 
 def cmd_bench(args) -> int:
@@ -84,27 +69,28 @@ def cmd_bench(args) -> int:
         result = fuzz.run(Path(args.out), options, [32, *hidden, 10], args.messages, args.seed)
         print(fuzz.report(result))
     elif args.bench == "network":
-        from coordinator.bench import netcli
-        result = netcli.run(args)
+        from coordinator.bench import network
+        result = network.run(args)
         if result is None:
             return 2
     elif args.bench == "latency":
         from coordinator.bench import latency
-        result = latency.run(depths=_ints(args.depths, "--depths"), width=args.width, batch=args.batch, steps=args.steps,
-                                   warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,
-                                   repeats=args.repeats, seed=args.seed)
+        depths = lists.parse(args.depths, "--depths", low=1, required=True)
+        result = latency.run(depths=depths, width=args.width, batch=args.batch, steps=args.steps,
+                             warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,
+                             repeats=args.repeats, seed=args.seed)
     else:
         from coordinator.bench import transport
-        transports = [t.strip() for t in args.transports.split(",") if t.strip()]
-        if not transports or set(transports) - {"ipc", "tcp"}:
-            raise ValueError(f"--transports: expected ipc and/or tcp, got {args.transports!r}")
-        result = transport.run(sizes_kib=_ints(args.sizes, "--sizes"), transports=transports,
-                                     round_trips=args.round_trips, stream=args.stream, seed=args.seed)
+        transports = lists.parse(args.transports, "--transports", str, choices=("ipc", "tcp"))
+        result = transport.run(sizes_kib=lists.parse(args.sizes, "--sizes", low=1, required=True),
+                               transports=transports, round_trips=args.round_trips, stream=args.stream,
+                               seed=args.seed)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"figures written to {args.json}")
     if args.plot:
-        from coordinator.bench import netplot, plot
+        from coordinator.bench import plot
+        from coordinator.bench.netlab import plot as netplot
         (netplot if args.bench == "network" else plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()

@@ -1,269 +1,74 @@
-"""`dni bench network`: dni, cdni and backprop across namespaces as hosts, against link delay, bandwidth and a slow host."""
+"""`dni bench network`: its options, and the checks made before any namespace is created."""
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import replace
-from pathlib import Path
+import argparse
+import signal
+import sys
 
-from coordinator.bench import netjob, projection, report, shaping
-from coordinator.bench.hosts import available
-from coordinator.bench.netjob import Setting
-from protocol.keys import generate
-
-MODES = ("dni", "cdni", "backprop")
-PROJECTED_STAGES = (2, 3, 4, 8)
+from coordinator.bench.netlab import runs, shaping
+from coordinator.config import Config
+from coordinator.lists import parse
 
 
-def refusal() -> str | None:
-    """Why this machine cannot run the bench, in one line; None if it can."""
-    if os.geteuid() != 0:
-        return "dni bench network needs root: it makes a network namespace, veth pair, qdisc and cgroup per host"
-    ok, why = available()
-    return None if ok else f"dni bench network cannot make network namespaces: {why}"
+def add_parser(kinds) -> argparse.ArgumentParser:
+    net = kinds.add_parser("network", help="dni, cdni, backprop across namespaces as hosts: link delay, bandwidth, "
+                           "a slow host (needs root)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    net.add_argument("--delays", default="0,1,5,20", help="one-way delay per link, ms")
+    net.add_argument("--stages", default="3,4", help="stages per network (2 is always added: the projection's check)")
+    net.add_argument("--modes", default="dni,cdni,backprop", help="modes to run")
+    net.add_argument("--credits", default=Config.credit,
+                     help="credit schemes to run every job with, side by side: link, coordinator "
+                     "(see dni run --credit)")
+    net.add_argument("--window", type=int, default=2, help="batches in flight (credit) of the main sweep")
+    net.add_argument("--windows", default="1,4,8,16",
+                     help="more windows for dni and cdni at --focus-stages: accuracy and samples/s against window")
+    net.add_argument("--window-delays", default="0,5,20", help="the delays of those window runs")
+    net.add_argument("--throughput-window", type=int, default=8,
+                     help="the window of dni's throughput runs at every depth and delay")
+    net.add_argument("--focus-stages", type=int, default=3,
+                     help="depth of the window, slow-host, bandwidth and coordinator-hop runs")
+    net.add_argument("--bandwidth", help="also run with every link shaped to this rate (tc HTB), e.g. 100mbit")
+    net.add_argument("--slow-stage", type=int, default=0, help="also run with this stage's host slowed (0: none)")
+    net.add_argument("--slow-share", type=float, default=0.25, help="cores the slow host gets (CFS quota)")
+    net.add_argument("--epochs", type=int, default=2, help="the fixed budget: epochs of every job")
+    net.add_argument("--width", type=int, default=256, help="hidden layer width")
+    net.add_argument("--batch", type=int, default=128, help="batch size")
+    net.add_argument("--warmup", type=int, default=50, help="first steps left out of latency and staleness figures")
+    net.add_argument("--data", help="MNIST directory (default: the generated task)")
+    net.add_argument("--insecure", action="store_true", help="no CURVE (default: every socket encrypted)")
+    net.add_argument("--keep", metavar="DIR", help="keep every job's run directory and logs here")
+    return net
 
 
-def settings(p: dict) -> list[Setting]:
-    """Every job of the sweep, in the order run, each credit scheme's right after the other's; each setting once."""
-    focus, delays, w, big = p["focus_stages"], p["delays"], p["window"], p["throughput_window"]
-    # At 2 stages only what the projection's check needs.
-    out = [Setting(m, k, d, w) for k in p["stages"] for m in p["modes"] for d in delays
-           if k > 2 or m != "cdni" or k == focus]
-    if "dni" in p["modes"]:
-        out += [Setting("dni", k, d, big) for k in p["stages"] for d in delays]
-        out += [Setting("dni", focus, d, win, coordinator_delayed=False) for d in delays if d for win in (w, big)]
-    out += [Setting(m, focus, d, win) for m in ("cdni", "dni") if m in p["modes"] for d in p["window_delays"]
-            for win in p["windows"]]
-    if p["slow_stage"]:
-        out += [Setting(m, focus, 0.0, w, slow_stage=p["slow_stage"], slow_share=p["slow_share"])
-                for m in p["modes"] if m != "cdni"]
-    if p["bandwidth"]:
-        out += [Setting(m, focus, d, w, bandwidth=p["bandwidth"]) for m in p["modes"] for d in sorted({0.0, max(delays)})]
-    return list(dict.fromkeys(replace(s, credit=c) for s in out for c in p["credits"]))
+def params(args) -> dict:
+    stages = sorted(set(parse(args.stages, "--stages", low=2)) | {2})
+    modes = parse(args.modes, "--modes", str, choices=runs.MODES)
+    credits = list(dict.fromkeys(parse(args.credits, "--credits", str, choices=("link", "coordinator"))))
+    if args.focus_stages not in stages:
+        stages = sorted(set(stages) | {args.focus_stages})
+    if args.slow_stage and not 1 <= args.slow_stage <= args.focus_stages:
+        raise ValueError(f"--slow-stage {args.slow_stage}: the slow-host runs have {args.focus_stages} stages")
+    if args.bandwidth:
+        shaping.rate_bits(args.bandwidth)
+    if min(args.window, args.throughput_window, args.epochs, args.width, args.batch) < 1 or args.warmup < 0:
+        raise ValueError("--window, --throughput-window, --epochs, --width, --batch must be positive")
+    return {"delays": sorted(set(parse(args.delays, "--delays", float, low=0)) | {0.0}), "stages": stages,
+            "modes": modes, "credits": credits, "window": args.window,
+            "windows": parse(args.windows, "--windows", low=1),
+            "window_delays": parse(args.window_delays, "--window-delays", float, low=0),
+            "throughput_window": args.throughput_window, "focus_stages": args.focus_stages,
+            "bandwidth": args.bandwidth, "slow_stage": args.slow_stage, "slow_share": args.slow_share,
+            "epochs": args.epochs, "width": args.width, "batch": args.batch, "warmup": args.warmup,
+            "data": args.data, "insecure": args.insecure, "seed": args.seed, "runs_dir": args.keep,
+            "job": ["--batch-size", str(args.batch), *(["--data", args.data] if args.data else [])]}
 
 
-def find(runs: list[dict], **want) -> dict | None:
-    base = {"bandwidth": None, "slow_stage": 0, "coordinator_delayed": True}
-    return next((r for r in runs if all(r[k] == v for k, v in {**base, **want}.items())), None)
-
-
-def validate(runs: list[dict], p: dict) -> list[dict]:
-    """The model against this machine at 2 stages, every process (relays too) sharing its cores."""
-    out = []
-    for mode, credit, d in [(m, c, d) for m in ("dni", "backprop") for c in p["credits"] for d in p["delays"]]:
-        r = find(runs, mode=mode, stages=2, delay_ms=d, window=p["window"], credit=credit)
-        if r is None or not r["sched_ms_per_batch"]:
-            continue
-        # The latency is a median: the costs as they are; samples/s a mean: with the waits for a core.
-        lat = projection.project(*costs(r), link(r), mode, r["window"], p["batch"], credit=credit)
-        rate = projection.project(*costs(r, waits=True), link(r), mode, r["window"], p["batch"], credit=credit)
-        out.append({"mode": mode, "credit": credit, "delay_ms": d, "window": r["window"], "bound": rate["bound"],
-                    "stretch": {n: 1 + v["path_waited"] / v["ran"] for n, v in r["sched_ms_per_batch"].items()
-                                if not n.startswith("relay")},
-                    "other_cores": r["other_cores"],
-                    "samples_per_second": {"projected": rate["samples_per_second"],
-                                           "measured": r["samples_per_second"]},
-                    "stage1_p50_ms": {"projected": lat["stage1_latency_ms"],
-                                      "measured": r["stage1_latency_ms"]["p50"]}})
-    return out
-
-
-def costs(r: dict, waits: bool = False) -> tuple[list[dict], float]:
-    """The stages' costs per batch and the coordinator's, over training: each worker's own breakdown
-    (which spans its whole life: start-up, evaluations, shutdown) scaled to the CPU the kernel counted
-    over training; with `waits`, as wall time on this machine: the waits for a core of each process's
-    threads that a message goes through added (see `netjob.sched_ms`)."""
-    sched, out = r["sched_ms_per_batch"], []
-    for i, stage in enumerate(r["cpu_ms_per_batch"]["stages"], 1):
-        t = sched[f"stage{i}"]
-        scale = (t["ran"] + (t["path_waited"] if waits else 0)) / stage["total"]
-        out.append({part: ms * scale for part, ms in stage.items()})
-    c = sched["coordinator"]
-    return out, c["ran"] + (c["path_waited"] if waits else 0)
-
-
-def link(r: dict) -> float:
-    """One crossing: half the mean round trip of a batch-sized message over the job's links."""
-    return sum(x["rtt_message_ms"]["p50"] for x in r["links"]) / len(r["links"]) / 2
-
-
-def project_hosts(runs: list[dict], p: dict) -> list[dict]:
-    """K stages on K hosts (no sharing, no relay), each delay: costs measured at that delay, deepest run."""
-    out = []
-    for d, credit in [(d, c) for d in p["delays"] for c in p["credits"]]:
-        for mode, window in dict.fromkeys([(m, p["window"]) for m in p["modes"]] + [("dni", p["throughput_window"])]):
-            measured = [r for r in runs if r["mode"] == mode and r["delay_ms"] == d and r["window"] == window
-                        and find([r], mode=mode, delay_ms=d, window=window, credit=credit)
-                        and r["sched_ms_per_batch"]]
-            if not measured:
-                continue
-            r = max(measured, key=lambda r: r["stages"])
-            stages, coordinator = costs(r)
-            for k in PROJECTED_STAGES:
-                proj = projection.project(projection.extend(stages, k), coordinator, link(r), mode, window,
-                                          p["batch"], credit=credit)
-                out.append({"mode": mode, "credit": credit, "window": window, "delay_ms": d, "stages": k,
-                            "from_stages": r["stages"],
-                            **{key: proj[key] for key in ("samples_per_second", "stage1_latency_ms", "bound")}})
-    return out
-
-
-def hop_cost(runs: list[dict], p: dict) -> list[dict]:
-    """What the coordinator's two crossings a batch cost: the same job with its links undelayed."""
-    out = []
-    for d, credit in [(d, c) for d in p["delays"] for c in p["credits"]]:
-        for w in dict.fromkeys((p["window"], p["throughput_window"])):
-            a = find(runs, mode="dni", stages=p["focus_stages"], delay_ms=d, window=w, credit=credit)
-            b = find(runs, mode="dni", stages=p["focus_stages"], delay_ms=d, window=w, coordinator_delayed=False,
-                     credit=credit)
-            if a and b:
-                out.append({"delay_ms": d, "credit": credit, "window": w,
-                            "samples_per_second": {"through": a["samples_per_second"],
-                                                   "undelayed": b["samples_per_second"]},
-                            "stage1_p50_ms": {"through": a["stage1_latency_ms"]["p50"],
-                                              "undelayed": b["stage1_latency_ms"]["p50"]},
-                            "throughput_lost": 1 - a["samples_per_second"] / b["samples_per_second"]})
-    return out
-
-
-def accuracy(runs: list[dict], p: dict) -> list[dict]:
-    return [{"mode": r["mode"], "credit": r["credit"], "delay_ms": r["delay_ms"], "window": r["window"],
-             "test_accuracy": r["test_accuracy"],
-             "staleness_mean": r["staleness"]["all"]["mean"], "samples_per_second": r["samples_per_second"]}
-            for r in runs if r["mode"] != "backprop" and r["stages"] == p["focus_stages"]
-            and find([r], mode=r["mode"], delay_ms=r["delay_ms"], window=r["window"])]
-
-
-def credit_table(runs: list[dict], p: dict) -> list[dict]:
-    """Link against coordinator credit, side by side: each setting at the focus depth that ran with both."""
-    out = []
-    for r in runs if len(p["credits"]) > 1 else []:
-        if r["stages"] != p["focus_stages"] or r["credit"] != p["credits"][0] or r["slow_stage"] \
-                or not r["coordinator_delayed"]:
-            continue
-        key = {k: r[k] for k in ("mode", "window", "delay_ms", "bandwidth")}
-        by = {c: find(runs, stages=p["focus_stages"], credit=c, **key) for c in p["credits"]}
-        if all(by.values()):
-            out.append({**key, **{c: {"samples_per_second": x["samples_per_second"],
-                                      "stage1_p50_ms": x["stage1_latency_ms"]["p50"],
-                                      "stage1_p99_ms": x["stage1_latency_ms"]["p99"],
-                                      "staleness_mean": x["staleness"]["all"]["mean"],
-                                      "staleness_p99": x["staleness"]["all"]["p99"],
-                                      "test_accuracy": x["test_accuracy"]} for c, x in by.items()}})
-    return out
-
-
-def targets(result: dict) -> list[dict]:
-    p, out = result["params"], []
-    runs = [r for r in result["runs"] if r["credit"] == p["credits"][0]]
-    hi = max(p["delays"])
-    for k in p["stages"]:
-        if k < 3 or not hi:
-            continue
-        lat = {(m, d): find(runs, mode=m, stages=k, delay_ms=d, window=p["window"]) for m in ("dni", "backprop")
-               for d in (0.0, hi)}
-        if all(lat.values()):
-            p50 = {key: r["stage1_latency_ms"]["p50"] for key, r in lat.items()}
-            out += [report.target(f"dni stage-1 p50 at {hi:g} ms / at 0 ms, {k} stages",
-                                  p50[("dni", hi)] / p50[("dni", 0.0)], "<=", 1.5),
-                    report.target(f"backprop stage-1 p50 growth 0 -> {hi:g} ms, {k} stages, in units of 2(K-1)*delay",
-                                  (p50[("backprop", hi)] - p50[("backprop", 0.0)]) / (2 * (k - 1) * hi), ">=", 1.0)]
-        fast = find(runs, mode="dni", stages=k, delay_ms=hi, window=p["throughput_window"])
-        if fast and lat[("backprop", hi)]:
-            out.append(report.target(f"dni (window {p['throughput_window']}) / backprop samples/s at {hi:g} ms, {k} stages",
-                                     fast["samples_per_second"] / lat[("backprop", hi)]["samples_per_second"], ">=", 5.0))
-    for m in ("dni", "backprop"):
-        slow = find(runs, mode=m, stages=p["focus_stages"], delay_ms=0.0, window=p["window"], slow_stage=p["slow_stage"])
-        free = find(runs, mode=m, stages=p["focus_stages"], delay_ms=0.0, window=p["window"])
-        if p["slow_stage"] and slow and free:
-            ratio = slow["stage1_latency_ms"]["p50"] / free["stage1_latency_ms"]["p50"]
-            out.append(report.target(f"{m} stage-1 p50, stage {p['slow_stage']} at {p['slow_share']:g} core / unthrottled",
-                                     ratio, "<=" if m == "dni" else ">=", 1.5 if m == "dni" else 1.0))
-    for v in result["projection"]["validation"]:
-        for what in ("samples_per_second", "stage1_p50_ms"):
-            err = v[what]["projected"] / v[what]["measured"] - 1
-            credit = f" ({v['credit']} credit)" if v["credit"] != p["credits"][0] else ""
-            out.append(report.target(f"projection error, {what}, {v['mode']}{credit} at 2 stages, {v['delay_ms']:g} ms",
-                                     abs(err), "<=", 0.2))
-    return out
-
-
-def cdni_windows(result: dict) -> dict:
-    """Which windows keep cdni within 0.5 pp of its 0 ms accuracy (at the base window), per delay."""
-    p, acc = result["params"], result["accuracy"]
-    acc = [a for a in acc if a["credit"] == p["credits"][0]]
-    base = next((a["test_accuracy"] for a in acc if a["mode"] == "cdni" and a["delay_ms"] == 0
-                 and a["window"] == p["window"]), None)
-    if base is None:
-        return {}
-    return {f"{d:g}": sorted(a["window"] for a in acc if a["mode"] == "cdni" and a["delay_ms"] == d
-                             and a["test_accuracy"] >= base - 0.005) for d in p["delays"] if d}
-
-
-def run(p: dict) -> dict:
-    has_netem, said = shaping.netem()
-    result = {"bench": "network", "machine": report.machine(), "params": p,
-              "delay_by": "netem" if has_netem else "relay", "netem": {"available": has_netem, "tc_said": said}}
-    print(report.describe(result["machine"]))
-    print(f"link delay by {'netem' if has_netem else 'a TCP relay in front of every host (no netem: tc said ' + repr(said) + ')'}")
-    todo = settings(p)
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="dni-bench-net-") as tmp:
-        keys = None if p["insecure"] else generate(Path(tmp) / "keys", workers=max(p["stages"]))
-        for i, s in enumerate(todo, 1):
-            runs.append(netjob.run(s, p, keys, Path(p["runs_dir"] or tmp) / s.tag(), has_netem))
-            print_run(i, len(todo), runs[-1])
-    result["runs"] = runs
-    result["projection"] = {"validation": validate(runs, p), "hosts": project_hosts(runs, p)}
-    result["hop"] = hop_cost(runs, p)
-    result["accuracy"] = accuracy(runs, p)
-    result["credit"] = credit_table(runs, p)
-    result["cdni_windows_within_half_point"] = cdni_windows(result)
-    result["targets"] = targets(result)
-    print_summary(result)
-    return result
-
-
-def print_run(i: int, n: int, r: dict) -> None:
-    lat, st = r["stage1_latency_ms"], r["staleness"]["all"]
-    rtt = "/".join(f"{x['rtt_ms']['p50']:.1f}" for x in r["links"])
-    extra = (f" bw {r['bandwidth']}" if r["bandwidth"] else "") + (f" slow {r['slow_stage']}@{r['slow_share']:g}"
-                                                                    if r["slow_stage"] else "") \
-        + ("" if r["coordinator_delayed"] else " coordinator undelayed") + f" {r['credit']} credit"
-    stale = f"staleness {st['mean']:.2f}/{st['p99']:.0f}" if st["mean"] is not None else "staleness -"
-    print(f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']}{extra}: "
-          f"{r['samples_per_second']:8,.0f} samples/s  stage-1 p50 {lat['p50']:7.2f} p99 {lat['p99']:7.2f} ms  "
-          f"{stale}  acc {r['test_accuracy']:.4f}  RTT {rtt} ms  relays {r['cpu_ms_per_batch']['relays']:.2f} ms CPU/batch",
-          flush=True)
-
-
-def print_summary(result: dict) -> None:
-    print("\nprojection check at 2 stages on this machine (all processes and relays sharing its cores; samples/s "
-          "with each process's measured wait for a core):")
-    for v in result["projection"]["validation"]:
-        s, lat = v["samples_per_second"], v["stage1_p50_ms"]
-        waits = "/".join(f"{f:.1f}" for f in v["stretch"].values())
-        print(f"  {v['mode']:8s} {v['credit']:11s} {v['delay_ms']:4g} ms: samples/s projected {s['projected']:8,.0f} "
-              f"measured {s['measured']:8,.0f}; stage-1 p50 projected {lat['projected']:7.2f} measured {lat['measured']:7.2f} ms"
-              f"  ({v['bound']}; (CPU + wait) / CPU {waits}, others took {v['other_cores']:.2f} cores)")
-    print("\nPROJECTION, a core or host per stage (not measured):")
-    for v in result["projection"]["hosts"]:
-        print(f"  {v['mode']:8s} {v['credit']:11s} w{v['window']:<3d} {v['delay_ms']:4g} ms K={v['stages']}: "
-              f"{v['samples_per_second']:9,.0f} samples/s, stage-1 latency {v['stage1_latency_ms']:7.2f} ms ({v['bound']}; costs from K={v['from_stages']})")
-    print("\nthe coordinator hop (dni): its links delayed like the others vs passed at once")
-    for h in result["hop"]:
-        s = h["samples_per_second"]
-        print(f"  {h['credit']:11s} {h['delay_ms']:4g} ms w{h['window']}: {s['through']:8,.0f} vs "
-              f"{s['undelayed']:8,.0f} samples/s ({h['throughput_lost']:.0%} lost to the hop)")
-    if result["credit"]:
-        print(f"\ncredit, side by side (K={result['params']['focus_stages']}): samples/s, stage-1 p50/p99 ms, "
-              "staleness mean/p99, test accuracy")
-    for row in result["credit"]:
-        cells = "  |  ".join(f"{c} {x['samples_per_second']:7,.0f} {x['stage1_p50_ms']:6.2f}/{x['stage1_p99_ms']:6.2f} "
-                             + (f"{x['staleness_mean']:5.2f}/{x['staleness_p99']:3.0f}" if x["staleness_mean"] is not None
-                                else "    -/  -") + f" {x['test_accuracy']:.4f}"
-                             for c, x in row.items() if isinstance(x, dict))
-        bw = f" bw {row['bandwidth']}" if row["bandwidth"] else ""
-        print(f"  {row['mode']:5s} w{row['window']:<2d} {row['delay_ms']:4g} ms{bw}: {cells}")
-    print(f"\ncdni windows within 0.5 pp of 0 ms accuracy: {result['cdni_windows_within_half_point']}")
-    report.print_targets(result["targets"])
+def run(args) -> dict | None:
+    why = runs.refusal()
+    if why:
+        print(f"dni: error: {why}", file=sys.stderr)
+        return None
+    p = params(args)
+    # A polite kill (SIGTERM) unwinds like Ctrl-C, so namespaces, relays and cgroups are removed.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return runs.run(p)

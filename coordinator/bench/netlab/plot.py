@@ -1,7 +1,7 @@
 """The figure of `dni bench network`: latency, samples/s and accuracy against link delay, and the projection."""
 from __future__ import annotations
 
-from coordinator.bench.network import find
+from coordinator.bench.netlab.runs import find
 from coordinator.bench.plot import require, save
 
 COLOURS = {"dni": "tab:blue", "cdni": "tab:green", "backprop": "tab:red"}

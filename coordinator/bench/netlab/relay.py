@@ -5,7 +5,7 @@ connection to the host is accepted here and re-made onward, and every chunk read
 is written to the other `delay` later, never sooner and never out of order. It is a test
 instrument, not part of the trainer; the bench measures and reports its CPU (see `stats`).
 
-    python -m coordinator.bench.relay --delay-ms 5 --forward 10.0.0.9:5555=10.0.0.1:5555 ...
+    python -m coordinator.bench.netlab.relay --delay-ms 5 --forward 10.0.0.9:5555=10.0.0.1:5555 ...
 
 prints `ready HOST:PORT ...` (the listening addresses, so a port 0 is told) and, on SIGTERM,
 one JSON line of statistics before it exits.
@@ -240,7 +240,7 @@ def address(text: str) -> tuple[str, int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m coordinator.bench.relay", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m coordinator.bench.netlab.relay", description=__doc__.splitlines()[0])
     p.add_argument("--delay-ms", type=float, required=True, help="one-way delay added to every chunk")
     p.add_argument("--forward", action="append", required=True, metavar="LISTEN_IP:PORT=TARGET_IP:PORT")
     p.add_argument("--undelayed", default="", help="comma-separated peer addresses whose connections pass at once")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.bench import relay, shaping
-from coordinator.bench.hosts import SUBNET, Host, hosts
 from coordinator.bench.latency import stage_latencies
+from coordinator.bench.netlab import relay, shaping
+from coordinator.bench.netlab.hosts import SUBNET, Host, hosts
 from coordinator.metrics import percentiles
 
 CONTROL_PORT, ECHO_PORT = 5555, 7070
@@ -228,7 +228,7 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
 
             def start_relay(name: str, host: Host, *ports_: int) -> None:
                 delay = s.delay_ms if s.coordinator_delayed or name != "coord" else 0.0
-                argv = [sys.executable, "-m", "coordinator.bench.relay", "--delay-ms", str(delay),
+                argv = [sys.executable, "-m", "coordinator.bench.netlab.relay", "--delay-ms", str(delay),
                         *(f"--forward={virtual[name]}:{port}={host.ip}:{port}" for port in ports_),
                         *([] if s.coordinator_delayed else ["--undelayed", coord.ip])]
                 relays[f"{name}:{ports_[0]}"] = r.popen(argv, stdout=subprocess.PIPE, text=True)

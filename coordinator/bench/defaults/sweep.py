@@ -13,103 +13,26 @@ import argparse
 import itertools
 import json
 import sys
-import time
-from collections import deque
-
-import numpy as np
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+from coordinator.bench.defaults.delayed import train_one
 from coordinator.config import Config
-from coordinator.data import Dataset, batches, generated_task, load_mnist
-from protocol.wireconfig import WireConfig
-from workers.numerics.reference import build_network, evaluate, learn_down, step
-from workers.numerics.stage import head_step, train_step
-
-
-def delayed_step(stages: list, b: int, x: np.ndarray, y: np.ndarray, pending: deque, delay: int) -> float:
-    """workers.numerics.reference.step, with each synthesizer's target applied `delay` batches late."""
-    *hidden, head = stages
-    if not hidden or hidden[0].locked:
-        return step(stages, b, x, y)
-    for k, s in enumerate(hidden, 1):
-        x, target, _ = train_step(s, b, x, y)
-        if target is not None:   # the bootstrap (bp_lambda 0): stage k's target for stage k-1
-            pending.append((b, k - 1, target))
-    loss, _, g = head_step(head, x, y)
-    pending.append((b, len(hidden), g))
-    while pending and pending[0][0] <= b - delay:
-        sent, k, t = pending.popleft()
-        for s, fit in zip(reversed(hidden[:k]), learn_down(hidden, k, sent, t)):
-            if fit is not None:
-                s.cos_sum = getattr(s, "cos_sum", 0.0) + fit.cos
-                s.cos_n = getattr(s, "cos_n", 0) + 1
-    return loss
-
-
-def split(data, val: int, subset: int):
-    """(x_train, y_train, x_val, y_val): the last `val` training examples are held out."""
-    n = len(data.x_train) - val
-    if n < 1:
-        raise ValueError(f"--val {val}: the training set has only {len(data.x_train)} examples")
-    xt, yt = data.x_train[:n], data.y_train[:n]
-    if subset:
-        xt, yt = xt[:subset], yt[:subset]
-    return xt, yt, data.x_train[n:], data.y_train[n:]
-
-
-def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, subset: int,
-              centre: bool = Config.centre) -> dict:
-    xt, yt, xv, yv = split(data, val, subset)
-    if centre:   # as `dni run` does, with the mean of the examples trained on (not the validation's)
-        both = Dataset(xt, yt, xv, yv, data.n_classes, data.name).centred()
-        xt, xv = both.x_train, both.x_test
-    steps = -(-len(xt) // batch) * epochs
-    cfg = WireConfig(sizes=(data.n_features, *[spec["width"]] * (spec["stages"] - 1), data.n_classes),
-                     mode=spec["mode"], optimizer=spec["optimizer"], lr=spec["lr"], schedule="cosine",
-                     total_steps=steps, synth_lr=spec["synth_lr"], synth_hidden=spec["synth_hidden"],
-                     bp_lambda=spec["bp_lambda"], seed=spec["seed"], log_every=1, cache=4 * delay + 16)
-    net = build_network(cfg)
-    rng = np.random.default_rng(spec["seed"])
-    pending: deque = deque()
-    b, t0, history, losses = 0, time.perf_counter(), [], []
-    for _ in range(epochs):
-        epoch_loss = []
-        for s in net[:-1]:
-            s.cos_sum, s.cos_n = 0.0, 0
-        for x, y in batches(xt, yt, batch, rng):
-            epoch_loss.append(delayed_step(net, b, x, y, pending, delay))
-            b += 1
-            if b < spec["warmup"]:   # experiment: the layers' rate ramps up linearly over the first batches
-                for opt in (o for s in net for o in s.opt.opts.values()):
-                    opt.lr *= b / spec["warmup"]   # the rate Scheduled set for the next step
-        losses.append(float(np.mean(epoch_loss)))
-        history.append(evaluate(net, xv, yv, 1000))
-        if not np.isfinite(losses[-1]):
-            break
-    cos = [round(s.cos_sum / s.cos_n, 3) for s in net[:-1] if getattr(s, "cos_n", 0)]
-    return {**spec, "val_accuracy": history[-1], "val_history": history, "train_loss": losses,
-            "last_epoch_cos": cos, "seconds": round(time.perf_counter() - t0, 1)}
+from coordinator.data import generated_task, load_mnist
+from coordinator.lists import parse
 
 
 def load(data_dir: str, classes: str = ""):
     if not data_dir:
         return generated_task()
-    return load_mnist(data_dir, [int(c) for c in classes.split(",")] if classes else None)
-
-
-def _floats(text: str) -> list[float]:
-    return [float(p) for p in text.split(",") if p.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
+    return load_mnist(data_dir, parse(classes, "--classes") or None)
 
 
 def grid(args) -> list[dict]:
     out = []
     for mode, stages, opt_lr, slr, sh, lam, seed, warmup in itertools.product(
-            args.modes.split(","), _ints(args.stages), args.lr.split(","), _floats(args.synth_lr),
-            _ints(args.synth_hidden), _floats(args.bp_lambda), _ints(args.seeds), _ints(args.warmup)):
+            parse(args.modes, "--modes", str), parse(args.stages, "--stages"), parse(args.lr, "--lr", str),
+            parse(args.synth_lr, "--synth-lr", float), parse(args.synth_hidden, "--synth-hidden"),
+            parse(args.bp_lambda, "--bp-lambda", float), parse(args.seeds, "--seeds"), parse(args.warmup, "--warmup")):
         opt, _, lr = opt_lr.rpartition(":")
         spec = {"mode": mode, "stages": stages, "width": args.width, "optimizer": opt or "adam", "lr": float(lr),
                 "synth_lr": slr, "synth_hidden": sh, "bp_lambda": lam, "seed": seed, "warmup": warmup}
@@ -125,8 +48,10 @@ def table(rows: list[dict]) -> str:
             "train loss first → last epoch | last-epoch cos per stage | s |")
     lines = [head, "|" + " --- |" * 11]
     for r in rows:
+        warmup = f" w{r['warmup']}" if r.get("warmup") else ""
         lines.append(f"| {r['mode']} | {r['stages']} | {r['optimizer']} {r['lr']:g} | {r['synth_lr']:g} | "
-                     f"{r['synth_hidden']} | {r.get('bp_lambda', 0):g} | {r['seed']}{' w' + str(r['warmup']) if r.get('warmup') else ''} | {100 * r['val_accuracy']:.2f}% | "
+                     f"{r['synth_hidden']} | {r.get('bp_lambda', 0):g} | {r['seed']}{warmup} | "
+                     f"{100 * r['val_accuracy']:.2f}% | "
                      f"{r['train_loss'][0]:.3f} → {r['train_loss'][-1]:.4f} | "
                      f"{', '.join(f'{c:.2f}' for c in r['last_epoch_cos']) or '-'} | {r['seconds']} |")
     return "\n".join(lines)
@@ -141,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", default="adam:1e-3", help="layers' OPTIMIZER:RATE list, e.g. adam:3e-4,sgd:0.03")
     p.add_argument("--synth-lr", default=str(Config.synth_lr), help="synthesizer Adam rates")
     p.add_argument("--synth-hidden", default="0", help="synthesizer hidden widths (0 = linear)")
-    p.add_argument("--bp-lambda", default=str(Config.bp_lambda), help="BP(lambda) of the targets sent down (0 = bootstrap)")
+    p.add_argument("--bp-lambda", default=str(Config.bp_lambda),
+                   help="BP(lambda) of the targets sent down (0 = bootstrap)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--warmup", default="0", help="experiment: batches over which the layers' rate ramps up "
                    "(not a run option; 0 = none, as dni run does)")

@@ -1,6 +1,6 @@
-"""Harder tasks made from MNIST, written as MNIST-layout IDX directories that `dni run --data` reads.
+"""MNIST variants: harder tasks made from MNIST, written as MNIST-layout IDX directories that `dni run --data` reads.
 
-    python -m coordinator.bench.tasks OUT_DIR [--mnist DIR]   # writes OUT_DIR/<task> for each task below
+    python -m coordinator.data.variants OUT_DIR [--mnist DIR]   # writes OUT_DIR/<task> for each task below
 
 - mnist-rot: every digit rotated by a uniform random angle in [0, 360) degrees (bilinear), the
   recipe of the MNIST-rotation benchmark regenerated here. An MLP has no rotation invariance, so
@@ -93,7 +93,7 @@ def make(out: Path, mnist: Path, seed: int = 0) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m coordinator.bench.tasks", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m coordinator.data.variants", description=__doc__.splitlines()[0])
     p.add_argument("out", help="directory to write one IDX directory per task into")
     p.add_argument("--mnist", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"))
     p.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,9 @@
-"""Tests for coordinator.bench.tasks: the harder tasks are valid MNIST directories, made as described."""
+"""Tests for coordinator.data.variants: the harder tasks are valid MNIST directories, made as described."""
 
 import numpy as np
 
-from coordinator.bench.tasks import TASKS, make, write_idx
 from coordinator.data import MNIST_FILES, load_mnist
+from coordinator.data.variants import TASKS, make, write_idx
 
 N_TRAIN, N_TEST = 40, 20
 

@@ -25,9 +25,9 @@ On one shared machine (the check at 2 stages) no scheduler is modelled: other se
 fill whatever CPU the job leaves (the job's CPU plus theirs came to 1.85-2.07 cores in every job),
 so the cores "left by others" are the job's own CPU rate, not a capacity, and a processor-sharing
 stretch built on them made stage-1 p50s 2-8x too long. What the kernel measured instead
-(`coordinator.bench.netjob.sched_ms`): how long the threads a message goes through (each process's
+(`coordinator.bench.netlab.job.sched_ms`): how long the threads a message goes through (each process's
 loop and ZeroMQ I/O threads) waited, runnable, for a core. The check's samples/s (a mean over
-batches) take each process's costs with that wait added (`coordinator.bench.network.costs`); its
+batches) take each process's costs with that wait added (`coordinator.bench.netlab.runs.costs`); its
 latency (a median) takes none: the median update waits for no one but its own I/O thread, whose
 encryption is in the model already (docs/network.md has the measurements).
 """

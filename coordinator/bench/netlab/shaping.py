@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import time
 
-from coordinator.bench.hosts import ip_binary
+from coordinator.bench.netlab.hosts import ip_binary
 
 CGROUP_V1 = "/sys/fs/cgroup/cpu"
 CGROUP_V2 = "/sys/fs/cgroup"
