@@ -9,49 +9,9 @@ from pathlib import Path
 
 import zmq
 
+from coordinator.bench import procfs
+
 FAST = ["--no-progress", "--heartbeat", "0.5"]
-
-
-def listening(pid: int) -> list[str]:
-    """The unix-socket endpoints process pid listens on (abstract @names or paths), via its fds' inodes."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
-        return []
-    found = []
-    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 8 and parts[6] in inodes and int(parts[3], 16) & 0x10000:   # __SO_ACCEPTCON
-            found.append("ipc://" + parts[7])
-    return found
-
-
-def children(pid: int) -> dict[int, int]:
-    """stage -> pid of the workers a `dni run` started."""
-    out = {}
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for kid in kids:
-        cmd = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
-        if b"--stage" in cmd:
-            out[int(cmd[cmd.index(b"--stage") + 1])] = int(kid)
-    return out
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 class Job:
@@ -71,9 +31,9 @@ class Job:
             assert self.proc.poll() is None, self.proc.communicate()
             assert time.monotonic() < deadline, "training never started"
             time.sleep(0.05)
-        self.workers = children(self.proc.pid)
-        self.control = listening(self.proc.pid)[0]
-        self.inbox = {k: listening(pid)[0] for k, pid in self.workers.items()}
+        self.workers = procfs.workers(self.proc.pid)
+        self.control = "ipc://" + procfs.unix_listening(self.proc.pid)[0]
+        self.inbox = {k: "ipc://" + procfs.unix_listening(pid)[0] for k, pid in self.workers.items()}
         return self
 
     def send(self, endpoint: str, frames_list, dealer: bool = False) -> int:
@@ -99,7 +59,7 @@ class Job:
             _, err = self.proc.communicate(timeout=timeout)
             code = self.proc.returncode
         except subprocess.TimeoutExpired:
-            for pid in children(self.proc.pid).values():
+            for pid in procfs.workers(self.proc.pid).values():
                 os.kill(pid, 9)
             self.proc.kill()
             _, err = self.proc.communicate()

@@ -13,10 +13,11 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from hostile_job import Job, rss_mb
+from hostile_job import Job
 
 from coordinator import launch, plans
 from coordinator.bench import fuzz
+from coordinator.bench.procfs import rss_mb
 from coordinator.cli import main
 from coordinator.config import Config
 from coordinator.control import Membership, Pipeline, WorkerLost

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from coordinator.bench import procfs
 from protocol import Kind, Message, encode
 from protocol.kinds import DTYPES
 from protocol.schema import SCHEMAS, Count
@@ -87,36 +88,13 @@ def message(rng: np.random.Generator, widths: list[int], near: int) -> list:
 def sockets_of(pid: int) -> list[str]:
     """The abstract ipc endpoints of the job whose coordinator runs as pid (control first)."""
     prefix = f"@dni-{pid}-"
-    found = set()
-    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 8 and parts[7].startswith(prefix) and parts[5] == "01":   # listening
-            found.add("ipc://" + parts[7])
+    found = {"ipc://" + name for name in procfs.unix_listening() if name.startswith(prefix)}
     return sorted(found, key=lambda e: (not e.endswith("/control"), e))
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def processes(pid: int) -> dict[str, int]:
     """The coordinator and its workers, by name."""
-    out = {"coordinator": pid}
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"--stage" in cmd:
-            out[f"worker {cmd[cmd.index(b'--stage') + 1].decode()}"] = int(child)
-    return out
+    return {"coordinator": pid, **{f"worker {stage}": p for stage, p in procfs.workers(pid).items()}}
 
 
 def last_step(run_dir: Path) -> int:
@@ -168,7 +146,7 @@ def run(out: Path, args: list[str], widths: list[int], messages: int, seed: int 
         time.sleep(0.05)
     time.sleep(0.2)   # every worker's inbox is bound by now
     endpoints, pids = sockets_of(proc.pid), processes(proc.pid)
-    before = {name: rss_mb(p) for name, p in pids.items()}
+    before = {name: procfs.rss_mb(p) for name, p in pids.items()}
     rng = np.random.default_rng(seed)
     ctx = zmq.Context()
     socks = []
@@ -194,7 +172,7 @@ def run(out: Path, args: list[str], widths: list[int], messages: int, seed: int 
         ctx.term()
     fuzz_s = time.perf_counter() - t0
     time.sleep(0.5)   # the last messages handled
-    after = {name: rss_mb(p) for name, p in pids.items()}
+    after = {name: procfs.rss_mb(p) for name, p in pids.items()}
     result["fuzzed"] = finish(proc, run_dir, timeout)
     result.update(sockets=endpoints, sent=sent, fuzz_seconds=fuzz_s,
                   rss_mb={n: {"before": before[n], "after": after[n]} for n in pids})

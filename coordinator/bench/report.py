@@ -6,15 +6,15 @@ import os
 import platform
 import warnings
 
+from coordinator.bench import procfs
+
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
 def _openblas() -> dict:
     """The kernel OpenBLAS picked and the threads it uses, asked of the loaded library itself."""
-    with open("/proc/self/maps") as maps:
-        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()})
     out = {}
-    for path in paths:
+    for path in procfs.mapped_libraries("openblas"):
         lib = ctypes.CDLL(path)
         for key, names, restype in (("kernel", ("scipy_openblas_get_corename64_", "openblas_get_corename64_",
                                                 "openblas_get_corename"), ctypes.c_char_p),

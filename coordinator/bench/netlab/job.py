@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.bench import procfs
 from coordinator.bench.latency import stage_latencies
 from coordinator.bench.netlab import relay, shaping
 from coordinator.bench.netlab.hosts import SUBNET, Host, hosts
@@ -46,20 +47,13 @@ def dni(*argv: str) -> list[str]:
     return [sys.executable, "-m", "coordinator", *argv]
 
 
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports listening in the network namespace of process `pid` (its /proc view of the stack)."""
-    with open(f"/proc/{pid}/net/tcp") as f:
-        rows = [line.split() for line in f.readlines()[1:]]
-    return {int(r[1].rsplit(":", 1)[1], 16) for r in rows if r[3] == "0A"}
-
-
 def wait_for_port(proc: subprocess.Popen, among: set[int] | None = None, timeout: float = 60) -> int:
     """The port a just-started process listens on (a worker binds its inbox before it registers)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[-1]!r}...: exited with {proc.returncode} before it listened")
-        ports = listening_ports(proc.pid) - {ECHO_PORT}
+        ports = procfs.tcp_listening_ports(proc.pid) - {ECHO_PORT}
         if among is not None:
             ports &= among
         if ports:
@@ -68,16 +62,9 @@ def wait_for_port(proc: subprocess.Popen, among: set[int] | None = None, timeout
     raise TimeoutError(f"a process did not listen within {timeout:.0f} s")
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @functools.cache
 def on_a_message_path(pid: int, tid: str) -> bool:
-    with open(f"/proc/{pid}/task/{tid}/comm") as f:
-        return tid == str(pid) or f.read().startswith("ZMQbg/IO/")
+    return tid == str(pid) or procfs.thread_name(pid, tid).startswith("ZMQbg/IO/")
 
 
 def sched_ms(pid: int) -> tuple[float, float, float]:
@@ -86,10 +73,9 @@ def sched_ms(pid: int) -> tuple[float, float, float]:
     its loop's (the main thread) and ZeroMQ's I/O threads', the ones a message goes through; not its
     other helpers' (ZeroMQ's reaper, pyzmq's collector of zero-copy frames, CURVE's authenticator)."""
     run = wait = path_wait = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for tid in procfs.threads(pid):
         try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ran, waited, _ = (int(v) for v in f.read().split())
+            ran, waited = procfs.schedstat(pid, tid)
             on_path = on_a_message_path(pid, tid)
         except (FileNotFoundError, ProcessLookupError):
             continue   # a thread that has just exited
@@ -97,24 +83,14 @@ def sched_ms(pid: int) -> tuple[float, float, float]:
     return run / 1e6, wait / 1e6, path_wait / 1e6
 
 
-def machine_now() -> tuple[float, int]:
-    """CPU seconds the whole machine has spent busy (every process, ours and others'), and how
-    many threads are runnable right now, the one reading this included."""
-    with open("/proc/stat") as f:
-        lines = f.read().splitlines()
-    ticks = [int(v) for v in lines[0].split()[1:]]
-    running = next(int(line.split()[1]) for line in lines if line.startswith("procs_running"))
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), running   # busy: all but idle, iowait
-
-
 def sample(procs: dict[str, subprocess.Popen], metrics: Path) -> dict:
     cpu, sched = {}, {}
     for name, proc in procs.items():
         try:
-            cpu[name], sched[name] = cpu_seconds(proc.pid), sched_ms(proc.pid)
+            cpu[name], sched[name] = procfs.cpu_seconds(proc.pid), sched_ms(proc.pid)
         except (FileNotFoundError, ProcessLookupError):
             cpu[name] = sched[name] = None
-    busy, running = machine_now()
+    busy, running = procfs.machine_busy()
     return {"t": time.monotonic(), "busy": busy, "running": running - 1, "cpu": cpu, "sched": sched,
             "lines": metrics.read_bytes().count(b"\n") if metrics.exists() else 0}
 
