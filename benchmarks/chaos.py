@@ -25,12 +25,15 @@ import sys
 import time
 from pathlib import Path
 
+from coordinator.lists import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("DNI_TEST_TAG", f"dni-chaos-{os.getpid()}")   # resumable.py finds workers by it
 from resumable import Watched, stage_pid, steps_logged, summary, wait_until  # noqa: E402
 
-LOST = re.compile(r"restart \d+ of \d+: every stage goes back from step (\d+) to (?:the checkpoint at step (\d+)|the start)")
+LOST = re.compile(r"restart \d+ of \d+: every stage goes back from step (\d+) "
+                  r"to (?:the checkpoint at step (\d+)|the start)")
 
 
 def chaos(job: list[str], out: Path, kills: int, steps: int, rng: random.Random) -> dict:
@@ -38,7 +41,7 @@ def chaos(job: list[str], out: Path, kills: int, steps: int, rng: random.Random)
     to_training = []
     for n, moment in enumerate(sorted(int(rng.uniform(0.05, 0.9) * steps) for _ in range(kills)), start=1):
         wait_until(lambda: steps_logged(out) >= moment, 3600, f"step {moment}", run.proc)
-        victim = rng.randint(1, len(job[job.index("--hidden") + 1].split(",")) + 1)
+        victim = rng.randint(1, len(parse(job[job.index("--hidden") + 1], "--hidden")) + 1)
         os.kill(stage_pid(victim), signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda: run.saw(f"restart {n}: training again"), 120, f"restart {n}", run.proc)
@@ -63,7 +66,7 @@ def main() -> None:
     rng, base, figures = random.Random(args.seed), Path(args.out), {}
     print(f"# {platform.node()}, {os.cpu_count()} cores, epochs {args.epochs}, kills {args.kills}, seed {args.seed}",
           flush=True)
-    for mode in args.modes.split(","):
+    for mode in parse(args.modes, "--modes", str):
         job = ["--data", args.data, "--mode", mode, "--hidden", args.hidden, "--epochs", str(args.epochs)]
         end = Watched(base / f"{mode}-end-only", *job, "--checkpoint-every", "0", "--checkpoint-seconds", "0")
         default = end.wait(3600) == 0 and Watched(base / f"{mode}-default", *job)
@@ -76,7 +79,8 @@ def main() -> None:
               f"{hit['summary']['test_accuracy']:.4f}; to training {hit['to_training_s']}; lost {hit['steps_lost']}",
               flush=True)
     print("\n| mode | accuracy undisturbed | with kills | median kill to training again | steps lost per restart "
-          "| samples/s, checkpoints at the end only | at the default cadence | its checkpoints: count, share of training time |")
+          "| samples/s, checkpoints at the end only | at the default cadence "
+          "| its checkpoints: count, share of training time |")
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
     for mode, f in figures.items():
         d = f["default"]

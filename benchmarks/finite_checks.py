@@ -40,7 +40,8 @@ def run(checks: bool) -> float:
             if checks:   # what each worker checks of the messages it takes: inputs, and targets back
                 for k, width in enumerate(SIZES[:-1]):
                     h = x if k == 0 else np.ones((BATCH, width), np.float32)
-                    assert guard.batch_fault(Message(Kind.FORWARD, "", b, {}, {"x": h, "y": y}), width, SIZES[-1]) is None
+                    batch = Message(Kind.FORWARD, "", b, {}, {"x": h, "y": y})
+                    assert guard.batch_fault(batch, width, SIZES[-1]) is None
                     assert guard.grad_fault(h, h) is None
             step(net, b, x, y)
         return STEPS * BATCH / (time.perf_counter() - t0)

@@ -25,6 +25,7 @@ import zmq
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator.bench.netlab.hosts import hosts
+from coordinator.lists import parse
 from protocol import Kind, Message
 from protocol.auth import Gate
 from protocol.keys import generate, load_client, load_public, load_server
@@ -46,8 +47,8 @@ def local_run(job: list[str], out: Path) -> dict:
 
 
 def namespace_run(job: list[str], out: Path, keys: Path | None, stages: int) -> dict:
-    security = (lambda i: ["--key", str(keys / f"worker-{i}.key_secret"), "--server-key", str(keys / "coordinator.key")]) \
-        if keys else (lambda i: ["--insecure"])
+    security = (lambda i: ["--key", str(keys / f"worker-{i}.key_secret"),
+                           "--server-key", str(keys / "coordinator.key")]) if keys else (lambda i: ["--insecure"])
     with hosts(stages + 1, prefix="dnibm") as (c, *ws):
         coord = c.popen(dni("coordinator", "--bind", f"tcp://{c.ip}:{PORT}", "--workers", str(stages),
                             *(["--keys", str(keys)] if keys else ["--insecure"]), *job, "--out", str(out)),
@@ -62,7 +63,8 @@ def namespace_run(job: list[str], out: Path, keys: Path | None, stages: int) -> 
 def echo(keys: str) -> None:
     """Serve round trips on two ports, plain and CURVE, until 30 s pass without a message."""
     ctx = zmq.Context()
-    gate = Gate(ctx, logging.getLogger("bench"), "not the bench client", [load_client(Path(keys) / "worker-0.key_secret")[0]])
+    client = load_client(Path(keys) / "worker-0.key_secret")[0]
+    gate = Gate(ctx, logging.getLogger("bench"), "not the bench client", [client])
     plain = make_socket(ctx, zmq.ROUTER)
     curve = make_socket(ctx, zmq.ROUTER, {"server": load_server(keys)})
     plain.bind(f"tcp://*:{HOP_PLAIN}")
@@ -133,7 +135,7 @@ def main() -> None:
     args = p.parse_args()
     job = ["--data", args.data, "--epochs", args.epochs, "--hidden", args.hidden, "--mode", args.mode,
            "--no-progress", "--checkpoint-every", "0"]
-    stages = len(args.hidden.split(",")) + 1
+    stages = len(parse(args.hidden, "--hidden")) + 1
     with tempfile.TemporaryDirectory(prefix="dni-bench-") as tmp:
         tmp = Path(tmp)
         keys = generate(tmp / "keys", workers=stages)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from coordinator.lists import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 DNI = [sys.executable, "-m", "coordinator", "run", "--model", "rnn", "--no-progress"]
 
@@ -92,7 +94,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="default runs/rnn-EXPERIMENT")
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the script, not the claims")
     p.add_argument("--seed", type=int, default=0, help="seqmnist and copy: the runs' seed")
-    p.add_argument("--modes", type=lambda v: v.split(","), help="seqmnist and copy: only these modes, comma-separated")
+    p.add_argument("--modes", type=lambda v: parse(v, "--modes", str),
+                   help="seqmnist and copy: only these modes, comma-separated")
     a = p.parse_args()
     suffix = f"-seed{a.seed}" if a.seed else ""
     a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}{suffix}").resolve()

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from coordinator.lists import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from slurm_cluster import Cluster, wait_for  # noqa: E402  (the test suite's cluster)
@@ -64,7 +66,7 @@ def main() -> None:
     a = p.parse_args()
     job = [arg for name in options for arg in (f"--{name}", getattr(a, name.replace("-", "_")))]
     job += ["--no-progress", "--checkpoint-every", "0"]
-    stages = len(a.hidden.split(",")) + 1
+    stages = len(parse(a.hidden, "--hidden")) + 1
     local, slurm, starts = [], [], []
     with tempfile.TemporaryDirectory(prefix="dni-slurm-bench-") as tmp, Cluster(4, Path(tmp) / "cluster") as cluster:
         for i in range(a.repeat):

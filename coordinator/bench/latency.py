@@ -179,13 +179,16 @@ def targets(result: dict) -> list[dict]:
     out = [report.target(f"dni stage-1 p50 latency at {lo} stages / its isolated compute",
                         p50("dni", lo) / result["isolated_stage1"]["update_ms"]["p50"], "<=", 1.3)]
     if hi > lo:
-        out += [report.target(f"dni stage-1 p50 growth {lo} -> {hi} stages", p50("dni", hi) / p50("dni", lo), "<=", 2.0),
+        out += [report.target(f"dni stage-1 p50 growth {lo} -> {hi} stages",
+                              p50("dni", hi) / p50("dni", lo), "<=", 2.0),
                 report.target(f"backprop stage-1 p50 growth {lo} -> {hi} stages",
                              p50("backprop", hi) / p50("backprop", lo), ">=", 3.0)]
     stuck = [f"{r['mode']} at {r['depth']}" for r in result["runs"] if not r["learning"]["learns"]]
-    out += [report.target("fraction of timed configurations that learn" + (f" (not: {', '.join(stuck)})" if stuck else ""),
+    not_learning = f" (not: {', '.join(stuck)})" if stuck else ""
+    out += [report.target("fraction of timed configurations that learn" + not_learning,
                           1 - len(stuck) / len(result["runs"]), ">=", 1.0)]
-    out += [report.target(f"backprop / dni stage-1 p50 at {hi} stages", p50("backprop", hi) / p50("dni", hi), ">=", 3.0),
+    out += [report.target(f"backprop / dni stage-1 p50 at {hi} stages",
+                          p50("backprop", hi) / p50("dni", hi), ">=", 3.0),
             report.target(f"{result['throughput']['depth']}-stage dni samples/s / 2-core ideal",
                          result["throughput"]["fraction_of_ideal"], ">=", 0.85)]
     return out

@@ -204,7 +204,8 @@ class Network:
             result = _ip("link", "del", veth)
             # The kernel tears namespaces down asynchronously, so the veth may vanish under us
             # (before the lookup: "Cannot find device"; between lookup and delete: "No such device").
-            if result.returncode and not any(gone in result.stderr for gone in ("Cannot find device", "No such device")):
+            gone = any(why in result.stderr for why in ("Cannot find device", "No such device"))
+            if result.returncode and not gone:
                 problems.append(f"link del {veth}: {result.stderr.strip()}")
         if self.bridge is not None:
             result = _ip("link", "del", self.bridge)

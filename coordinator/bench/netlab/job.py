@@ -38,9 +38,10 @@ class Setting:
     credit: str = "coordinator"       # --credit: link | coordinator
 
     def tag(self) -> str:
-        return (f"{self.mode}-k{self.stages}-d{self.delay_ms:g}-w{self.window}" + (f"-bw{self.bandwidth}" if self.bandwidth else "")
-                + (f"-slow{self.slow_stage}" if self.slow_stage else "") + ("" if self.coordinator_delayed else "-hopfree")
-                + f"-{self.credit}")
+        return (f"{self.mode}-k{self.stages}-d{self.delay_ms:g}-w{self.window}"
+                + (f"-bw{self.bandwidth}" if self.bandwidth else "")
+                + (f"-slow{self.slow_stage}" if self.slow_stage else "")
+                + ("" if self.coordinator_delayed else "-hopfree") + f"-{self.credit}")
 
 
 def dni(*argv: str) -> list[str]:
@@ -175,7 +176,8 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
                 shaping.shape(h.veth, None, s.bandwidth, s.delay_ms if use_netem else 0.0)
                 shaping.shape("eth0", h.name, s.bandwidth)
             security = (lambda i: ["--key", str(keys / f"worker-{i - 1}.key_secret"),
-                                   "--server-key", str(keys / "coordinator.key")]) if keys else (lambda i: ["--insecure"])
+                                   "--server-key", str(keys / "coordinator.key")]) \
+                if keys else (lambda i: ["--insecure"])
             # The coordinator first, so that it listens before any relay leads to it: a relay that
             # accepts and then finds nothing behind it drops the connection, and a worker whose
             # CURVE handshake is dropped gives up (a refused connection it would retry).

@@ -1,4 +1,4 @@
-"""The jobs of `dni bench network` (dni, cdni, backprop against link delay, bandwidth, a slow host) and their figures."""
+"""The jobs of `dni bench network` (dni, cdni, backprop against delay, bandwidth, a slow host) and their figures."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from coordinator.bench import report
-from coordinator.bench.netlab import job, projection, shaping
+from coordinator.bench.netlab import job, printout, projection, shaping
 from coordinator.bench.netlab.hosts import available
 from coordinator.bench.netlab.job import Setting
 from protocol.keys import generate
@@ -39,7 +39,8 @@ def settings(p: dict) -> list[Setting]:
         out += [Setting(m, focus, 0.0, w, slow_stage=p["slow_stage"], slow_share=p["slow_share"])
                 for m in p["modes"] if m != "cdni"]
     if p["bandwidth"]:
-        out += [Setting(m, focus, d, w, bandwidth=p["bandwidth"]) for m in p["modes"] for d in sorted({0.0, max(delays)})]
+        out += [Setting(m, focus, d, w, bandwidth=p["bandwidth"]) for m in p["modes"]
+                for d in sorted({0.0, max(delays)})]
     return list(dict.fromkeys(replace(s, credit=c) for s in out for c in p["credits"]))
 
 
@@ -171,15 +172,17 @@ def targets(result: dict) -> list[dict]:
                                   (p50[("backprop", hi)] - p50[("backprop", 0.0)]) / (2 * (k - 1) * hi), ">=", 1.0)]
         fast = find(runs, mode="dni", stages=k, delay_ms=hi, window=p["throughput_window"])
         if fast and lat[("backprop", hi)]:
-            out.append(report.target(f"dni (window {p['throughput_window']}) / backprop samples/s at {hi:g} ms, {k} stages",
-                                     fast["samples_per_second"] / lat[("backprop", hi)]["samples_per_second"], ">=", 5.0))
+            name = f"dni (window {p['throughput_window']}) / backprop samples/s at {hi:g} ms, {k} stages"
+            ratio = fast["samples_per_second"] / lat[("backprop", hi)]["samples_per_second"]
+            out.append(report.target(name, ratio, ">=", 5.0))
+    focus = {"stages": p["focus_stages"], "delay_ms": 0.0, "window": p["window"]}
     for m in ("dni", "backprop"):
-        slow = find(runs, mode=m, stages=p["focus_stages"], delay_ms=0.0, window=p["window"], slow_stage=p["slow_stage"])
-        free = find(runs, mode=m, stages=p["focus_stages"], delay_ms=0.0, window=p["window"])
+        slow = find(runs, mode=m, slow_stage=p["slow_stage"], **focus)
+        free = find(runs, mode=m, **focus)
         if p["slow_stage"] and slow and free:
             ratio = slow["stage1_latency_ms"]["p50"] / free["stage1_latency_ms"]["p50"]
-            out.append(report.target(f"{m} stage-1 p50, stage {p['slow_stage']} at {p['slow_share']:g} core / unthrottled",
-                                     ratio, "<=" if m == "dni" else ">=", 1.5 if m == "dni" else 1.0))
+            name = f"{m} stage-1 p50, stage {p['slow_stage']} at {p['slow_share']:g} core / unthrottled"
+            out.append(report.target(name, ratio, "<=" if m == "dni" else ">=", 1.5 if m == "dni" else 1.0))
     for v in result["projection"]["validation"]:
         for what in ("samples_per_second", "stage1_p50_ms"):
             err = v[what]["projected"] / v[what]["measured"] - 1
@@ -206,14 +209,15 @@ def run(p: dict) -> dict:
     result = {"bench": "network", "machine": report.machine(), "params": p,
               "delay_by": "netem" if has_netem else "relay", "netem": {"available": has_netem, "tc_said": said}}
     print(report.describe(result["machine"]))
-    print(f"link delay by {'netem' if has_netem else 'a TCP relay in front of every host (no netem: tc said ' + repr(said) + ')'}")
+    by = "netem" if has_netem else f"a TCP relay in front of every host (no netem: tc said {said!r})"
+    print(f"link delay by {by}")
     todo = settings(p)
     runs = []
     with tempfile.TemporaryDirectory(prefix="dni-bench-net-") as tmp:
         keys = None if p["insecure"] else generate(Path(tmp) / "keys", workers=max(p["stages"]))
         for i, s in enumerate(todo, 1):
             runs.append(job.run(s, p, keys, Path(p["runs_dir"] or tmp) / s.tag(), has_netem))
-            print_run(i, len(todo), runs[-1])
+            printout.run(i, len(todo), runs[-1])
     result["runs"] = runs
     result["projection"] = {"validation": validate(runs, p), "hosts": project_hosts(runs, p)}
     result["hop"] = hop_cost(runs, p)
@@ -221,50 +225,5 @@ def run(p: dict) -> dict:
     result["credit"] = credit_table(runs, p)
     result["cdni_windows_within_half_point"] = cdni_windows(result)
     result["targets"] = targets(result)
-    print_summary(result)
+    printout.summary(result)
     return result
-
-
-def print_run(i: int, n: int, r: dict) -> None:
-    lat, st = r["stage1_latency_ms"], r["staleness"]["all"]
-    rtt = "/".join(f"{x['rtt_ms']['p50']:.1f}" for x in r["links"])
-    extra = (f" bw {r['bandwidth']}" if r["bandwidth"] else "") + (f" slow {r['slow_stage']}@{r['slow_share']:g}"
-                                                                    if r["slow_stage"] else "") \
-        + ("" if r["coordinator_delayed"] else " coordinator undelayed") + f" {r['credit']} credit"
-    stale = f"staleness {st['mean']:.2f}/{st['p99']:.0f}" if st["mean"] is not None else "staleness -"
-    print(f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']}{extra}: "
-          f"{r['samples_per_second']:8,.0f} samples/s  stage-1 p50 {lat['p50']:7.2f} p99 {lat['p99']:7.2f} ms  "
-          f"{stale}  acc {r['test_accuracy']:.4f}  RTT {rtt} ms  relays {r['cpu_ms_per_batch']['relays']:.2f} ms CPU/batch",
-          flush=True)
-
-
-def print_summary(result: dict) -> None:
-    print("\nprojection check at 2 stages on this machine (all processes and relays sharing its cores; samples/s "
-          "with each process's measured wait for a core):")
-    for v in result["projection"]["validation"]:
-        s, lat = v["samples_per_second"], v["stage1_p50_ms"]
-        waits = "/".join(f"{f:.1f}" for f in v["stretch"].values())
-        print(f"  {v['mode']:8s} {v['credit']:11s} {v['delay_ms']:4g} ms: samples/s projected {s['projected']:8,.0f} "
-              f"measured {s['measured']:8,.0f}; stage-1 p50 projected {lat['projected']:7.2f} measured {lat['measured']:7.2f} ms"
-              f"  ({v['bound']}; (CPU + wait) / CPU {waits}, others took {v['other_cores']:.2f} cores)")
-    print("\nPROJECTION, a core or host per stage (not measured):")
-    for v in result["projection"]["hosts"]:
-        print(f"  {v['mode']:8s} {v['credit']:11s} w{v['window']:<3d} {v['delay_ms']:4g} ms K={v['stages']}: "
-              f"{v['samples_per_second']:9,.0f} samples/s, stage-1 latency {v['stage1_latency_ms']:7.2f} ms ({v['bound']}; costs from K={v['from_stages']})")
-    print("\nthe coordinator hop (dni): its links delayed like the others vs passed at once")
-    for h in result["hop"]:
-        s = h["samples_per_second"]
-        print(f"  {h['credit']:11s} {h['delay_ms']:4g} ms w{h['window']}: {s['through']:8,.0f} vs "
-              f"{s['undelayed']:8,.0f} samples/s ({h['throughput_lost']:.0%} lost to the hop)")
-    if result["credit"]:
-        print(f"\ncredit, side by side (K={result['params']['focus_stages']}): samples/s, stage-1 p50/p99 ms, "
-              "staleness mean/p99, test accuracy")
-    for row in result["credit"]:
-        cells = "  |  ".join(f"{c} {x['samples_per_second']:7,.0f} {x['stage1_p50_ms']:6.2f}/{x['stage1_p99_ms']:6.2f} "
-                             + (f"{x['staleness_mean']:5.2f}/{x['staleness_p99']:3.0f}" if x["staleness_mean"] is not None
-                                else "    -/  -") + f" {x['test_accuracy']:.4f}"
-                             for c, x in row.items() if isinstance(x, dict))
-        bw = f" bw {row['bandwidth']}" if row["bandwidth"] else ""
-        print(f"  {row['mode']:5s} w{row['window']:<2d} {row['delay_ms']:4g} ms{bw}: {cells}")
-    print(f"\ncdni windows within 0.5 pp of 0 ms accuracy: {result['cdni_windows_within_half_point']}")
-    report.print_targets(result["targets"])

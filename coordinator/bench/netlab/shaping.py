@@ -109,7 +109,8 @@ class CpuQuota:
     def throttled(self) -> dict:
         """How often and how long the kernel held the group back (cpu.stat)."""
         stat = dict(line.split() for line in _read(f"{self.path}/cpu.stat").splitlines() if line.strip())
-        ms = int(stat.get("throttled_time", 0)) / 1e6 if "throttled_time" in stat else int(stat.get("throttled_usec", 0)) / 1e3
+        # cgroup v1 counts ns (throttled_time), v2 µs (throttled_usec)
+        ms = int(stat["throttled_time"]) / 1e6 if "throttled_time" in stat else int(stat.get("throttled_usec", 0)) / 1e3
         return {"periods": int(stat.get("nr_periods", 0)), "throttled_periods": int(stat.get("nr_throttled", 0)),
                 "throttled_ms": ms}
 
