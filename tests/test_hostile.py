@@ -17,7 +17,7 @@ from hostile_job import Job
 
 from coordinator import launch, plans
 from coordinator.bench import fuzz
-from coordinator.bench.procfs import rss_mb
+from coordinator.bench.procfs import rss_mb, state
 from coordinator.cli import main
 from coordinator.config import Config
 from coordinator.control import Membership, Pipeline, WorkerLost
@@ -329,8 +329,7 @@ def test_f11_a_killed_coordinator_leaves_no_socket_files(tmp_path):
     job.proc.kill()
     job.finish()
     deadline = time.monotonic() + 5
-    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-              for pid in workers):
+    while any(state(pid) not in (None, "Z") for pid in workers):
         assert time.monotonic() < deadline, "workers outlived their coordinator"
         time.sleep(0.1)
     assert list(tmp.iterdir()) == []

@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 from coordinator import checkpoint, launch, plans
+from coordinator.bench import procfs
 from coordinator.cli import main
 from coordinator.config import Config
 from coordinator.control import Membership, Pipeline
@@ -248,10 +249,7 @@ def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
 
 
 def alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return procfs.state(pid) not in (None, "Z")
 
 
 def test_workers_exit_when_the_coordinator_is_killed(tmp_path):

@@ -19,6 +19,15 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def state(pid: int) -> str | None:
+    """The process's state letter (R running, S sleeping, Z zombie, ...); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of every thread of the process (counted in clock ticks)."""
     with open(f"/proc/{pid}/stat") as f:
