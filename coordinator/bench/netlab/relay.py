@@ -24,6 +24,8 @@ import threading
 import time
 from collections import deque
 
+from coordinator.lists import parse
+
 CHUNK = 256 * 1024
 # Per direction. Past this the relay stops reading, so TCP's own flow control pushes back on
 # the sender, as a real link's buffers would; at 20 ms it is far above what a run keeps in flight.
@@ -246,7 +248,7 @@ def main(argv=None) -> int:
     p.add_argument("--undelayed", default="", help="comma-separated peer addresses whose connections pass at once")
     args = p.parse_args(argv)
     forwards = [(address(a), address(b)) for a, b in (f.split("=", 1) for f in args.forward)]
-    relay = Relay(forwards, args.delay_ms / 1e3, {a for a in args.undelayed.split(",") if a})
+    relay = Relay(forwards, args.delay_ms / 1e3, set(parse(args.undelayed, "--undelayed", str)))
 
     def stop(*_):
         relay.stopping = True
