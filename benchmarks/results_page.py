@@ -3,6 +3,7 @@
 usage: python benchmarks/results_page.py [--check]
   depth.json, harder.json: what `python benchmarks/defaults_tables.py depth|harder` writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
+  seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
+# sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
+SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
 def pct(x: float) -> str:
@@ -35,10 +38,11 @@ def table(header: list[str], align: list[str], rows: list[list[str]]) -> list[st
             *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
-def sources(name: str, records: list[dict]) -> list[str]:
-    """Where a table's figures come from: the JSON file, and its "source" note when it has one."""
+def sources(names: list[str], records: list[dict]) -> list[str]:
+    """Where a table's figures come from: the JSON files, and their "source" notes when they have them."""
     notes = list(dict.fromkeys(r["source"] for r in records if r.get("source")))
-    return [f"From [results/{name}](results/{name})" + "".join(f": {n}" for n in notes) + ".", ""]
+    files = ", ".join(f"[results/{name}](results/{name})" for name in names)
+    return [f"From {files}" + "".join(f"; {n}" if i else f": {n}" for i, n in enumerate(notes)) + ".", ""]
 
 
 def versus_backprop(rows: list[dict], key: str) -> dict:
@@ -63,7 +67,7 @@ def depth_section(rows: list[dict]) -> list[str]:
             "```", "",
             *table(["stages", "mode", "test accuracy", "vs backprop", "samples/s", "stage-1 update latency p50"],
                    ["---:", "---", "---:", "---:", "---:", "---:"], body),
-            *sources("depth.json", rows)]
+            *sources(["depth.json"], rows)]
 
 
 def harder_section(rows: list[dict]) -> list[str]:
@@ -82,7 +86,7 @@ def harder_section(rows: list[dict]) -> list[str]:
             *table(["task", "mode", "test accuracy", "vs backprop", "train loss, last 100 batches", "samples/s",
                     "stage-1 p50", "synthesizer cosine (stage 1, 2)"],
                    ["---", "---", "---:", "---:", "---:", "---:", "---:", "---"], body),
-            *sources("harder.json", rows)]
+            *sources(["harder.json"], rows)]
 
 
 def network_section(result: dict) -> list[str]:
@@ -120,7 +124,37 @@ def network_section(result: dict) -> list[str]:
             f"Test accuracy against delay and window ({p['focus_stages']} stages, the same budget for every job):", "",
             *table(["mode", "window", *(f"{d:g} ms" for d in adelays), f"mean staleness at {last:g} ms"],
                    ["---", "---:", *["---:"] * len(adelays), "---:"], arows),
-            *sources("network.json", [result])]
+            *sources(["network.json"], [result])]
+
+
+def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
+    """seqmnist: one table.json per seed (seed 0 first); copy: the Copy task's table.json."""
+    names = {"backprop": "backprop (full BPTT, locked)", "truncated": "truncated (BPTT cut every box)"}
+    body = []
+    for mode in ("backprop", "cdni", "dni", "truncated"):
+        runs = [t[mode] for t in seqmnist if mode in t]
+        if runs:
+            body.append([names.get(mode, mode), " / ".join(pct(r["test_accuracy"]) for r in runs),
+                         " / ".join(f"{r['train_seconds']:.0f}" for r in runs)])
+    rows = {key: r for key, r in copy.items() if key != "source"}
+    lengths = sorted({int(key.split()[0][2:]) for key in rows})
+    copy_body = [[str(T), str(rows[f"T={T} dni"]["boxes"]),
+                  *(str(rows[f"T={T} {m}"]["solved"]) for m in ("dni", "truncated", "backprop"))] for T in lengths]
+    return ["## Recurrent time boxes", "",
+            "Sequential MNIST: 28 rows, 4 LSTM boxes of 7 steps, 128 units, tied weights, 10 epochs, `--lr 1e-3`,",
+            "every other option at its default; test accuracy on the 10,000 test images, seed 0 (where a cell",
+            "holds several, seeds 0, 1, 2, ... in order). The Copy task: LSTM 64 units, batch 64, `--lr 3e-3`, constant rate, 50 epochs of 100",
+            "batches, curriculum from length 1; the longest length solved. What the time boxes are and how to",
+            "read these: [recurrent.md](recurrent.md#measured).", "",
+            "```sh",
+            "python benchmarks/rnn.py seqmnist    # and --modes dni --seed 1, --seed 2",
+            "python benchmarks/rnn.py copy",
+            "```", "",
+            *table(["mode", "test accuracy", "train s"], ["---", "---:", "---:"], body),
+            *sources(SEQMNIST, seqmnist),
+            *table(["box length T", "boxes", "dni", "truncated", "full BPTT (backprop)"],
+                   ["---:", "---:", "---:", "---:", "---:"], copy_body),
+            *sources(["copy.json"], [copy])]
 
 
 def load(name: str):
@@ -136,6 +170,7 @@ def render() -> str:
              "[benchmarks.md](benchmarks.md); the sweeps and runs on the way: [lab/](lab/).", "",
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
+             *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"
 
