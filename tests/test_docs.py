@@ -56,7 +56,19 @@ def test_every_named_file_exists():
     lines, and may name the files of that commit."""
     missing = [f"{doc.relative_to(ROOT)}:{n}: {name}" for doc in docs() if LAB not in doc.parents
                for n, name in named(doc) if not exists(name)]
-    assert not missing, "the docs name files that do not exist:\n" + "\n".join(missing)
+    assert not missing, "the docs name files that do not exist (fix the doc, or move what it says to docs/lab):\n" \
+        + "\n".join(missing)
+
+
+def test_lab_pages_say_when_and_at_which_commit():
+    """A lab page is a record of its date: its name starts with the date, its first paragraph says so and
+    names the commit it was measured at."""
+    for page in sorted(LAB.glob("*.md")):
+        date = page.name[:10]
+        first = page.read_text().split("\n\n")[1]
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", date), f"{page.name}: the name does not start with its date"
+        assert re.match(rf"\*Lab record of {date}, measured at commit [0-9a-f]{{7,40}}\b", first), \
+            f"{page.name}: the first paragraph does not say it is a lab record of {date} at a named commit"
 
 
 def test_every_relative_link_resolves():
