@@ -167,7 +167,7 @@ def render() -> str:
              "",
              "What the defaults reach, measured. Why the defaults are what they are: [defaults.md](defaults.md);",
              "recurrent results: [recurrent.md](recurrent.md#measured); `dni bench latency` and `transport`:",
-             "[benchmarks.md](benchmarks.md); the sweeps and runs on the way: [lab/](lab/).", "",
+             "[benchmarks.md](benchmarks.md); the sweeps and runs on the way: [lab/](lab/README.md).", "",
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
