@@ -43,12 +43,24 @@ def exists(name: str) -> bool:
     return bool(list(ROOT.glob(name))) if "*" in name else (ROOT / name).exists()
 
 
-def test_results_page_is_generated():
+def results_page():
     spec = importlib.util.spec_from_file_location("results_page", ROOT / "benchmarks" / "results_page.py")
     page = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(page)
-    assert (ROOT / "docs" / "results.md").read_text() == page.render(), \
+    return page
+
+
+def test_results_page_is_generated():
+    assert (ROOT / "docs" / "results.md").read_text() == results_page().render(), \
         "docs/results.md is stale: run python benchmarks/results_page.py"
+
+
+def test_a_fresh_run_renders_without_a_source_note():
+    """A command's own JSON has no "source" (only transcribed figures say where they came from)."""
+    page = results_page()
+    rows = [{k: v for k, v in r.items() if k != "source"} for r in page.load("depth.json")]
+    section = "\n".join(page.depth_section(rows))
+    assert "| 6 | dni | " in section and section.rstrip().endswith("From [results/depth.json](results/depth.json).")
 
 
 def test_every_named_file_exists():
