@@ -7,9 +7,12 @@ usage: python benchmarks/defaults_tables.py depth|harder [--quick] [--out runs/d
 Each run is `dni run --data DIR --mode M --hidden H --epochs E --out OUT/...` and nothing else:
 the defaults are what is measured. Writes OUT/<table>.json and prints a markdown table.
 """
+import workers.runtime.blas as blas  # first: pins BLAS threads before numpy loads
+
+# isort: split
+
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 from coordinator.data.variants import TASKS
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = blas.pinned()   # each run's coordinator and workers: one BLAS thread each, or DNI_BLAS_THREADS
 
 
 def runs(table: str, quick: bool, out: Path, tasks: Path):

@@ -8,18 +8,21 @@ loop, so the share found here is an upper bound on the share in a multi-process 
 
     OPENBLAS_NUM_THREADS=1 nice python benchmarks/finite_checks.py
 """
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+
+# isort: split
+
 import os
 import sys
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
+import numpy as np
 
-from protocol import Kind, Message  # noqa: E402
-from protocol.wireconfig import WireConfig  # noqa: E402
-from workers.numerics import optimizers  # noqa: E402
-from workers.numerics.reference import build_network, step  # noqa: E402
-from workers.roles import guard  # noqa: E402
+from protocol import Kind, Message
+from protocol.wireconfig import WireConfig
+from workers.numerics import optimizers
+from workers.numerics.reference import build_network, step
+from workers.roles import guard
 
 SIZES, BATCH, STEPS, ROUNDS = (784, 256, 256, 10), 128, 300, 5
 

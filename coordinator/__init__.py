@@ -1,1 +1,1 @@
-"""The coordinator: the `dni` command, the one epoch loop and its plans, the control plane, data and tasks, benchmarks."""
+"""The coordinator: the `dni` command, the epoch loop and its plans, the control plane, data and tasks, benchmarks."""

@@ -1,5 +1,4 @@
 """`python -m coordinator` is the `dni` command."""
-import workers.runtime.blas  # noqa: F401  (pins BLAS threads before numpy loads)
-from coordinator.cli import main
+from coordinator.entry import main
 
 raise SystemExit(main())

@@ -21,6 +21,7 @@ from coordinator.control import WorkerLost
 from coordinator.data import DataError
 from coordinator.job import print_summary, serve
 from coordinator.signals import Interrupted
+from workers import cli as worker_cli
 
 
 def prepare(args) -> tuple[plans.Plan, checkpoint.Checkpoint | None]:
@@ -73,12 +74,6 @@ def resume_hint(args, exc) -> str:
     return f"; resume with: {args.resume_command.format(run_dir)}"
 
 
-def cmd_worker(args) -> int:
-    from workers.roles import worker
-    curve = security.worker_curve(args.key, args.server_key, args.insecure)
-    return worker.run(args.coordinator, args.advertise, args.stage, curve=curve, insecure=args.insecure)
-
-
 def cmd_eval(args) -> int:
     path = Path(args.run_dir) / checkpoint.MODEL_FILE
     if path.is_file():
@@ -109,13 +104,10 @@ def parser() -> argparse.ArgumentParser:
     add_resume(coord)
     config.add_arguments(coord)
     coord.set_defaults(func=cmd_coordinator)
+    # Listed here for --help; coordinator/entry.py sends `dni worker` to workers/cli.py without this module.
     work = sub.add_parser("worker", help="join a run: register with a coordinator and serve a stage")
-    work.add_argument("--coordinator", required=True, metavar="ENDPOINT", help="e.g. tcp://HOST:5555")
-    work.add_argument("--advertise", metavar="HOST", help="address neighbours reach this worker at "
-                      "(default: the one that routes to the coordinator)")
-    work.add_argument("--stage", type=int, help="ask for this stage (default: next free)")
-    security.add_worker_arguments(work)
-    work.set_defaults(func=cmd_worker)
+    worker_cli.add_arguments(work)
+    work.set_defaults(func=worker_cli.run)
     security.add_keys_command(sub)
     ev = sub.add_parser("eval", help="test accuracy of a run directory's checkpoint")
     ev.add_argument("run_dir", metavar="RUN_DIR")

@@ -1,17 +1,20 @@
-"""Start local workers with the very same `dni worker` command a remote machine runs, and reap them."""
+"""Start local workers, which run the very function `dni worker` runs on a remote machine, and reap them."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
 from protocol import liveness
+from workers.runtime import blas
 
 
 def worker_command(coordinator: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "coordinator", "worker", "--coordinator", coordinator, *extra]
+    """`dni worker --coordinator ENDPOINT ...` as a local worker runs it: `python -m workers`, which loads none of
+    the coordinator's modules. -P keeps the working directory off sys.path, where a user's concurrent.py or
+    zmq.py would shadow what the worker imports."""
+    return [sys.executable, "-P", "-m", "workers", "--coordinator", coordinator, *extra]
 
 
 def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
@@ -21,9 +24,9 @@ def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
 
 def spawn_one(coordinator: str, stage: int) -> subprocess.Popen:
     """The worker of one stage: at the start, or to replace one that was lost."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # A new session: Ctrl-C reaches only the coordinator, which then stops the workers cleanly.
-    return subprocess.Popen(worker_command(coordinator, "--stage", str(stage)), env=env, start_new_session=True)
+    return subprocess.Popen(worker_command(coordinator, "--stage", str(stage)), env=blas.pinned(),
+                            start_new_session=True)
 
 
 def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S, at_once: bool = False) -> None:

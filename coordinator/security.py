@@ -1,4 +1,4 @@
-"""Security options of `dni coordinator`, `dni worker` and `dni keys`: which keys, CURVE or not, and why."""
+"""Security options of `dni coordinator` and `dni keys` (the worker's: workers/cli.py): which keys, CURVE or not."""
 from __future__ import annotations
 
 import argparse
@@ -18,12 +18,6 @@ def add_coordinator_arguments(parser: argparse.ArgumentParser) -> None:
                         "(nothing encrypted, anyone who reaches the port may join)")
 
 
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--key", metavar="SECRET_FILE", help="this worker's worker-N.key_secret (with --server-key)")
-    parser.add_argument("--server-key", metavar="FILE", help="the coordinator's public coordinator.key")
-    parser.add_argument("--insecure", action="store_true", help="run without keys on a non-loopback address")
-
-
 def coordinator_curve(keys_dir: str | None, insecure: bool, bind: str) -> dict | None:
     """The Coordinator's `curve` argument for these options; refuses an exposed bind without keys."""
     if keys_dir and insecure:
@@ -36,18 +30,6 @@ def coordinator_curve(keys_dir: str | None, insecure: bool, bind: str) -> dict |
                               "(see `dni keys generate`), or --insecure to run unencrypted and open")
         log.warning("--insecure: control and data travel unencrypted, and anyone who reaches %s may join", bind)
     return None
-
-
-def worker_curve(key: str | None, server_key: str | None, insecure: bool) -> dict | None:
-    """The worker's `curve` argument: its own keypair, and the same keypair as client of the coordinator."""
-    if (key is None) != (server_key is None):
-        raise ConfigError("--key and --server-key go together: this worker's secret file and coordinator.key")
-    if key is None:
-        return None
-    if insecure:
-        raise ConfigError("--key and --insecure contradict each other; pick one")
-    own = keys.load_client(key)
-    return {"own": own, "client": (*own, keys.load_public(server_key))}
 
 
 def add_keys_command(sub) -> None:

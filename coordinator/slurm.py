@@ -97,7 +97,8 @@ def cmd_task(args) -> int:
     head = hostnames(job_env("SLURM_JOB_NODELIST"))[0]
     port = args.port or PORT_BASE + int(job_env("SLURM_JOB_ID")) % PORT_SPAN
     endpoint = f"tcp://{node_address(head)}:{port}"
-    dni = [sys.executable, "-m", "coordinator", "-v"]
+    # -P: the job's working directory stays off sys.path (a user's concurrent.py would shadow the stdlib's).
+    dni = [sys.executable, "-P", "-m", "coordinator", "-v"]
     if rank == 0:
         if node != head:
             raise SlurmError(f"task 0 runs on {node}, not the allocation's first node {head}: "
@@ -121,7 +122,7 @@ def cmd_task(args) -> int:
     else:
         raise SlurmError(f"task {rank}: this network has {n} stages, so srun needs --ntasks {n + 1}")
     os.environ["PYTHONUNBUFFERED"] = "1"  # the job's output file shows progress as it happens
-    print(f"slurm job {job_env('SLURM_JOB_ID')} task {rank} on {node}: dni {shlex.join(argv[3:])}", flush=True)
+    print(f"slurm job {job_env('SLURM_JOB_ID')} task {rank} on {node}: dni {shlex.join(argv[4:])}", flush=True)
     os.execv(sys.executable, argv)  # the very command a user types on a host; Slurm signals it directly
 
 

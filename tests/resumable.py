@@ -65,7 +65,8 @@ def worker_pids() -> list[int]:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"worker" in cmd and tag in env and state != "Z":
+        # `dni worker` on a host, `python -P -m workers` as `dni run` starts them
+        if (b"worker" in cmd or b"workers" in cmd) and tag in env and state != "Z":
             found.append(int(pid))
     return found
 

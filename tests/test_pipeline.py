@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from resumable import stage_pid
 
 from coordinator import checkpoint, launch, plans
 from coordinator.bench import procfs
@@ -201,19 +202,6 @@ def wait_for_training(tmp_path, proc):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     raise AssertionError("training never started")
-
-
-def stage_pid(stage: int) -> int:
-    for pid in os.listdir("/proc"):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if b"worker" in cmd and b"--stage" in cmd and cmd[cmd.index(b"--stage") + 1] == str(stage).encode():
-            env = open(f"/proc/{pid}/environ", "rb").read()
-            if os.environ["DNI_TEST_TAG"].encode() in env:
-                return int(pid)
-    raise AssertionError(f"no worker for stage {stage}")
 
 
 def test_a_killed_worker_is_named_and_everything_else_exits(tmp_path):

@@ -1,1 +1,1 @@
-"""Worker processes in three layers: numerics/ (the maths), roles/ (one event loop per role), runtime/ (process setup)."""
+"""Worker processes in three layers: numerics/ (the maths), roles/ (a loop per role), runtime/ (process setup)."""

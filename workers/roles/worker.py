@@ -67,8 +67,9 @@ def register(control: zmq.Socket, monitor: zmq.Socket | None, endpoint: str, sta
         poller.register(monitor, zmq.POLLIN)
     # The coordinator answers once every worker has registered; it heartbeats meanwhile.
     while events := dict(poller.poll(int(timeout * 1000))):
-        if monitor is not None and monitor in events and (why := handshake_failure(recv_monitor_message(monitor), bool(curve_public))):
-            raise WorkerError(f"cannot join the coordinator: {why}")
+        if monitor is not None and monitor in events:
+            if why := handshake_failure(recv_monitor_message(monitor), bool(curve_public)):
+                raise WorkerError(f"cannot join the coordinator: {why}")
         if control not in events:
             continue
         try:
