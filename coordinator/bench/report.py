@@ -7,8 +7,9 @@ import platform
 import warnings
 
 from coordinator.bench import procfs
+from workers.runtime import blas
 
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
+BLAS_ENV = (*blas.VARIABLES, "OPENBLAS_CORETYPE")   # the threads pinned, and the kernel the environment may force
 
 
 def _openblas() -> dict:
