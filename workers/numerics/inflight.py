@@ -55,7 +55,7 @@ class InFlight:
             self.synth = Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
             self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.batches: OrderedDict[int, Batch] = OrderedDict()
-        self.capacity = cfg.cache
+        self.capacity = cfg.cache   # protocol/window.py: in_flight
         self.updates = 0
         self.evicted = 0      # batches whose target never came back in time
 
@@ -63,9 +63,6 @@ class InFlight:
     def learns(self) -> bool:
         """Whether a batch waits, after its update, for the target M is fitted to."""
         return self.synth is not None
-
-    def __contains__(self, b: int) -> bool:
-        return b in self.batches
 
     def __getitem__(self, b: int) -> Batch:
         return self.batches[b]
