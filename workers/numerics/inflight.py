@@ -74,7 +74,7 @@ class InFlight:
             self.evicted += 1
 
     def predict(self, b: int) -> np.ndarray:
-        """ĝ, the synthetic gradient M gives for h_b (cDNI: and y_b), kept to score against b's target when it arrives."""
+        """ĝ, the synthetic gradient M gives for h_b (cDNI: and y_b), kept to score against b's target."""
         batch = self.batches[b]
         batch.g_hat = self.synth.gradient(batch.h, batch.y if self.synth.conditioned else None)
         return batch.g_hat
@@ -104,8 +104,8 @@ class InFlight:
         return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
 
     def state(self) -> dict[str, np.ndarray]:
-        """M, its optimizer and its targets' running scale, and the update count (the owner's schedule position); never the
-        batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
+        """M, its optimizer and its targets' running scale, and the update count (the owner's schedule position);
+        never the batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
         synth = join(synth=self.synth.params, synth_opt=self.synth_opt.state(),
                      synth_scale=self.synth.scale_state()) if self.synth is not None else {}
         return {**synth, "updates": counter(self.updates)}
