@@ -81,7 +81,7 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         t0 = time.perf_counter()
         # Mid-epoch, the epoch's shuffle is drawn again and the batches done are skipped.
         for x, y in islice(task.train_batches(rng, cfg.batch_size), pos.batch, None):
-            pipe.send_batch(Kind.FORWARD, pos.step, x, y, cfg.window, plan.split)
+            pipe.send_batch(Kind.FORWARD, pos.step, x, y)
             pos.step += 1
             pos.batch += 1
             pos.samples += len(x)
@@ -93,7 +93,7 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
                     raise Interrupted(stop.signum, pos.step, path)
         pipe.sync()
         pos.train_seconds += time.perf_counter() - t0
-        accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch, cfg.window, plan.split)
+        accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
         entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
         line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
         line += plan.after_epoch(entry, last=pos.epoch + 1 == cfg.epochs)

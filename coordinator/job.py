@@ -9,7 +9,7 @@ from pathlib import Path
 import zmq
 
 from coordinator import checkpoint, config, launch, recovery
-from coordinator.control import Membership, Pipeline, WorkerLost
+from coordinator.control import Hub, Membership, Pipeline, Rejoin, WorkerLost
 from coordinator.epochs import Position
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
@@ -50,7 +50,7 @@ def start(plan: Plan, resume: checkpoint.Checkpoint | None) -> tuple[Position, d
 def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
           resume: checkpoint.Checkpoint | None = None) -> dict:
     """Run one training job as coordinator; with spawn_local, start the workers here too (and their
-    replacements). `curve` (see Membership) puts CURVE on every socket of the run; `resume`
+    replacements). `curve` (see Hub) puts CURVE on every socket of the run; `resume`
     continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
     cfg, n_workers = plan.cfg, plan.n_workers
@@ -60,22 +60,25 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     progress = Progress(cfg.progress, plan.total_steps)
     progress.steps = pos.step
     ctx = zmq.Context()
-    members = Membership(ctx, bind, n_workers, cfg.heartbeat, curve=curve)
-    pipe = Pipeline(members, on_metrics=metrics.write, on_done=progress.on_done, path=plan.path(),
-                    max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit)
+    hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
+    members = Membership(hub, n_workers)
+    rejoin = Rejoin(members)
+    pipe = Pipeline(hub, members, cfg.window, plan.split, on_metrics=metrics.write, on_done=progress.on_done,
+                    path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout,
+                    credit=plan.wire.credit)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:
             if spawn_local:
-                members.procs = launch.spawn(members.endpoint, n_workers)
-            log.info("coordinator at %s waiting for %d workers", members.endpoint, n_workers)
+                members.procs = launch.spawn(hub.endpoint, n_workers)
+            log.info("coordinator at %s waiting for %d workers", hub.endpoint, n_workers)
             members.register(None if not spawn_local else liveness.REGISTER_TIMEOUT_S, stop=lambda: bool(stop))
             if stop:
                 raise Interrupted(stop.signum, None, None)
-            spawn = (lambda stage: launch.spawn_one(members.endpoint, stage)) if spawn_local else None
-            summary = recovery.train(plan, members, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
+            spawn = (lambda stage: launch.spawn_one(hub.endpoint, stage)) if spawn_local else None
+            summary = recovery.train(plan, members, rejoin, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
             summary["workers"] = {str(k): v for k, v in members.stop().items()}
-            summary["dropped"] = dict(members.drops.counts)   # by the coordinator; each worker's are in its own
+            summary["dropped"] = dict(hub.drops.counts)   # by the coordinator; each worker's are in its own
             checkpoint.write_json(run_dir / "summary.json", summary)
             summary["run_dir"] = str(run_dir)
             return summary
@@ -93,7 +96,7 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
             except KeyboardInterrupt:   # Ctrl-C again while they were stopping
                 at_once = True
             pipe.close()
-            members.close()
+            hub.close()
             launch.reap(members.procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S,
                         at_once=at_once)
             metrics.close()

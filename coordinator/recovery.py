@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from coordinator import checkpoint, epochs
-from coordinator.control import Membership, Pipeline, WorkerFailed, WorkerLost
+from coordinator.control import Membership, Pipeline, Rejoin, WorkerFailed, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.signals import Interrupted, StopSignals
@@ -17,8 +17,8 @@ from protocol.roles import title
 log = logging.getLogger("dni")
 
 
-def train(plan: Plan, members: Membership, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progress: Progress,
-          pos: epochs.Position, states: dict, stop: StopSignals, spawn: Callable | None) -> dict:
+def train(plan: Plan, members: Membership, rejoin: Rejoin, pipe: Pipeline, run_dir: Path, metrics: MetricsLog,
+          progress: Progress, pos: epochs.Position, states: dict, stop: StopSignals, spawn: Callable | None) -> dict:
     """Assign the roles (with `states`, a checkpoint's, if any) and train; returns the summary.
 
     When a worker is lost, up to --max-restarts times: the survivors drop their roles and rejoin,
@@ -32,7 +32,7 @@ def train(plan: Plan, members: Membership, pipe: Pipeline, run_dir: Path, metric
     while True:
         try:
             if lost is not None:
-                replace(plan, members, lost, spawn, stop)
+                replace(plan, members, rejoin, lost, spawn, stop)
                 metrics.rewind(pos.step)
             # The first batch id: the workers' id windows begin there, not at 0.
             members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pos.step)
@@ -72,18 +72,17 @@ def rollback(plan: Plan, run_dir: Path, pos: epochs.Position) -> tuple[epochs.Po
     return back, states
 
 
-def replace(plan: Plan, members: Membership, lost: WorkerLost, spawn: Callable | None, stop: StopSignals) -> None:
+def replace(plan: Plan, members: Membership, rejoin: Rejoin, lost: WorkerLost, spawn: Callable | None,
+            stop: StopSignals) -> None:
     """Reset the survivors and wait for them and a worker for the lost stage to register."""
     stage = lost.stage
-    members.reset(stage)
+    rejoin.reset(stage)
     if spawn is not None:
         members.procs[stage] = spawn(stage)
     timeout = liveness.REGISTER_TIMEOUT_S if spawn is not None else plan.cfg.rejoin_timeout
     who = title(plan.roles()[stage - 1], stage)
     try:
-        members.pump(lambda: stop or (len(members.members) == members.n_workers
-                                      and not any(m.rejoining for m in members.members.values())),
-                     timeout, f"a worker to take the place of {who}")
+        rejoin.wait(timeout, f"a worker to take the place of {who}", stop=lambda: bool(stop))
     except TimeoutError as exc:
         raise WorkerLost(f"{lost}, and {exc}", None) from None
     if stop:

@@ -1,4 +1,4 @@
-"""The wire and the comm layer both sides use: codec, kinds, per-kind schema, sockets, liveness, CURVE auth and keys."""
+"""The wire and the comm layer both sides use: codec, kinds, schema, sockets, liveness, in-flight limits, CURVE."""
 from protocol.codec import decode, encode, parse
 from protocol.kinds import VERSION, Kind
 from protocol.message import Message, ProtocolError, VersionMismatch

@@ -23,7 +23,7 @@ class WireConfig:
     synth_hidden: int
     seed: int
     log_every: int          # metric records a worker batches into one METRICS message
-    cache: int              # in-flight batches a stage keeps awaiting their targets
+    cache: int              # in-flight batches a stage keeps awaiting their targets (protocol/window.py)
     window: int = 1         # batches in flight (credit): per link, when credit is "link"
     credit: str = "coordinator"   # link (feed-forward: each stage waits for its next's targets) | coordinator
     model: str = "ff"       # or "rnn"

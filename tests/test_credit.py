@@ -6,7 +6,7 @@ import pytest
 import zmq
 
 from coordinator.bench.netlab import projection
-from coordinator.control import Membership, Pipeline
+from coordinator.control import Hub, Membership, Pipeline
 from coordinator.control.pipeline import Stalled
 from protocol import Kind, Message
 from protocol.sockets import recv, send
@@ -14,7 +14,7 @@ from protocol.sockets import recv, send
 WINDOW = 2
 
 
-def fake_workers(ctx, members, tmp_path, done: threading.Event) -> None:
+def fake_workers(ctx, endpoint, tmp_path, done: threading.Event) -> None:
     """Stage 1 and the head on real sockets, alive but stuck: stage 1 takes every batch fed (TAKEN)
     and gets no target back; the head reports batches 0 and 1 and takes nothing more."""
     inbox = ctx.socket(zmq.PULL)
@@ -22,7 +22,7 @@ def fake_workers(ctx, members, tmp_path, done: threading.Event) -> None:
     socks = {}
     for k in (1, 2):
         socks[k] = ctx.socket(zmq.DEALER)
-        socks[k].connect(members.endpoint)
+        socks[k].connect(endpoint)
         send(socks[k], Message(Kind.HELLO, f"w{k}", -1, {"endpoint": f"ipc://{tmp_path}/inbox-{k}", "stage": k,
                                                          "host": "here", "pid": k, "key": ""}))
     names, taken = {1: "stage-1", 2: "head-2"}, -1
@@ -48,10 +48,11 @@ def fake_workers(ctx, members, tmp_path, done: threading.Event) -> None:
 @pytest.mark.parametrize("credit", ["link", "coordinator"])
 def test_feeding_waits_for_the_right_credit_and_the_watchdog_says_where_the_batch_is_held(tmp_path, credit):
     ctx = zmq.Context()
-    members = Membership(ctx, f"ipc://{tmp_path}/control", 2, 0.2)
-    pipe = Pipeline(members, path=[1, 2], stall=1.0, credit=credit)
+    hub = Hub(ctx, f"ipc://{tmp_path}/control", 0.2)
+    members = Membership(hub, 2)
+    pipe = Pipeline(hub, members, WINDOW, path=[1, 2], stall=1.0, credit=credit)
     done = threading.Event()
-    thread = threading.Thread(target=fake_workers, args=(ctx, members, tmp_path, done))
+    thread = threading.Thread(target=fake_workers, args=(ctx, hub.endpoint, tmp_path, done))
     thread.start()
     try:
         members.register(10)
@@ -60,14 +61,14 @@ def test_feeding_waits_for_the_right_credit_and_the_watchdog_says_where_the_batc
         fed = 0
         with pytest.raises(Stalled) as info:
             for b in range(5):
-                pipe.send_batch(Kind.FORWARD, b, x, y, WINDOW)
+                pipe.send_batch(Kind.FORWARD, b, x, y)
                 fed += 1
             pipe.sync()
     finally:
         done.set()
         thread.join()
         pipe.close()
-        members.close()
+        hub.close()
         ctx.term()
     said = str(info.value)
     if credit == "link":

@@ -20,7 +20,7 @@ from coordinator.bench import fuzz
 from coordinator.bench.procfs import rss_mb, state
 from coordinator.cli import main
 from coordinator.config import Config
-from coordinator.control import Membership, Pipeline, WorkerLost
+from coordinator.control import Hub, Membership, Pipeline, WorkerLost
 from coordinator.control.pipeline import Stalled
 from protocol import VERSION, Kind, Message, encode
 from protocol.sockets import recv, send
@@ -85,15 +85,16 @@ def test_f2_an_extra_done_or_a_poisoned_id_does_not_hang_the_run(tmp_path):
 def test_f2_a_stalled_pipeline_stops_with_the_stage_where_the_batch_stopped(tmp_path):
     """A worker that heartbeats but takes nothing in: the coordinator stops within the stall timeout."""
     ctx = zmq.Context()
-    members = Membership(ctx, f"ipc://{tmp_path}/control", 1, 0.2)
-    pipe = Pipeline(members, path=[1], stall=1.0)
+    hub = Hub(ctx, f"ipc://{tmp_path}/control", 0.2)
+    members = Membership(hub, 1)
+    pipe = Pipeline(hub, members, 2, path=[1], stall=1.0)
     inbox = ctx.socket(zmq.PULL)
     inbox.bind(f"ipc://{tmp_path}/inbox")
     done = threading.Event()
 
     def alive_but_idle():
         sock = ctx.socket(zmq.DEALER)
-        sock.connect(members.endpoint)
+        sock.connect(hub.endpoint)
         send(sock, Message(Kind.HELLO, "idle", -1, {"endpoint": f"ipc://{tmp_path}/inbox", "stage": 1,
                                                     "host": "here", "pid": 1, "key": ""}))
         while not done.is_set():
@@ -107,7 +108,7 @@ def test_f2_a_stalled_pipeline_stops_with_the_stage_where_the_batch_stopped(tmp_
     try:
         members.register(10)
         members.assign(["layer"], {}, {1: {"prev": None, "next": None}})
-        pipe.send_batch(Kind.FORWARD, 0, np.zeros((4, 3), np.float32), np.zeros(4, np.int64), 2)
+        pipe.send_batch(Kind.FORWARD, 0, np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
         t0 = time.monotonic()
         with pytest.raises(Stalled) as info:
             pipe.sync()
@@ -116,7 +117,7 @@ def test_f2_a_stalled_pipeline_stops_with_the_stage_where_the_batch_stopped(tmp_
         done.set()
         thread.join()
         pipe.close()
-        members.close()
+        hub.close()
         inbox.close(linger=0)
         ctx.term()
     assert "no progress for 1 s" in str(info.value) and "stage 1 on here" in str(info.value), info.value
@@ -204,8 +205,9 @@ def test_f8_a_worker_that_cannot_build_its_stage_says_why_and_exits_at_once(tmp_
     cfg = Config(hidden="16", epochs=1, heartbeat=0.5).validate()
     plan = plans.for_config(cfg)
     ctx = zmq.Context()
-    members = Membership(ctx, f"ipc://{tmp_path}/control", plan.n_workers, cfg.heartbeat)
-    procs = members.procs = launch.spawn(members.endpoint, plan.n_workers)
+    hub = Hub(ctx, f"ipc://{tmp_path}/control", cfg.heartbeat)
+    members = Membership(hub, plan.n_workers)
+    procs = members.procs = launch.spawn(hub.endpoint, plan.n_workers)
     t0 = time.monotonic()
     try:
         members.register(30)
@@ -213,7 +215,7 @@ def test_f8_a_worker_that_cannot_build_its_stage_says_why_and_exits_at_once(tmp_
             members.assign(plan.roles(), {**plan.wire.to_meta(), "seed": -1}, plan.links())
     finally:
         members.stop(timeout=3)
-        members.close()
+        hub.close()
         launch.reap(procs.values())
         ctx.term()
     assert "cannot build its" in str(info.value) and "Host unreachable" not in str(info.value), info.value

@@ -15,7 +15,7 @@ from coordinator import checkpoint, launch, plans
 from coordinator.bench import procfs
 from coordinator.cli import main
 from coordinator.config import Config
-from coordinator.control import Membership, Pipeline
+from coordinator.control import Hub, Membership, Pipeline
 from coordinator.data import batches, generated_task
 from protocol import Kind, Message, encode
 from protocol.wireconfig import WireConfig
@@ -136,9 +136,10 @@ def train_past_rogue_messages(rogue_frames: dict[int, list[list]]) -> tuple[dict
     ctx = zmq.Context()
     done = []
     plan = plans.for_config(cfg, data)
-    coord = Membership(ctx, "tcp://127.0.0.1:0", 3, cfg.heartbeat)
-    pipe = Pipeline(coord, on_done=done.append, credit=plan.wire.credit)
-    procs = coord.procs = launch.spawn(coord.endpoint, 3)
+    hub = Hub(ctx, "tcp://127.0.0.1:0", cfg.heartbeat)
+    coord = Membership(hub, 3)
+    pipe = Pipeline(hub, coord, 4, on_done=done.append, credit=plan.wire.credit)
+    procs = coord.procs = launch.spawn(hub.endpoint, 3)
     try:
         coord.register(30)
         coord.assign(plan.roles(), plan.wire.to_meta(), plan.links())
@@ -150,12 +151,12 @@ def train_past_rogue_messages(rogue_frames: dict[int, list[list]]) -> tuple[dict
             rogue.close(linger=1000)
         x, y = data.x_train[:640], data.y_train[:640]
         for b, (xb, yb) in enumerate(batches(x, y, 64, np.random.default_rng(0))):
-            pipe.send_batch(Kind.FORWARD, b, xb, yb, 4)
+            pipe.send_batch(Kind.FORWARD, b, xb, yb)
         pipe.sync()
         byes = coord.stop()
     finally:
         pipe.close()
-        coord.close()
+        hub.close()
         launch.reap(procs.values())
         ctx.term()
     return byes, done

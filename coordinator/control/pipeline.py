@@ -13,18 +13,25 @@ import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import zmq
 
-from coordinator.control.membership import Member, Membership, WorkerFailed
+from coordinator.control.hub import Hub
+from coordinator.control.member import Member, WorkerFailed
 from protocol import Kind, Message, liveness
-from protocol.sockets import make_socket, send
+from protocol.sockets import send
 from workers.numerics.optimizers import finite
 
 Parts = dict[int, dict[str, np.ndarray]]
 Split = Callable[[np.ndarray, np.ndarray], Parts]
+
+
+class Roster(Protocol):
+    """All the pipeline needs of the membership: the workers, by stage."""
+
+    def by_stage(self) -> dict[int, Member]: ...
 
 
 class Stalled(TimeoutError):
@@ -45,22 +52,24 @@ class EvalTotals:
 
 
 class Pipeline:
-    """Feeds the assigned workers and collects what they report, over the membership's control socket.
+    """Feeds the assigned workers and collects what they report, over the hub's control socket.
 
+    window: the most batches in flight (link credit: per stage); split(x, y) -> {stage: arrays} says
+    which stage gets which part of a batch (each time box its slice of the sequence); both fixed for the run.
     path: the stages a batch crosses, in order (the last one reports it); None: any member reports.
     max_records: the most metric records one METRICS message may carry (a worker's --log-every).
     credit: "coordinator" (a training batch's credit is the head's DONE) or "link" (stage 1's TAKEN).
     """
 
-    def __init__(self, members: Membership, on_metrics=None, on_done=None, path: list[int] | None = None,
-                 max_records: int = 10_000, stall: float = liveness.STALL_TIMEOUT_S,
-                 credit: str = "coordinator"):
-        self.members, self.drops, self.credit = members, members.drops, credit
+    def __init__(self, hub: Hub, roster: Roster, window: int, split: Split = to_stage_one, on_metrics=None,
+                 on_done=None, path: list[int] | None = None, max_records: int = 10_000,
+                 stall: float = liveness.STALL_TIMEOUT_S, credit: str = "coordinator"):
+        self.hub, self.roster, self.drops, self.credit = hub, roster, hub.drops, credit
+        self.window, self.split = window, split
         self.path, self.max_records, self.stall = path, max_records, stall
         self.feeds: dict[int, zmq.Socket] = {}
         self.pending: set[tuple[Kind, int]] = set()   # (FORWARD or EVAL, batch id) fed, not yet reported
         self.untaken: set[int] = set()                # link credit: training batches fed, not yet taken
-        self.window = 1                               # link credit: each stage's window (the watchdog's)
         self.barrier: int | None = None               # the SYNC token awaited; None once stage 1 answered
         self.progress = 0                             # reports taken: what the stall watchdog watches
         self.totals = EvalTotals()
@@ -69,18 +78,14 @@ class Pipeline:
         self.on_metrics = on_metrics or (lambda stage, records: None)
         self.on_done = on_done or (lambda meta: None)
         self._ids = defaultdict(itertools.count)      # per kind: every stream of ids is consecutive
-        members.handle({Kind.DONE: self.on_done_msg, Kind.EVALUATED: self.on_evaluated,
-                        Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state,
-                        Kind.TAKEN: self.on_taken})
+        hub.handle({Kind.DONE: self.on_done_msg, Kind.EVALUATED: self.on_evaluated,
+                    Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state,
+                    Kind.TAKEN: self.on_taken})
 
     def feed_to(self, stage: int) -> zmq.Socket:
         """The coordinator's data socket to a stage (stage 1 always; every time box in an rnn)."""
         if stage not in self.feeds:
-            member, curve = self.members.by_stage()[stage], self.members.curve
-            sock = make_socket(self.members.ctx, zmq.PUSH,
-                               {"client": (*curve["server"], member.hello["key"].encode())} if curve else None)
-            sock.connect(member.hello["endpoint"])
-            self.feeds[stage] = sock
+            self.feeds[stage] = self.hub.dial(self.roster.by_stage()[stage])
         return self.feeds[stage]
 
     # -- waiting, with a watchdog ----------------------------------------------------------
@@ -89,7 +94,7 @@ class Pipeline:
         while True:
             mark = self.progress
             try:
-                return self.members.pump(until, self.stall, what)
+                return self.hub.pump(until, self.stall, what)
             except TimeoutError:
                 if self.progress == mark:
                     raise Stalled(self.where(what)) from None
@@ -103,7 +108,7 @@ class Pipeline:
             kind, b = Kind.SYNC, self.barrier
         else:
             return head
-        stages = self.members.by_stage()
+        stages = self.roster.by_stage()
         order = self.path or sorted(stages)
         for i, k in enumerate(order):
             if k in stages and stages[k].seen.get(kind, -1) < b:
@@ -113,7 +118,7 @@ class Pipeline:
 
     def held_at(self, k: int, nxt: int, b: int) -> str:
         """With link credit, whether stage k holds batch b for want of targets from stage nxt."""
-        stages = self.members.by_stage()
+        stages = self.roster.by_stage()
         answered = stages[k].seen.get(Kind.GRAD, -1) if k in stages else b
         if self.credit != "link" or b - 1 - answered < self.window:
             return ""
@@ -121,21 +126,15 @@ class Pipeline:
                 f"stage {nxt} was for batch {answered}")
 
     # -- data under credit ---------------------------------------------------------------
-    def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray, window: int,
-                   split: Split = to_stage_one) -> None:
-        """Feed a batch once a credit is free: at most `window` batches in flight.
-
-        split(x, y) -> {stage: arrays} says which stage gets which part of the batch (each time
-        box its slice of the sequence); still one credit per batch.
-        """
+    def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray) -> None:
+        """Feed a batch, split across the stages it enters, once a credit is free: at most `window` in flight."""
         link = kind is Kind.FORWARD and self.credit == "link"
-        self.wait(lambda: len(self.untaken if link else self.pending) < window, f"a credit for {kind} batch {b}")
-        for stage, arrays in split(x, y).items():
+        self.wait(lambda: len(self.untaken if link else self.pending) < self.window, f"a credit for {kind} batch {b}")
+        for stage, arrays in self.split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))
         self.pending.add((kind, b))
         if link:
             self.untaken.add(b)
-            self.window = window   # each stage's too
 
     def on_taken(self, member: Member, msg: Message) -> None:
         if member.stage != (self.path or [1])[0] or msg.id not in self.untaken:
@@ -185,12 +184,11 @@ class Pipeline:
         self.progress += 1
 
     # -- evaluation ----------------------------------------------------------------------
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int, window: int,
-                 split: Split = to_stage_one) -> tuple[float, float]:
-        """(accuracy, mean loss) over x, y through the pipeline, forward only (split: see send_batch)."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int) -> tuple[float, float]:
+        """(accuracy, mean loss) over x, y through the pipeline, forward only."""
         self.totals = EvalTotals()
         for i in range(0, len(x), batch):
-            self.send_batch(Kind.EVAL, next(self._ids[Kind.EVAL]), x[i:i + batch], y[i:i + batch], window, split)
+            self.send_batch(Kind.EVAL, next(self._ids[Kind.EVAL]), x[i:i + batch], y[i:i + batch])
         self.wait(lambda: not self.pending, "evaluation results")
         t = self.totals
         return t.correct / t.samples, t.loss_sum / t.samples
@@ -211,11 +209,10 @@ class Pipeline:
         """
         self.save_token = next(self._ids[Kind.SAVE])
         self.states = {}
-        for m in self.members.members.values():
-            self.members.send(m, Message(Kind.SAVE, "coordinator", self.save_token))
-        self.members.pump(lambda: len(self.states) == len(self.members.members), liveness.STATE_TIMEOUT_S,
-                          "parameters")
-        stages = self.members.by_stage()
+        stages = self.roster.by_stage()
+        for m in stages.values():
+            self.hub.send(m, Message(Kind.SAVE, "coordinator", self.save_token))
+        self.hub.pump(lambda: len(self.states) == len(stages), liveness.STATE_TIMEOUT_S, "parameters")
         for k, arrays in sorted(self.states.items()):
             for name, a in arrays.items():
                 if not finite(a):

@@ -55,7 +55,7 @@ class InFlight:
             self.synth = Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
             self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.batches: OrderedDict[int, Batch] = OrderedDict()
-        self.capacity = cfg.cache
+        self.capacity = cfg.cache   # protocol/window.py: in_flight
         self.updates = 0
         self.evicted = 0      # batches whose target never came back in time
 
@@ -63,9 +63,6 @@ class InFlight:
     def learns(self) -> bool:
         """Whether a batch waits, after its update, for the target M is fitted to."""
         return self.synth is not None
-
-    def __contains__(self, b: int) -> bool:
-        return b in self.batches
 
     def __getitem__(self, b: int) -> Batch:
         return self.batches[b]
@@ -77,7 +74,7 @@ class InFlight:
             self.evicted += 1
 
     def predict(self, b: int) -> np.ndarray:
-        """ĝ, the synthetic gradient M gives for h_b (cDNI: and y_b), kept to score against b's target when it arrives."""
+        """ĝ, the synthetic gradient M gives for h_b (cDNI: and y_b), kept to score against b's target."""
         batch = self.batches[b]
         batch.g_hat = self.synth.gradient(batch.h, batch.y if self.synth.conditioned else None)
         return batch.g_hat
@@ -107,8 +104,8 @@ class InFlight:
         return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
 
     def state(self) -> dict[str, np.ndarray]:
-        """M, its optimizer and its targets' running scale, and the update count (the owner's schedule position); never the
-        batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
+        """M, its optimizer and its targets' running scale, and the update count (the owner's schedule position);
+        never the batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
         synth = join(synth=self.synth.params, synth_opt=self.synth_opt.state(),
                      synth_scale=self.synth.scale_state()) if self.synth is not None else {}
         return {**synth, "updates": counter(self.updates)}

@@ -1,4 +1,4 @@
-"""SGD with momentum and Adam, updating a dict of named parameter arrays in place; the rate schedule; the finite check."""
+"""SGD with momentum and Adam, updating named parameter arrays in place; the rate schedule; the finite check."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Full training state as one flat dict of named arrays: parts under prefixes, counters as 0-d arrays, strict loading."""
+"""Training state as one flat dict of named arrays: parts under prefixes, counters as 0-d arrays, strict loading."""
 from __future__ import annotations
 
 from typing import Protocol

@@ -10,11 +10,6 @@ same for the linear map as for the biases whatever the width and the activations
 """
 import numpy as np
 
-# An MLP synthesizer's hidden layer is fixed random ReLU features of h; only the readout learns.
-# Trained at the readout's rate, the hidden layer thrashed (dni on MNIST fell to 10-64%,
-# docs/defaults.md); the old batch-mean convention had left it frozen in effect (Adam steps of
-# ~1e-4 of its weights' size).
-FIXED_FEATURES = True
 SCALE_DECAY = 0.99  # the running mean square of the targets forgets over ~100 batches
 
 
@@ -22,12 +17,19 @@ class Synthesizer:
     """Predicts dL/dh from h (and y): linear, or one fixed random ReLU hidden layer; output zero-initialised.
 
     The zero output layer makes training start as if the gradient were 0, as in the paper.
-    The label enters as a learned per-class bias, which equals a linear map of onehot(y)
-    concatenated to h, without building the one-hot matrix.
+    The label enters as a per-class bias, which equals a linear map of onehot(y) concatenated
+    to h, without building the one-hot matrix.
+
+    The hidden layer (U, d, and E when conditioned) is fixed random ReLU features of h; only the
+    readout learns. Trained at the readout's rate, the hidden layer thrashed (dni on MNIST fell to
+    10-64%, docs/defaults.md); the old batch-mean convention had left it frozen in effect (Adam
+    steps of ~1e-4 of its weights' size).
     """
 
     def __init__(self, n: int, rng: np.random.Generator, n_classes: int = 0, hidden: int = 0, dtype=np.float32):
         self.conditioned, self.hidden = n_classes > 0, hidden
+        # The parameters M learns: the readout, and the class bias when it is part of the readout.
+        self.learned = ("A", "c", "E") if self.conditioned and not hidden else ("A", "c")
         self.mean_square = 0.0  # running mean square of the per-example targets' elements (0: none seen yet)
         n_last = hidden or n
         self.params = {"A": np.zeros((n_last, n), dtype), "c": np.zeros(n, dtype)}
@@ -47,8 +49,8 @@ class Synthesizer:
             z += self.params["E"][y]
         return np.maximum(z, 0, out=z)
 
-    def _forward(self, h: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(M(h, y), the readout's input, the normalised input x).
+    def _forward(self, h: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+        """(M(h, y), the readout's input).
 
         M sees x = h / sqrt(mean_rows ||h||^2), rows of unit norm on average (a per-batch
         scalar), so Adam's step on A moves the output as much as its step on the biases does,
@@ -61,7 +63,7 @@ class Synthesizer:
         g += self.params["c"]
         if self.conditioned and not self.hidden:
             g += self.params["E"][y]
-        return g, a, x
+        return g, a
 
     def predict(self, h: np.ndarray, y=None) -> np.ndarray:
         """M's raw output, in normalised per-example units."""
@@ -99,27 +101,18 @@ class Synthesizer:
         """(loss, grads) of M regressed on the normalised target; the loss is per element
         (0.5 = no better than predicting zero), so it reads the same for every task."""
         loss, grads = self.loss_and_grads(h, y, self.normalised_target(target))
-        if self.hidden and FIXED_FEATURES:
-            for k in ("U", "d", "E") if self.conditioned else ("U", "d"):
-                del grads[k]
         return loss / h.shape[1], grads
 
     def loss_and_grads(self, h: np.ndarray, y, target: np.ndarray):
-        """Regression of M(h, y) onto its target: 0.5 * mean_rows ||M - target||^2."""
-        g, a, x = self._forward(h, y)
+        """Regression of M(h, y) onto its target: 0.5 * mean_rows ||M - target||^2; the grads of what M learns."""
+        g, a = self._forward(h, y)
         err = g - target
         n = len(h)
         loss = 0.5 * float(np.einsum("ij,ij->", err, err)) / n
         err /= n
         grads = {"A": a.T @ err, "c": err.sum(axis=0)}
-        if self.conditioned and not self.hidden:
+        if "E" in self.learned:
             grads["E"] = _per_class_sum(err, y, self.params["E"].shape[0])
-        if self.hidden:
-            da = err @ self.params["A"].T
-            da *= a > 0
-            grads["U"], grads["d"] = x.T @ da, da.sum(axis=0)
-            if self.conditioned:
-                grads["E"] = _per_class_sum(da, y, self.params["E"].shape[0])
         return loss, grads
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocol import Kind, Message, ProtocolError
+from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
@@ -74,9 +74,8 @@ class TimeBoxWorker(Role):
         key = (msg.kind, msg.id)
         waiting = self.slices if msg.src == "coordinator" else self.states
         waiting[key] = msg
-        # A half that never meets its other half (lost, or forged) is forgotten a cache later.
-        for old in [k for k in waiting if k[1] <= msg.id - self.cfg.cache]:
-            del waiting[old]
+        # A half that never meets its other half (lost, or forged) is forgotten a horizon later.
+        window.prune(waiting, msg.id, window.horizon(self.cfg.cache), id_of=lambda key: key[1])
         if key in self.slices and (self.box.first or key in self.states):
             self.begin(msg.kind, msg.id, self.slices.pop(key), self.states.pop(key, None), t)
 

@@ -51,8 +51,8 @@ def grad_fault(g: np.ndarray, h: np.ndarray) -> str | None:
 
 
 class Window:
-    """Per stream (sender, kind): how far the stream has come. An id more than `span` (the
-    in-flight cache, a few credit windows) from there is none the sender could have sent.
+    """Per stream (sender, kind): how far the stream has come. An id more than `span`
+    (protocol/window.py: id_span) from there is none the sender could have sent.
 
     Every stream but PUSH is consecutive (steps, evaluation ids, barrier tokens, pulls), so the
     mark moves one id at a time: ids further ahead are taken but do not move it. Else forged

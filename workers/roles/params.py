@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from protocol import Kind, Message
+from protocol import Kind, Message, window
 from workers.numerics.paramstore import ParamStore
 from workers.roles.guard import values_fault
 from workers.roles.role import Role
@@ -67,9 +67,8 @@ class ParamService(Role):
     def on_push(self, msg: Message, t: float) -> None:
         used = msg.meta["version"]   # a count: the schema checked it at decode (the arrays: weights_fault)
         box = int(msg.src.removeprefix("box-"))
-        # Partial sums a forged or lost push left behind are forgotten a cache later.
-        for old in [b for b in self.store.partial if b <= msg.id - self.cfg.cache]:
-            del self.store.partial[old]
+        # Partial sums a forged or lost push left behind are forgotten a horizon later.
+        window.prune(self.store.partial, msg.id, window.horizon(self.cfg.cache))
         # How many updates landed between the weights this gradient was computed with and now.
         delay = self.store.version - used
         self.counters["pushes"] += 1
@@ -85,8 +84,7 @@ class ParamService(Role):
 
     def on_sync(self, msg: Message, t: float) -> None:
         self.markers[msg.id] += 1
-        for old in [k for k in self.markers if k <= msg.id - self.cfg.cache]:
-            del self.markers[old]
+        window.prune(self.markers, msg.id, window.horizon(self.cfg.cache))
         if self.markers[msg.id] == self.boxes:
             del self.markers[msg.id]
             self.flush_metrics()

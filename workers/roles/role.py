@@ -7,7 +7,7 @@ from collections import deque
 
 import zmq
 
-from protocol import Kind, Message, ProtocolError
+from protocol import Kind, Message, ProtocolError, window
 from protocol.drops import Drops, quote
 from protocol.liveness import Liveness
 from protocol.roles import worker_name
@@ -67,7 +67,7 @@ class Role:
         # Filled by each role: the data kinds it takes, from which senders, and what else it checks.
         self.sources: dict[Kind, frozenset[str]] = {}
         self.checks: dict[Kind, callable] = {}          # kind -> fault(msg): a reason to drop, or None
-        self.window = Window(self.cfg.cache, meta.get("start", 0))
+        self.window = Window(window.id_span(self.cfg.cache), meta.get("start", 0))
         self.drops = Drops(self.log)
         self.seen: dict[str, int] = {}                  # data kind -> how far its stream came: in heartbeats
         self.deferred: deque[Message] = deque()
@@ -174,8 +174,7 @@ class Role:
         elif (why := self.fault(msg)) is not None:
             return self.drops(why, f"{msg.kind} from {quote(msg.src)} id {msg.id}")
         if self.held() and msg.kind in FORWARD_KINDS:
-            # A held stage's backlog is a credit window at most; more is someone else's flood.
-            if len(self.deferred) >= self.cfg.cache:
+            if len(self.deferred) >= window.backlog(self.cfg.cache):
                 return self.drops("backlog full", msg.kind)
             self.deferred.append(msg)
         else:

@@ -6,9 +6,9 @@ from collections import deque
 
 import numpy as np
 
-import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator.config import Config
 from coordinator.data import Dataset, batches
+from protocol import window
 from protocol.wireconfig import WireConfig
 from workers.numerics.reference import build_network, evaluate, learn_down, step
 from workers.numerics.stage import head_step, train_step
@@ -55,7 +55,7 @@ def train_one(data, spec: dict, epochs: int, batch: int, delay: int, val: int, s
     cfg = WireConfig(sizes=(data.n_features, *[spec["width"]] * (spec["stages"] - 1), data.n_classes),
                      mode=spec["mode"], optimizer=spec["optimizer"], lr=spec["lr"], schedule="cosine",
                      total_steps=steps, synth_lr=spec["synth_lr"], synth_hidden=spec["synth_hidden"],
-                     bp_lambda=spec["bp_lambda"], seed=spec["seed"], log_every=1, cache=4 * delay + 16)
+                     bp_lambda=spec["bp_lambda"], seed=spec["seed"], log_every=1, cache=window.in_flight(delay))
     net = build_network(cfg)
     rng = np.random.default_rng(spec["seed"])
     pending: deque = deque()

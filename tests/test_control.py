@@ -1,0 +1,42 @@
+"""The control plane's restart bookkeeping on real sockets: a reset, the survivors' rejoin, a parked replacement."""
+import zmq
+
+from coordinator.control import Hub, Membership, Rejoin
+from protocol import Kind, Message
+from protocol.sockets import recv, send
+
+
+def hello(sock: zmq.Socket, tmp_path, stage: int) -> None:
+    send(sock, Message(Kind.HELLO, f"w{stage}", -1, {"endpoint": f"ipc://{tmp_path}/inbox-{stage}", "stage": stage,
+                                                     "host": "here", "pid": stage, "key": ""}))
+
+
+def test_rejoin_is_complete_only_once_the_survivors_rejoined_and_the_lost_stage_is_replaced(tmp_path):
+    ctx = zmq.Context()
+    hub = Hub(ctx, f"ipc://{tmp_path}/control", 5.0)
+    members = Membership(hub, 2)
+    rejoin = Rejoin(members)
+    socks = [ctx.socket(zmq.DEALER) for _ in range(3)]   # stage 1, the stage 2 that is lost, its replacement
+    try:
+        for stage, sock in ((1, socks[0]), (2, socks[1])):
+            sock.connect(hub.endpoint)
+            hello(sock, tmp_path, stage)
+        members.register(10)
+        assert rejoin.complete()
+        for m in members.members.values():
+            m.role = "layer"   # as assigned
+        rejoin.reset(2)
+        assert not rejoin.complete() and len(members.members) == 1
+        assert recv(socks[0])[1].kind is Kind.RESET
+        socks[2].connect(hub.endpoint)
+        hello(socks[2], tmp_path, 2)
+        hub.pump(lambda: len(rejoin.parked) == 1, 10, "the replacement's hello")
+        assert not rejoin.complete() and len(members.members) == 1   # parked: stage 1 has not rejoined yet
+        hello(socks[0], tmp_path, 1)
+        rejoin.wait(10, "stage 1 to rejoin")
+        assert rejoin.complete() and not rejoin.parked and sorted(members.by_stage()) == [1, 2]
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+        hub.close()
+        ctx.term()
