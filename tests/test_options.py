@@ -7,7 +7,7 @@ from conftest import MNIST
 
 from coordinator import plans
 from coordinator.cli import main
-from coordinator.config import Config, ConfigError, add_arguments, from_args, resumed
+from coordinator.config import Config, ConfigError, add_arguments, from_args, from_saved, resumed
 from protocol import Kind, Message, ProtocolError, decode, encode
 from protocol.options import BOTH, GROUPS, OPTIONS, RNN, Option
 from protocol.wireconfig import WireConfig
@@ -152,3 +152,13 @@ def test_a_wire_config_missing_a_field_takes_its_value_from_before_the_option_or
             elif o.model == BOTH:
                 with pytest.raises(ProtocolError, match=f"lacks '{o.name}'"):
                     WireConfig.from_meta(meta)
+
+
+def test_a_config_json_saved_before_the_newer_options_reads_as_it_was_trained():
+    old = {"sizes": [784, 8, 10], "mode": "cdni", "optimizer": "adam", "lr": 0.001, "schedule": "cosine",
+           "total_steps": 10, "synth_lr": 0.3, "synth_hidden": 0, "seed": 0, "log_every": 50, "cache": 24,
+           "data": "", "classes": "", "eval_batch": 1000, "dataset": "generated-0"}
+    wire = WireConfig.from_meta(old)
+    assert (wire.model, wire.bp_lambda, wire.window, wire.credit) == ("ff", 0.0, 1, "coordinator")
+    cfg = from_saved(old)
+    assert (cfg.model, cfg.centre, cfg.bp_lambda, cfg.mode, cfg.eval_batch) == ("ff", False, 0.0, "cdni", 1000)
