@@ -115,10 +115,18 @@ def from_args(args: argparse.Namespace) -> Config:
     return Config(**given(args)).validate()
 
 
-def from_saved(saved: dict) -> Config:
+def from_saved(saved: dict, strict: bool = False) -> Config:
     """The options of a saved run (a checkpoint's Config, or config.json): those it predates at what runs did
-    before them, so a resumed or evaluated old run goes on as it was trained; ones it did not save at defaults."""
+    before them, so a resumed or evaluated old run goes on as it was trained; ones it did not save at defaults.
+
+    Strict (config.json): every option its model saves must be there, but those it predates (KeyError, as
+    for any torn config)."""
     before = {o.name: o.before for o in OPTIONS if o.before is not None}
+    model = saved.get("model", before["model"])
+    lacks = [o.name for o in OPTIONS if strict and (o.wire or o.saved) and o.model in (BOTH, model)
+             and o.name not in saved and o.name not in before]
+    if lacks:
+        raise KeyError(lacks[0])
     return Config(**{**before, **{k: v for k, v in saved.items() if k in BY_NAME}})
 
 

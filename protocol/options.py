@@ -23,7 +23,7 @@ class Option:
     saved: bool = False        # not sent, but saved in config.json: `dni eval` needs it to rebuild the task
     summary: bool = False      # reported in summary.json
     resumable: bool = False    # `--resume` may change it
-    before: object = None      # what runs saved before the option existed did (None: it always existed)
+    before: object = None      # what runs saved before the option existed (or was saved) did (None: always saved)
     choices: tuple = ()
     rnn_choices: tuple = ()    # further choices under --model rnn
     low: float | None = None   # the least value allowed
@@ -40,7 +40,8 @@ OPTIONS = (
     Option("data", str, "", "data", "directory with the MNIST IDX files (empty: a generated task)",
            saved=True, resumable=True),
     Option("classes", str, "", "data", "keep only these digits, e.g. 0,1 (empty: all)", saved=True),
-    Option("train_subset", int, 0, "data", "train on the first N examples only (0: all)", saved=True, low=0),
+    Option("train_subset", int, 0, "data", "train on the first N examples only (0: all)", saved=True,
+           before=0, low=0),
     Option("centre", bool, True, "data", "subtract each input feature's training-set mean", model=FF,
            saved=True, before=False),
     # network

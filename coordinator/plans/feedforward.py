@@ -42,7 +42,7 @@ class FeedForward(Plan):
         from workers.numerics.stage import build
 
         # The run's own seed (without --data the task is generated from it), centring and training examples.
-        task = cls.load_task(replace(from_saved(saved), data=data or saved["data"]))
+        task = cls.load_task(replace(from_saved(saved, strict=True), data=data or saved["data"]))
         wire = WireConfig.from_meta(saved)
         stages = [build(k, wire) for k in range(1, len(wire.sizes))]
         for s in stages:

@@ -119,7 +119,7 @@ class Recurrent(Plan):
         """On the test set the run's last epoch used."""
         from workers.numerics import rnn_reference
 
-        cfg = replace(from_saved(saved), data=data or saved["data"])
+        cfg = replace(from_saved(saved, strict=True), data=data or saved["data"])
         plan = cls(cfg, cls.load_task(cfg, saved.get("eval_length")))
         boxes, store = rnn_reference.build(WireConfig.from_meta(saved))
         rnn_reference.load_checkpoint(boxes, store, states)
