@@ -1,5 +1,4 @@
-"""Run configuration: the declared options (protocol/options.py) at their defaults, overridden by a TOML file,
-then by flags, and checked."""
+"""Run configuration: the options protocol/options.py declares, as defaults < TOML file < flags, checked."""
 from __future__ import annotations
 
 import argparse
