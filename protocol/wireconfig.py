@@ -1,44 +1,36 @@
 """The wire config: what every worker needs to build its stage or time box, one typed object."""
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, field, fields, make_dataclass
 
 from protocol.codec import ProtocolError
+from protocol.options import BOTH, OPTIONS
+
+# The fields the coordinator derives for the workers, besides the `wire` options: (name, type, default).
+DERIVED = (
+    ("total_steps", int, MISSING),   # batches in the whole run: the cosine schedule's length
+    ("cache", int, MISSING),         # in-flight batches a stage keeps awaiting their targets (window.py)
+    ("sizes", tuple, ()),            # feed-forward: input, hidden..., classes
+    ("n_in", int, 0),                # recurrent: inputs per step
+    ("n_classes", int, 0),           # recurrent: outputs
+)
 
 
-@dataclass(frozen=True, slots=True)
-class WireConfig:
+def _default(option) -> object:
+    """What a field missing from a saved config takes: the option's value before it existed; for an option of
+    one model, the type's zero under the other; else nothing (the field is required)."""
+    if option.before is not None:
+        return option.before
+    return MISSING if option.model == BOTH else option.type()
+
+
+class _Wire:
     """Built by the coordinator in one place, sent in ASSIGN, read by the workers as fields.
 
-    Feed-forward networks use `sizes` (input, hidden..., classes); recurrent ones the fields
-    after it. Both are saved with every checkpoint (config.json), so a checkpoint can be
-    rebuilt in one process.
+    Its fields are the `wire` options of protocol/options.py and the DERIVED ones. Both models' fields
+    are saved with every checkpoint (config.json), so a checkpoint can be rebuilt in one process.
     """
-    mode: str               # dni | cdni | backprop (| truncated for rnn)
-    optimizer: str          # the layers': sgd | adam
-    lr: float
-    schedule: str           # constant | cosine
-    total_steps: int        # batches in the whole run: the cosine schedule's length
-    synth_lr: float
-    synth_hidden: int
-    seed: int
-    log_every: int          # metric records a worker batches into one METRICS message
-    cache: int              # in-flight batches a stage keeps awaiting their targets (protocol/window.py)
-    window: int = 1         # batches in flight (credit): per link, when credit is "link"
-    credit: str = "coordinator"   # link (feed-forward: each stage waits for its next's targets) | coordinator
-    model: str = "ff"       # or "rnn"
-    sizes: tuple[int, ...] = ()
-    bp_lambda: float = 0.0  # 0: bootstrapped targets sent at once (as saved by runs before the option)
-    task: str = ""
-    cell: str = ""
-    units: int = 0
-    n_in: int = 0
-    n_classes: int = 0
-    boxes: int = 0
-    steps_per_box: int = 0
-    untied: bool = False
-    max_staleness: int = 0
-    synth_scale: float = 0.0
+    __slots__ = ()
 
     def to_meta(self) -> dict:
         """As msgpack and JSON carry it."""
@@ -55,18 +47,15 @@ class WireConfig:
                 if f.default is MISSING:
                     raise ProtocolError(f"the wire config lacks {f.name!r}")
                 continue
-            values[f.name] = _typed(f.name, meta[f.name], _TYPES[f.name])
+            values[f.name] = _typed(f.name, meta[f.name], f.type)
         if values.get("model", "ff") == "ff" and len(values.get("sizes", ())) < 2:
             raise ProtocolError("wire config field 'sizes' needs an input and an output size at least")
         return cls(**values)
 
 
-# A field's Python type by name (the annotations are strings under `from __future__`).
-_TYPES = {"model": str, "mode": str, "optimizer": str, "lr": float, "schedule": str, "total_steps": int,
-          "synth_lr": float, "synth_hidden": int, "seed": int, "log_every": int, "cache": int, "window": int,
-          "credit": str, "sizes": tuple, "bp_lambda": float,
-          "task": str, "cell": str, "units": int, "n_in": int, "n_classes": int, "boxes": int,
-          "steps_per_box": int, "untied": bool, "max_staleness": int, "synth_scale": float}
+WireConfig = make_dataclass(
+    "WireConfig", [(o.name, o.type, field(default=_default(o))) for o in OPTIONS if o.wire] + list(DERIVED),
+    bases=(_Wire,), namespace={"__doc__": _Wire.__doc__, "__module__": __name__}, frozen=True, slots=True, kw_only=True)
 
 
 def _typed(name: str, value: object, kind: type):

@@ -57,17 +57,3 @@ def test_delay_zero_is_the_reference_step(bp_lambda):
         for k, v in sa.state().items():
             np.testing.assert_array_equal(v, sb.state()[k])
 
-
-def test_a_run_saved_before_an_option_existed_resumes_as_it_was_trained():
-    """BP(lambda) and centring changed the defaults; a saved config without them keeps the old behaviour."""
-    import argparse
-    from dataclasses import asdict
-
-    from coordinator.config import Config, add_arguments, resumed
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    old = {k: v for k, v in asdict(Config(epochs=2)).items() if k not in ("bp_lambda", "centre")}
-    cfg = resumed(old, parser.parse_args([]), "runs/old")
-    assert (cfg.bp_lambda, cfg.centre) == (0.0, False)
-    assert (Config().bp_lambda, Config().centre) == (1.0, True)

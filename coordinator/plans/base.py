@@ -12,7 +12,7 @@ from protocol.wireconfig import WireConfig
 class Plan:
     """Everything the epoch loop, the job and `dni eval` need to know about a model, and no more.
 
-    A subclass names its roles and links, the model's own wire fields, how a batch is split among
+    A subclass names its roles and links, the wire fields it derives, how a batch is split among
     the stages the coordinator feeds, and what it adds to the summary; it may grow its task
     between epochs (a curriculum).
     """
@@ -21,10 +21,8 @@ class Plan:
     def __init__(self, cfg: Config, task: Task):
         self.cfg, self.task = cfg, task
         self.total_steps = task.steps_per_epoch(cfg.batch_size) * cfg.epochs
-        self.wire_fields = {**self.model_fields(), "mode": cfg.mode, "optimizer": cfg.optimizer, "lr": cfg.lr,
-                            "schedule": cfg.schedule, "total_steps": self.total_steps, "synth_lr": cfg.synth_lr,
-                            "synth_hidden": cfg.synth_hidden, "seed": cfg.seed, "log_every": cfg.log_every,
-                            "cache": cfg.cache(), "window": cfg.window, "credit": self.credit()}
+        self.wire_fields = {**cfg.listed("wire"), "credit": self.credit(), "total_steps": self.total_steps,
+                            "cache": cfg.cache(), **self.derived_fields()}
         self.wire = WireConfig.from_meta(self.wire_fields)   # typed and checked: sent in ASSIGN
 
     @classmethod
@@ -40,8 +38,8 @@ class Plan:
     def n_workers(self) -> int:
         return len(self.roles())
 
-    def model_fields(self) -> dict:
-        """This model's fields of the wire config (the rest are common to every model)."""
+    def derived_fields(self) -> dict:
+        """This model's wire fields derived from the data or from more than one option (protocol.wireconfig.DERIVED)."""
         raise NotImplementedError
 
     def roles(self) -> list[str]:
@@ -79,12 +77,11 @@ class Plan:
 
     def checkpoint_config(self) -> dict:
         """The config saved with every checkpoint (config.json): enough to rebuild and test it."""
-        return {**self.wire_fields, "data": self.cfg.data, "classes": self.cfg.classes,
-                "eval_batch": self.cfg.eval_batch, "dataset": self.task.name}
+        return {**self.wire_fields, **self.cfg.listed("saved"), "dataset": self.task.name}
 
     def summary_fields(self) -> dict:
         """What summary.json says of the model, besides what every run says."""
-        raise NotImplementedError
+        return self.cfg.listed("summary")
 
     def describe(self, summary: dict) -> list[str]:
         """The model's own lines of the printed summary."""

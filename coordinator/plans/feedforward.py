@@ -1,7 +1,9 @@
 """The feed-forward plan: a process per layer, the head last; the coordinator feeds stage 1."""
 from __future__ import annotations
 
-from coordinator.config import BEFORE, Config
+from dataclasses import replace
+
+from coordinator.config import Config, from_saved
 from coordinator.data.tasks import Task, image_task
 from coordinator.plans.base import Plan
 from protocol.roles import HEAD, LAYER
@@ -19,8 +21,8 @@ class FeedForward(Plan):
         dataset = self.task.dataset
         return [dataset.n_features, *self.cfg.hidden_sizes(), dataset.n_classes]
 
-    def model_fields(self) -> dict:
-        return {"sizes": self.sizes(), "bp_lambda": self.cfg.bp_lambda}
+    def derived_fields(self) -> dict:
+        return {"sizes": self.sizes()}
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:
@@ -29,13 +31,9 @@ class FeedForward(Plan):
     def links(self) -> dict[int, dict[str, int | None]]:
         return {k: {"prev": k - 1, "next": k + 1} for k in range(1, self.n_workers + 1)}
 
-    def checkpoint_config(self) -> dict:
-        # The inputs' centring depends on the training examples used: `dni eval` redoes it.
-        return {**super().checkpoint_config(), "centre": self.cfg.centre, "train_subset": self.cfg.train_subset}
-
     def summary_fields(self) -> dict:
         sizes = self.sizes()
-        return {"mode": self.cfg.mode, "stages": len(sizes) - 1, "sizes": sizes}
+        return {**super().summary_fields(), "stages": len(sizes) - 1, "sizes": sizes}
 
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
@@ -43,9 +41,8 @@ class FeedForward(Plan):
         from workers.numerics.snapshot import restore
         from workers.numerics.stage import build
 
-        # The run's own seed: without --data the task is generated from it.
-        task = cls.load_task(Config(data=data or saved["data"], classes=saved["classes"], seed=saved["seed"],
-                                    centre=saved.get("centre", BEFORE["centre"]), train_subset=saved.get("train_subset", 0)))
+        # The run's own seed (without --data the task is generated from it), centring and training examples.
+        task = cls.load_task(replace(from_saved(saved, strict=True), data=data or saved["data"]))
         wire = WireConfig.from_meta(saved)
         stages = [build(k, wire) for k in range(1, len(wire.sizes))]
         for s in stages:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
-from coordinator.config import Config, ConfigError
+from coordinator.config import Config, ConfigError, from_saved
 from coordinator.data.tasks import CopyTask, Task, image_task, n_inputs, sequences
 from coordinator.plans.base import Plan
 from protocol.roles import BOX, PARAMS
@@ -29,12 +30,9 @@ class Recurrent(Plan):
             raise ConfigError(f"--task {cfg.task} reads MNIST: give --data DIR (--task copy needs no data)")
         return image_task(cfg, [0, 1] if cfg.task.startswith("mnist01") else cfg.class_list())
 
-    def model_fields(self) -> dict:
+    def derived_fields(self) -> dict:
         c = self.cfg
-        return {"model": "rnn", "task": c.task, "cell": c.cell, "units": c.units,
-                "n_in": n_inputs(c.task, c.boxes * c.steps_per_box), "n_classes": self.task.n_classes,
-                "boxes": c.boxes, "steps_per_box": c.steps_per_box, "untied": c.untied,
-                "max_staleness": c.max_staleness, "synth_scale": c.synth_scale}
+        return {"n_in": n_inputs(c.task, c.boxes * c.steps_per_box), "n_classes": self.task.n_classes}
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:
@@ -93,14 +91,10 @@ class Recurrent(Plan):
 
     def checkpoint_config(self) -> dict:
         # eval_length: the Copy length the test set stands at, so `dni eval` tests what the run tested.
-        return {**super().checkpoint_config(), "copy_length": self.cfg.copy_length,
-                "copy_batches": self.cfg.copy_batches, "eval_length": getattr(self.task, "length", 0)}
+        return {**super().checkpoint_config(), "eval_length": getattr(self.task, "length", 0)}
 
     def summary_fields(self) -> dict:
-        c = self.cfg
-        fields = {"model": "rnn", "mode": c.mode, "task": c.task, "cell": c.cell, "units": c.units,
-                  "boxes": c.boxes, "steps_per_box": c.steps_per_box, "untied": c.untied,
-                  "max_staleness": c.max_staleness, "stages": c.boxes}
+        fields = {**super().summary_fields(), "stages": self.cfg.boxes}
         return {**fields, "copy_solved": self.solved} if isinstance(self.task, CopyTask) else fields
 
     def describe(self, summary: dict) -> list[str]:
@@ -125,9 +119,7 @@ class Recurrent(Plan):
         """On the test set the run's last epoch used."""
         from workers.numerics import rnn_reference
 
-        cfg = Config(data=data or saved["data"], classes=saved["classes"], task=saved["task"],
-                     boxes=saved["boxes"], steps_per_box=saved["steps_per_box"], copy_length=saved["copy_length"],
-                     copy_batches=saved["copy_batches"], seed=saved["seed"])
+        cfg = replace(from_saved(saved, strict=True), data=data or saved["data"])
         plan = cls(cfg, cls.load_task(cfg, saved.get("eval_length")))
         boxes, store = rnn_reference.build(WireConfig.from_meta(saved))
         rnn_reference.load_checkpoint(boxes, store, states)
