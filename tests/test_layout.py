@@ -108,3 +108,11 @@ def test_modules_are_short_and_say_what_they_hold(name):
     summary, _, rest = (ast.get_docstring(ast.parse(text)) or "").partition("\n")
     assert summary.strip() and (not rest or rest.startswith("\n")), f"{name}: no one-line docstring on top"
     assert len(text.splitlines()) <= 300, f"{name}: {len(text.splitlines())} lines"
+
+
+def test_ruff_passes_on_the_whole_tree():
+    """The linter pyproject.toml configures (line length, import order, unused names), on every file."""
+    ruff = Path(sys.executable).with_name("ruff")
+    assert ruff.exists(), "ruff is part of the test extra: pip install -e '.[test]'"
+    done = subprocess.run([str(ruff), "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
