@@ -12,14 +12,19 @@ from coordinator.cli import main
 TINY = ["--hidden", "8", "--train-subset", "512", *FAST]   # the generated task: 4 steps an epoch
 
 
-def refused(proc: subprocess.Popen, timeout: float = 30) -> str:
-    """The one-line error of a `dni` that must stop at once, with exit code 2 (killed, if it does not)."""
+def ended(proc: subprocess.Popen, timeout: float = 30) -> str:
+    """The stderr of a `dni` that must stop at once (killed, if it does not)."""
     try:
-        _, err = proc.communicate(timeout=timeout)
+        return proc.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
         raise AssertionError(f"still running after {timeout} s") from None
+
+
+def refused(proc: subprocess.Popen, timeout: float = 30) -> str:
+    """The one-line error of a `dni` that must stop at once, with exit code 2."""
+    err = ended(proc, timeout)
     assert proc.returncode == 2 and err.startswith("dni: error:") and err.count("\n") == 1, err
     return err
 
@@ -54,9 +59,11 @@ def test_overwrite_refuses_a_run_file_linked_outside_and_leaves_its_target_whole
     run.mkdir()
     elsewhere.write_bytes(b"x" * 4000)
     (run / name).symlink_to(elsewhere)
-    err = refused(start(run, *TINY, "--epochs", "1", "--overwrite"))
-    assert f"{run / name} is a symbolic link" in err
+    proc = start(run, *TINY, "--epochs", "1", "--overwrite")
+    err = ended(proc)
     assert elsewhere.read_bytes() == b"x" * 4000 and (run / name).is_symlink()
+    assert proc.returncode == 2 and err == f"dni: error: {run / name} is a symbolic link: " \
+        "a run reads and writes only regular files of its own directory, never through a link; move it away\n"
 
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "model.npz"])
