@@ -74,15 +74,21 @@ def test_resume_refuses_a_fifo_in_place_of_a_run_file_at_once(finished, name):
     assert f"{finished / name} is a FIFO" in err
 
 
-@pytest.mark.parametrize("how", ["--resume", "--out"])
-def test_a_second_run_in_a_live_runs_directory_is_refused_naming_its_pid(live, how):
+@pytest.mark.parametrize("argv", [
+    ["run", "--resume", "{run}", "--epochs", "20000"],
+    ["run", "--out", "{run}", *TINY, "--overwrite"],
+    ["coordinator", "--resume", "{run}", "--epochs", "20000", "--workers", "2", "--insecure",
+     "--bind", "ipc://@dni-test-rundir-{pid}"],
+    ["slurm", "prepare", "--out", "{run}", *TINY],   # it would make new keys, for a job that runs there
+], ids=["run --resume", "run --out --overwrite", "coordinator --resume", "slurm prepare"])
+def test_a_second_run_in_a_live_runs_directory_is_refused_naming_its_pid(live, argv):
     run, proc = live
     metrics = (run / "metrics.jsonl").stat().st_ino
-    more = ["--epochs", "20000"] if how == "--resume" else [*TINY, "--overwrite"]
-    argv = ["-m", "coordinator", "run", how, str(run), *more]
-    err = refused(subprocess.Popen([sys.executable, *argv], stderr=subprocess.PIPE, text=True))
+    argv = [a.format(run=run, pid=os.getpid()) for a in argv]
+    err = refused(subprocess.Popen([sys.executable, "-m", "coordinator", *argv], stderr=subprocess.PIPE, text=True))
     assert f"{run} is in use by another run (pid {proc.pid} on " in err
     assert proc.poll() is None and (run / "metrics.jsonl").stat().st_ino == metrics   # the first, untouched
+    assert not (run / "keys").exists()
 
 
 def test_a_killed_runs_lock_does_not_block_its_resume(live):
