@@ -33,8 +33,8 @@ def kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def refuse(path: Path, mode: int) -> RunDirError:
-    return RunDirError(f"{path} is {kind(mode)}: a run reads and writes only regular files of its own directory, "
+def refuse(path: Path, what: str) -> RunDirError:
+    return RunDirError(f"{path} is {what}: a run reads and writes only regular files of its own directory, "
                        "never through a link; move it away")
 
 
@@ -80,29 +80,31 @@ def check(path: Path, directories: tuple[str, ...] = ()) -> None:
             except FileNotFoundError:
                 continue
             if stat.S_ISLNK(mode) or not wanted(mode):
-                raise refuse(path / name, mode)
+                raise refuse(path / name, kind(mode))
 
 
 def open_fd(path: Path, flags: int) -> int:
-    """os.open of a regular file, never through a symbolic link, never blocking on a FIFO."""
+    """os.open of a regular file, never through a symbolic link, never blocking on a FIFO; to write, only
+    a file of no other name (a hard link's other name may be outside the directory)."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise refuse(path, stat.S_IFLNK) from None
+            raise refuse(path, kind(stat.S_IFLNK)) from None
         raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    found = os.fstat(fd)
+    writing = flags & (os.O_WRONLY | os.O_RDWR)
+    if not stat.S_ISREG(found.st_mode) or (writing and found.st_nlink > 1):
         os.close(fd)
-        raise refuse(path, mode)
+        raise refuse(path, kind(found.st_mode) if not stat.S_ISREG(found.st_mode) else "a hard link")
     os.set_blocking(fd, True)   # as open() would leave it (a Slurm worker's log becomes its stdout)
     return fd
 
 
 def open_file(path: Path, mode: str = "r") -> IO:
-    """open() of a run file ("r", "w", "a", and "b" for bytes), refusing what open_fd refuses."""
-    flags = {"r": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
-    fd = open_fd(path, flags[mode.replace("b", "")])
+    """open() of a run file ("r", "w", "a", and "b" for bytes), refusing what open_fd refuses. "w" writes a
+    new file: never into one whose other name (a hard link) may be outside the directory."""
     if mode.startswith("w"):
-        os.ftruncate(fd, 0)   # only now: a link or a FIFO has been refused untouched
-    return os.fdopen(fd, mode)
+        path.unlink(missing_ok=True)
+    flags = {"r": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT | os.O_EXCL, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
+    return os.fdopen(open_fd(path, flags[mode.replace("b", "")]), mode)

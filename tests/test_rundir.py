@@ -61,9 +61,21 @@ def test_overwrite_refuses_a_run_file_linked_outside_and_leaves_its_target_whole
     (run / name).symlink_to(elsewhere)
     proc = start(run, *TINY, "--epochs", "1", "--overwrite")
     err = ended(proc)
-    assert elsewhere.read_bytes() == b"x" * 4000 and (run / name).is_symlink()
+    assert elsewhere.read_bytes() == b"x" * 4000
     assert proc.returncode == 2 and err == f"dni: error: {run / name} is a symbolic link: " \
         "a run reads and writes only regular files of its own directory, never through a link; move it away\n"
+
+
+def test_a_run_writes_new_files_in_place_of_hard_links_and_leaves_their_other_name_whole(tmp_path):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.write_bytes(b"x" * 4000)
+    for name in ("metrics.jsonl", "metrics.jsonl.tmp", "model.npz.tmp", "config.json.tmp", "summary.json.tmp"):
+        (run / name).hardlink_to(elsewhere)
+    proc = start(run, *TINY, "--epochs", "1", "--overwrite")
+    err = ended(proc)
+    assert elsewhere.read_bytes() == b"x" * 4000
+    assert proc.returncode == 0, err
 
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "model.npz"])
