@@ -115,3 +115,14 @@ def test_a_killed_runs_lock_does_not_block_its_resume(live):
         assert f"pid {again.pid} on " in (run / "run.lock").read_text()
     finally:
         stop(again)
+
+
+@pytest.mark.parametrize("name", ["keys", "logs"])
+def test_slurm_prepare_refuses_its_directories_linked_outside(tmp_path, capsys, name):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (run / name).symlink_to(elsewhere)
+    assert main(["slurm", "prepare", "--out", str(run), "--hidden", "8"]) == 2
+    assert f"{run / name} is a symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
