@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_FILE = "model.npz"
-PREVIOUS_FILE = "model.prev.npz"
+from coordinator.rundir import MODEL_FILE, PREVIOUS_FILE, open_file
+
 log = logging.getLogger("dni")
 
 
@@ -32,7 +32,8 @@ class Checkpoint:
 def write_json(path: Path, obj) -> None:
     """Write JSON to a temporary file and rename it: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    with open_file(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -43,7 +44,7 @@ def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], 
     arrays["config"] = np.array(json.dumps({**config, "step": progress["step"]}))
     arrays["progress"] = np.array(json.dumps(progress))
     path, tmp = run_dir / MODEL_FILE, run_dir / (MODEL_FILE + ".tmp")
-    with open(tmp, "wb") as f:
+    with open_file(tmp, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())   # on disk before the rename makes it the newest
@@ -66,8 +67,10 @@ def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], 
 
 def read(path: Path) -> Checkpoint:
     """One checkpoint file, every array read (so a torn file fails here, not later); ValueError if corrupt."""
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no checkpoint: {path} does not exist")
+    if not path.is_file():   # np.load of a FIFO would wait for ever
+        raise ValueError(f"no checkpoint: {path} is not a regular file")
     try:
         with np.load(path, allow_pickle=False) as z:
             config = json.loads(str(z["config"]))

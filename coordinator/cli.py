@@ -15,7 +15,7 @@ import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 
-from coordinator import checkpoint, config, plans, runplot, security, slurm
+from coordinator import checkpoint, config, plans, rundir, runplot, security, slurm
 from coordinator.bench import cli as bench
 from coordinator.control import WorkerLost
 from coordinator.data import DataError
@@ -39,15 +39,23 @@ def prepare(args) -> tuple[plans.Plan, checkpoint.Checkpoint | None]:
     return plans.for_config(cfg), found
 
 
+def claim(args):
+    """--resume's run directory, claimed before its checkpoint is read (serve claims a new run's itself);
+    none that is not there: prepare says there is no checkpoint."""
+    resumed = Path(args.resume or "")
+    return rundir.claimed(resumed) if args.resume and resumed.is_dir() else nullcontext()
+
+
 def cmd_run(args) -> int:
     args.resume_command = "dni run --resume {}"
-    plan, resume = prepare(args)
-    # Linux: an abstract-namespace endpoint, which is no file: nothing is left behind on any
-    # exit, SIGKILL included. Only this user's processes may connect (protocol/sockets.py).
-    abstract = sys.platform.startswith("linux")
-    with nullcontext(None) if abstract else tempfile.TemporaryDirectory(prefix="dni-") as tmp:
-        where = f"@dni-{os.getpid()}-{secrets.token_hex(8)}" if abstract else tmp
-        summary = serve(plan, f"ipc://{where}/control", spawn_local=True, resume=resume)
+    with claim(args):
+        plan, resume = prepare(args)
+        # Linux: an abstract-namespace endpoint, which is no file: nothing is left behind on any
+        # exit, SIGKILL included. Only this user's processes may connect (protocol/sockets.py).
+        abstract = sys.platform.startswith("linux")
+        with nullcontext(None) if abstract else tempfile.TemporaryDirectory(prefix="dni-") as tmp:
+            where = f"@dni-{os.getpid()}-{secrets.token_hex(8)}" if abstract else tmp
+            summary = serve(plan, f"ipc://{where}/control", spawn_local=True, resume=resume)
     print_summary(summary, plan)
     return 0
 
@@ -55,12 +63,14 @@ def cmd_run(args) -> int:
 def cmd_coordinator(args) -> int:
     security_flags = f" --keys {args.keys}" if args.keys else " --insecure" if args.insecure else ""
     args.resume_command = f"dni coordinator --resume {{}} --bind {args.bind} --workers {args.workers}{security_flags}"
-    plan, resume = prepare(args)
-    if args.workers != plan.n_workers:
-        raise config.ConfigError(f"--workers {args.workers}: this network has {plan.n_workers} stages "
-                                 f"(time boxes and parameter service for --model rnn), one worker each")
-    curve = security.coordinator_curve(args.keys, args.insecure, args.bind)
-    print_summary(serve(plan, args.bind, spawn_local=False, curve=curve, resume=resume), plan)
+    with claim(args):
+        plan, resume = prepare(args)
+        if args.workers != plan.n_workers:
+            raise config.ConfigError(f"--workers {args.workers}: this network has {plan.n_workers} stages "
+                                     f"(time boxes and parameter service for --model rnn), one worker each")
+        curve = security.coordinator_curve(args.keys, args.insecure, args.bind)
+        summary = serve(plan, args.bind, spawn_local=False, curve=curve, resume=resume)
+    print_summary(summary, plan)
     return 0
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import zmq
 
-from coordinator import checkpoint, config, launch, recovery
+from coordinator import checkpoint, config, launch, recovery, rundir
 from coordinator.control import Hub, Membership, Pipeline, Rejoin, WorkerLost
 from coordinator.epochs import Position
 from coordinator.metrics import MetricsLog, Progress
@@ -17,23 +19,23 @@ from coordinator.signals import Interrupted, StopSignals
 from protocol import liveness
 
 log = logging.getLogger("dni")
-# What a run leaves in its directory: any of them there means the directory holds a run.
-RUN_FILES = ("metrics.jsonl", "summary.json", checkpoint.MODEL_FILE, "config.json")
 
 
-def run_dir_for(cfg: config.Config, resuming: bool = False) -> Path:
-    """The run directory, made; one that holds a run already is refused unless the user says to reuse
-    it: --overwrite, or --resume (which continues the run it holds)."""
+@contextmanager
+def run_dir_for(cfg: config.Config, resuming: bool = False) -> Iterator[Path]:
+    """The run directory, made and claimed for the with-block (see rundir.claimed); one that holds a run
+    already is refused unless the user says to reuse it: --overwrite, or --resume (which continues it)."""
     path = Path(cfg.out or f"runs/{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:   # a file there, or on the way there; no permission
         raise config.ConfigError(f"--out {path}: cannot make the run directory ({exc.strerror})") from None
-    held = [name for name in RUN_FILES if (path / name).exists()]
-    if held and not (cfg.overwrite or resuming):
-        raise config.ConfigError(f"--out {path} already holds a run ({held[0]}): give another --out, "
-                                 f"--resume {path} to continue it, or --overwrite to replace it")
-    return path
+    with rundir.claimed(path):
+        held = [name for name in rundir.RUN_FILES if (path / name).exists()]
+        if held and not (cfg.overwrite or resuming):
+            raise config.ConfigError(f"--out {path} already holds a run ({held[0]}): give another --out, "
+                                     f"--resume {path} to continue it, or --overwrite to replace it")
+        yield path
 
 
 def start(plan: Plan, resume: checkpoint.Checkpoint | None) -> tuple[Position, dict]:
@@ -53,8 +55,14 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     replacements). `curve` (see Hub) puts CURVE on every socket of the run; `resume`
     continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
+    with run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
+        return serve_in(run_dir, plan, bind, spawn_local, curve, resume)
+
+
+def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dict | None,
+             resume: checkpoint.Checkpoint | None) -> dict:
+    """serve, in its run directory, claimed."""
     cfg, n_workers = plan.cfg, plan.n_workers
-    run_dir = run_dir_for(cfg, resuming=resume is not None)
     pos, states = start(plan, resume)
     metrics = MetricsLog(run_dir, since=pos.step if resume else None)
     progress = Progress(cfg.progress, plan.total_steps)

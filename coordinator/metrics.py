@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator import rundir
+
 
 def percentiles(values) -> dict:
     a = np.asarray(values, dtype=np.float64)
@@ -25,7 +27,7 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         self.file = None
         if since is None:
-            self.path.write_text("")
+            rundir.open_file(self.path, "w").close()
         self.rewind(since or 0)
 
     def rewind(self, step: int) -> None:
@@ -35,8 +37,13 @@ class MetricsLog:
             self.file.close()
         self.latency_ms: dict[int, list[float]] = defaultdict(list)
         self.cos: dict[int, list[float]] = defaultdict(list)
+        try:
+            with rundir.open_file(self.path) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            lines = []
         kept = []
-        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+        for line in lines:
             try:
                 rec = json.loads(line)
             except ValueError:
@@ -45,9 +52,10 @@ class MetricsLog:
                 kept.append(line + "\n")
                 self._keep(rec.get("stage"), rec)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(kept))
+        with rundir.open_file(tmp, "w") as f:
+            f.write("".join(kept))
         tmp.replace(self.path)
-        self.file = open(self.path, "a")
+        self.file = rundir.open_file(self.path, "a")
 
     def write(self, stage: int, records: list[dict]) -> None:
         for rec in records:

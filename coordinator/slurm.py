@@ -13,7 +13,7 @@ from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
-from coordinator import config, plans
+from coordinator import config, plans, rundir
 from protocol import keys
 
 SCRIPT = "dni.sbatch"
@@ -80,11 +80,14 @@ def job_env(name: str, env=os.environ) -> str:
 def cmd_prepare(args) -> int:
     cfg, _ = training(args)
     run = run_dir(cfg)
-    (run / "logs").mkdir(parents=True, exist_ok=True)
-    if not args.insecure:
-        # A fresh keypair per process and attempt: a requeued job does not reuse the last one's.
-        shutil.rmtree(run / "keys", ignore_errors=True)
-        keys.generate(run / "keys", workers=stages(cfg))
+    run.mkdir(parents=True, exist_ok=True)
+    # Not the keys of a run still going on (its coordinator holds the directory), nor through a link.
+    with rundir.claimed(run, directories=("logs", "keys")):
+        (run / "logs").mkdir(exist_ok=True)
+        if not args.insecure:
+            # A fresh keypair per process and attempt: a requeued job does not reuse the last one's.
+            shutil.rmtree(run / "keys", ignore_errors=True)
+            keys.generate(run / "keys", workers=stages(cfg))
     print(stages(cfg) + 1)  # the coordinator and one worker per stage: srun's task count
     return 0
 
@@ -113,7 +116,7 @@ def cmd_task(args) -> int:
         security = ["--insecure"] if args.insecure else ["--key", str(secret), "--server-key",
                                                          str(run / "keys" / "coordinator.key")]
         argv = [*dni, "worker", "--coordinator", endpoint, "--stage", str(rank), *security]
-        log = os.open(run / "logs" / f"stage-{rank}-{node}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = rundir.open_fd(run / "logs" / f"stage-{rank}-{node}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(log, 1)
         os.dup2(log, 2)
         # scancel and the time limit signal every task at once; the coordinator needs its
