@@ -3,6 +3,7 @@ import os
 import random
 import signal
 
+import pytest
 from resumable import Watched, stage_pid, steps_logged, summary, wait_until, worker_pids
 
 # 784-64-64-10 cdni on 12,000 MNIST examples, 4 epochs of 94 steps: undisturbed it reaches
@@ -11,6 +12,7 @@ STEPS_PER_EPOCH = 94
 JOB = ["--hidden", "64,64", "--train-subset", "12000", "--epochs", "4", "--eval-batch", "100",
        "--checkpoint-every", "10", "--log-every", "5", "--seed", "1"]
 FLOOR = 0.83
+pytestmark = pytest.mark.slow   # trainings of 4 and 8 epochs on 12,000 MNIST examples
 # Where a kill during evaluation or a checkpoint is noticed (coordinator/control/pipeline.py).
 BARRIER_WAITS = ("evaluation results", "for eval batch", "the pipeline to drain", "parameters")
 

@@ -347,6 +347,7 @@ def test_f12_a_stopped_worker_is_named_and_the_run_exits_promptly(tmp_path):
 
 
 # -- the semantic fuzz -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_fuzzing_every_socket_of_a_running_job_changes_nothing_but_the_counters(tmp_path):
     """2,000 messages with valid headers and random contents, to the control socket and every inbox."""
     args = ["--hidden", "64,64", "--epochs", "20", "--seed", "0", "--heartbeat", "0.5"]   # outlasts the fuzz

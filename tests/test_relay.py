@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from coordinator.bench import relay as relay_module
 
@@ -91,6 +92,7 @@ def both_ways(delay_ms: float, n: int) -> tuple[list, list, dict]:
     return there, back, stats
 
 
+@pytest.mark.slow
 def test_order_and_delay_under_load_both_ways():
     delay = 0.020
     there, back, stats = both_ways(delay * 1e3, 2000)   # ~64 MB each way in a second

@@ -117,6 +117,7 @@ def test_ctrl_c_checkpoints_and_stops_and_twice_stops_at_once(mnist, tmp_path):
     assert not worker_pids()
 
 
+@pytest.mark.slow
 def test_a_coordinator_killed_at_any_moment_leaves_a_checkpoint_to_resume_from(mnist, tmp_path):
     """SIGKILL, no handler runs: with a checkpoint every step, most kills land in the middle of a write."""
     run, rng = tmp_path / "run", random.Random(3)

@@ -1,0 +1,23 @@
+"""Waiting in tests: polling for a condition, and the margin a timing bound allows beyond the code's own times."""
+import time
+from pathlib import Path
+
+# A timing bound is the time the code itself defines (protocol/liveness.py, a test's --heartbeat)
+# plus this: a process that lost the CPU for a while on a loaded 2-core machine, never more.
+SCHEDULING_MARGIN_S = 1.0
+
+
+def wait_for(condition, timeout: float = 10, every: float = 0.05) -> bool:
+    """Poll until condition() holds (True) or timeout seconds have passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def training(run_dir: Path) -> bool:
+    """The run in run_dir has logged its first step."""
+    metrics = run_dir / "metrics.jsonl"
+    return metrics.exists() and metrics.stat().st_size > 0
