@@ -9,7 +9,9 @@ from pathlib import Path
 
 import zmq
 
-FAST = ["--no-progress", "--heartbeat", "0.5"]
+HEARTBEAT = 0.5
+FAST = ["--no-progress", "--heartbeat", str(HEARTBEAT)]
+JOB = ["--hidden", "32,32", "--epochs", "12", "--seed", "1"]   # 3 stages: 32 -> 32 -> 32 -> 10
 
 
 def listening(pid: int) -> list[str]:
@@ -106,3 +108,10 @@ class Job:
             code = None
         self.ctx.term()
         return code, err
+
+
+def one_line_error(err: str, *words: str) -> str:
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dni: error:") and all(w in last for w in words), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    return last
