@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import zmq
+from resumable import wait_until
+from timing import FAST, training
 
-HEARTBEAT = 0.5
-FAST = ["--no-progress", "--heartbeat", str(HEARTBEAT)]
 JOB = ["--hidden", "32,32", "--epochs", "12", "--seed", "1"]   # 3 stages: 32 -> 32 -> 32 -> 10
 
 
@@ -67,12 +67,7 @@ class Job:
         self.ctx = zmq.Context()
 
     def training(self, timeout: float = 30) -> "Job":
-        deadline = time.monotonic() + timeout
-        path = self.out / "metrics.jsonl"
-        while not (path.exists() and path.stat().st_size > 0):
-            assert self.proc.poll() is None, self.proc.communicate()
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.05)
+        wait_until(lambda: training(self.out), timeout, "the first step", self.proc)
         self.workers = children(self.proc.pid)
         self.control = listening(self.proc.pid)[0]
         self.inbox = {k: listening(pid)[0] for k, pid in self.workers.items()}

@@ -7,12 +7,12 @@ import time
 from contextlib import contextmanager
 
 import pytest
+import timing
 
 from coordinator.bench.hosts import hosts, ip_binary
 from protocol.keys import load_client
 
-HEARTBEAT = 0.5
-FAST = ["--no-progress", "--heartbeat", str(HEARTBEAT), "--checkpoint-every", "0"]
+FAST = [*timing.FAST, "--checkpoint-every", "0"]
 PORT = 5555
 # The slow tier: each test makes namespaces and runs for seconds. Skipped only when not root (a
 # developer's machine); as root, as in CI, failing to make namespaces raises NetnsError and fails the test.

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import FAST
 
 from coordinator import checkpoint
-
-FAST = ["--no-progress", "--heartbeat", "0.5"]
 
 
 def start(out: Path, *argv: str, command: str = "run") -> subprocess.Popen:

@@ -5,13 +5,19 @@ import signal
 
 import pytest
 from resumable import Watched, stage_pid, steps_logged, summary, wait_until, worker_pids
+from timing import FAST
+
+from coordinator.cli import main
 
 # 784-64-64-10 cdni on 12,000 MNIST examples, 4 epochs of 94 steps: undisturbed it reaches
-# 0.85-0.86 (measured); evaluation in batches of 100 takes long enough to be hit on purpose.
+# 0.85-0.86 (measured run to run: cdni's staleness depends on timing); evaluation in batches of
+# 100 takes long enough to be hit on purpose.
 STEPS_PER_EPOCH = 94
 JOB = ["--hidden", "64,64", "--train-subset", "12000", "--epochs", "4", "--eval-batch", "100",
        "--checkpoint-every", "10", "--log-every", "5", "--seed", "1"]
-FLOOR = 0.83
+# Each restart redoes up to 10 steps from the last checkpoint: the run ends as well as an undisturbed one,
+# within the spread of undisturbed runs.
+SPREAD = 0.02
 pytestmark = pytest.mark.slow   # trainings of 4 and 8 epochs on 12,000 MNIST examples
 # Where a kill during evaluation or a checkpoint is noticed (coordinator/control/pipeline.py).
 BARRIER_WAITS = ("evaluation results", "for eval batch", "the pipeline to drain", "parameters")
@@ -30,6 +36,8 @@ def kill_at(run: Watched, rng: random.Random, n: int, at_barrier: bool) -> None:
 
 def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(mnist, tmp_path):
     rng = random.Random(12)
+    assert main(["run", "--data", str(mnist), *JOB, "--out", str(tmp_path / "undisturbed"), *FAST]) == 0
+    floor = summary(tmp_path / "undisturbed")["test_accuracy"] - SPREAD
     run = Watched(tmp_path / "three", "--data", str(mnist), *JOB, "--max-restarts", "3")
     for n, barrier in ((1, False), (2, True), (3, False)):
         kill_at(run, rng, n, barrier)
@@ -37,7 +45,7 @@ def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(
     restarts = [line for line in run.lines if "; restart " in line]
     assert len(restarts) == 3 and any(w in restarts[1] for w in BARRIER_WAITS), restarts
     done = summary(tmp_path / "three")
-    assert done["restarts"] == 3 and done["test_accuracy"] >= FLOOR, done["test_accuracy"]
+    assert done["restarts"] == 3 and done["test_accuracy"] >= floor, (done["test_accuracy"], floor)
     assert not worker_pids()
 
     run = Watched(tmp_path / "four", "--data", str(mnist), *JOB, "--epochs", "8", "--max-restarts", "3")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from hostile_job import HEARTBEAT, JOB, Job, one_line_error
-from timing import SCHEDULING_MARGIN_S
+from hostile_job import JOB, Job, one_line_error
+from timing import HEARTBEAT, SCHEDULING_MARGIN_S
 
 from coordinator import launch, plans
 from coordinator.config import Config

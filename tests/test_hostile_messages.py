@@ -19,10 +19,10 @@ def step_now(job: Job) -> int:
     return json.loads((job.out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
 
 
-def dropped(job: Job) -> int:
-    """Every message the workers dropped, by their own counters in summary.json."""
+def dropped(job: Job, stages=None) -> int:
+    """The messages the workers (of these stages, or all) dropped, by their own counters in summary.json."""
     workers = json.loads((job.out / "summary.json").read_text())["workers"]
-    return sum(sum(w["dropped"].values()) for w in workers.values())
+    return sum(sum(w["dropped"].values()) for k, w in workers.items() if stages is None or int(k) in stages)
 
 
 def test_nan_inputs_and_gradients_are_dropped_and_the_model_stays_finite(tmp_path):
@@ -90,11 +90,16 @@ def test_unique_senders_and_large_frames_leave_no_memory_behind(tmp_path):
 
 def test_floods_of_garbage_and_unexpected_messages_print_a_few_lines(tmp_path):
     job = Job(tmp_path, *JOB).training()
-    job.send(job.control, ([b"\xc1garbage"] for _ in range(20_000)), dealer=True)
-    job.send(job.inbox[2], (msg(Kind.DONE, "stage-1", i, {"loss": 0.0, "correct": 0, "n": 1}) for i in range(20_000)))
+    garbage = job.send(job.control, ([b"\xc1garbage"] for _ in range(20_000)), dealer=True)
+    unexpected = job.send(job.inbox[2], (msg(Kind.DONE, "stage-1", i, {"loss": 0.0, "correct": 0, "n": 1})
+                                         for i in range(20_000)))
     code, err = job.finish()
     assert code == 0, err
     assert len(err.splitlines()) < 20, err[-3000:]
+    # Counted, not printed: as many as arrived (those still unread when the sender disconnects are lost).
+    coordinator = json.loads((job.out / "summary.json").read_text())["dropped"]
+    assert coordinator.keys() == {"malformed"} and 0 < coordinator["malformed"] <= garbage, (coordinator, garbage)
+    assert 0 < dropped(job, [2]) <= unexpected, (dropped(job, [2]), unexpected)
 
 
 @pytest.mark.slow

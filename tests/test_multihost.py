@@ -4,8 +4,8 @@ import signal
 import time
 
 import numpy as np
-from namespaced import FAST, HEARTBEAT, NETWORK_LAB, PORT, coordinator, network, secrets_of, worker
-from timing import SCHEDULING_MARGIN_S, training, wait_for
+from namespaced import FAST, NETWORK_LAB, PORT, coordinator, network, secrets_of, worker
+from timing import HEARTBEAT, SCHEDULING_MARGIN_S, training, wait_for
 
 from coordinator import checkpoint
 from coordinator.cli import main

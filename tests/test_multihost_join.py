@@ -4,8 +4,8 @@ import sys
 import threading
 import time
 
-from namespaced import FAST, HEARTBEAT
-from timing import wait_for
+from namespaced import FAST
+from timing import HEARTBEAT, wait_for
 
 from coordinator import launch
 from protocol.liveness import MISSED_HEARTBEATS

@@ -2,8 +2,8 @@
 import json
 import signal
 
-from namespaced import HEARTBEAT, NETWORK_LAB, coordinator, network, worker
-from timing import SCHEDULING_MARGIN_S, wait_for
+from namespaced import NETWORK_LAB, coordinator, network, worker
+from timing import HEARTBEAT, SCHEDULING_MARGIN_S, wait_for
 
 from protocol.keys import generate
 from protocol.liveness import MISSED_HEARTBEATS, SWEEP_FRACTION

@@ -4,11 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zmq
+from resumable import stage_pid, wait_until
+from timing import FAST, training
 
 from coordinator import checkpoint, launch, plans
 from coordinator.cli import main
@@ -18,8 +19,6 @@ from coordinator.data import batches, generated_task
 from protocol import Kind, Message, encode
 from protocol.wireconfig import WireConfig
 from workers.numerics.reference import build_network, step
-
-FAST = ["--no-progress", "--heartbeat", "0.5"]
 
 
 @pytest.mark.parametrize("credit", ["link", "coordinator"])
@@ -191,33 +190,9 @@ def dni_run(tmp_path, *extra):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_training(tmp_path, proc):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        path = tmp_path / "metrics.jsonl"
-        if path.exists() and path.stat().st_size > 0:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise AssertionError("training never started")
-
-
-def stage_pid(stage: int) -> int:
-    for pid in os.listdir("/proc"):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if b"worker" in cmd and b"--stage" in cmd and cmd[cmd.index(b"--stage") + 1] == str(stage).encode():
-            env = open(f"/proc/{pid}/environ", "rb").read()
-            if os.environ["DNI_TEST_TAG"].encode() in env:
-                return int(pid)
-    raise AssertionError(f"no worker for stage {stage}")
-
-
 def test_a_killed_worker_is_named_and_everything_else_exits(tmp_path):
     proc = dni_run(tmp_path, "--max-restarts", "0")
-    wait_for_training(tmp_path, proc)
+    wait_until(lambda: training(tmp_path), 30, "the first step", proc)
     os.kill(stage_pid(2), signal.SIGKILL)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
@@ -231,7 +206,7 @@ def test_a_killed_parameter_service_is_named_for_what_it_does(tmp_path):
                              "--mode", "dni", "--boxes", "2", "--steps-per-box", "3", "--copy-length", "2",
                              "--epochs", "50", "--max-restarts", "0",
                              "--out", str(tmp_path), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_training(tmp_path, proc)
+    wait_until(lambda: training(tmp_path), 30, "the first step", proc)
     os.kill(stage_pid(3), signal.SIGKILL)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
@@ -241,26 +216,7 @@ def test_a_killed_parameter_service_is_named_for_what_it_does(tmp_path):
 
 def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
     proc = dni_run(tmp_path)
-    wait_for_training(tmp_path, proc)
+    wait_until(lambda: training(tmp_path), 30, "the first step", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "interrupted" in err
-
-
-def alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
-    proc = dni_run(tmp_path)
-    wait_for_training(tmp_path, proc)
-    workers = [stage_pid(k) for k in (1, 2, 3, 4)]
-    proc.kill()
-    proc.communicate()
-    deadline = time.monotonic() + 3 * 0.5 + 3  # three missed heartbeats, plus slack
-    while any(map(alive, workers)):
-        assert time.monotonic() < deadline, "workers outlived their coordinator"
-        time.sleep(0.05)

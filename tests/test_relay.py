@@ -101,7 +101,9 @@ def test_order_and_delay_under_load_both_ways():
         # A valid bound: `sent` is read before the header enters the socket and `arrived` after it
         # is read, so each delay measured contains the relay's own hold of the header's bytes.
         assert min(d) >= delay   # never released early
-        assert np.percentile(d, 50) < delay + 0.005, np.percentile(d, 50)
+        # Nor held twice, nor released only at the relay's longest poll (TICK_MS): either would make the
+        # median late by a whole delay or more. Half a delay is what a loaded machine may add.
+        assert np.percentile(d, 50) < delay + delay / 2, np.percentile(d, 50)
     assert stats["connections"] == 1 and stats["bytes"] > 2 * 2000 * 16
     assert 0 <= stats["late_ms_mean"] and stats["cpu_s"] > 0
 

@@ -2,6 +2,8 @@
 import time
 from pathlib import Path
 
+HEARTBEAT = 0.5   # the tests' runs beat faster than the default: failures are noticed sooner
+FAST = ["--no-progress", "--heartbeat", str(HEARTBEAT)]
 # A timing bound is the time the code itself defines (protocol/liveness.py, a test's --heartbeat)
 # plus this: a process that lost the CPU for a while on a loaded 2-core machine, never more.
 SCHEDULING_MARGIN_S = 1.0
