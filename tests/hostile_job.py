@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import zmq
-from resumable import wait_until
-from timing import FAST, training
+from timing import FAST, training, wait_until
 
 JOB = ["--hidden", "32,32", "--epochs", "12", "--seed", "1"]   # 3 stages: 32 -> 32 -> 32 -> 10
 

@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +23,6 @@ def steps_logged(out: Path) -> int:
     path = out / "metrics.jsonl"
     found = re.findall(r'"step": (\d+)', path.read_text()) if path.exists() else []
     return max(map(int, found), default=-1)
-
-
-def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc is None or proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.02)
 
 
 def assert_same_checkpoint(a: Path, b: Path) -> None:

@@ -4,8 +4,8 @@ import random
 import signal
 
 import pytest
-from resumable import Watched, stage_pid, steps_logged, summary, wait_until, worker_pids
-from timing import FAST
+from resumable import Watched, stage_pid, steps_logged, summary, worker_pids
+from timing import FAST, wait_until
 
 from coordinator.cli import main
 

@@ -3,11 +3,10 @@ import json
 import signal
 import time
 
-import numpy as np
 from namespaced import FAST, NETWORK_LAB, PORT, coordinator, network, secrets_of, worker
+from resumable import assert_same_checkpoint
 from timing import HEARTBEAT, SCHEDULING_MARGIN_S, training, wait_for
 
-from coordinator import checkpoint
 from coordinator.cli import main
 from protocol.keys import generate
 from protocol.liveness import MISSED_HEARTBEATS, SWEEP_FRACTION
@@ -43,11 +42,7 @@ def test_training_across_namespaces_matches_a_local_run(mnist, tmp_path):
     net = json.loads((tmp_path / "net" / "summary.json").read_text())
     assert net["test_accuracy"] == local["test_accuracy"] > 0.8
     assert net["history"] == local["history"]
-    _, local_states = checkpoint.load(tmp_path / "local")
-    _, net_states = checkpoint.load(tmp_path / "net")
-    for stage, arrays in local_states.items():
-        for name, value in arrays.items():
-            assert np.array_equal(net_states[stage][name], value), (stage, name)
+    assert_same_checkpoint(tmp_path / "local", tmp_path / "net")
     for secret in secrets_of(keys):
         assert secret not in coord.text
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import zmq
-from resumable import stage_pid, wait_until
-from timing import FAST, training
+from resumable import stage_pid
+from timing import FAST, training, wait_until
 
 from coordinator import checkpoint, launch, plans
 from coordinator.cli import main

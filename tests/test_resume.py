@@ -6,7 +6,6 @@ import time
 
 import pytest
 from resumable import (
-    FAST,
     Watched,
     assert_same_checkpoint,
     records,
@@ -14,9 +13,9 @@ from resumable import (
     start,
     steps_logged,
     summary,
-    wait_until,
     worker_pids,
 )
+from timing import FAST, wait_until
 
 from coordinator import checkpoint
 from coordinator.cli import main

@@ -7,13 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from resumable import assert_same_checkpoint
 from slurm_cluster import Cluster
-from timing import wait_for
+from timing import wait_for, wait_until
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads, as every dni process does)
-from coordinator import checkpoint
 from coordinator.bench.hosts import ip_binary
 from coordinator.cli import main
 from protocol.keys import load_client
@@ -47,21 +46,8 @@ def sbatch(cluster, tmp_path, *argv: str, wait: bool = True) -> tuple[int, str]:
     return result.returncode, result.stdout.split(";")[0].strip()
 
 
-def wait_until(condition, timeout: float, what: str, every: float = 0.05) -> None:
-    assert wait_for(condition, timeout, every), f"no {what} after {timeout} s"
-
-
 def text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
-
-
-def assert_same_model(a: Path, b: Path) -> None:
-    _, want = checkpoint.load(a)
-    _, got = checkpoint.load(b)
-    assert got.keys() == want.keys()
-    for stage, arrays in want.items():
-        for name, value in arrays.items():
-            assert np.array_equal(got[stage][name], value), (stage, name)
 
 
 def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path):
@@ -77,7 +63,7 @@ def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_p
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_accuracy"] == local["test_accuracy"] > 0.7
     assert summary["history"] == local["history"]
-    assert_same_model(tmp_path / "local", run)
+    assert_same_checkpoint(tmp_path / "local", run)
     # The job's output is the coordinator's: progress, registrations and the summary.
     assert "epoch 2/2  test accuracy" in out and f"run directory {run}" in out
     registered = dict(re.findall(r"registered stage (\d) on \S+ \(([\d.]+),", out))
@@ -151,7 +137,7 @@ def test_a_cancelled_job_resubmitted_resumes_and_ends_as_the_uninterrupted_run(c
     # The script saw the checkpoint and resumed (the output file holds both attempts).
     assert re.search(rf"task 0 on node0: dni -v coordinator .* --resume {run} ", text(tmp_path / "job.out"))
     assert main(["run", *job, "--no-progress", "--out", str(tmp_path / "whole")]) == 0
-    assert_same_model(tmp_path / "whole", run)
+    assert_same_checkpoint(tmp_path / "whole", run)
 
 
 def test_training_options_reach_the_coordinator_unchanged():

@@ -19,6 +19,15 @@ def wait_for(condition, timeout: float = 10, every: float = 0.05) -> bool:
     return True
 
 
+def wait_until(condition, timeout: float, what: str, proc=None, every: float = 0.02) -> None:
+    """Poll until condition() holds; fail once timeout seconds have passed, or at once if process proc ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc is None or proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(every)
+
+
 def training(run_dir: Path) -> bool:
     """The run in run_dir has logged its first step."""
     metrics = run_dir / "metrics.jsonl"
