@@ -22,9 +22,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatc
 EXACT = ["--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--seed", "7", "--checkpoint-every", "0"]
 # `dni` as the job script calls it: this test's own installation.
 PATH = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-pytestmark = pytest.mark.slow
 
 
+# Every test on the cluster is in the slow tier (marked slow); those without it are quick.
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     # As root (CI) a cluster that cannot come up fails the test; only without root is there nothing to try.
@@ -50,6 +50,7 @@ def text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+@pytest.mark.slow
 def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path):
     """Four stages on three nodes: the coordinator shares the first node with a worker, two workers the second."""
     job = ["--data", str(mnist), *EXACT, "--hidden", "64,32,32", "--train-subset", "3000", "--epochs", "2"]
@@ -83,6 +84,7 @@ def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_p
     assert not any(load_client(p)[1].decode() in written for p in secrets)
 
 
+@pytest.mark.slow
 def test_dni_slurm_submit_on_four_nodes_without_keys(cluster, mnist, tmp_path):
     """`dni slurm submit` fills in nodes and tasks; --insecure reaches coordinator and workers."""
     run, out = tmp_path / "run", tmp_path / "job.out"
@@ -110,6 +112,7 @@ def cancel_during_training(cluster, tmp_path, job: list[str]) -> tuple[str, str]
     return text(tmp_path / "job.out"), job_id
 
 
+@pytest.mark.slow
 def test_scancel_signals_the_coordinator_while_the_workers_wait_for_it(cluster, mnist, tmp_path):
     """SIGTERM reaches the coordinator itself; the workers ignore it and end when the coordinator does."""
     run = tmp_path / "run"
@@ -125,6 +128,7 @@ def test_scancel_signals_the_coordinator_while_the_workers_wait_for_it(cluster, 
         assert "Traceback" not in text(log), text(log)
 
 
+@pytest.mark.slow
 def test_a_cancelled_job_resubmitted_resumes_and_ends_as_the_uninterrupted_run(cluster, mnist, tmp_path):
     """What --requeue does (Slurm 22.05 holds a requeued job ~2 min first, too slow for CI), by hand."""
     job = ["--data", str(mnist), *EXACT, "--hidden", "32,32", "--train-subset", "3000", "--epochs", "20"]
