@@ -2,12 +2,11 @@
 import os
 import subprocess
 import sys
-import threading
-import time
 from contextlib import contextmanager
 
 import pytest
 import timing
+from watched import Watched
 
 from coordinator.bench.hosts import hosts, ip_binary
 from protocol.keys import load_client
@@ -19,32 +18,12 @@ PORT = 5555
 NETWORK_LAB = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 
-class Watched:
-    """A `dni` process in a namespace; a thread collects its output lines with their arrival times."""
-
-    def __init__(self, host, *argv: str):
-        # `ip netns exec` keeps the environment, so DNI_TEST_TAG reaches the process (no-orphan check).
-        self.proc = host.popen([sys.executable, "-m", "coordinator", *argv], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-        self.lines: list[tuple[float, str]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    def wait(self, timeout: float = 60) -> int:
-        rc = self.proc.wait(timeout)
-        self.reader.join(5)
-        return rc
-
-    @property
-    def text(self) -> str:
-        return "\n".join(line for _, line in self.lines)
-
-    def when(self, words: str) -> float | None:
-        return next((t for t, line in self.lines if words in line), None)
+def dni(host, *argv: str) -> Watched:
+    """`dni ARGV` in host's namespace, its stdout and stderr as one."""
+    # `ip netns exec` keeps the environment, so DNI_TEST_TAG reaches the process (no-orphan check).
+    proc = host.popen([sys.executable, "-m", "coordinator", *argv], stdout=subprocess.PIPE,
+                      stderr=subprocess.STDOUT, text=True)
+    return Watched(proc, proc.stdout)
 
 
 @contextmanager
@@ -58,12 +37,12 @@ def network(n: int):
 
 
 def coordinator(host, keys, workers: int, out, *options: str) -> Watched:
-    return Watched(host, "-v", "coordinator", "--bind", f"tcp://{host.ip}:{PORT}", "--keys", str(keys),
+    return dni(host, "-v", "coordinator", "--bind", f"tcp://{host.ip}:{PORT}", "--keys", str(keys),
                    "--workers", str(workers), "--out", str(out), *FAST, *options)
 
 
 def worker(host, coord_host, secret, server_key, *options: str) -> Watched:
-    return Watched(host, "worker", "--coordinator", f"tcp://{coord_host.ip}:{PORT}",
+    return dni(host, "worker", "--coordinator", f"tcp://{coord_host.ip}:{PORT}",
                    "--key", str(secret), "--server-key", str(server_key), *options)
 
 

@@ -4,11 +4,11 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 from timing import FAST
+from watched import Watched
 
 from coordinator import checkpoint
 
@@ -60,26 +60,13 @@ def worker_pids() -> list[int]:
     return found
 
 
-class Watched:
-    """A `dni` child process whose stderr lines a thread collects as they come."""
+class WatchedRun(Watched):
+    """`dni run` (or another command) in a child process, its stderr watched; .out is its run directory."""
 
     def __init__(self, out: Path, *argv: str, command: str = "run"):
-        self.out, self.proc = out, start(out, *argv, command=command)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
-        self.reader.start()
-
-    def wait(self, timeout: float = 120) -> int:
-        rc = self.proc.wait(timeout)
-        self.reader.join(5)
-        return rc
-
-    def saw(self, words: str) -> bool:
-        return any(words in line for line in self.lines)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
+        self.out = out
+        proc = start(out, *argv, command=command)
+        super().__init__(proc, proc.stderr)
 
 
 def stage_pid(stage: int) -> int:

@@ -4,7 +4,7 @@ import random
 import signal
 
 import pytest
-from resumable import Watched, stage_pid, steps_logged, summary, worker_pids
+from resumable import WatchedRun, stage_pid, steps_logged, summary, worker_pids
 from timing import FAST, wait_until
 
 from coordinator.cli import main
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow   # trainings of 4 and 8 epochs on 12,000 MNIST ex
 BARRIER_WAITS = ("evaluation results", "for eval batch", "the pipeline to drain", "parameters")
 
 
-def kill_at(run: Watched, rng: random.Random, n: int, at_barrier: bool) -> None:
+def kill_at(run: WatchedRun, rng: random.Random, n: int, at_barrier: bool) -> None:
     """Kill a seeded random stage's worker a seeded random number of steps into the run's current
     stretch (at_barrier: once the head logged an epoch's last step, so during its evaluation)."""
     since = steps_logged(run.out)
@@ -38,7 +38,7 @@ def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(
     rng = random.Random(12)
     assert main(["run", "--data", str(mnist), *JOB, "--out", str(tmp_path / "undisturbed"), *FAST]) == 0
     floor = summary(tmp_path / "undisturbed")["test_accuracy"] - SPREAD
-    run = Watched(tmp_path / "three", "--data", str(mnist), *JOB, "--max-restarts", "3")
+    run = WatchedRun(tmp_path / "three", "--data", str(mnist), *JOB, "--max-restarts", "3")
     for n, barrier in ((1, False), (2, True), (3, False)):
         kill_at(run, rng, n, barrier)
     assert run.wait() == 0, run.text
@@ -48,7 +48,7 @@ def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(
     assert done["restarts"] == 3 and done["test_accuracy"] >= floor, (done["test_accuracy"], floor)
     assert not worker_pids()
 
-    run = Watched(tmp_path / "four", "--data", str(mnist), *JOB, "--epochs", "8", "--max-restarts", "3")
+    run = WatchedRun(tmp_path / "four", "--data", str(mnist), *JOB, "--epochs", "8", "--max-restarts", "3")
     for n in (1, 2, 3, 0):
         kill_at(run, rng, n, False)
     assert run.wait() == 1, run.text
@@ -59,7 +59,7 @@ def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(
 
 
 def test_a_stopped_worker_is_declared_lost_after_three_heartbeats_and_replaced(mnist, tmp_path):
-    run = Watched(tmp_path / "run", "--data", str(mnist), *JOB, "--epochs", "2", "--max-restarts", "1")
+    run = WatchedRun(tmp_path / "run", "--data", str(mnist), *JOB, "--epochs", "2", "--max-restarts", "1")
     wait_until(lambda: steps_logged(run.out) >= 30, 60, "step 30", run.proc)
     stopped = stage_pid(2)
     os.kill(stopped, signal.SIGSTOP)

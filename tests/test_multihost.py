@@ -60,7 +60,7 @@ def test_a_killed_worker_is_named_within_three_heartbeats_and_the_rest_exit_clea
         assert coord.wait() == 1, coord.text
         assert workers[1].wait() == -signal.SIGKILL
         assert [workers[0].wait(), workers[2].wait()] == [0, 0]
-    error = next(line for _, line in coord.lines if line.startswith("dni: error:"))
+    error = next(line for line in coord.lines if line.startswith("dni: error:"))
     assert error.startswith("dni: error: stage 2 on ") and f"({ws[1].ip}, pid {workers[1].proc.pid}) lost" in error
     detected = coord.when("dni: error:") - killed
     print(f"killed worker named after {detected:.3f} s (heartbeat {HEARTBEAT} s): {error}")

@@ -1,11 +1,11 @@
 """Remote workers joining a `dni coordinator` one by one: those waiting stay alive, one that leaves is replaced."""
 import subprocess
 import sys
-import threading
 import time
 
 from namespaced import FAST
 from timing import HEARTBEAT, wait_for
+from watched import Watched
 
 from coordinator import launch
 from protocol.liveness import MISSED_HEARTBEATS
@@ -33,27 +33,24 @@ def test_a_worker_that_leaves_before_the_run_begins_is_replaced(tmp_path):
                               "--workers", "3", "--hidden", "16,16", "--train-subset", "640", "--epochs", "1",
                               "--out", str(tmp_path / "run"), *FAST],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    reader = threading.Thread(target=lambda: [lines.append(line) for line in coord.stdout], daemon=True)
-    reader.start()
+    said = Watched(coord, coord.stdout)
     procs = [coord] + [subprocess.Popen(launch.worker_command(endpoint, "--stage", k)) for k in ("1", "2")]
     stays, doomed = procs[1:]
     try:
         # Two of three registered: the run waits for the third, so stage 2 may still leave.
-        assert wait_for(lambda: sum("registered stage" in line for line in lines) == 2, 30), lines
+        assert wait_for(lambda: said.text.count("registered stage") == 2, 30), said.text
         doomed.kill()
         doomed.wait()
-        assert wait_for(lambda: any("its place is free" in line for line in lines), 30), lines
+        assert wait_for(lambda: said.saw("its place is free"), 30), said.text
         procs += [subprocess.Popen(launch.worker_command(endpoint, "--stage", k)) for k in ("2", "3")]
-        assert coord.wait(60) == 0, "".join(lines)
+        assert said.wait(60) == 0, said.text
         assert all(p.wait(10) == 0 for p in (stays, *procs[3:]))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    reader.join(5)
-    dropped = next(line for line in lines if "its place is free" in line)
+    dropped = next(line for line in said.lines if "its place is free" in line)
     # Killed, its connection closes (or, across hosts, its heartbeats stop): either way it is named.
     assert "stage 2" in dropped and ("connection closed" in dropped or "no heartbeat" in dropped), dropped
-    assert sum("registered stage 2" in line for line in lines) == 2   # the doomed worker, then its replacement
+    assert said.text.count("registered stage 2") == 2   # the doomed worker, then its replacement

@@ -4,7 +4,7 @@ import signal
 import sys
 import time
 
-from namespaced import NETWORK_LAB, PORT, Watched, coordinator, network, secrets_of, worker
+from namespaced import NETWORK_LAB, PORT, coordinator, dni, network, secrets_of, worker
 from timing import training, wait_for
 
 from protocol.keys import generate, load_public
@@ -23,7 +23,7 @@ def test_workers_without_the_right_keys_are_refused_and_the_run_goes_on(tmp_path
         # more than a second after the last refusal, so the coordinator logs every one (it logs
         # a refusal like the one before only once a second: refused peers may retry at 10 Hz).
         rogues = []
-        for start in (lambda: Watched(no_key, "worker", "--coordinator", f"tcp://{c.ip}:{PORT}", "--insecure"),
+        for start in (lambda: dni(no_key, "worker", "--coordinator", f"tcp://{c.ip}:{PORT}", "--insecure"),
                       lambda: worker(wrong_key, c, other / "worker-0.key_secret", keys / "coordinator.key"),
                       lambda: worker(wrong_server, c, keys / "worker-0.key_secret", other / "coordinator.key")):
             before = coord.text.count("refused a connection")
@@ -44,10 +44,10 @@ def test_workers_without_the_right_keys_are_refused_and_the_run_goes_on(tmp_path
     rogue_public = load_public(other / "workers" / "worker-0.key").decode()
     assert f"refused a connection from {wrong_key.ip}: key {rogue_public[:8]}... is not on the allowlist" in coord.text
     assert rogue_public not in coord.text
-    refusals = [line for _, line in coord.lines if "refused a connection" in line]
+    refusals = [line for line in coord.lines if "refused a connection" in line]
     before_zap = f"dni.coordinator: refused a connection on tcp://{c.ip}:{PORT}: "
     assert refusals[0].startswith(before_zap) and refusals[-1].startswith(before_zap), refusals
-    registered = [line for _, line in coord.lines if "registered stage" in line]
+    registered = [line for line in coord.lines if "registered stage" in line]
     assert len(registered) == 3 and all(any(f"tcp://{w.ip}:" in line for w in good) for line in registered)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stages"] == 3
     for secret in secrets_of(keys, other):
@@ -118,7 +118,7 @@ def test_data_inboxes_admit_only_the_runs_members(tmp_path):
         workers = [worker(w, c, keys / f"worker-{k - 1}.key_secret", keys / "coordinator.key", "--stage", str(k))
                    for k, w in ((1, w1), (2, w2))]
         assert wait_for(lambda: training(tmp_path / "run"), 30), coord.text
-        inbox = next(line for _, line in coord.lines if "registered stage 1" in line).rsplit(" ", 1)[1]
+        inbox = next(line for line in coord.lines if "registered stage 1" in line).rsplit(" ", 1)[1]
         # Stage 1's inbox is a CURVE server with worker-0's keypair.
         seen = {who: intruder.run([sys.executable, "-c", INTRUDER, str(keys / secret),
                                    str(keys / "workers/worker-0.key"), inbox], timeout=30).stdout.strip()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from resumable import (
-    Watched,
+    WatchedRun,
     assert_same_checkpoint,
     records,
     stage_pid,
@@ -96,16 +96,16 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_and_says_so(mnis
 
 def test_ctrl_c_checkpoints_and_stops_and_twice_stops_at_once(mnist, tmp_path):
     job = ["--data", str(mnist), "--hidden", "32,32", "--epochs", "50", "--log-every", "5"]
-    once = Watched(tmp_path / "once", *job)
+    once = WatchedRun(tmp_path / "once", *job)
     wait_until(lambda: steps_logged(once.out) >= 10, 60, "step 10", once.proc)
     once.proc.send_signal(signal.SIGINT)
     assert once.wait(30) == 130
     assert "stopped by SIGINT at step " in once.lines[-1] and f"checkpoint {once.out}/model.npz" in once.lines[-1]
-    assert once.lines[-1].endswith(f"resume with: dni run --resume {once.out}\n")
+    assert once.lines[-1].endswith(f"resume with: dni run --resume {once.out}")
     assert not worker_pids()
 
     # A stopped worker holds up the barrier the first Ctrl-C waits for: the second ends it all at once.
-    twice = Watched(tmp_path / "twice", *job)
+    twice = WatchedRun(tmp_path / "twice", *job)
     wait_until(lambda: steps_logged(twice.out) >= 10, 60, "step 10", twice.proc)
     os.kill(stage_pid(2), signal.SIGSTOP)
     twice.proc.send_signal(signal.SIGINT)
