@@ -112,13 +112,15 @@ def test_zero_delay_passes_through_and_undelayed_peers_skip_the_delay():
     there, back, stats = both_ways(0, 200)
     assert len(there) == len(back) == 200 and np.percentile(there, 50) < 0.005
     server = socket.create_server(("127.0.0.1", 0))
-    relay, port = start_relay(server.getsockname()[1], 500, "--undelayed", "127.0.0.1")
+    delay = 0.5
+    relay, port = start_relay(server.getsockname()[1], delay * 1e3, "--undelayed", "127.0.0.1")
     try:
         client = socket.create_connection(("127.0.0.1", port))
         inner, _ = server.accept()
         t0 = time.monotonic()
         client.sendall(b"ping")
-        assert read_exact(inner, 4) == b"ping" and time.monotonic() - t0 < 0.25
+        # Not held: a held ping takes the whole delay; the other half is what a loaded machine may add.
+        assert read_exact(inner, 4) == b"ping" and time.monotonic() - t0 < delay / 2
         client.close()
         inner.close()
     finally:
