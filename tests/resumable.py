@@ -12,6 +12,10 @@ from watched import Watched
 
 from coordinator import checkpoint
 
+# A run whose workers were killed and replaced redoes the steps since its last checkpoint: it ends as
+# well as the same run undisturbed, give or take this (ten times the spread of undisturbed cdni runs).
+RESTART_SPREAD = 0.02
+
 
 def start(out: Path, *argv: str, command: str = "run") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "coordinator", command, "--out", str(out), *FAST, *argv],

@@ -4,7 +4,7 @@ import random
 import signal
 
 import pytest
-from resumable import WatchedRun, stage_pid, steps_logged, summary, worker_pids
+from resumable import RESTART_SPREAD, WatchedRun, stage_pid, steps_logged, summary, worker_pids
 from timing import FAST, wait_until
 
 from coordinator.cli import main
@@ -15,9 +15,6 @@ from coordinator.cli import main
 STEPS_PER_EPOCH = 94
 JOB = ["--hidden", "64,64", "--train-subset", "12000", "--epochs", "4", "--eval-batch", "100",
        "--checkpoint-every", "10", "--log-every", "5", "--seed", "1"]
-# Each restart redoes up to 10 steps from the last checkpoint: the run ends as well as the undisturbed
-# one measured first, give or take this (ten times the spread of undisturbed runs).
-SPREAD = 0.02
 pytestmark = pytest.mark.slow   # trainings of 4 and 8 epochs on 12,000 MNIST examples
 # Where a kill during evaluation or a checkpoint is noticed (coordinator/control/pipeline.py).
 BARRIER_WAITS = ("evaluation results", "for eval batch", "the pipeline to drain", "parameters")
@@ -37,7 +34,7 @@ def kill_at(run: WatchedRun, rng: random.Random, n: int, at_barrier: bool) -> No
 def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(mnist, tmp_path):
     rng = random.Random(12)
     assert main(["run", "--data", str(mnist), *JOB, "--out", str(tmp_path / "undisturbed"), *FAST]) == 0
-    floor = summary(tmp_path / "undisturbed")["test_accuracy"] - SPREAD
+    floor = summary(tmp_path / "undisturbed")["test_accuracy"] - RESTART_SPREAD
     run = WatchedRun(tmp_path / "three", "--data", str(mnist), *JOB, "--max-restarts", "3")
     for n, barrier in ((1, False), (2, True), (3, False)):
         kill_at(run, rng, n, barrier)

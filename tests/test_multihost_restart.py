@@ -2,9 +2,11 @@
 import json
 import signal
 
-from namespaced import NETWORK_LAB, coordinator, network, worker
+from namespaced import FAST, NETWORK_LAB, coordinator, network, worker
+from resumable import RESTART_SPREAD
 from timing import HEARTBEAT, SCHEDULING_MARGIN_S, wait_for
 
+from coordinator.cli import main
 from protocol.keys import generate
 from protocol.liveness import MISSED_HEARTBEATS, SWEEP_FRACTION
 
@@ -14,10 +16,11 @@ pytestmark = NETWORK_LAB
 def test_a_killed_remote_worker_is_replaced_from_another_host_and_the_run_completes(mnist, tmp_path):
     keys = generate(tmp_path / "keys", workers=3)
     run = tmp_path / "run"
+    job = ["--data", str(mnist), "--hidden", "64,64", "--train-subset", "12000", "--epochs", "3", *FAST]
+    assert main(["run", *job, "--out", str(tmp_path / "undisturbed")]) == 0
     with network(5) as (c, w1, w2, w3, spare):
-        coord = coordinator(c, keys, 3, run, "--data", str(mnist), "--hidden", "64,64", "--train-subset", "12000",
-                            "--epochs", "3", "--log-every", "5", "--checkpoint-every", "20", "--max-restarts", "1",
-                            "--rejoin-timeout", "60")
+        coord = coordinator(c, keys, 3, run, *job, "--log-every", "5", "--checkpoint-every", "20",
+                            "--max-restarts", "1", "--rejoin-timeout", "60")
         workers = [worker(w, c, keys / f"worker-{k - 1}.key_secret", keys / "coordinator.key", "--stage", str(k))
                    for k, w in enumerate((w1, w2, w3), start=1)]
         metrics = run / "metrics.jsonl"
@@ -37,5 +40,6 @@ def test_a_killed_remote_worker_is_replaced_from_another_host_and_the_run_comple
     assert len(rejoined) == 2 and all(f"({w.ip}," in "".join(rejoined) for w in (w1, w3)), rejoined
     after = coord.text.split(lost, 1)[1]
     assert "registered stage 2 on " in after and f"inbox tcp://{spare.ip}:" in after, after
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["restarts"] == 1 and summary["test_accuracy"] > 0.7   # 0.79 undisturbed after 3 epochs
+    summary, undisturbed = (json.loads((d / "summary.json").read_text()) for d in (run, tmp_path / "undisturbed"))
+    assert summary["restarts"] == 1
+    assert summary["test_accuracy"] >= undisturbed["test_accuracy"] - RESTART_SPREAD, (summary, undisturbed)
