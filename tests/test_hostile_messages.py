@@ -5,6 +5,7 @@ import msgpack
 import numpy as np
 import pytest
 from hostile_job import JOB, Job, rss_mb
+from resumable import steps_logged
 from timing import wait_for
 
 from coordinator.bench import fuzz
@@ -15,10 +16,6 @@ def msg(kind, src, b, meta=None, **arrays):
     return encode(Message(kind, src, b, meta or {}, arrays))
 
 
-def step_now(job: Job) -> int:
-    return json.loads((job.out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-
-
 def dropped(job: Job, stages=None) -> int:
     """The messages the workers (of these stages, or all) dropped, by their own counters in summary.json."""
     workers = json.loads((job.out / "summary.json").read_text())["workers"]
@@ -27,7 +24,7 @@ def dropped(job: Job, stages=None) -> int:
 
 def test_nan_inputs_and_gradients_are_dropped_and_the_model_stays_finite(tmp_path):
     job = Job(tmp_path, *JOB).training()
-    b = step_now(job)
+    b = steps_logged(job.out)
     nan_x = np.full((128, 32), np.nan, np.float32)
     job.send(job.inbox[1], [msg(Kind.FORWARD, "rogue", 0, x=nan_x, y=np.zeros(128, np.int64)),
                             msg(Kind.GRAD, "stage-2", b + 1, g=np.full((128, 32), np.nan, np.float32))])
@@ -41,7 +38,7 @@ def test_nan_inputs_and_gradients_are_dropped_and_the_model_stays_finite(tmp_pat
 
 def test_an_extra_done_or_a_poisoned_id_does_not_hang_the_run(tmp_path):
     job = Job(tmp_path, *JOB).training()
-    b = step_now(job)
+    b = steps_logged(job.out)
     x, y = np.zeros((128, 32), np.float32), np.zeros(128, np.int64)
     job.send(job.inbox[3], [msg(Kind.FORWARD, "stage-2", b + 3, x=x, y=y)])       # an extra DONE
     job.send(job.inbox[1], [msg(Kind.FORWARD, "coordinator", 10**15, x=x, y=y)])  # the duplicate filter
@@ -60,7 +57,7 @@ def test_a_client_that_never_reads_its_refusals_does_not_freeze_the_coordinator(
 
 def test_messages_that_do_not_fit_are_dropped_and_no_worker_crashes(tmp_path):
     job = Job(tmp_path, *JOB).training()
-    b = step_now(job)
+    b = steps_logged(job.out)
     y = np.zeros(128, np.int64)
     job.send(job.inbox[1], [msg(Kind.FORWARD, "coordinator", b + 2, x=np.zeros((128, 7), np.float32), y=y),
                             msg(Kind.STOP, "coordinator", -1)])
@@ -75,12 +72,12 @@ def test_messages_that_do_not_fit_are_dropped_and_no_worker_crashes(tmp_path):
 def test_unique_senders_and_large_frames_leave_no_memory_behind(tmp_path):
     job = Job(tmp_path, *JOB, "--epochs", "20").training()   # 20 x 157 steps: more than the wait below
     stage1 = job.workers[1]
-    before, b = rss_mb(stage1), step_now(job)
+    before, b = rss_mb(stage1), steps_logged(job.out)
     sent = job.send(job.inbox[1], (msg(Kind.HEARTBEAT, f"{i:06d}" + "x" * 60_000, i) for i in range(3000)))
     sent += job.send(job.inbox[1], ([b"\x92" + b"\0" * (31 << 20)] for _ in range(20)))   # garbage, 31 MiB each
     # Until stage 1 reads them, they are held in its inbox's buffers: measure once it has, not after a fixed
     # sleep. Its inbox takes turns between senders and every step takes a turn, so `sent` steps read them all.
-    assert wait_for(lambda: job.proc.poll() is not None or step_now(job) >= b + sent, 120)
+    assert wait_for(lambda: job.proc.poll() is not None or steps_logged(job.out) >= b + sent, 120)
     assert job.proc.poll() is None, "the run ended before stage 1 had read the flood"
     grown = rss_mb(stage1) - before
     code, err = job.finish()
