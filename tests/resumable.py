@@ -4,15 +4,17 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import FAST
+from watched import Watched
 
 from coordinator import checkpoint
 
-FAST = ["--no-progress", "--heartbeat", "0.5"]
+# A run whose workers were killed and replaced redoes the steps since its last checkpoint: it ends as
+# well as the same run undisturbed, give or take this (ten times the spread of undisturbed cdni runs).
+RESTART_SPREAD = 0.02
 
 
 def start(out: Path, *argv: str, command: str = "run") -> subprocess.Popen:
@@ -25,14 +27,6 @@ def steps_logged(out: Path) -> int:
     path = out / "metrics.jsonl"
     found = re.findall(r'"step": (\d+)', path.read_text()) if path.exists() else []
     return max(map(int, found), default=-1)
-
-
-def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc is None or proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.02)
 
 
 def assert_same_checkpoint(a: Path, b: Path) -> None:
@@ -71,26 +65,13 @@ def worker_pids() -> list[int]:
     return found
 
 
-class Watched:
-    """A `dni` child process whose stderr lines a thread collects as they come."""
+class WatchedRun(Watched):
+    """`dni run` (or another command) in a child process, its stderr watched; .out is its run directory."""
 
     def __init__(self, out: Path, *argv: str, command: str = "run"):
-        self.out, self.proc = out, start(out, *argv, command=command)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
-        self.reader.start()
-
-    def wait(self, timeout: float = 120) -> int:
-        rc = self.proc.wait(timeout)
-        self.reader.join(5)
-        return rc
-
-    def saw(self, words: str) -> bool:
-        return any(words in line for line in self.lines)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
+        self.out = out
+        proc = start(out, *argv, command=command)
+        super().__init__(proc, proc.stderr)
 
 
 def stage_pid(stage: int) -> int:

@@ -6,8 +6,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import wait_for
 
 from coordinator.bench.netlab.hosts import Network
 
@@ -197,13 +198,3 @@ class Cluster:
     def _tail(self, name: str, n: int = 1500) -> str:
         path = self.dir / name
         return f"\n--- {name}\n{path.read_text(errors='replace')[-n:]}" if path.exists() else ""
-
-
-def wait_for(condition, timeout: float, every: float = 0.05) -> bool:
-    """Poll until condition() holds (True) or timeout seconds have passed (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(every)
-    return True

@@ -59,7 +59,8 @@ def test_bench_latency_tiny_run_reports_every_figure(tmp_path, capsys):
         assert run["steps"] == 40 and run["samples_per_second"] > 0 and run["train_seconds"] > 0
         ln = run["learning"]   # every timed configuration says whether it learns
         assert ln["loss_start"] > 0 and ln["loss_end"] > 0 and 0 <= ln["held_out_accuracy"] <= 1
-        assert ln["learns"] == (ln["loss_end"] <= 0.75 * ln["loss_start"] and ln["held_out_accuracy"] >= 2 * ln["chance"])
+        assert ln["learns"] == (ln["loss_end"] <= 0.75 * ln["loss_start"]
+                                and ln["held_out_accuracy"] >= 2 * ln["chance"])
         cpu = run["cpu_ms_per_batch"]
         assert cpu["workers"] > 0 and cpu["coordinator"] > 0 and cpu["arithmetic"] > 0 and cpu["messaging"] > 0
         assert cpu["arithmetic"] + cpu["messaging"] + cpu["threads"] == pytest.approx(cpu["workers"])

@@ -20,7 +20,8 @@ def leftovers() -> dict:
     links = subprocess.run([ip_binary(), "-o", "link", "show"], capture_output=True, text=True).stdout
     return {"namespaces": [line.split()[0] for line in netns.splitlines() if line.startswith("dninet")],
             "links": [w for w in links.split() if w.startswith(("dnb", "dnv"))],
-            "name tables": [n for n in os.listdir(ETC_NETNS) if n.startswith("dninet")] if os.path.isdir(ETC_NETNS) else [],
+            "name tables": [n for n in os.listdir(ETC_NETNS) if n.startswith("dninet")]
+            if os.path.isdir(ETC_NETNS) else [],
             "cgroups": [n for n in os.listdir(shaping.CGROUP_V1) if n.startswith("dni-bench-")]
             if os.path.isdir(shaping.CGROUP_V1) else []}
 
@@ -29,6 +30,7 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
 
 
+@pytest.mark.slow
 @needs_root
 def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     before = leftovers()
@@ -93,6 +95,7 @@ def test_without_root_it_refuses_in_one_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 @needs_root
 def test_htb_shapes_the_link_and_goes_with_it():
     with hosts(2, prefix="dninet") as (a, b):

@@ -3,19 +3,24 @@ import os
 import random
 import signal
 
-from resumable import Watched, stage_pid, steps_logged, summary, wait_until, worker_pids
+import pytest
+from resumable import RESTART_SPREAD, WatchedRun, stage_pid, steps_logged, summary, worker_pids
+from timing import FAST, wait_until
+
+from coordinator.cli import main
 
 # 784-64-64-10 cdni on 12,000 MNIST examples, 4 epochs of 94 steps: undisturbed it reaches
-# 0.85-0.86 (measured); evaluation in batches of 100 takes long enough to be hit on purpose.
+# 0.9162-0.918 (five runs: cdni's staleness depends on timing; three kills, 0.9168); evaluation in
+# batches of 100 takes long enough to be hit on purpose.
 STEPS_PER_EPOCH = 94
 JOB = ["--hidden", "64,64", "--train-subset", "12000", "--epochs", "4", "--eval-batch", "100",
        "--checkpoint-every", "10", "--log-every", "5", "--seed", "1"]
-FLOOR = 0.83
+pytestmark = pytest.mark.slow   # trainings of 4 and 8 epochs on 12,000 MNIST examples
 # Where a kill during evaluation or a checkpoint is noticed (coordinator/control/pipeline.py).
 BARRIER_WAITS = ("evaluation results", "for eval batch", "the pipeline to drain", "parameters")
 
 
-def kill_at(run: Watched, rng: random.Random, n: int, at_barrier: bool) -> None:
+def kill_at(run: WatchedRun, rng: random.Random, n: int, at_barrier: bool) -> None:
     """Kill a seeded random stage's worker a seeded random number of steps into the run's current
     stretch (at_barrier: once the head logged an epoch's last step, so during its evaluation)."""
     since = steps_logged(run.out)
@@ -28,17 +33,19 @@ def kill_at(run: Watched, rng: random.Random, n: int, at_barrier: bool) -> None:
 
 def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(mnist, tmp_path):
     rng = random.Random(12)
-    run = Watched(tmp_path / "three", "--data", str(mnist), *JOB, "--max-restarts", "3")
+    assert main(["run", "--data", str(mnist), *JOB, "--out", str(tmp_path / "undisturbed"), *FAST]) == 0
+    floor = summary(tmp_path / "undisturbed")["test_accuracy"] - RESTART_SPREAD
+    run = WatchedRun(tmp_path / "three", "--data", str(mnist), *JOB, "--max-restarts", "3")
     for n, barrier in ((1, False), (2, True), (3, False)):
         kill_at(run, rng, n, barrier)
     assert run.wait() == 0, run.text
     restarts = [line for line in run.lines if "; restart " in line]
     assert len(restarts) == 3 and any(w in restarts[1] for w in BARRIER_WAITS), restarts
     done = summary(tmp_path / "three")
-    assert done["restarts"] == 3 and done["test_accuracy"] >= FLOOR, done["test_accuracy"]
+    assert done["restarts"] == 3 and done["test_accuracy"] >= floor, (done["test_accuracy"], floor)
     assert not worker_pids()
 
-    run = Watched(tmp_path / "four", "--data", str(mnist), *JOB, "--epochs", "8", "--max-restarts", "3")
+    run = WatchedRun(tmp_path / "four", "--data", str(mnist), *JOB, "--epochs", "8", "--max-restarts", "3")
     for n in (1, 2, 3, 0):
         kill_at(run, rng, n, False)
     assert run.wait() == 1, run.text
@@ -49,7 +56,7 @@ def test_three_kills_are_survived_and_a_fourth_stops_the_run_with_a_resume_hint(
 
 
 def test_a_stopped_worker_is_declared_lost_after_three_heartbeats_and_replaced(mnist, tmp_path):
-    run = Watched(tmp_path / "run", "--data", str(mnist), *JOB, "--epochs", "2", "--max-restarts", "1")
+    run = WatchedRun(tmp_path / "run", "--data", str(mnist), *JOB, "--epochs", "2", "--max-restarts", "1")
     wait_until(lambda: steps_logged(run.out) >= 30, 60, "step 30", run.proc)
     stopped = stage_pid(2)
     os.kill(stopped, signal.SIGSTOP)

@@ -1,4 +1,4 @@
-"""Tests for protocol.keys: file layout and modes, loading, and a real CURVE handshake."""
+"""Tests for protocol.keys and `dni keys generate`: file layout and modes, loading, and a real CURVE handshake."""
 
 import stat
 import time
@@ -8,6 +8,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from coordinator.cli import main
 from protocol.keys import KeyFileError, allowed_workers, generate, load_client, load_public, load_server
 
 TIMEOUT_MS = 5000
@@ -160,3 +161,17 @@ def test_curve_handshake_admits_only_listed_workers(tmp_path):
             s.close(linger=0)
         auth.stop()
         ctx.term()
+
+
+def test_keys_generate_writes_the_layout_and_prints_no_key(tmp_path, capsys):
+    assert main(["keys", "generate", str(tmp_path / "k"), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("coordinator.key_secret", "coordinator.key", "worker-0.key_secret", "worker-1.key_secret",
+                 "workers/worker-0.key", "workers/worker-1.key"):
+        assert (tmp_path / "k" / name).is_file(), name
+    for secret in (tmp_path / "k").glob("*.key_secret"):
+        assert secret.stat().st_mode & 0o777 == 0o600
+        public, secret_key = load_client(secret)
+        assert public.decode() not in printed and secret_key.decode() not in printed
+    assert main(["keys", "generate", str(tmp_path / "k")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err

@@ -5,6 +5,8 @@ import pytest
 
 from coordinator.cli import main
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("mode, extra", [
     # Every mode at the defaults (docs/defaults.md); only the length differs.

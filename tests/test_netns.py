@@ -10,7 +10,7 @@ from coordinator.bench.netlab import hosts as netns
 from coordinator.bench.netlab.hosts import NetnsError, available, hosts, ip_binary
 
 # Skip only when not root; as root, failing to make namespaces must fail the test.
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 PULL = """
 import sys, zmq

@@ -4,15 +4,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zmq
 from resumable import stage_pid
+from timing import FAST, training, wait_until
 
 from coordinator import checkpoint, launch, plans
-from coordinator.bench import procfs
 from coordinator.cli import main
 from coordinator.config import Config
 from coordinator.control import Hub, Membership, Pipeline
@@ -20,8 +19,6 @@ from coordinator.data import batches, generated_task
 from protocol import Kind, Message, encode
 from protocol.wireconfig import WireConfig
 from workers.numerics.reference import build_network, step
-
-FAST = ["--no-progress", "--heartbeat", "0.5"]
 
 
 @pytest.mark.parametrize("credit", ["link", "coordinator"])
@@ -194,20 +191,9 @@ def dni_run(tmp_path, *extra):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_training(tmp_path, proc):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        path = tmp_path / "metrics.jsonl"
-        if path.exists() and path.stat().st_size > 0:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise AssertionError("training never started")
-
-
 def test_a_killed_worker_is_named_and_everything_else_exits(tmp_path):
     proc = dni_run(tmp_path, "--max-restarts", "0")
-    wait_for_training(tmp_path, proc)
+    wait_until(lambda: training(tmp_path), 30, "the first step", proc)
     os.kill(stage_pid(2), signal.SIGKILL)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
@@ -221,7 +207,7 @@ def test_a_killed_parameter_service_is_named_for_what_it_does(tmp_path):
                              "--mode", "dni", "--boxes", "2", "--steps-per-box", "3", "--copy-length", "2",
                              "--epochs", "50", "--max-restarts", "0",
                              "--out", str(tmp_path), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_training(tmp_path, proc)
+    wait_until(lambda: training(tmp_path), 30, "the first step", proc)
     os.kill(stage_pid(3), signal.SIGKILL)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
@@ -231,23 +217,7 @@ def test_a_killed_parameter_service_is_named_for_what_it_does(tmp_path):
 
 def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
     proc = dni_run(tmp_path)
-    wait_for_training(tmp_path, proc)
+    wait_until(lambda: training(tmp_path), 30, "the first step", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "interrupted" in err
-
-
-def alive(pid: int) -> bool:
-    return procfs.state(pid) not in (None, "Z")
-
-
-def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
-    proc = dni_run(tmp_path)
-    wait_for_training(tmp_path, proc)
-    workers = [stage_pid(k) for k in (1, 2, 3, 4)]
-    proc.kill()
-    proc.communicate()
-    deadline = time.monotonic() + 3 * 0.5 + 3  # three missed heartbeats, plus slack
-    while any(map(alive, workers)):
-        assert time.monotonic() < deadline, "workers outlived their coordinator"
-        time.sleep(0.05)

@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from coordinator.bench.netlab import relay as relay_module
 
@@ -91,6 +92,7 @@ def both_ways(delay_ms: float, n: int) -> tuple[list, list, dict]:
     return there, back, stats
 
 
+@pytest.mark.slow
 def test_order_and_delay_under_load_both_ways():
     delay = 0.020
     there, back, stats = both_ways(delay * 1e3, 2000)   # ~64 MB each way in a second
@@ -99,7 +101,9 @@ def test_order_and_delay_under_load_both_ways():
         # A valid bound: `sent` is read before the header enters the socket and `arrived` after it
         # is read, so each delay measured contains the relay's own hold of the header's bytes.
         assert min(d) >= delay   # never released early
-        assert np.percentile(d, 50) < delay + 0.005, np.percentile(d, 50)
+        # Nor held twice, nor released only at the relay's longest poll (TICK_MS): either would make the
+        # median late by a whole delay or more. Half a delay is what a loaded machine may add.
+        assert np.percentile(d, 50) < delay + delay / 2, np.percentile(d, 50)
     assert stats["connections"] == 1 and stats["bytes"] > 2 * 2000 * 16
     assert 0 <= stats["late_ms_mean"] and stats["cpu_s"] > 0
 
@@ -108,13 +112,15 @@ def test_zero_delay_passes_through_and_undelayed_peers_skip_the_delay():
     there, back, stats = both_ways(0, 200)
     assert len(there) == len(back) == 200 and np.percentile(there, 50) < 0.005
     server = socket.create_server(("127.0.0.1", 0))
-    relay, port = start_relay(server.getsockname()[1], 500, "--undelayed", "127.0.0.1")
+    delay = 0.5
+    relay, port = start_relay(server.getsockname()[1], delay * 1e3, "--undelayed", "127.0.0.1")
     try:
         client = socket.create_connection(("127.0.0.1", port))
         inner, _ = server.accept()
         t0 = time.monotonic()
         client.sendall(b"ping")
-        assert read_exact(inner, 4) == b"ping" and time.monotonic() - t0 < 0.25
+        # Not held: a held ping takes the whole delay; the other half is what a loaded machine may add.
+        assert read_exact(inner, 4) == b"ping" and time.monotonic() - t0 < delay / 2
         client.close()
         inner.close()
     finally:

@@ -7,12 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from slurm_cluster import Cluster, wait_for
+from resumable import assert_same_checkpoint
+from slurm_cluster import Cluster
+from timing import wait_for, wait_until
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads, as every dni process does)
-from coordinator import checkpoint
 from coordinator.bench.netlab.hosts import ip_binary
 from coordinator.cli import main
 from protocol.keys import load_client
@@ -22,10 +22,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatc
 EXACT = ["--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--seed", "7", "--checkpoint-every", "0"]
 # `dni` as the job script calls it: this test's own installation.
 PATH = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-RESUME = "--resume" in subprocess.run([sys.executable, "-m", "coordinator", "coordinator", "--help"],
-                                      capture_output=True, text=True).stdout
 
 
+# Every test on the cluster is in the slow tier (marked slow); those without it are quick.
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     # As root (CI) a cluster that cannot come up fails the test; only without root is there nothing to try.
@@ -47,23 +46,11 @@ def sbatch(cluster, tmp_path, *argv: str, wait: bool = True) -> tuple[int, str]:
     return result.returncode, result.stdout.split(";")[0].strip()
 
 
-def wait_until(condition, timeout: float, what: str, every: float = 0.05) -> None:
-    assert wait_for(condition, timeout, every), f"no {what} after {timeout} s"
-
-
 def text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def assert_same_model(a: Path, b: Path) -> None:
-    _, want = checkpoint.load(a)
-    _, got = checkpoint.load(b)
-    assert got.keys() == want.keys()
-    for stage, arrays in want.items():
-        for name, value in arrays.items():
-            assert np.array_equal(got[stage][name], value), (stage, name)
-
-
+@pytest.mark.slow
 def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path):
     """Four stages on three nodes: the coordinator shares the first node with a worker, two workers the second."""
     job = ["--data", str(mnist), *EXACT, "--hidden", "64,32,32", "--train-subset", "3000", "--epochs", "2"]
@@ -77,7 +64,7 @@ def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_p
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_accuracy"] == local["test_accuracy"] > 0.7
     assert summary["history"] == local["history"]
-    assert_same_model(tmp_path / "local", run)
+    assert_same_checkpoint(tmp_path / "local", run)
     # The job's output is the coordinator's: progress, registrations and the summary.
     assert "epoch 2/2  test accuracy" in out and f"run directory {run}" in out
     registered = dict(re.findall(r"registered stage (\d) on \S+ \(([\d.]+),", out))
@@ -97,6 +84,7 @@ def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_p
     assert not any(load_client(p)[1].decode() in written for p in secrets)
 
 
+@pytest.mark.slow
 def test_dni_slurm_submit_on_four_nodes_without_keys(cluster, mnist, tmp_path):
     """`dni slurm submit` fills in nodes and tasks; --insecure reaches coordinator and workers."""
     run, out = tmp_path / "run", tmp_path / "job.out"
@@ -124,14 +112,15 @@ def cancel_during_training(cluster, tmp_path, job: list[str]) -> tuple[str, str]
     return text(tmp_path / "job.out"), job_id
 
 
+@pytest.mark.slow
 def test_scancel_signals_the_coordinator_while_the_workers_wait_for_it(cluster, mnist, tmp_path):
     """SIGTERM reaches the coordinator itself; the workers ignore it and end when the coordinator does."""
     run = tmp_path / "run"
     out, job_id = cancel_during_training(cluster, tmp_path, ["--data", str(mnist), *EXACT, "--hidden", "32,32",
                                                              "--train-subset", "3000", "--epochs", "200",
                                                              "--heartbeat", "0.5", "--out", str(run)])
-    # Killed by SIGTERM (until issue 12) or exited 143 after its checkpoint: either way the signal's.
-    assert re.search(r"task 0: (Terminated|Exited with exit code 143)", out), out
+    # The coordinator takes the SIGTERM: it checkpoints and exits 143, as the signal's.
+    assert "task 0: Exited with exit code 143" in out, out
     assert "CANCELLED" in out
     print(out)
     for log in (run / "logs").iterdir():
@@ -139,7 +128,7 @@ def test_scancel_signals_the_coordinator_while_the_workers_wait_for_it(cluster, 
         assert "Traceback" not in text(log), text(log)
 
 
-@pytest.mark.xfail(not RESUME, run=False, reason="needs issue 12: the SIGTERM checkpoint and dni coordinator --resume")
+@pytest.mark.slow
 def test_a_cancelled_job_resubmitted_resumes_and_ends_as_the_uninterrupted_run(cluster, mnist, tmp_path):
     """What --requeue does (Slurm 22.05 holds a requeued job ~2 min first, too slow for CI), by hand."""
     job = ["--data", str(mnist), *EXACT, "--hidden", "32,32", "--train-subset", "3000", "--epochs", "20"]
@@ -152,7 +141,7 @@ def test_a_cancelled_job_resubmitted_resumes_and_ends_as_the_uninterrupted_run(c
     # The script saw the checkpoint and resumed (the output file holds both attempts).
     assert re.search(rf"task 0 on node0: dni -v coordinator .* --resume {run} ", text(tmp_path / "job.out"))
     assert main(["run", *job, "--no-progress", "--out", str(tmp_path / "whole")]) == 0
-    assert_same_model(tmp_path / "whole", run)
+    assert_same_checkpoint(tmp_path / "whole", run)
 
 
 def test_training_options_reach_the_coordinator_unchanged():

@@ -20,7 +20,8 @@ def test_target_scale_does_not_depend_on_batch_size():
         synth = Synthesizer(16, np.random.default_rng(2), dtype=np.float64)
         per_example = synth.normalised_target(g) * synth.sigma   # B * dL/dh, before normalising
         raw[batch] = float(np.sqrt(np.mean(g ** 2)))
-        normalised[batch] = (float(np.sqrt(np.mean(per_example ** 2))), float(np.sqrt(np.mean(synth.normalised_target(g) ** 2))))
+        normalised[batch] = (float(np.sqrt(np.mean(per_example ** 2))),
+                             float(np.sqrt(np.mean(synth.normalised_target(g) ** 2))))
     # the batch-mean gradient shrinks 8x from 32 to 256 rows; the synthesizer's targets do not
     assert 6 < raw[32] / raw[256] < 10
     assert 0.8 < normalised[32][0] / normalised[256][0] < 1.25
