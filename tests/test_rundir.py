@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from resumable import FAST, start, wait_until
+from resumable import start
+from timing import FAST, wait_until
 
 from coordinator import checkpoint
 from coordinator.cli import main
