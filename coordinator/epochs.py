@@ -38,6 +38,7 @@ class Position:
     checkpoints: int = 0         # written during training (the end's aside), and the seconds they took:
     checkpoint_seconds: float = 0.0   # the cadence's cost
     curriculum: dict = field(default_factory=dict)   # the plan's (the Copy task's length)
+    validation: list = field(default_factory=list)   # the --eval-every records
 
     @classmethod
     def fresh(cls, plan: Plan, run_id: str | None = None) -> "Position":
@@ -53,6 +54,18 @@ def save(plan: Plan, pipe: Pipeline, run_dir: Path, pos: Position) -> Path:
     """A checkpoint at a barrier: every batch sent so far is through every stage, none is in flight."""
     pipe.sync()
     return checkpoint.save(run_dir, plan.checkpoint_config(), pipe.collect_state(), asdict(pos))
+
+
+def validate(plan: Plan, pipe: Pipeline, metrics: MetricsLog, pos: Position) -> dict:
+    """The validation split's accuracy now, at a barrier: a record in metrics.jsonl (as stage 0, the
+    coordinator, at the last batch's step) and in the summary. The caller pauses the training clock."""
+    task = plan.task
+    accuracy, loss = pipe.evaluate(task.x_val, task.y_val, plan.cfg.eval_batch)
+    record = {"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
+              "val_accuracy": accuracy, "val_loss": loss}
+    metrics.write(0, [record])
+    pos.validation.append(record)
+    return record
 
 
 def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progress: Progress, pos: Position,
@@ -85,6 +98,11 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             pos.step += 1
             pos.batch += 1
             pos.samples += len(x)
+            if cfg.eval_every and pos.step % cfg.eval_every == 0:
+                pipe.sync()   # the batches sent are trained first: on the clock
+                pos.train_seconds += time.perf_counter() - t0
+                validate(plan, pipe, metrics, pos)
+                t0 = time.perf_counter()
             began = time.perf_counter()
             if stop or (cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0) or \
                     (cfg.checkpoint_seconds and began - last_save >= cfg.checkpoint_seconds):
@@ -93,11 +111,18 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
                     raise Interrupted(stop.signum, pos.step, path)
         pipe.sync()
         pos.train_seconds += time.perf_counter() - t0
-        accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
-        entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
-        line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
-        line += plan.after_epoch(entry, last=pos.epoch + 1 == cfg.epochs)
-        pos.history.append(entry)
+        last = pos.epoch + 1 == cfg.epochs
+        if cfg.eval_every and last and pos.step % cfg.eval_every:
+            validate(plan, pipe, metrics, pos)   # where training ends, off the cadence
+        if last or not cfg.eval_every:   # with a validation split, the test set is read once, at the end
+            accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
+            entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
+            line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
+            line += plan.after_epoch(entry, last=last)
+            pos.history.append(entry)
+        else:
+            line = f"epoch {pos.epoch + 1}/{cfg.epochs}" + \
+                (f"  validation accuracy {pos.validation[-1]['val_accuracy']:.4f}" if pos.validation else "")
         pos.epoch, pos.batch, pos.rng, pos.curriculum = pos.epoch + 1, 0, rng.bit_generator.state, plan.curriculum()
         progress.message(line)
         if stop:
@@ -110,4 +135,4 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             "samples_per_second": pos.samples / max(pos.train_seconds, 1e-9), "resumes": pos.resumes,
             "restarts": pos.restarts, "checkpoints": pos.checkpoints, "checkpoint_seconds": pos.checkpoint_seconds,
             "update_latency_ms": metrics.latency_summary(),
-            "synth_cosine": metrics.synth_cosine()}
+            "synth_cosine": metrics.synth_cosine(), **({"validation": pos.validation} if cfg.eval_every else {})}

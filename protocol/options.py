@@ -89,6 +89,9 @@ OPTIONS = (
     Option("epochs", int, 5, "schedule", "passes over the training set", resumable=True, low=1),
     Option("batch_size", int, 128, "schedule", "training batch size", low=1),
     Option("eval_batch", int, 1000, "schedule", "evaluation batch size", saved=True, low=1),
+    Option("eval_every", int, 0, "schedule", "training batches between evaluations of a validation split, the "
+           "last 10,000 training examples held out (0: none; the test set is then read at the end only)",
+           model=FF, saved=True, summary=True, before=0, low=0),
     Option("window", int, 2, "schedule", "batches in flight at most (the credit)", wire=True, before=1, low=1),
     Option("credit", str, "coordinator", "schedule", "who holds --window: the coordinator (until the head "
            "reports a batch; rnn always) or each link (ff: a stage until its next sends the batch's target)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,6 +35,8 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     name: str
+    x_val: np.ndarray | None = None   # a validation split held out of the training set (see held_out)
+    y_val: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -44,10 +46,19 @@ class Dataset:
         """Only the first n training examples (0 = all); the test set stays whole."""
         if not n:
             return self
-        return Dataset(self.x_train[:n], self.y_train[:n], self.x_test, self.y_test, self.n_classes, self.name)
+        return replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
+
+    def held_out(self, n: int) -> "Dataset":
+        """The last n training examples as the validation split, the rest for training."""
+        keep = len(self.x_train) - n
+        if keep < 1:
+            raise DataError(f"a validation split of {n} examples leaves none of {self.name}'s "
+                            f"{len(self.x_train)} to train on")
+        return replace(self, x_train=self.x_train[:keep], y_train=self.y_train[:keep],
+                       x_val=self.x_train[keep:], y_val=self.y_train[keep:])
 
     def centred(self) -> "Dataset":
-        """Each input feature less its mean over the training set (test examples too, with that mean).
+        """Each input feature less its mean over the training set (test and validation examples too, with that mean).
 
         MNIST's pixels are all >= 0 with a large shared mean; a layer update x^T g whose rows g
         agree in sign (as an early synthetic gradient's class rows do) then moves a unit's
@@ -56,7 +67,8 @@ class Dataset:
         examples both ways. Backprop gains too.
         """
         mean = self.x_train.mean(axis=0, dtype=np.float64).astype(self.x_train.dtype)
-        return Dataset(self.x_train - mean, self.y_train, self.x_test - mean, self.y_test, self.n_classes, self.name)
+        return replace(self, x_train=self.x_train - mean, x_test=self.x_test - mean,
+                       x_val=None if self.x_val is None else self.x_val - mean)
 
 
 def load_idx(path: str | Path) -> np.ndarray:

@@ -18,6 +18,7 @@ from workers.numerics.sequence_tasks import (
 COPY_SYMBOLS = 8
 COPY_TEST = 1000        # sequences in the Copy task's test set
 PIXELS = MNIST_SIDE * MNIST_SIDE
+VALIDATION = 10_000     # the last training examples, held out to be evaluated every --eval-every batches
 
 
 class Task(Protocol):
@@ -38,6 +39,7 @@ class ImageTask:
     def __init__(self, dataset: Dataset):
         self.dataset, self.name, self.n_classes = dataset, dataset.name, dataset.n_classes
         self.x_test, self.y_test = dataset.x_test, dataset.y_test
+        self.x_val, self.y_val = dataset.x_val, dataset.y_val   # None: no validation split held out
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self.dataset.x_train) // batch_size)
@@ -102,8 +104,11 @@ def sequences(task: str, x: np.ndarray, steps: int) -> np.ndarray:
 
 
 def image_task(cfg: Config, classes: list[int] | None, centre: bool = False) -> ImageTask:
-    """MNIST from cfg.data (only `classes`, if given), else the generated task; cut to --train-subset,
-    then centred on that training set's mean if asked."""
+    """MNIST from cfg.data (only `classes`, if given), else the generated task; with --eval-every, its
+    last VALIDATION training examples held out; cut to --train-subset, then centred on that training
+    set's mean if asked."""
     dataset = load_mnist(cfg.data, classes or None) if cfg.data else generated_task(seed=cfg.seed)
+    if cfg.eval_every:
+        dataset = dataset.held_out(VALIDATION)
     dataset = dataset.first(cfg.train_subset)
     return ImageTask(dataset.centred() if centre else dataset)
