@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import resource
 import time
-from collections import deque
+from collections import defaultdict, deque
 
 import zmq
 
@@ -78,6 +79,7 @@ class Role:
         self.reset = False          # told to drop this role and rejoin (a stage was lost and replaced)
         self.records: list[dict] = []
         self.counters = {"bad_messages": 0, "unexpected": 0}
+        self.bytes_sent: defaultdict[str, int] = defaultdict(int)   # by peer side, training messages only
 
     def upstream(self) -> str:
         """Who sends this worker its inputs: the previous worker, or the coordinator if none."""
@@ -105,6 +107,8 @@ class Role:
         self.clock.lap("compute")
         send(self.peers[side], Message(kind, self.name, b, meta or {}, arrays))
         self.clock.lap("send")
+        if kind is not Kind.EVAL:   # what training costs a link (`dni bench race`): the arrays, headers aside
+            self.bytes_sent[side] += sum(a.nbytes for a in arrays.values())
 
     def to_coordinator(self, kind: Kind, b: int = -1, meta=None, arrays=None) -> None:
         self.clock.lap("compute")
@@ -235,8 +239,10 @@ class Role:
         self.to_coordinator(Kind.STATE, msg.id, meta=self.counters, arrays=self.state())
 
     def goodbye(self, error: str | None = None) -> dict:
-        """BYE's meta: counters, drops by reason, the time breakdown, and why it gives up, if it does."""
-        meta = {**self.counters, "dropped": dict(self.drops.counts), "time_s": self.clock.report()}
+        """BYE's meta: counters, drops by reason, the time breakdown, bytes sent, peak memory, and why it gives up."""
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # (Linux counts it in KiB)
+        meta = {**self.counters, "dropped": dict(self.drops.counts), "time_s": self.clock.report(),
+                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_kib / 1024}
         return meta if error is None else {**meta, "error": error}
 
     def on_stop(self, msg: Message, t: float) -> None:
