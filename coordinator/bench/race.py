@@ -1,0 +1,143 @@
+"""`dni bench race`: time to accuracy of every way to train the same network, at each depth and link delay.
+
+A row is data: a name and the `dni run` flags that make it. Every row trains the same network
+on the same data for the same epochs, evaluated on the validation split (the last 10,000
+training examples) at the same cadence with the training clock paused; the test set is read
+once, at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from coordinator.bench import raceboard, racejob, report
+from coordinator.bench.racejob import Job
+from coordinator.config import Config
+from coordinator.lists import parse
+
+SINGLE = "single"   # the row trained in one process with every core (coordinator/bench/single.py)
+# Every row's settings are `dni run`'s defaults, chosen on the validation split by `dni bench sweep`
+# with the same grid for every mode (docs/defaults.md), but for the settings the design says fit
+# slow links: per-link credit, BP(lambda) below 1 and a wider window. A --settings file replaces any.
+ROWS = {
+    SINGLE: "--mode backprop",
+    "backprop": "--mode backprop",
+    "dni": "--mode dni",
+    "cdni": "--mode cdni",
+    "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 8",
+    "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 8",
+}
+
+
+def add_parser(kinds) -> argparse.ArgumentParser:
+    race = kinds.add_parser("race", help="time to accuracy: one process, backprop, dni, cdni by depth and link "
+                            "delay (delays need root)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    race.add_argument("--rows", default=",".join(ROWS), help="the rows to race (names of ROWS or --settings)")
+    race.add_argument("--settings", metavar="FILE", help="JSON {row: \"dni run flags\"}: rows to add or replace")
+    race.add_argument("--stages", default="3,6", help="stages per network")
+    race.add_argument("--delays", default="0,5,20", help="one-way delay per link, ms (above 0: the network lab)")
+    race.add_argument("--one-host", action="store_true", help="run on this host, no network lab (0 ms only)")
+    race.add_argument("--target", type=float, default=0.95, help="the validation accuracy to reach")
+    race.add_argument("--budgets", default="10,30,60", help="seconds of training at which to read validation "
+                      "accuracy")
+    race.add_argument("--eval-every", type=int, default=50, help="training batches between evaluations")
+    race.add_argument("--epochs", type=int, default=3, help="epochs of every job")
+    race.add_argument("--width", type=int, default=256, help="hidden layer width")
+    race.add_argument("--batch", type=int, default=Config.batch_size, help="batch size")
+    race.add_argument("--data", help="MNIST directory (default: the generated task)")
+    race.add_argument("--train-subset", type=int, default=0, help="train on the first N examples only (0: all)")
+    race.add_argument("--bandwidth", help="the network lab's links shaped to this rate (tc HTB), e.g. 100mbit")
+    race.add_argument("--slow-stage", type=int, default=0, help="the network lab: this stage's host slowed (0: none)")
+    race.add_argument("--slow-share", type=float, default=0.25, help="cores the slow host gets (CFS quota)")
+    race.add_argument("--warmup", type=int, default=50, help="the network lab: first steps left out of its figures")
+    race.add_argument("--insecure", action="store_true", help="the network lab: no CURVE")
+    race.add_argument("--keep", metavar="DIR", help="keep every job's run directory and log here")
+    return race
+
+
+def rows(args) -> dict[str, tuple[str, ...]]:
+    """The rows to race, by name: ROWS with --settings laid over them, picked by --rows."""
+    known = dict(ROWS)
+    if args.settings:
+        try:
+            extra = json.loads(Path(args.settings).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--settings {args.settings}: not a readable JSON file ({exc})") from None
+        if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+            raise ValueError(f"--settings {args.settings}: want an object of row names to `dni run` flags")
+        known.update(extra)
+    picked = parse(args.rows, "--rows", str, choices=tuple(known))
+    return {name: tuple(shlex.split(known[name])) for name in dict.fromkeys(picked)}
+
+
+def params(args) -> dict:
+    if not 0 < args.target <= 1:
+        raise ValueError(f"--target {args.target}: a validation accuracy, above 0 and at most 1")
+    if min(args.eval_every, args.epochs, args.width, args.batch) < 1 or args.train_subset < 0:
+        raise ValueError("--eval-every, --epochs, --width, --batch must be positive, --train-subset not negative")
+    return {"rows": rows(args), "stages": parse(args.stages, "--stages", low=2, required=True),
+            "delays": sorted(set(parse(args.delays, "--delays", float, low=0, required=True))),
+            "target": args.target, "budgets": parse(args.budgets, "--budgets", float, low=0),
+            "eval_every": args.eval_every, "epochs": args.epochs, "width": args.width, "batch": args.batch,
+            "data": args.data, "train_subset": args.train_subset, "bandwidth": args.bandwidth,
+            "slow_stage": args.slow_stage, "slow_share": args.slow_share, "warmup": args.warmup,
+            "insecure": args.insecure, "seed": args.seed, "one_host": args.one_host}
+
+
+def jobs(p: dict, delays: list[float]) -> list[Job]:
+    """Every job, a setting's rows together; the single-process row once per depth (it has no links)."""
+    return [Job(name, flags, k, d, single=name == SINGLE) for k in p["stages"] for d in delays
+            for name, flags in p["rows"].items() if name != SINGLE or d == delays[0]]
+
+
+def lab_refusal(p: dict) -> str | None:
+    """Why the network lab cannot run here (None: it can); --one-host asks for none."""
+    if p["one_host"]:
+        return "--one-host"
+    from coordinator.bench.netlab import runs
+    return runs.refusal()
+
+
+def run(args) -> dict | None:
+    try:
+        p = params(args)
+    except ValueError as exc:
+        print(f"dni: error: {exc}", file=sys.stderr)
+        return None
+    why = lab_refusal(p)
+    delays = [0.0] if why else p["delays"]
+    if why and p["delays"] != [0.0]:
+        print(f"dni bench race: delays {', '.join(f'{d:g}' for d in p['delays'] if d)} ms not run: {why}")
+    if why and (p["bandwidth"] or p["slow_stage"]):
+        print(f"dni bench race: --bandwidth and --slow-stage not applied: {why}")
+    result = {"bench": "race", "machine": report.machine(), "params": {**p, "rows": {k: " ".join(v) for k, v in
+                                                                                        p["rows"].items()}},
+              "where": "this host" if why else "network lab", "runs": []}
+    print(report.describe(result["machine"]))
+    raceboard.print_settings(result["params"]["rows"])
+    # A polite kill (SIGTERM) unwinds like Ctrl-C: jobs stopped, namespaces and relays removed.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with tempfile.TemporaryDirectory(prefix="dni-bench-race-") as tmp:
+        where = Path(args.keep or tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        keys = use_netem = None
+        if not why:
+            from coordinator.bench.netlab import shaping
+            from protocol.keys import generate
+            use_netem = shaping.netem()[0]
+            keys = None if p["insecure"] else generate(Path(tmp) / "keys", workers=max(p["stages"]))
+        todo = jobs(p, delays)
+        for i, job in enumerate(todo, 1):
+            out = where / job.tag()
+            summary = racejob.run_here(job, p, out) if why or job.single else \
+                racejob.run_in_lab(job, p, keys, out, use_netem)
+            result["runs"].append(racejob.figures(job, summary, p))
+            raceboard.print_run(i, len(todo), result["runs"][-1], p["target"])
+    result["settings"] = raceboard.settings(result["runs"], p["target"], delays)
+    raceboard.print_tables(result)
+    return result
