@@ -30,6 +30,8 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         return self
 
     def _validate_rnn(self) -> None:
+        if self.eval_every:
+            raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
         steps = self.boxes * self.steps_per_box
         if self.task == "seqmnist" and steps != 28:
             raise ConfigError(f"--task seqmnist has 28 steps (rows): --boxes x --steps-per-box is {steps}")

@@ -1,0 +1,115 @@
+"""`dni bench race` and the validation cadence under it (`dni run --eval-every`).
+
+The autouse no_orphans fixture (conftest.py) asserts that no worker is left behind.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from coordinator.bench import raceboard
+from coordinator.cli import main
+from coordinator.data import DataError, generated_task
+from coordinator.data.tasks import VALIDATION
+
+TINY = ["--hidden", "16,16", "--train-subset", "512", "--no-progress"]
+
+
+def test_eval_every_evaluates_the_held_out_split_on_a_paused_clock(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--epochs", "2", "--eval-every", "3", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    steps = summary["steps"]   # 512 examples, batches of 128: 4 an epoch
+    assert steps == 8 and summary["eval_every"] == 3
+    v = summary["validation"]
+    # Every 3 batches, and once more where training ends off the cadence.
+    assert [r["step"] for r in v] == [2, 5, 7]
+    assert [r["samples"] for r in v] == [3 * 128, 6 * 128, 8 * 128]
+    assert all(0 <= r["val_accuracy"] <= 1 and np.isfinite(r["val_loss"]) for r in v)
+    seconds = [r["train_seconds"] for r in v]
+    assert 0 < seconds[0] <= seconds[1] <= seconds[2] <= summary["train_seconds"]
+    # The test set is read once, at the end.
+    assert [h["epoch"] for h in summary["history"]] == [2]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: r[k] for k in v[0]} for r in logged if r["stage"] == 0] == v
+
+
+def test_the_validation_split_is_the_last_training_examples_centred_with_the_training_mean():
+    data = generated_task(n_train=VALIDATION + 100)
+    held = data.held_out(VALIDATION)
+    assert np.array_equal(held.x_train, data.x_train[:100]) and np.array_equal(held.y_val, data.y_train[100:])
+    centred = held.first(50).centred()
+    mean = data.x_train[:50].mean(axis=0, dtype=np.float64).astype(np.float32)
+    assert np.array_equal(centred.x_val, data.x_train[100:] - mean)
+    with pytest.raises(DataError, match="a validation split of 10000 examples leaves none"):
+        generated_task(n_train=VALIDATION).held_out(VALIDATION)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--model", "rnn", "--task", "copy", "--mode", "truncated", "--boxes", "8", "--steps-per-box", "3",
+      "--eval-every", "5"], "--eval-every holds out a validation split of images: feed-forward only"),
+    (["bench", "race", "--rows", "dni,nope"], "--rows: expected some of"),
+    (["bench", "race", "--target", "1.5"], "--target 1.5: a validation accuracy"),
+    (["bench", "race", "--settings", "/nonexistent.json"], "--settings /nonexistent.json: not a readable JSON"),
+])
+def test_bad_input_is_one_line_naming_the_option(argv, says, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+
+
+def test_the_first_to_the_target_and_by_what_factor():
+    def run(row, seconds, best, k=3, delay=0.0, single=False):
+        return {"row": row, "stages": k, "delay_ms": delay, "single_process": single, "time_to_target_s": seconds,
+                "best_val_accuracy": best}
+    runs = [run("single", 4.0, 0.97, single=True), run("dni", 2.0, 0.96), run("backprop", None, 0.93),
+            run("dni", 3.0, 0.95, delay=20.0), run("backprop", 9.0, 0.951, delay=20.0)]
+    at0, at20 = raceboard.settings(runs, 0.95, [0.0, 20.0])
+    assert at0["order"] == ["dni", "single", "backprop"] and at0["first"] == "dni" and at0["next"] == "single"
+    assert at0["factor"] == 2.0 and at0["reached_by_all"] == 0.93
+    # The single process has no links: its one run stands in every delay's table.
+    assert at20["order"] == ["dni", "single", "backprop"] and at20["factor"] == 4.0 / 3.0
+
+
+def sane_run(r: dict, budgets: list[str]) -> None:
+    assert r["steps"] == 4 and r["train_seconds"] > 0 and r["samples_per_second"] > 0
+    assert 0 < r["best_val_accuracy"] <= 1 and 0 < r["test_accuracy"] <= 1
+    assert r["time_to_target_s"] is not None and 0 < r["time_to_target_s"] <= r["train_seconds"]
+    assert r["samples_to_target"] in (256, 512)
+    assert list(r["val_at_budget"]) == budgets and r["val_at_budget"]["1000"] == r["validation"][-1]["val_accuracy"]
+    assert 0 < r["stage1_latency_ms"]["p50"] <= r["stage1_latency_ms"]["p99"]
+    stages = 1 if r["single_process"] else 3
+    assert len(r["cpu_ms_per_batch"]) == len(r["peak_rss_mb"]) == stages
+    assert all(c > 0 for c in r["cpu_ms_per_batch"]) and all(10 < m < 2000 for m in r["peak_rss_mb"])
+    if r["single_process"]:
+        assert r["bytes_per_batch"] == {}
+        return
+    # 128 x 16 float32 and 128 int64 labels up each link, 128 x 16 float32 down
+    assert r["bytes_per_batch"] == {link: {"forward": 128 * 16 * 4 + 128 * 8, "backward": 128 * 16 * 4}
+                                    for link in ("1-2", "2-3")}
+
+
+@pytest.mark.slow   # four jobs: ~10 s
+def test_a_small_race_at_0_ms_writes_every_figure(tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"dni-w4": "--mode dni --window 4"}))
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0,20",
+            "--rows", "single,backprop,cdni-link,dni-w4", "--settings", str(settings), "--width", "16",
+            "--epochs", "1", "--train-subset", "512", "--eval-every", "2", "--target", "0.05", "--budgets", "0,1000",
+            "--json", str(tmp_path / "race.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "dni bench race: delays 20 ms not run: --one-host" in run.stdout
+    result = json.loads((tmp_path / "race.json").read_text())
+    assert result["where"] == "this host" and result["params"]["rows"]["dni-w4"] == "--mode dni --window 4"
+    assert [r["row"] for r in result["runs"]] == ["single", "backprop", "cdni-link", "dni-w4"]
+    for r in result["runs"]:
+        sane_run(r, ["0", "1000"])
+    (s,) = result["settings"]
+    assert s["stages"] == 3 and s["delay_ms"] == 0 and sorted(s["order"]) == sorted(result["params"]["rows"])
+    assert s["first"] == s["order"][0] and s["factor"] >= 1
+    # The single process trains backprop's network exactly: the same evaluations.
+    single, backprop = result["runs"][:2]
+    assert [v["val_accuracy"] for v in single["validation"]] == [v["val_accuracy"] for v in backprop["validation"]]
