@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from workers.runtime import blas  # noqa: F401  (first: it says so if numpy loaded before the threads were set)
+
+# isort: split
 import numpy as np
 
 from coordinator import checkpoint, cli, config, plans
