@@ -3,6 +3,7 @@
 The autouse no_orphans fixture (conftest.py) asserts that no worker is left behind.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -113,3 +114,18 @@ def test_a_small_race_at_0_ms_writes_every_figure(tmp_path):
     # The single process trains backprop's network exactly: the same evaluations.
     single, backprop = result["runs"][:2]
     assert [v["val_accuracy"] for v in single["validation"]] == [v["val_accuracy"] for v in backprop["validation"]]
+
+
+def test_without_root_the_0_ms_race_runs_and_the_rest_is_refused_in_one_line(tmp_path):
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--stages", "2", "--delays", "0,5",
+            "--bandwidth", "100mbit", "--rows", "dni", "--width", "8", "--epochs", "1", "--train-subset", "256",
+            "--eval-every", "2", "--json", str(tmp_path / "race.json")]
+    # A user namespace of its own makes this process uid 65534 while it can still read our files.
+    run = subprocess.run(["unshare", "--user", *argv] if os.geteuid() == 0 else argv,
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    refused = [line for line in run.stdout.splitlines() if "not run" in line]
+    assert refused == ["dni bench race: delays 5 ms, --bandwidth not run: dni bench network needs root: it makes "
+                       "a network namespace, veth pair, qdisc and cgroup per host"]
+    result = json.loads((tmp_path / "race.json").read_text())
+    assert [(r["row"], r["delay_ms"]) for r in result["runs"]] == [("dni", 0.0)]

@@ -111,10 +111,10 @@ def run(args) -> dict | None:
         return None
     why = lab_refusal(p)
     delays = [0.0] if why else p["delays"]
-    if why and p["delays"] != [0.0]:
-        print(f"dni bench race: delays {', '.join(f'{d:g}' for d in p['delays'] if d)} ms not run: {why}")
-    if why and (p["bandwidth"] or p["slow_stage"]):
-        print(f"dni bench race: --bandwidth and --slow-stage not applied: {why}")
+    skipped = [*([f"delays {', '.join(f'{d:g}' for d in p['delays'] if d)} ms"] if p["delays"] != [0.0] else []),
+               *(["--bandwidth"] if p["bandwidth"] else []), *(["--slow-stage"] if p["slow_stage"] else [])]
+    if why and skipped:
+        print(f"dni bench race: {', '.join(skipped)} not run: {why}")
     result = {"bench": "race", "machine": report.machine(), "params": {**p, "rows": {k: " ".join(v) for k, v in
                                                                                         p["rows"].items()}},
               "where": "this host" if why else "network lab", "runs": []}
@@ -130,6 +130,7 @@ def run(args) -> dict | None:
             from coordinator.bench.netlab import shaping
             from protocol.keys import generate
             use_netem = shaping.netem()[0]
+            result["delay_by"] = "netem" if use_netem else "relay"
             keys = None if p["insecure"] else generate(Path(tmp) / "keys", workers=max(p["stages"]))
         todo = jobs(p, delays)
         for i, job in enumerate(todo, 1):
