@@ -6,7 +6,6 @@ reference (workers/numerics/reference.py) with BLAS on the threads its parent's 
 """
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from coordinator import checkpoint, cli, config, plans
 from coordinator.metrics import percentiles
 from workers.numerics.reference import build_network, evaluate, step
+from workers.runtime.memory import peak_rss_mb
 
 
 def train(plan: plans.Plan) -> dict:
@@ -48,7 +48,7 @@ def train(plan: plans.Plan) -> dict:
             "test_accuracy": evaluate(net, task.x_test, task.y_test, cfg.eval_batch),
             "update_latency_ms": {"1": percentiles(step_ms)},
             # The one process stands for every stage: its CPU over the training steps, its memory; no links.
-            "single": {"cpu_s": cpu_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
+            "single": {"cpu_s": cpu_s, "peak_rss_mb": peak_rss_mb()}}
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections import defaultdict, deque
 
@@ -19,6 +18,7 @@ from workers.numerics.optimizers import NonFinite, finite
 from workers.numerics.snapshot import Stateful, restore
 from workers.roles.guard import Window
 from workers.runtime.clock import Clock
+from workers.runtime.memory import peak_rss_mb
 
 # Kinds that travel the forward direction; a held stage (locked backprop waiting for its
 # gradient, or a link out of credit) defers them, so the barrier and evaluation keep their place.
@@ -240,9 +240,8 @@ class Role:
 
     def goodbye(self, error: str | None = None) -> dict:
         """BYE's meta: counters, drops by reason, the time breakdown, bytes sent, peak memory, and why it gives up."""
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # (Linux counts it in KiB)
         meta = {**self.counters, "dropped": dict(self.drops.counts), "time_s": self.clock.report(),
-                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_kib / 1024}
+                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_rss_mb()}
         return meta if error is None else {**meta, "error": error}
 
     def on_stop(self, msg: Message, t: float) -> None:

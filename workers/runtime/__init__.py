@@ -1,1 +1,1 @@
-"""The worker process's setup: BLAS threads, the allocator, and the clock that says where time goes."""
+"""The worker process's setup: BLAS threads, the allocator, the clock that says where time goes, its peak memory."""
