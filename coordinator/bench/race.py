@@ -117,7 +117,7 @@ def run(args) -> dict | None:
         print(f"dni bench race: {', '.join(skipped)} not run: {why}")
     result = {"bench": "race", "machine": report.machine(), "params": {**p, "rows": {k: " ".join(v) for k, v in
                                                                                         p["rows"].items()}},
-              "where": "this host" if why else "network lab", "runs": []}
+              "where": "this host" if why else "network lab", "runs": [], "failed": []}
     print(report.describe(result["machine"]))
     raceboard.print_settings(result["params"]["rows"])
     # A polite kill (SIGTERM) unwinds like Ctrl-C: jobs stopped, namespaces and relays removed.
@@ -135,8 +135,14 @@ def run(args) -> dict | None:
         todo = jobs(p, delays)
         for i, job in enumerate(todo, 1):
             out = where / job.tag()
-            summary = racejob.run_here(job, p, out) if why or job.single else \
-                racejob.run_in_lab(job, p, keys, out, use_netem)
+            try:
+                summary = racejob.run_here(job, p, out) if why or job.single else \
+                    racejob.run_in_lab(job, p, keys, out, use_netem)
+            except (RuntimeError, OSError) as exc:   # one job lost (the lab's network, a worker): not the race
+                result["failed"].append({"row": job.row, "stages": job.stages, "delay_ms": job.delay_ms,
+                                         "error": str(exc)})
+                print(f"[{i}/{len(todo)}] {job.row} K={job.stages} {job.delay_ms:g} ms: failed: {exc}", flush=True)
+                continue
             result["runs"].append(racejob.figures(job, summary, p))
             raceboard.print_run(i, len(todo), result["runs"][-1], p["target"])
     result["settings"] = raceboard.settings(result["runs"], p["target"], delays)

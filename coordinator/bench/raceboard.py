@@ -29,7 +29,7 @@ def settings(runs: list[dict], target: float, delays: list[float]) -> list[dict]
                 if len(reached) > 1 else None
             out.append({"stages": stages, "delay_ms": delay, "target": target, "order": [r["row"] for r in order],
                         "first": first and first["row"], "next": reached[1]["row"] if len(reached) > 1 else None,
-                        "factor": factor, "reached_by_all": min(r["best_val_accuracy"] for r in order)})
+                        "factor": factor, "reached_by_all": min((r["best_val_accuracy"] for r in order), default=None)})
     return out
 
 
@@ -79,7 +79,11 @@ def print_tables(result: dict) -> None:
         else:
             sooner = f", {s['factor']:.2f}x sooner than {s['next']}" if s["next"] else ", the only one"
             print(f"  first to the target: {s['first']}{sooner}")
-        print(f"  the highest target every row reached here: {100 * s['reached_by_all']:.2f}%")
+        if s["reached_by_all"] is not None:
+            print(f"  the highest target every row reached here: {100 * s['reached_by_all']:.2f}%")
+        for f in result["failed"]:
+            if (f["stages"], f["delay_ms"]) == (s["stages"], s["delay_ms"]):
+                print(f"  {f['row']} failed: {f['error']}")
 
 
 def draw(result: dict, path: str) -> None:
