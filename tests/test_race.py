@@ -117,9 +117,10 @@ def test_a_small_race_at_0_ms_writes_every_figure(tmp_path):
 
 
 def test_without_root_the_0_ms_race_runs_and_the_rest_is_refused_in_one_line(tmp_path):
+    (tmp_path / "rows.json").write_text(json.dumps({"broken": "--mode nope"}))
     argv = [sys.executable, "-m", "coordinator", "bench", "race", "--stages", "2", "--delays", "0,5",
-            "--bandwidth", "100mbit", "--rows", "dni", "--width", "8", "--epochs", "1", "--train-subset", "256",
-            "--eval-every", "2", "--json", str(tmp_path / "race.json")]
+            "--bandwidth", "100mbit", "--rows", "broken,dni", "--settings", "rows.json", "--width", "8", "--epochs",
+            "1", "--train-subset", "256", "--eval-every", "2", "--json", str(tmp_path / "race.json")]
     # A user namespace of its own makes this process uid 65534 while it can still read our files.
     run = subprocess.run(["unshare", "--user", *argv] if os.geteuid() == 0 else argv,
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -129,3 +130,6 @@ def test_without_root_the_0_ms_race_runs_and_the_rest_is_refused_in_one_line(tmp
                        "a network namespace, veth pair, qdisc and cgroup per host"]
     result = json.loads((tmp_path / "race.json").read_text())
     assert [(r["row"], r["delay_ms"]) for r in result["runs"]] == [("dni", 0.0)]
+    # A job that fails is reported, and the race goes on.
+    (failed,) = result["failed"]
+    assert failed["row"] == "broken" and failed["error"].startswith("broken-k2-d0: the job failed (exit 2)")
