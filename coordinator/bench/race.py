@@ -47,6 +47,8 @@ def add_parser(kinds) -> argparse.ArgumentParser:
                       "accuracy")
     race.add_argument("--eval-every", type=int, default=50, help="training batches between evaluations")
     race.add_argument("--epochs", type=int, default=3, help="epochs of every job")
+    race.add_argument("--single-threads", type=int, default=2, help="BLAS threads of the single-process row "
+                      "(every core of a 2-core machine: a loaded one may do better with 1)")
     race.add_argument("--width", type=int, default=256, help="hidden layer width")
     race.add_argument("--batch", type=int, default=Config.batch_size, help="batch size")
     race.add_argument("--data", help="MNIST directory (default: the generated task)")
@@ -78,12 +80,14 @@ def rows(args) -> dict[str, tuple[str, ...]]:
 def params(args) -> dict:
     if not 0 < args.target <= 1:
         raise ValueError(f"--target {args.target}: a validation accuracy, above 0 and at most 1")
-    if min(args.eval_every, args.epochs, args.width, args.batch) < 1 or args.train_subset < 0:
-        raise ValueError("--eval-every, --epochs, --width, --batch must be positive, --train-subset not negative")
+    if min(args.eval_every, args.epochs, args.width, args.batch, args.single_threads) < 1 or args.train_subset < 0:
+        raise ValueError("--eval-every, --epochs, --width, --batch, --single-threads must be positive, "
+                         "--train-subset not negative")
     return {"rows": rows(args), "stages": parse(args.stages, "--stages", low=2, required=True),
             "delays": sorted(set(parse(args.delays, "--delays", float, low=0, required=True))),
             "target": args.target, "budgets": parse(args.budgets, "--budgets", float, low=0),
-            "eval_every": args.eval_every, "epochs": args.epochs, "width": args.width, "batch": args.batch,
+            "eval_every": args.eval_every, "epochs": args.epochs, "single_threads": args.single_threads,
+            "width": args.width, "batch": args.batch,
             "data": args.data, "train_subset": args.train_subset, "bandwidth": args.bandwidth,
             "slow_stage": args.slow_stage, "slow_share": args.slow_share, "warmup": args.warmup,
             "insecure": args.insecure, "seed": args.seed, "one_host": args.one_host}
@@ -119,7 +123,7 @@ def run(args) -> dict | None:
                                                                                         p["rows"].items()}},
               "where": "this host" if why else "network lab", "runs": [], "failed": []}
     print(report.describe(result["machine"]))
-    raceboard.print_settings(result["params"]["rows"])
+    raceboard.print_settings(result["params"]["rows"], p["single_threads"])
     # A polite kill (SIGTERM) unwinds like Ctrl-C: jobs stopped, namespaces and relays removed.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with tempfile.TemporaryDirectory(prefix="dni-bench-race-") as tmp:

@@ -33,8 +33,9 @@ def settings(runs: list[dict], target: float, delays: list[float]) -> list[dict]
     return out
 
 
-def print_settings(rows: dict[str, str]) -> None:
-    print("rows (each `dni run` with these flags; single: the same network in one process, BLAS on 2 threads)")
+def print_settings(rows: dict[str, str], single_threads: int) -> None:
+    print(f"rows (each `dni run` with these flags; single: the same network in one process, BLAS on "
+          f"{single_threads} threads)")
     for name, flags in rows.items():
         print(f"  {name:<12} {flags}")
 

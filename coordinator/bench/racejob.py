@@ -10,7 +10,6 @@ from pathlib import Path
 
 from workers.runtime import blas
 
-SINGLE_THREADS = "2"   # the single-process row uses every core of the machines this was built on
 TIMEOUT_S = 3600.0
 
 
@@ -44,7 +43,8 @@ def run_here(job: Job, p: dict, out: Path) -> dict:
     """The job on this host (no link delay): `dni run`, or the single-process row; its summary.json."""
     if job.single:
         argv = [sys.executable, "-m", "coordinator.bench.single"]
-        env = {**os.environ, **dict.fromkeys(blas.VARIABLES, SINGLE_THREADS), "DNI_BLAS_THREADS": SINGLE_THREADS}
+        threads = str(p["single_threads"])
+        env = {**os.environ, **dict.fromkeys(blas.VARIABLES, threads), "DNI_BLAS_THREADS": threads}
     else:
         argv = [sys.executable, "-m", "coordinator", "run", "--no-progress", "--overwrite"]
         env = blas.pinned()
