@@ -13,7 +13,7 @@ from coordinator.config import Config
 from coordinator.data import batches, generated_task
 from protocol.wireconfig import WireConfig
 from workers.numerics import microbatch, reference
-from workers.numerics.gpipe import GPipeHead, GPipeStage, train_batch
+from workers.numerics.gpipe import Accumulator, GPipeHead, GPipeStage, train_batch
 
 # 1302 examples: ten batches of 128 and a last one of 22, which 4 micro-batches split unevenly (6, 6, 5, 5).
 JOB = ["--mode", "gpipe", "--micro-batches", "4", "--hidden", "32,16", "--train-subset", "1302", "--seed", "3"]
@@ -33,6 +33,15 @@ def test_micro_batch_ids_are_consecutive_over_the_run_and_locate_their_batch():
     assert list(microbatch.ids(0, 4)) == [0, 1, 2, 3]
     assert list(microbatch.ids(5, 3)) == [15, 16, 17]
     assert [microbatch.locate(b, 3) for b in (15, 16, 17, 18)] == [(5, 0), (5, 1), (5, 2), (6, 0)]
+
+
+def test_gradients_add_up_in_micro_batch_order_only():
+    acc = Accumulator(2)
+    assert not acc.add(0, {"W": np.ones(2, np.float32)})
+    with pytest.raises(ValueError, match="micro-batch 0 out of order: 1 comes next"):
+        acc.add(0, {"W": np.ones(2, np.float32)})
+    assert acc.add(1, {"W": np.full(2, 2, np.float32)})
+    assert np.array_equal(acc.take()["W"], [3, 3]) and acc.count == 0 and acc.sum is None
 
 
 def wire_for(**options) -> WireConfig:
@@ -95,7 +104,8 @@ def test_gpipe_over_processes_matches_the_single_process_reference_bit_for_bit(t
         assert sorted(r["step"] for r in recs) == list(range(steps)), k
         assert all(r["latency_ms"] > 0 and 0 <= r["bubble"] < 1 for r in recs), k
     assert all(r["loss"] > 0 for r in records(tmp_path) if r["stage"] == 3)
-    assert set(done["update_latency_ms"]) == {"1", "2", "3"}
+    assert set(done["update_latency_ms"]) == set(done["bubble"]) == {"1", "2", "3"}
+    assert all(0 <= b < 1 for b in done["bubble"].values())
 
 
 @pytest.mark.parametrize("argv, words", [
