@@ -41,17 +41,16 @@ class GPipeLayerWorker(LayerWorker):
     def on_grad(self, msg: Message, t: float) -> None:
         b = msg.id   # in flight and next in order: grad_fault saw to it
         target_below, opening = self.gpipe.backward(b, msg.arrays["g"])
+        if opening is not None:
+            self.stamp(opening)   # the batch's update is made
         if target_below is not None:
             self.to_peer("prev", Kind.GRAD, b, g=target_below)
-        if opening is None:
-            self.busy += time.perf_counter() - t
-            return
-        self.stamp(opening)
-        step = locate(b, self.gpipe.m)[0]
-        if self.stage.first:
+        if opening is not None and self.stage.first:
             self.to_coordinator(Kind.TAKEN, b)   # the flush: every stage has made its update
-        self.busy, busy = 0.0, self.busy + time.perf_counter() - t
-        self.record(batch_record(step, opening.latency, busy))
+        self.busy += time.perf_counter() - t
+        if opening is not None:
+            self.record(batch_record(locate(b, self.gpipe.m)[0], opening.latency, self.busy))
+            self.busy = 0.0
 
 
 class GPipeHeadWorker(HeadWorker):
@@ -68,15 +67,15 @@ class GPipeHeadWorker(HeadWorker):
             self.opened = t
         loss, correct, full = self.gpipe.forward(b, msg.arrays["x"], y)
         self.tally = [self.tally[0] + loss * len(y), self.tally[1] + correct, self.tally[2] + len(y)]
-        if not full:
-            self.busy += time.perf_counter() - t
-            return
-        for micro, g in self.gpipe.backwards():   # the update is made before the last goes down
-            latency = time.perf_counter() - self.opened
-            self.to_peer("prev", Kind.GRAD, micro, g=g)
-        (loss_sum, correct, n), self.tally = self.tally, [0.0, 0, 0]
-        # One report a batch, under its last micro-batch's id (the id the coordinator awaits).
-        self.to_coordinator(Kind.DONE, b, {"loss": loss_sum / n, "correct": correct, "n": n})
-        self.busy, busy = 0.0, self.busy + time.perf_counter() - t
-        self.record({**batch_record(locate(b, self.gpipe.m)[0], latency, busy), "loss": loss_sum / n,
-                     "accuracy": correct / n})
+        if full:
+            for micro, g in self.gpipe.backwards():   # the update is made before the last goes down
+                latency = time.perf_counter() - self.opened
+                self.to_peer("prev", Kind.GRAD, micro, g=g)
+            loss_sum, correct, n = self.tally
+            # One report a batch, under its last micro-batch's id (the id the coordinator awaits).
+            self.to_coordinator(Kind.DONE, b, {"loss": loss_sum / n, "correct": correct, "n": n})
+        self.busy += time.perf_counter() - t
+        if full:
+            self.record({**batch_record(locate(b, self.gpipe.m)[0], latency, self.busy), "loss": loss_sum / n,
+                         "accuracy": correct / n})
+            self.tally, self.busy = [0.0, 0, 0], 0.0
