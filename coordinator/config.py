@@ -27,7 +27,19 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
             raise ConfigError("--classes picks MNIST digits: give --data DIR too (the generated task has no digits)")
         if self.model == "rnn":
             self._validate_rnn()
+        if self.mode == "gpipe":
+            self._validate_gpipe()
         return self
+
+    def _validate_gpipe(self) -> None:
+        if self.model != "ff":
+            raise ConfigError(f"--mode gpipe is feed-forward only (--model ff), not --model {self.model}")
+        if self.micro_batches > self.batch_size:
+            raise ConfigError(f"--micro-batches {self.micro_batches} is more than --batch-size {self.batch_size}: "
+                              "a micro-batch needs an example at least")
+        if self.batch_size % self.micro_batches:
+            raise ConfigError(f"--micro-batches {self.micro_batches} does not divide --batch-size {self.batch_size} "
+                              "into equal micro-batches")
 
     def _validate_rnn(self) -> None:
         steps = self.boxes * self.steps_per_box
@@ -49,8 +61,8 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         return {o.name: getattr(self, o.name) for o in OPTIONS if getattr(o, where) and o.model in (BOTH, self.model)}
 
     def cache(self) -> int:
-        """Batches a stage keeps awaiting their targets (protocol/window.py)."""
-        return window.in_flight(self.window)
+        """Batches a stage keeps awaiting their targets (protocol/window.py); gpipe's are a batch's micro-batches."""
+        return window.in_flight(self.micro_batches if self.mode == "gpipe" else self.window)
 
     def hidden_sizes(self) -> list[int]:
         sizes = lists.parse(self.hidden, "--hidden", error=ConfigError)

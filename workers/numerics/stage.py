@@ -24,7 +24,7 @@ class Stage:
     def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
         rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
         self.index = index
-        self.locked = cfg.mode == "backprop"
+        self.locked = cfg.mode in ("backprop", "gpipe")   # gpipe: backprop over micro-batches
         self.first = index == 1  # stage 1's input is data: no gradient to send for it
         # BP(lambda): 0 sends stage k-1 its target at once, this stage's synthetic gradient pushed
         # back (the paper's bootstrap); above 0 it waits for this stage's own target (see `learn`).
