@@ -71,7 +71,7 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
     members = Membership(hub, n_workers)
     rejoin = Rejoin(members)
-    pipe = Pipeline(hub, members, cfg.window, plan.split, on_metrics=metrics.write, on_done=progress.on_done,
+    pipe = Pipeline(hub, members, plan.window(), plan.split, on_metrics=metrics.write, on_done=progress.on_done,
                     path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout,
                     credit=plan.wire.credit)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing

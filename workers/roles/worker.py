@@ -18,9 +18,11 @@ from workers.roles.box import TimeBoxWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
+from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
+LAYER_MODES = {"pipedream": PipeDreamWorker}   # the modes whose hidden stages run a loop of their own
 log = logging.getLogger("dni.worker")
 
 
@@ -162,7 +164,7 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
             raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
         gate.admit(assign.meta["members"])
     try:
-        role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        role = role_class(assign.meta)(ctx, control, inbox, assign, curve)
     except ProtocolError as exc:
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
@@ -174,6 +176,12 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
         role.close()
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     return role
+
+
+def role_class(meta: dict) -> type:
+    """The loop of the assigned role; a hidden stage's depends on the mode."""
+    role = ROLES[meta["role"]]
+    return LAYER_MODES.get(meta["config"].get("mode"), role) if role is LayerWorker else role
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:
