@@ -180,8 +180,9 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
 
 def role_class(meta: dict) -> type:
     """The loop of the assigned role; a hidden stage's depends on the mode."""
-    role = ROLES[meta["role"]]
-    return LAYER_MODES.get(meta["config"].get("mode"), role) if role is LayerWorker else role
+    role, config = ROLES[meta["role"]], meta.get("config")
+    mode = config.get("mode") if isinstance(config, dict) else None   # a config that is no map: the role says so
+    return LAYER_MODES.get(mode, role) if role is LayerWorker else role
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:
