@@ -120,9 +120,11 @@ def assert_equals_simulation(run, barriers=()) -> list:
     return parts
 
 
-def test_pipedream_over_processes_equals_the_one_process_1f1b_simulation(tmp_path):
+@pytest.mark.parametrize("credit", ["coordinator", "link"])
+def test_pipedream_over_processes_equals_the_one_process_1f1b_simulation(tmp_path, credit):
     """Transparency, and the weight version each batch met at each stage is the schedule's."""
-    assert main(["run", *JOB, "--epochs", "2", "--checkpoint-every", "0", "--out", str(tmp_path), *FAST]) == 0
+    assert main(["run", *JOB, "--epochs", "2", "--checkpoint-every", "0", "--credit", credit, "--out", str(tmp_path),
+                 *FAST]) == 0
     parts = assert_equals_simulation(tmp_path)
     done = summary(tmp_path)
     assert done["mode"] == "pipedream" and done["steps"] == 20
