@@ -185,3 +185,5 @@ def test_resume_into_another_mode_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--mode 'backprop': the run in" in err and "'pipedream'" in err
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+    assert main(["eval", str(run)]) == 0   # a pipedream checkpoint evaluates in one process as any other
+    assert f"test accuracy {summary(run)['test_accuracy']:.4f}" in capsys.readouterr().out
