@@ -7,6 +7,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+import zmq
 from resumable import records, stage_pid, start, steps_logged, summary, worker_pids
 from timing import FAST, wait_until
 
@@ -14,9 +15,13 @@ from coordinator import checkpoint
 from coordinator.cli import main
 from coordinator.config import Config
 from coordinator.data import batches, generated_task
+from protocol import Kind, Message
+from protocol.roles import LAYER
+from protocol.sockets import send
 from protocol.wireconfig import WireConfig
 from workers.numerics.pipedream import OneFOneB, Stash, backward, forward, schedule, train_stretch
 from workers.numerics.reference import build_network
+from workers.roles.pipedream import PipeDreamWorker
 
 SEED, SUBSET, BATCH = 3, 1280, 128   # 10 steps an epoch
 JOB = ["--mode", "pipedream", "--optimizer", "adam", "--lr", "3e-3", "--hidden", "32,16,16",
@@ -187,3 +192,37 @@ def test_resume_into_another_mode_is_refused_in_one_line(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
     assert main(["eval", str(run)]) == 0   # a pipedream checkpoint evaluates in one process as any other
     assert f"test accuracy {summary(run)['test_accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_a_second_gradient_for_a_waiting_backward_is_dropped_not_run_twice():
+    """Stage 2 of 4 in this process, fed through its real inbox: a gradient replayed while the
+    first waits its turn is dropped and counted; the barrier then runs each backward once."""
+    ctx = zmq.Context()
+    try:
+        peers = {}
+        for name in ("stage-1", "stage-3", "control"):
+            peers[name] = ctx.socket(zmq.ROUTER if name == "control" else zmq.PULL)
+            peers[name].bind(f"inproc://{name}")
+        inbox, control = ctx.socket(zmq.PULL), ctx.socket(zmq.DEALER)
+        inbox.bind("inproc://stage-2")
+        control.connect("inproc://control")
+        cfg = {**Config(mode="pipedream").listed("wire"), "sizes": [6, 5, 4, 3, 2], "total_steps": 10, "cache": 24}
+        neighbours = {side: {"name": name, "endpoint": f"inproc://{name}"}
+                      for side, name in (("prev", "stage-1"), ("next", "stage-3"))}
+        worker = PipeDreamWorker(ctx, control, inbox, Message(Kind.ASSIGN, "coordinator", 0, {
+            "role": LAYER, "stage": 2, "config": cfg, "heartbeat": 1.0, "neighbours": neighbours}))
+        feed = ctx.socket(zmq.PUSH)
+        feed.connect("inproc://stage-2")
+        x, y, g = np.ones((4, 5), np.float32), np.zeros(4, np.int64), np.ones((4, 4), np.float32)
+        for message in (Message(Kind.FORWARD, "stage-1", 0, {}, {"x": x, "y": y}),
+                        Message(Kind.FORWARD, "stage-1", 1, {}, {"x": x, "y": y}),
+                        Message(Kind.GRAD, "stage-3", 0, {}, {"g": g}),    # early: 2 in flight, the limit is 3
+                        Message(Kind.GRAD, "stage-3", 0, {}, {"g": g}),
+                        Message(Kind.SYNC, "stage-1", 0)):
+            send(feed, message)
+            worker.receive(worker.inbox)
+        assert sum(worker.drops.counts.values()) == 1 and worker.stage.inflight.updates == 1
+        assert worker.stash.batches.keys() == {1} and worker.order.in_flight == 1
+        worker.close()
+    finally:
+        ctx.destroy(linger=0)

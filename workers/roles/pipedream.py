@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from protocol import Kind, Message
+from protocol import Kind, Message, ProtocolError
 from workers.numerics.pipedream import OneFOneB, Stash, backward, forward
 from workers.roles.layer import LayerWorker
 from workers.roles.role import update_record
@@ -36,6 +36,8 @@ class PipeDreamWorker(LayerWorker):
         self.backwards()
 
     def on_grad(self, msg: Message, t: float) -> None:
+        if any(m.id == msg.id for m in self.early):   # (a replay or forgery: one backward a batch)
+            raise ProtocolError(f"a second gradient for batch {msg.id}, whose backward awaits its turn")
         self.early.append(msg)
         self.backwards()
 
