@@ -21,7 +21,7 @@ SYNTHETIC = ("dni", "cdni")   # the modes whose stages update from their synthes
 
 
 class Stage:
-    """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop)."""
+    """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop, pipedream)."""
 
     def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
         rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
