@@ -29,7 +29,7 @@ JOB = ["--mode", "pipedream", "--optimizer", "adam", "--lr", "3e-3", "--hidden",
 STAGES = 4
 
 
-def test_the_schedule_is_1f1b_with_each_stage_s_limit_then_the_drain():
+def test_the_schedule_is_1f1b_up_to_each_stages_limit_then_drains():
     F, B = "F", "B"
     assert schedule(3, 5) == [
         [(F, 0), (F, 1), (F, 2), (B, 0), (F, 3), (B, 1), (F, 4), (B, 2), (B, 3), (B, 4)],
@@ -69,7 +69,7 @@ def drive(gate: OneFOneB, n: int, rng: random.Random) -> list:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_the_worker_s_op_order_is_the_schedule_whatever_order_messages_arrive_in(seed):
+def test_a_stage_runs_the_schedule_whatever_order_its_messages_arrive_in(seed):
     rng, stages = random.Random(seed), 4
     for n in (2, 9):
         for k in range(1, stages):
