@@ -146,7 +146,6 @@ def test_pipedream_over_processes_equals_the_one_process_1f1b_simulation(tmp_pat
         assert met == want, k
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_run_still_equals_the_simulation(tmp_path):
     """Every stage restarts from the last checkpoint (every 5 steps): the barriers stay where they were."""
     run = tmp_path / "run"
@@ -160,7 +159,6 @@ def test_a_killed_worker_is_replaced_and_the_run_still_equals_the_simulation(tmp
     assert not worker_pids()
 
 
-@pytest.mark.slow
 def test_sigterm_then_resume_equals_the_simulation_drained_where_it_stopped(tmp_path):
     run = tmp_path / "run"
     proc = start(run, *JOB, "--epochs", "12", "--checkpoint-every", "0")
