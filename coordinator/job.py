@@ -73,8 +73,8 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     rejoin = Rejoin(members)
     flushed = {"micro_batches": cfg.micro_batches} if cfg.mode == "gpipe" else {}
     pipe = (FlushedPipeline if flushed else Pipeline)(
-        hub, members, cfg.window, plan.split, on_metrics=metrics.write, on_done=progress.on_done, path=plan.path(),
-        max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
+        hub, members, plan.window(), plan.split, on_metrics=metrics.write, on_done=progress.on_done,
+        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:

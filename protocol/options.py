@@ -26,6 +26,7 @@ class Option:
     before: object = None      # what runs saved before the option existed (or was saved) did (None: always saved)
     choices: tuple = ()
     rnn_choices: tuple = ()    # further choices under --model rnn
+    ff_choices: tuple = ()     # further choices under --model ff
     low: float | None = None   # the least value allowed
     high: float | None = None  # the greatest value allowed
     positive: bool = False     # above 0 (and finite)
@@ -49,9 +50,10 @@ OPTIONS = (
            wire=True, summary=True, before="ff", choices=("ff", "rnn")),
     Option("hidden", str, "256,256", "network", "hidden layer sizes, a worker process each", model=FF),
     Option("mode", str, "cdni", "network", "the gradient a stage trains on: synthetic (dni), synthetic "
-           "conditioned on the labels (cdni), true (backprop; gpipe: over micro-batches, one update a batch), "
-           "or rnn: BPTT cut at box edges (truncated)",
-           wire=True, summary=True, choices=("dni", "cdni", "backprop", "gpipe"), rnn_choices=("truncated",)),
+           "conditioned on the labels (cdni), true (backprop), ff: true, over micro-batches with one update a "
+           "batch (gpipe) or 1F1B pipelined with stashed weights (pipedream), or rnn: BPTT cut at box edges "
+           "(truncated)", wire=True, summary=True, choices=("dni", "cdni", "backprop"), rnn_choices=("truncated",),
+           ff_choices=("gpipe", "pipedream")),
     Option("optimizer", str, "adam", "network", "the layers' optimizer (sgd: with momentum 0.9)",
            wire=True, choices=("sgd", "adam")),
     Option("lr", float, 1e-3, "network", "learning rate of the layers", wire=True, positive=True),

@@ -11,6 +11,7 @@ from coordinator import checkpoint
 from coordinator.cli import main
 from coordinator.config import Config
 from coordinator.data import batches, generated_task
+from protocol import window
 from protocol.wireconfig import WireConfig
 from workers.numerics import microbatch, reference
 from workers.numerics.gpipe import Accumulator, GPipeHead, GPipeStage, train_batch
@@ -48,7 +49,7 @@ def wire_for(**options) -> WireConfig:
     """The wire config of a run of JOB's network (32 generated features, 10 classes) with these options."""
     cfg = Config(hidden="32,16", **options)
     return WireConfig.from_meta({**cfg.listed("wire"), "sizes": [32, 32, 16, 10], "total_steps": 11,
-                                 "cache": cfg.cache(), "credit": cfg.credit})
+                                 "cache": window.in_flight(cfg.micro_batches), "credit": cfg.credit})
 
 
 def gpipe_network(wire: WireConfig) -> list:
@@ -112,7 +113,7 @@ def test_gpipe_over_processes_matches_the_single_process_reference_bit_for_bit(t
     (["--micro-batches", "3"], "--micro-batches 3 does not divide --batch-size 128"),
     (["--micro-batches", "256"], "--micro-batches 256 is more than --batch-size 128"),
     (["--micro-batches", "0"], "--micro-batches must be at least 1"),
-    (["--model", "rnn"], "--mode gpipe is feed-forward only (--model ff), not --model rnn"),
+    (["--model", "rnn"], "--mode gpipe is feed-forward only: it needs --model ff, not --model rnn"),
     (["--train-subset", "1281"], "--micro-batches 4: each epoch's last batch has only 1 examples"),
 ])
 def test_bad_gpipe_options_give_one_line_errors_naming_the_option(argv, words, capsys, tmp_path):

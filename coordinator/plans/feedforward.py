@@ -24,6 +24,15 @@ class FeedForward(Plan):
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
         return image_task(cfg, cfg.class_list(), centre=cfg.centre)
 
+    def window(self) -> int:
+        """--window; gpipe: a batch's micro-batches (the flush holds the rest); with pipedream under the
+        coordinator's credit, the stages at least: stage 1's 1F1B limit."""
+        if self.cfg.mode == "gpipe":
+            return self.cfg.micro_batches
+        if self.cfg.mode == "pipedream" and self.cfg.credit == "coordinator":
+            return max(self.cfg.window, self.n_workers)
+        return self.cfg.window
+
     def sizes(self) -> list[int]:
         dataset = self.task.dataset
         return [dataset.n_features, *self.cfg.hidden_sizes(), dataset.n_classes]

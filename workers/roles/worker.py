@@ -19,10 +19,12 @@ from workers.roles.gpipe import GPipeHeadWorker, GPipeLayerWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
+from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
-MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker}}   # modes whose stages have their own loop
+MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker},   # modes whose stages have their own loop
+              "pipedream": {LAYER: PipeDreamWorker}}
 log = logging.getLogger("dni.worker")
 
 
