@@ -18,6 +18,11 @@ def run(i: int, n: int, r: dict) -> None:
           flush=True)
 
 
+def failure(i: int, n: int, r: dict) -> None:
+    print(f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']} {r['credit']} credit: "
+          f"FAILED: {r['failed']}", flush=True)
+
+
 def summary(result: dict) -> None:
     print("\nprojection check at 2 stages on this machine (all processes and relays sharing its cores; samples/s "
           "with each process's measured wait for a core):")
@@ -47,6 +52,11 @@ def summary(result: dict) -> None:
         print(f"  {row['mode']:5s} w{row['window']:<2d} {row['delay_ms']:4g} ms{bw}: {cells}")
     print(f"\ncdni windows within 0.5 pp of 0 ms accuracy: {result['cdni_windows_within_half_point']}")
     report.print_targets(result["targets"])
+    if result["failed"]:
+        print(f"\n{len(result['failed'])} of {len(result['failed']) + len(result['runs'])} jobs FAILED "
+              "(left out of every figure above); their logs:")
+    for r in result["failed"]:
+        print(f"  {', '.join(r['logs']) or '(none)'}\n    {r['failed']}")
 
 
 def credit_cell(credit: str, x: dict) -> str:
