@@ -31,13 +31,26 @@ class Quantiles:
         self.low = value if self.low is None else min(self.low, value)
         self.high = value if self.high is None else max(self.high, value)
 
+    def value(self, bucket: int) -> float:
+        """What stands for the values of a bucket: its geometric middle, within what was seen."""
+        return min(max(GROWTH ** (bucket + 0.5), self.low), self.high)
+
     def percentile(self, q: float) -> float:
         rank, seen = round((self.n - 1) * q / 100), 0
         for i in sorted(self.buckets):
             seen += self.buckets[i]
             if seen > rank:
-                return min(max(GROWTH ** (i + 0.5), self.low), self.high)
+                return self.value(i)
         raise ValueError("no values")
+
+    def cdf(self) -> tuple[list[float], list[float]]:
+        """The distribution as (value, fraction of values at or below it), a point per bucket."""
+        seen, values, fractions = 0, [], []
+        for i in sorted(self.buckets):
+            seen += self.buckets[i]
+            values.append(self.value(i))
+            fractions.append(seen / self.n)
+        return values, fractions
 
     def summary(self) -> dict:
         """The same figures as metrics.percentiles of the values themselves."""
