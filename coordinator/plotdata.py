@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,9 @@ class Curve:
 
     def add(self, step: int, value: float) -> None:
         b = self.bins.setdefault(step // self.width, [0, 0.0, 0])
-        b[0], b[1], b[2] = b[0] + step, b[1] + value, b[2] + 1
+        b[0] += step
+        b[1] += value
+        b[2] += 1
         if len(self.bins) > 2 * POINTS:
             self.width *= 2
             merged: dict[int, list] = {}
@@ -64,9 +65,9 @@ def lines(f):
 
 def number(value) -> float | None:
     """A finite, bounded number from a record; None for anything else (bool, str, NaN, inf, 10**400, ...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > MAX_VALUE:
-        return None
-    return float(value) if math.isfinite(value) else None
+    if (type(value) is float or type(value) is int) and -MAX_VALUE <= value <= MAX_VALUE:   # NaN fails it too
+        return float(value)
+    return None
 
 
 def read_metrics(path: Path) -> tuple[dict, dict, int, int]:
