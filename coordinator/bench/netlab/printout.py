@@ -4,14 +4,19 @@ from __future__ import annotations
 from coordinator.bench import report
 
 
-def run(i: int, n: int, r: dict) -> None:
-    lat, st = r["stage1_latency_ms"], r["staleness"]["all"]
-    rtt = "/".join(f"{x['rtt_ms']['p50']:.1f}" for x in r["links"])
+def setting(i: int, n: int, r: dict) -> str:
+    """The start of a job's line: its place in the sweep and its setting."""
     extra = (f" bw {r['bandwidth']}" if r["bandwidth"] else "") + (f" slow {r['slow_stage']}@{r['slow_share']:g}"
                                                                     if r["slow_stage"] else "") \
         + ("" if r["coordinator_delayed"] else " coordinator undelayed") + f" {r['credit']} credit"
+    return f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']}{extra}"
+
+
+def run(i: int, n: int, r: dict) -> None:
+    lat, st = r["stage1_latency_ms"], r["staleness"]["all"]
+    rtt = "/".join(f"{x['rtt_ms']['p50']:.1f}" for x in r["links"])
     stale = f"staleness {st['mean']:.2f}/{st['p99']:.0f}" if st["mean"] is not None else "staleness -"
-    print(f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']}{extra}: "
+    print(f"{setting(i, n, r)}: "
           f"{r['samples_per_second']:8,.0f} samples/s  stage-1 p50 {lat['p50']:7.2f} p99 {lat['p99']:7.2f} ms  "
           f"{stale}  acc {r['test_accuracy']:.4f}  RTT {rtt} ms  "
           f"relays {r['cpu_ms_per_batch']['relays']:.2f} ms CPU/batch",
@@ -19,8 +24,7 @@ def run(i: int, n: int, r: dict) -> None:
 
 
 def failure(i: int, n: int, r: dict) -> None:
-    print(f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']} {r['credit']} credit: "
-          f"FAILED: {r['failed']}", flush=True)
+    print(f"{setting(i, n, r)}: FAILED: {r['failed']}", flush=True)
 
 
 def summary(result: dict) -> None:
