@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.quantiles import Quantiles
+from coordinator.quantiles import LIMIT, Quantiles
 
 CURVES = ("loss", "cos", "synth_loss", "staleness")
 POINTS = 150          # at least this many points a curve (when there are as many steps), at most twice as many
 MAX_STEP = 2 ** 53    # every step below it is exact in a float64; a larger one is no run's
-MAX_VALUE = 1e300     # larger values are nobody's loss, and their sums over a bin would overflow
 MAX_STAGES = 64       # distinct stages drawn, a row each at most: more would make a plot nobody can read
 MAX_LINE = 1 << 20    # a record is under 1 KB; a longer line is skipped without being held whole
 MAX_SUMMARY = 64 << 20
@@ -65,7 +64,7 @@ def lines(f):
 
 def number(value) -> float | None:
     """A finite, bounded number from a record; None for anything else (bool, str, NaN, inf, 10**400, ...)."""
-    if (type(value) is float or type(value) is int) and -MAX_VALUE <= value <= MAX_VALUE:   # NaN fails it too
+    if (type(value) is float or type(value) is int) and -LIMIT <= value <= LIMIT:   # NaN fails it too
         return float(value)
     return None
 

@@ -6,6 +6,7 @@ from collections import Counter
 
 GROWTH = 1.01   # a bucket's upper edge over its lower: a percentile is off by at most half of this, 0.5%
 FLOOR = 1e-6    # smaller values (and 0) share the lowest bucket: a nanosecond, where latencies are in ms
+LIMIT = 1e300   # larger values are left out: no latency, and the top bucket's middle must stay a float
 
 
 class Quantiles:
@@ -24,8 +25,8 @@ class Quantiles:
         self.low = self.high = None
 
     def add(self, value: float) -> None:
-        if not math.isfinite(value):
-            return   # a worker's record is not trusted: inf or NaN would spoil every percentile after it
+        if not -LIMIT <= value <= LIMIT:
+            return   # a record is not trusted: NaN or inf would spoil every percentile after it (NaN fails this too)
         self.buckets[math.floor(math.log(max(value, FLOOR), GROWTH))] += 1
         self.n += 1
         self.low = value if self.low is None else min(self.low, value)
