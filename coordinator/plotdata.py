@@ -13,7 +13,7 @@ POINTS = 150          # at least this many points a curve (when there are as man
 MAX_STEP = 2 ** 53    # every step below it is exact in a float64; a larger one is no run's
 MAX_STAGES = 64       # distinct stages drawn, a row each at most: more would make a plot nobody can read
 MAX_LINE = 1 << 20    # a record is under 1 KB; a longer line is skipped without being held whole
-MAX_SUMMARY = 64 << 20
+MAX_SUMMARY = 64 << 20  # a summary is a few KB: a larger file is read no further
 BAD = (ValueError, RecursionError)   # what json.loads raises on text that is not JSON (or nested too deep)
 
 
