@@ -94,4 +94,4 @@ def cmd_bench(args) -> int:
         (netplot if args.bench == "network" else plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
-    return 0
+    return 1 if result.get("failed") else 0   # a network sweep that went on past a failed job
