@@ -100,4 +100,4 @@ def cmd_bench(args) -> int:
         {"network": netplot, "race": raceboard}.get(args.bench, plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
-    return 0
+    return 1 if result.get("failed") else 0   # a network sweep that went on past a failed job

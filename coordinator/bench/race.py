@@ -29,14 +29,17 @@ ROWS = {
     "backprop": "--mode backprop",
     "dni": "--mode dni",
     "cdni": "--mode cdni",
+    "gpipe": "--mode gpipe",
+    "pipedream": "--mode pipedream",
     "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 8",
     "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 8",
 }
 
 
 def add_parser(kinds) -> argparse.ArgumentParser:
-    race = kinds.add_parser("race", help="time to accuracy: one process, backprop, dni, cdni by depth and link "
-                            "delay (delays need root)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    race = kinds.add_parser("race", help="time to accuracy: one process, backprop, gpipe, pipedream, dni, cdni "
+                            "by depth and link delay (delays need root)",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     race.add_argument("--rows", default=",".join(ROWS), help="the rows to race (names of ROWS or --settings)")
     race.add_argument("--settings", metavar="FILE", help="JSON {row: \"dni run flags\"}: rows to add or replace")
     race.add_argument("--stages", default="3,6", help="stages per network")

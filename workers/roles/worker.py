@@ -5,7 +5,6 @@ import logging
 import os
 import socket
 import sys
-from urllib.parse import urlsplit
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -13,14 +12,18 @@ from zmq.utils.monitor import recv_monitor_message
 from protocol import Kind, Message, ProtocolError, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
-from protocol.sockets import endpoint_fault, make_socket, recv, send
+from protocol.sockets import endpoint_fault, make_socket, recv, send, tcp_host
 from workers.roles.box import TimeBoxWorker
+from workers.roles.gpipe import GPipeHeadWorker, GPipeLayerWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
+from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
+MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker},   # modes whose stages have their own loop
+              "pipedream": {LAYER: PipeDreamWorker}}
 log = logging.getLogger("dni.worker")
 
 
@@ -39,7 +42,7 @@ def inbox_host(coordinator: str, advertise: str | None) -> str | None:
     """The address the data inbox listens on; None for ipc, next to the coordinator's socket."""
     if coordinator.startswith("ipc://"):
         return None
-    return advertise or route_address(urlsplit(coordinator).hostname)
+    return advertise or route_address(tcp_host(coordinator))
 
 
 def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None, generation: int = 0) -> str:
@@ -51,7 +54,11 @@ def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None, generation
         path += f"-{generation}" if generation else ""
         inbox.bind(f"ipc://{path}")
         return f"ipc://{path}"
-    port = inbox.bind_to_random_port(f"tcp://{host}")
+    try:
+        port = inbox.bind_to_random_port(f"tcp://{host}")
+    except zmq.ZMQError as exc:
+        raise WorkerError(f"cannot listen on {host} (--advertise, or this host's address towards the coordinator): "
+                          f"{exc.strerror}") from None
     return f"tcp://{host}:{port}"
 
 
@@ -96,6 +103,9 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     """
     if why := endpoint_fault(coordinator):
         print(f"dni worker: error: --coordinator {why}", file=sys.stderr)
+        return 2
+    if advertise and endpoint_fault(f"tcp://{advertise}:1"):
+        print(f"dni worker: error: --advertise {advertise!r} is not an IPv4 address or host name", file=sys.stderr)
         return 2
     try:
         host = inbox_host(coordinator, advertise)
@@ -162,7 +172,7 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
             raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
         gate.admit(assign.meta["members"])
     try:
-        role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        role = role_class(assign.meta)(ctx, control, inbox, assign, curve)
     except ProtocolError as exc:
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
@@ -174,6 +184,13 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
         role.close()
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     return role
+
+
+def role_class(meta: dict) -> type:
+    """The loop of the assigned role, under the run's mode."""
+    config = meta.get("config")
+    mode = config.get("mode") if isinstance(config, dict) else None
+    return MODE_ROLES.get(mode, {}).get(meta["role"]) or ROLES[meta["role"]]
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:
