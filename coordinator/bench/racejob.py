@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.config import Config
 from workers.runtime import blas
 
 TIMEOUT_S = 3600.0
@@ -54,10 +55,14 @@ def run_here(job: Job, p: dict, out: Path) -> dict:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             rc = proc.wait(TIMEOUT_S)
-        except BaseException:   # a timeout or Ctrl-C: the coordinator stops and reaps its workers on SIGTERM
-            proc.terminate()
-            proc.wait()
-            raise
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:   # a timeout or Ctrl-C: the coordinator stops and reaps its workers on SIGTERM
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+    if rc is None:
+        raise RuntimeError(f"{job.tag()}: the job did not finish within {TIMEOUT_S:.0f} s; see {out}.log")
     if rc:
         raise RuntimeError(f"{job.tag()}: the job failed (exit {rc}); see {out}.log")
     return json.loads((out / "summary.json").read_text())
@@ -67,9 +72,10 @@ def run_in_lab(job: Job, p: dict, keys: Path | None, out: Path, use_netem: bool)
     """The job across the network lab's hosts (coordinator/bench/netlab): its summary.json and the relays' counts."""
     from coordinator.bench.netlab import job as labjob
     flags = job.flags
-    setting = labjob.Setting(flag(flags, "--mode", "cdni"), job.stages, job.delay_ms, int(flag(flags, "--window", "2")),
-                             bandwidth=p["bandwidth"], slow_stage=p["slow_stage"], slow_share=p["slow_share"],
-                             credit=flag(flags, "--credit", "coordinator"))
+    setting = labjob.Setting(flag(flags, "--mode", Config.mode), job.stages, job.delay_ms,
+                             int(flag(flags, "--window", str(Config.window))), bandwidth=p["bandwidth"],
+                             slow_stage=p["slow_stage"], slow_share=p["slow_share"],
+                             credit=flag(flags, "--credit", Config.credit))
     lab = {**p, "job": [*common(job, p), *flags, "--checkpoint-seconds", "0"]}
     lab_figures = labjob.run(setting, lab, keys, out, use_netem)
     return {**json.loads((out / "summary.json").read_text()), "relays": lab_figures["relays"],
