@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def config(saved: dict) -> WireConfig:
     if wire.cache != cfg.cache():
         raise ValueError(f"its config: cache {wire.cache} is not what --window {cfg.window} keeps ({cfg.cache()})")
     count(wire.total_steps, "its config's total_steps")
-    count(saved.get("step"), "its config's step")
+    count(saved.get("step"), "its config's step", wire.total_steps)
     count(saved.get("eval_length", 0), "its config's eval_length", cfg.copy_length)
     widths = {"sizes": max(wire.sizes, default=0), "units": wire.units, "synth_hidden": wire.synth_hidden,
               "n_in": wire.n_in, "n_classes": wire.n_classes}
@@ -113,8 +113,9 @@ def config(saved: dict) -> WireConfig:
     return wire
 
 
-def progress(saved: dict, step: int) -> None:
-    """Where training stood: every field of epochs.Position with its type and range, its config as --resume's."""
+def progress(saved: dict, config: dict, wire: WireConfig) -> None:
+    """Where training stood: every field of epochs.Position with its type and range, and its config, which
+    --resume runs with, through the flags' checks and the same as the checkpoint's own."""
     from coordinator.epochs import Position  # epochs imports checkpoint, which imports this module
 
     kinds = {"str": str, "dict": dict, "list": list, "int": int, "float": (int, float), "dict | None": dict}
@@ -124,6 +125,8 @@ def progress(saved: dict, step: int) -> None:
         raise ValueError(f"its progress has unknown fields {extra}")
     for name, f in known.items():
         if name not in saved:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"its progress lacks {name}")
             continue   # a field added since the checkpoint was written: Position's default
         value = saved[name]
         if isinstance(value, bool) or not isinstance(value, kinds[f.type]):
@@ -132,17 +135,21 @@ def progress(saved: dict, step: int) -> None:
             count(value, f"its progress's {name}")
         if f.type == "float" and not (math.isfinite(value) and value >= 0):
             raise ValueError(f"its progress's {name} must be finite and not negative, got {value!r}")
-    cfg = checked(saved["config"], "its progress's config")
-    if saved["step"] != step:
-        raise ValueError(f"its progress is at step {saved['step']}, its config at step {step}")
-    count(saved["epoch"], "its progress's epoch", cfg.epochs)
-    history = saved.get("history", [])
-    if len(history) != saved["epoch"] or not all(isinstance(h, dict) for h in history):
-        raise ValueError(f"its progress's history is not one entry per epoch done ({saved['epoch']})")
-    for key, value in saved.get("curriculum", {}).items():
+    pos = Position(**saved)
+    cfg = checked(pos.config, "its progress's config")
+    differ = [name for name, value in config.items() if name in pos.config and pos.config[name] != value]
+    if differ or wire.model == "ff" and list(wire.sizes[1:-1]) != cfg.hidden_sizes():
+        raise ValueError(f"its progress's config and its config differ ({', '.join(differ) or 'hidden'})")
+    if pos.step != config["step"]:
+        raise ValueError(f"its progress is at step {pos.step}, its config at step {config['step']}")
+    count(pos.epoch, "its progress's epoch", cfg.epochs)
+    count(pos.batch, "its progress's batch", pos.step)
+    if len(pos.history) != pos.epoch or not all(isinstance(h, dict) for h in pos.history):
+        raise ValueError(f"its progress's history is not one entry per epoch done ({pos.epoch})")
+    for key, value in pos.curriculum.items():
         count(value, f"its progress's curriculum {key}", cfg.copy_length)
     try:
-        np.random.PCG64().state = saved["rng"]
+        np.random.PCG64().state = pos.rng
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"its progress's rng is not a PCG64 state ({exc})") from None
 
@@ -185,5 +192,5 @@ def load(zf: zipfile.ZipFile) -> tuple[dict, dict | None, dict]:
     wire = config(saved)
     found = text(zf, entries["progress"]) if "progress" in entries else None
     if found is not None:
-        progress(found, saved["step"])
+        progress(found, saved, wire)
     return saved, found, state(zf, wire, stages)
