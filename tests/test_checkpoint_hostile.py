@@ -2,6 +2,7 @@
 to model.prev.npz; compatible dtypes (another byte order, float16) are converted before any worker sees them."""
 import io
 import json
+import re
 import shutil
 import zipfile
 
@@ -20,13 +21,27 @@ JOB = ["--mode", "backprop", "--hidden", "8", "--train-subset", "512", "--epochs
        "--seed", "4", *FAST]
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory):
+RNN = ["--model", "rnn", "--task", "mnist01-chunks", "--boxes", "2", "--steps-per-box", "2", "--units", "8",
+       "--train-subset", "256", "--batch-size", "64", "--epochs", "1", "--checkpoint-every", "3", *FAST]
+SERVICE = "stage3/cell.Wh.npy"   # the tied weights, held by the parameter service after the 2 boxes
+
+
+def trained(tmp_path_factory, job: list[str]):
     """A real run's directory: model.npz at step 4 (the end), model.prev.npz at step 3."""
     run = tmp_path_factory.mktemp("hostile") / "run"
-    assert main(["run", "--data", str(MNIST), *JOB, "--out", str(run)]) == 0
+    assert main(["run", "--data", str(MNIST), *job, "--out", str(run)]) == 0
     assert checkpoint.read(run / checkpoint.PREVIOUS_FILE).progress["step"] == 3
     return run
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    return trained(tmp_path_factory, JOB)
+
+
+@pytest.fixture(scope="module")
+def recurrent(tmp_path_factory):
+    return trained(tmp_path_factory, RNN)
 
 
 def entries(path) -> dict[str, bytes]:
@@ -162,3 +177,27 @@ def test_a_compatible_dtype_is_converted_before_any_worker_sees_it(dtype, origin
         assert summary(where)["resumes"] == 1
     assert_same_checkpoint(same, run)
     assert checkpoint.read(run / checkpoint.MODEL_FILE).states[1]["layer.W"].dtype == np.float32
+
+
+def without_the_service(parts: dict[str, bytes]) -> None:
+    for name in [n for n in parts if n.startswith("stage3/")]:
+        del parts[name]
+
+
+@pytest.mark.parametrize("tamper, named", [(edited(SERVICE, nan), "stage3/cell.Wh holds 1 non-finite values"),
+                                           (without_the_service, "it holds stages [1, 2], the config's network "
+                                                                 "has 1 to 3")], ids=["a NaN", "no service"])
+def test_a_tampered_recurrent_checkpoint_falls_back_too(tamper, named, recurrent, tmp_path, capsys):
+    run, newest = tampered(recurrent, tmp_path, tamper)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        checkpoint.read(newest)
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    assert "checkpoint step 3" in capsys.readouterr().out
+
+
+def test_big_endian_recurrent_weights_load_as_the_same_numbers(recurrent, tmp_path):
+    run, newest = tampered(recurrent, tmp_path, edited(SERVICE, lambda a: a.astype(">f4")))
+    want = checkpoint.read(recurrent / checkpoint.MODEL_FILE).states[3]["cell.Wh"]
+    got = checkpoint.read(newest).states[3]["cell.Wh"]
+    assert got.dtype == np.float32 and np.array_equal(got, want)
