@@ -78,6 +78,8 @@ def text(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict:
         value = json.loads(str(array(zf, info)))
     except json.JSONDecodeError as exc:
         raise ValueError(f"entry {name} is not JSON ({exc})") from None
+    except (ValueError, RecursionError):   # Python's own limits: an integer of 5,000 digits, 1,000 nested arrays
+        raise ValueError(f"entry {name} nests too deep or holds too long a number") from None
     if not isinstance(value, dict):
         raise ValueError(f"entry {name} is not a JSON object")
     return value
@@ -160,7 +162,7 @@ def state(zf: zipfile.ZipFile, wire: WireConfig, stages: dict[int, dict[str, zip
     plan = plans.for_checkpoint({"model": wire.model})
     # Feed-forward: a stage per layer; recurrent: the boxes, and the parameter service when weights are tied.
     n_stages = len(wire.sizes) - 1 if wire.model == "ff" else wire.boxes + (not wire.untied)
-    if set(stages) != set(range(1, n_stages + 1)):
+    if len(stages) != n_stages or set(stages) != set(range(1, n_stages + 1)):   # (len first: boxes may be 10^9)
         raise ValueError(f"it holds stages {sorted(stages)}, the config's network has 1 to {n_stages}")
     out = {}
     for k, arrays in sorted(stages.items()):
@@ -180,8 +182,9 @@ def state(zf: zipfile.ZipFile, wire: WireConfig, stages: dict[int, dict[str, zip
 
 
 def finite(name: str, a: np.ndarray) -> np.ndarray:
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise ValueError(f"{name} holds {a.size - np.isfinite(a).sum()} non-finite values")
+    bad = a.size - np.count_nonzero(np.isfinite(a)) if a.dtype.kind == "f" else 0
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite values")
     return a
 
 

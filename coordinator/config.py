@@ -148,8 +148,8 @@ def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
         if name == "out" and Path(value).resolve() != Path(run_dir).resolve():
             raise ConfigError(f"--out {value}: a resumed run stays in its directory {run_dir}")
         if BY_NAME[name].resumable:
-            if name == "epochs" and value < saved["epochs"]:
-                raise ConfigError(f"--epochs {value}: the run was set to {saved['epochs']}; "
+            if name == "epochs" and value < values["epochs"]:
+                raise ConfigError(f"--epochs {value}: the run was set to {values['epochs']}; "
                                   "resuming can only add epochs")
             values[name] = value
         elif name != "out" and value != values[name]:
