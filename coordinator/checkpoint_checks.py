@@ -16,6 +16,7 @@ import numpy as np
 
 from coordinator import plans
 from coordinator.config import checked
+from coordinator.position import Position
 from protocol.codec import ProtocolError
 from protocol.kinds import MAX_FRAME_BYTES
 from protocol.wireconfig import WireConfig
@@ -118,8 +119,6 @@ def config(saved: dict) -> WireConfig:
 def progress(saved: dict, config: dict, wire: WireConfig) -> None:
     """Where training stood: every field of epochs.Position with its type and range, and its config, which
     --resume runs with, through the flags' checks and the same as the checkpoint's own."""
-    from coordinator.epochs import Position  # epochs imports checkpoint, which imports this module
-
     kinds = {"str": str, "dict": dict, "list": list, "int": int, "float": (int, float), "dict | None": dict}
     known = {f.name: f for f in fields(Position)}
     extra = sorted(set(saved) - set(known))
