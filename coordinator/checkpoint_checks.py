@@ -18,12 +18,13 @@ from coordinator import plans
 from coordinator.config import checked
 from coordinator.position import Position
 from protocol.codec import ProtocolError
-from protocol.kinds import MAX_FRAME_BYTES
+from protocol.kinds import MAX_ARRAYS, MAX_FRAME_BYTES
 from protocol.wireconfig import WireConfig
 
-# A stage's state travels to its worker in one message, so no array (nor all of one stage's) is larger.
-MAX_STATE_BYTES = MAX_FRAME_BYTES
-# A layer of width w holds at least a w x w or in x w float32 matrix, itself within one message.
+# A stage's state travels to its worker in one message, each array in a frame of at most MAX_FRAME_BYTES
+# (its .npy entry adds a header of a few hundred bytes), at most MAX_ARRAYS of them.
+MAX_ENTRY_BYTES = MAX_FRAME_BYTES + 64 * 1024
+# A layer of width w holds at least a w x w or in x w float32 matrix, itself within one frame.
 MAX_WIDTH = math.isqrt(MAX_FRAME_BYTES // 4)
 MAX_JSON_BYTES = 16 * 1024 * 1024   # the config and progress strings (a progress's history grows by an epoch's line)
 MAX_COUNT = 2 ** 63 - 1             # counters go to the workers as int64
@@ -35,7 +36,7 @@ def members(zf: zipfile.ZipFile) -> tuple[dict[str, zipfile.ZipInfo], dict[int, 
     text, stages = {}, {}
     for info in zf.infolist():
         name = info.filename.removesuffix(".npy")
-        limit = MAX_JSON_BYTES if name in TEXT else MAX_STATE_BYTES
+        limit = MAX_JSON_BYTES if name in TEXT else MAX_ENTRY_BYTES
         if info.file_size > limit:
             raise ValueError(f"entry {name} declares {info.file_size} bytes uncompressed, above the bound of {limit}")
         if name in TEXT:
@@ -48,8 +49,8 @@ def members(zf: zipfile.ZipFile) -> tuple[dict[str, zipfile.ZipInfo], dict[int, 
     if "config" not in text:
         raise ValueError("no config entry")
     for stage, arrays in stages.items():
-        if sum(i.file_size for i in arrays.values()) > MAX_STATE_BYTES:
-            raise ValueError(f"stage {stage}'s arrays exceed {MAX_STATE_BYTES} bytes, what one message carries")
+        if len(arrays) > MAX_ARRAYS:
+            raise ValueError(f"stage {stage} has {len(arrays)} arrays, more than one message carries ({MAX_ARRAYS})")
     return text, stages
 
 
