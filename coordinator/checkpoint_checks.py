@@ -101,8 +101,7 @@ def config(saved: dict) -> WireConfig:
         wire = WireConfig.from_meta(saved)
     except ProtocolError as exc:
         raise ValueError(f"its config: {exc}") from None
-    if wire.cache != cfg.cache():
-        raise ValueError(f"its config: cache {wire.cache} is not what --window {cfg.window} keeps ({cfg.cache()})")
+    count(wire.cache, "its config's cache")
     count(wire.total_steps, "its config's total_steps")
     count(saved.get("step"), "its config's step", wire.total_steps)
     count(saved.get("eval_length", 0), "its config's eval_length", cfg.copy_length)

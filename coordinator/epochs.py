@@ -82,4 +82,4 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             "samples_per_second": pos.samples / max(pos.train_seconds, 1e-9), "resumes": pos.resumes,
             "restarts": pos.restarts, "checkpoints": pos.checkpoints, "checkpoint_seconds": pos.checkpoint_seconds,
             "update_latency_ms": metrics.latency_summary(),
-            "synth_cosine": metrics.synth_cosine()}
+            "synth_cosine": metrics.synth_cosine(), "bubble": metrics.bubble_summary()}

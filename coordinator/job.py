@@ -11,7 +11,7 @@ from typing import Iterator
 import zmq
 
 from coordinator import checkpoint, config, launch, recovery, rundir
-from coordinator.control import Hub, Membership, Pipeline, Rejoin, WorkerLost
+from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.position import Position
@@ -71,9 +71,10 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
     members = Membership(hub, n_workers)
     rejoin = Rejoin(members)
-    pipe = Pipeline(hub, members, cfg.window, plan.split, on_metrics=metrics.write, on_done=progress.on_done,
-                    path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout,
-                    credit=plan.wire.credit)
+    flushed = {"micro_batches": cfg.micro_batches} if cfg.mode == "gpipe" else {}
+    pipe = (FlushedPipeline if flushed else Pipeline)(
+        hub, members, plan.window(), plan.split, on_metrics=metrics.write, on_done=progress.on_done,
+        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:

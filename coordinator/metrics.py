@@ -37,6 +37,7 @@ class MetricsLog:
             self.file.close()
         self.latency_ms: dict[int, list[float]] = defaultdict(list)
         self.cos: dict[int, list[float]] = defaultdict(list)
+        self.bubble: dict[int, list[float]] = defaultdict(list)
         try:
             with rundir.open_file(self.path) as f:
                 lines = f.read().splitlines()
@@ -71,6 +72,8 @@ class MetricsLog:
             self.latency_ms[stage].append(rec["latency_ms"])
         if isinstance(rec.get("cos"), (int, float)):
             self.cos[stage].append(rec["cos"])
+        if isinstance(rec.get("bubble"), (int, float)):
+            self.bubble[stage].append(rec["bubble"])
 
     def latency_summary(self) -> dict[str, dict]:
         return {str(k): percentiles(v) for k, v in sorted(self.latency_ms.items())}
@@ -78,6 +81,10 @@ class MetricsLog:
     def synth_cosine(self) -> dict[str, float]:
         """Mean cosine between synthetic gradient and target over the last 100 steps, per stage."""
         return {str(k): float(np.mean(v[-100:])) for k, v in sorted(self.cos.items()) if v}
+
+    def bubble_summary(self) -> dict[str, float]:
+        """gpipe: the mean fraction of a batch's time each stage sat idle (its bubble), per stage."""
+        return {str(k): float(np.mean(v)) for k, v in sorted(self.bubble.items()) if v}
 
     def close(self) -> None:
         self.file.close()

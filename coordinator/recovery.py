@@ -35,7 +35,7 @@ def train(plan: Plan, members: Membership, rejoin: Rejoin, pipe: Pipeline, run_d
                 replace(plan, members, rejoin, lost, spawn, stop)
                 metrics.rewind(pos.step)
             # The first batch id: the workers' id windows begin there, not at 0.
-            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pos.step)
+            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pipe.first_id(pos.step))
             if lost is not None:
                 log.warning("restart %d: training again from step %d, %.2f s after the loss was noticed",
                             used, pos.step, time.monotonic() - noticed)

@@ -20,6 +20,9 @@ from protocol.keys import load_client
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatch"
 # Bit-exact across processes in backprop mode: see test_multihost's transparency test.
 EXACT = ["--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--seed", "7", "--checkpoint-every", "0"]
+# And pipedream, whose barriers (checkpoints) must fall at the same steps: none but the epochs' ends. In this
+# job's 24 steps its late gradients (stage 1's come three updates late) cost it some accuracy: 0.672, not 0.721.
+PIPEDREAM = [*EXACT[2:], "--mode", "pipedream", "--checkpoint-seconds", "0"]
 # `dni` as the job script calls it: this test's own installation.
 PATH = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
@@ -51,9 +54,10 @@ def text(path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path):
+@pytest.mark.parametrize("mode, floor", [(EXACT, 0.7), (PIPEDREAM, 0.65)], ids=["backprop", "pipedream"])
+def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path, mode, floor):
     """Four stages on three nodes: the coordinator shares the first node with a worker, two workers the second."""
-    job = ["--data", str(mnist), *EXACT, "--hidden", "64,32,32", "--train-subset", "3000", "--epochs", "2"]
+    job = ["--data", str(mnist), *mode, "--hidden", "64,32,32", "--train-subset", "3000", "--epochs", "2"]
     assert main(["run", *job, "--no-progress", "--out", str(tmp_path / "local")]) == 0
     run = tmp_path / "slurm"
     rc, _ = sbatch(cluster, tmp_path, "--nodes", "3", str(SCRIPT), *job, "--out", str(run))
@@ -62,7 +66,7 @@ def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_p
 
     local = json.loads((tmp_path / "local" / "summary.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["test_accuracy"] == local["test_accuracy"] > 0.7
+    assert summary["test_accuracy"] == local["test_accuracy"] > floor
     assert summary["history"] == local["history"]
     assert_same_checkpoint(tmp_path / "local", run)
     # The job's output is the coordinator's: progress, registrations and the summary.

@@ -15,12 +15,16 @@ from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
 from protocol.sockets import endpoint_fault, make_socket, recv, send
 from workers.roles.box import TimeBoxWorker
+from workers.roles.gpipe import GPipeHeadWorker, GPipeLayerWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
+from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
+MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker},   # modes whose stages have their own loop
+              "pipedream": {LAYER: PipeDreamWorker}}
 log = logging.getLogger("dni.worker")
 
 
@@ -162,7 +166,7 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
             raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
         gate.admit(assign.meta["members"])
     try:
-        role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        role = role_class(assign.meta)(ctx, control, inbox, assign, curve)
     except ProtocolError as exc:
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
@@ -174,6 +178,13 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
         role.close()
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     return role
+
+
+def role_class(meta: dict) -> type:
+    """The loop of the assigned role, under the run's mode."""
+    config = meta.get("config")
+    mode = config.get("mode") if isinstance(config, dict) else None
+    return MODE_ROLES.get(mode, {}).get(meta["role"]) or ROLES[meta["role"]]
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:
