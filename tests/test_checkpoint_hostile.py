@@ -19,8 +19,6 @@ W = "stage1/layer.W.npy"
 # Locked backprop with a fixed seed: a resumed run's weights do not depend on timing (see test_resume).
 JOB = ["--mode", "backprop", "--hidden", "8", "--train-subset", "512", "--epochs", "1", "--checkpoint-every", "3",
        "--seed", "4", *FAST]
-
-
 RNN = ["--model", "rnn", "--task", "mnist01-chunks", "--boxes", "2", "--steps-per-box", "2", "--units", "8",
        "--train-subset", "256", "--batch-size", "64", "--epochs", "1", "--checkpoint-every", "3", *FAST]
 SERVICE = "stage3/cell.Wh.npy"   # the tied weights, held by the parameter service after the 2 boxes
