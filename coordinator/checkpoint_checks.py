@@ -137,7 +137,7 @@ def progress(saved: dict, config: dict, wire: WireConfig) -> None:
         if f.type == "float" and not (math.isfinite(value) and value >= 0):
             raise ValueError(f"its progress's {name} must be finite and not negative, got {value!r}")
     pos = Position(**saved)
-    cfg = checked(pos.config, "its progress's config")
+    cfg = checked(pos.config, "its progress's config", complete=True)
     differ = [name for name, value in config.items() if name in pos.config and pos.config[name] != value]
     if differ or wire.model == "ff" and list(wire.sizes[1:-1]) != cfg.hidden_sizes():
         raise ValueError(f"its progress's config and its config differ ({', '.join(differ) or 'hidden'})")

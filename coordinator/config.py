@@ -130,14 +130,16 @@ def from_saved(saved: dict, strict: bool = False) -> Config:
     return Config(**{**before, **{k: v for k, v in saved.items() if k in BY_NAME}})
 
 
-def checked(saved: dict, where: str) -> Config:
-    """A saved run's options (from_saved's), each through the flags' own checks: type, choices, range and the
-    checks between options; ConfigError naming `where` and the option that fails."""
-    for name, value in saved.items():
-        if name in BY_NAME:
-            typed(BY_NAME[name], value, f"{where}: {name}")
+def checked(saved: dict, where: str, complete: bool = False) -> Config:
+    """A saved run's options (from_saved's), each through the flags' own checks: type, choices, range; with
+    `complete` (a progress's config, which holds every option) the checks between options too. A checkpoint's
+    config holds only some (not --batch-size, which --micro-batches must divide). ConfigError names `where`."""
+    values = {name: typed(BY_NAME[name], value, f"{where}: {name}") for name, value in saved.items() if name in BY_NAME}
     try:
-        return from_saved(saved, strict=True).validate()
+        for name, value in values.items():
+            _check(BY_NAME[name], value, values.get("model", "ff"))
+        cfg = from_saved(saved, strict=True)
+        return cfg.validate() if complete else cfg
     except KeyError as exc:
         raise ConfigError(f"{where} lacks the option {exc}") from None
     except ConfigError as exc:

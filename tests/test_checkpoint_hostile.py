@@ -199,3 +199,16 @@ def test_big_endian_recurrent_weights_load_as_the_same_numbers(recurrent, tmp_pa
     want = checkpoint.read(recurrent / checkpoint.MODEL_FILE).states[3]["cell.Wh"]
     got = checkpoint.read(newest).states[3]["cell.Wh"]
     assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_a_sound_checkpoint_whose_config_holds_only_some_options_is_not_refused(tmp_path, capsys):
+    """A checkpoint's config does not hold --batch-size: --micro-batches 6 is checked against the run's 60 (its
+    progress's config), not the default 128 it does not divide."""
+    run = tmp_path / "run"
+    job = ["--mode", "gpipe", "--batch-size", "60", "--micro-batches", "6", "--hidden", "8", "--train-subset", "240",
+           "--epochs", "1", *FAST]
+    assert main(["run", "--data", str(MNIST), *job, "--out", str(run)]) == 0
+    assert checkpoint.read(run / checkpoint.MODEL_FILE).progress["config"]["batch_size"] == 60
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    assert "checkpoint step 4" in capsys.readouterr().out
