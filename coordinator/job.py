@@ -12,9 +12,9 @@ import zmq
 
 from coordinator import checkpoint, config, launch, recovery, rundir
 from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
-from coordinator.epochs import Position
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
 from protocol import liveness
 
