@@ -151,7 +151,8 @@ def test_a_job_requeued_before_its_first_checkpoint_starts_afresh(cluster, mnist
     as a requeue starts it, with $SLURM_RESTART_COUNT (Slurm 22.05 holds a requeued job ~2 min first)."""
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "coordinator", "coordinator", "--bind", "tcp://127.0.0.1:0",
-                              "--workers", "1", "--out", str(run), "--no-progress"], stderr=subprocess.PIPE)
+                              "--workers", "2", "--hidden", "32", "--out", str(run), "--no-progress"],
+                             stderr=subprocess.PIPE)
     wait_until(lambda: (run / "metrics.jsonl").exists(), 30, "the run's files", first)
     first.terminate()
     assert first.wait(30) == 143, first.communicate()
