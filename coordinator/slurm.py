@@ -81,13 +81,9 @@ def job_number(name: str, env=os.environ, default: int | None = None) -> int:
     if default is not None and name not in env:
         return default
     value = job_env(name, env)
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
+    if not value.isdecimal():
         raise SlurmError(f"${name} is {value!r}, not a whole number: is this a Slurm job's environment?")
-    return number
+    return int(value)
 
 
 def cmd_prepare(args) -> int:

@@ -85,8 +85,8 @@ def remove(directory: str | Path) -> None:
     directory = Path(directory)
     if not os.path.lexists(directory):
         return
-    files = _generated(directory, _GENERATED, WORKERS_DIR)
-    files += _generated(directory / WORKERS_DIR, _GENERATED_PUBLIC) if (directory / WORKERS_DIR).is_dir() else []
+    files = _own_files(directory, _GENERATED, WORKERS_DIR)
+    files += _own_files(directory / WORKERS_DIR, _GENERATED_PUBLIC) if (directory / WORKERS_DIR).is_dir() else []
     for path in files:
         path.unlink()
     for path in (directory / WORKERS_DIR, directory):
@@ -94,7 +94,7 @@ def remove(directory: str | Path) -> None:
             path.rmdir()
 
 
-def _generated(directory: Path, names: re.Pattern, subdirectory: str = "") -> list[Path]:
+def _own_files(directory: Path, names: re.Pattern, subdirectory: str = "") -> list[Path]:
     """The files of `directory`, all of them regular files that generate writes; else a KeyFileError."""
     if directory.is_symlink() or not directory.is_dir():
         raise KeyFileError(f"{directory} is not a key directory; move it away")
