@@ -18,6 +18,7 @@ import numpy as np
 
 from coordinator import checkpoint_checks as checks
 from coordinator.rundir import MODEL_FILE, PREVIOUS_FILE, open_file
+from protocol import descriptors
 
 log = logging.getLogger("dni")
 
@@ -57,7 +58,7 @@ def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], 
         os.link(path, link)
         os.replace(link, run_dir / PREVIOUS_FILE)
     os.replace(tmp, path)
-    directory = os.open(run_dir, os.O_RDONLY)
+    directory = descriptors.opened(os.open, run_dir, os.O_RDONLY)
     try:
         os.fsync(directory)    # the renames themselves survive a crash
     finally:

@@ -16,7 +16,7 @@ from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
-from protocol import liveness
+from protocol import descriptors, liveness
 
 log = logging.getLogger("dni")
 
@@ -55,6 +55,7 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     replacements). `curve` (see Hub) puts CURVE on every socket of the run; `resume`
     continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
+    descriptors.raise_limit()   # the control socket listens: room for strangers' connections besides the run's own
     with run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
         return serve_in(run_dir, plan, bind, spawn_local, curve, resume)
 

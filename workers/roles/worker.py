@@ -9,7 +9,7 @@ import sys
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import Kind, Message, ProtocolError, liveness
+from protocol import Kind, Message, ProtocolError, descriptors, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
 from protocol.sockets import endpoint_fault, make_socket, recv, send, tcp_host
@@ -116,6 +116,7 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
         print(f"dni worker: error: the data inbox would listen on {host}, reachable from other hosts: give "
               "--key and --server-key, or --insecure to run unencrypted and open", file=sys.stderr)
         return 2
+    descriptors.raise_limit()   # the inbox listens: room for strangers' connections besides the run's own
     ctx = zmq.Context()
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
