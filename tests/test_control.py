@@ -25,7 +25,7 @@ def test_rejoin_is_complete_only_once_the_survivors_rejoined_and_the_lost_stage_
         assert rejoin.complete()
         for m in members.members.values():
             m.role = "layer"   # as assigned
-        rejoin.reset(2)
+        rejoin.reset({2})
         assert not rejoin.complete() and len(members.members) == 1
         assert recv(socks[0])[1].kind is Kind.RESET
         socks[2].connect(hub.endpoint)

@@ -94,7 +94,7 @@ class Membership:
         proc = self.procs.get(stage)
         if proc is not None and msg.meta["pid"] != proc.pid:   # a replacement that died while its hello was parked
             return hub.refuse(identity, f"stage {stage} waits for the worker started for it (pid {proc.pid})")
-        member = Member(identity, stage, dict(msg.meta), Liveness(hub.heartbeat), proc=self.procs.get(stage))
+        member = Member(identity, stage, dict(msg.meta), Liveness(hub.heartbeat), proc=proc)
         self.members[identity] = member
         log.info("registered %s, inbox %s", member.describe(), msg.meta["endpoint"])
 
