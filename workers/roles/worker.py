@@ -186,7 +186,7 @@ def oversized(state: dict) -> str:
     for name, a in state.items():
         if a.nbytes > MAX_FRAME_BYTES:
             return (f"its {name} ({' x '.join(map(str, a.shape))} {a.dtype}, {a.nbytes / 2**20:.1f} MiB) is larger "
-                    f"than a message may be ({MAX_FRAME_BYTES / 2**20:.0f} MiB): make the network smaller")
+                    f"than the message limit ({MAX_FRAME_BYTES / 2**20:.0f} MiB): make the network smaller")
     return ""
 
 
