@@ -1,4 +1,6 @@
 """The control plane's restart bookkeeping on real sockets: a reset, the survivors' rejoin, a parked replacement."""
+from contextlib import contextmanager
+
 import zmq
 
 from coordinator.control import Hub, Membership, Rejoin
@@ -11,13 +13,25 @@ def hello(sock: zmq.Socket, tmp_path, stage: int) -> None:
                                                      "host": "here", "pid": stage, "key": ""}))
 
 
-def test_rejoin_is_complete_only_once_the_survivors_rejoined_and_the_lost_stage_is_replaced(tmp_path):
+@contextmanager
+def control(tmp_path, n_workers: int, n_socks: int):
+    """(hub, members, rejoin, DEALER sockets to play the workers), all closed after the with-block."""
     ctx = zmq.Context()
     hub = Hub(ctx, f"ipc://{tmp_path}/control", 5.0)
-    members = Membership(hub, 2)
-    rejoin = Rejoin(members)
-    socks = [ctx.socket(zmq.DEALER) for _ in range(3)]   # stage 1, the stage 2 that is lost, its replacement
+    members = Membership(hub, n_workers)
+    socks = [ctx.socket(zmq.DEALER) for _ in range(n_socks)]
     try:
+        yield hub, members, Rejoin(members), socks
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+        hub.close()
+        ctx.term()
+
+
+def test_rejoin_is_complete_only_once_the_survivors_rejoined_and_the_lost_stage_is_replaced(tmp_path):
+    # stage 1, the stage 2 that is lost, its replacement
+    with control(tmp_path, 2, 3) as (hub, members, rejoin, socks):
         for stage, sock in ((1, socks[0]), (2, socks[1])):
             sock.connect(hub.endpoint)
             hello(sock, tmp_path, stage)
@@ -35,8 +49,22 @@ def test_rejoin_is_complete_only_once_the_survivors_rejoined_and_the_lost_stage_
         hello(socks[0], tmp_path, 1)
         rejoin.wait(10, "stage 1 to rejoin")
         assert rejoin.complete() and not rejoin.parked and sorted(members.by_stage()) == [1, 2]
-    finally:
-        for sock in socks:
-            sock.close(linger=0)
-        hub.close()
-        ctx.term()
+
+
+def test_a_survivor_lost_before_it_rejoined_joins_the_restart_and_frees_the_parked_replacement(tmp_path):
+    # stages 1, 2 and 3, then stage 2's replacement
+    with control(tmp_path, 3, 4) as (hub, members, rejoin, socks):
+        for stage, sock in enumerate(socks[:3], 1):
+            sock.connect(hub.endpoint)
+            hello(sock, tmp_path, stage)
+        members.register(10)
+        for m in members.members.values():
+            m.role = "layer"   # as assigned
+        rejoin.reset({2})
+        hello(socks[2], tmp_path, 3)   # stage 3 rejoins; stage 1 never does
+        socks[3].connect(hub.endpoint)
+        hello(socks[3], tmp_path, 2)
+        hub.pump(lambda: len(rejoin.parked) == 1 and not members.by_stage()[3].rejoining, 10, "hellos")
+        rejoin.reset({1})   # stage 1 lost in the restart under way: nobody is left to rejoin
+        assert not rejoin.parked and sorted(members.by_stage()) == [2, 3]
+        assert not rejoin.complete()   # until stage 1's replacement registers

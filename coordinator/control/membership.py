@@ -23,7 +23,7 @@ class Membership:
         self.assigned = False        # roles handed out: from then on every member is needed
         self.stopping = False
         self.members: dict[bytes, Member] = {}
-        self.procs: dict[int, object] = {}     # stage -> local Popen, for fast death detection
+        self.procs: dict[int, object] = {}     # stage -> local launch.Worker: its exit is seen at once
         hub.find, hub.admit, hub.sweep = self.members.get, self.admit, self.check_liveness
         hub.handle({Kind.READY: self.on_ready, Kind.BYE: self.on_bye, Kind.HEARTBEAT: self.on_heartbeat})
 
