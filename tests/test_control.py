@@ -1,5 +1,6 @@
 """The control plane's restart bookkeeping on real sockets: a reset, the survivors' rejoin, a parked replacement."""
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import zmq
 
@@ -68,3 +69,18 @@ def test_a_survivor_lost_before_it_rejoined_joins_the_restart_and_frees_the_park
         rejoin.reset({1})   # stage 1 lost in the restart under way: nobody is left to rejoin
         assert not rejoin.parked and sorted(members.by_stage()) == [2, 3]
         assert not rejoin.complete()   # until stage 1's replacement registers
+
+
+def test_a_hello_for_a_local_stage_from_another_process_than_its_own_is_refused(tmp_path):
+    """The hello of a replacement that died while parked must not take the place of the one started after it."""
+    with control(tmp_path, 1, 2) as (hub, members, rejoin, socks):
+        members.procs = {1: SimpleNamespace(pid=4242, poll=lambda: None)}   # the worker started for stage 1
+        for sock, pid in zip(socks, (1, 4242)):
+            sock.connect(hub.endpoint)
+            send(sock, Message(Kind.HELLO, "w", -1, {"endpoint": f"ipc://{tmp_path}/inbox-{pid}", "stage": 1,
+                                                     "host": "here", "pid": pid, "key": ""}))
+            if pid == 1:
+                hub.pump(lambda: hub.drops.counts["refused"] == 1, 10, "the refusal")
+                assert not members.members and recv(sock)[1].kind is Kind.REFUSE
+        members.register(10)
+        assert [m.hello["pid"] for m in members.members.values()] == [4242]
