@@ -82,9 +82,6 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
             if spawn_local:
                 members.procs = launch.spawn(hub.endpoint, n_workers)
             log.info("coordinator at %s waiting for %d workers", hub.endpoint, n_workers)
-            members.register(None if not spawn_local else liveness.REGISTER_TIMEOUT_S, stop=lambda: bool(stop))
-            if stop:
-                raise Interrupted(stop.signum, None, None)
             spawn = (lambda stage: launch.spawn_one(hub.endpoint, stage)) if spawn_local else None
             summary = recovery.train(plan, members, rejoin, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
             summary["workers"] = {str(k): v for k, v in members.stop().items()}
