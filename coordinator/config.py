@@ -132,6 +132,22 @@ def from_saved(saved: dict, strict: bool = False) -> Config:
     return Config(**{**before, **{k: v for k, v in saved.items() if k in BY_NAME}})
 
 
+def checked(saved: dict, where: str, complete: bool = False) -> Config:
+    """A saved run's options (from_saved's), each through the flags' own checks: type, choices, range; with
+    `complete` (a progress's config, which holds every option) the checks between options too. A checkpoint's
+    config holds only some (not --batch-size, which --micro-batches must divide). ConfigError names `where`."""
+    values = {name: typed(BY_NAME[name], value, f"{where}: {name}") for name, value in saved.items() if name in BY_NAME}
+    try:
+        for name, value in values.items():
+            _check(BY_NAME[name], value, values.get("model", "ff"))
+        cfg = from_saved(saved, strict=True)
+        return cfg.validate() if complete else cfg
+    except KeyError as exc:
+        raise ConfigError(f"{where} lacks the option {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
     """The saved run's options; given ones must agree, but for resumable ones and a larger --epochs."""
     values = {**asdict(from_saved(saved)), "out": run_dir}
@@ -143,8 +159,8 @@ def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
         if name == "out" and Path(value).resolve() != Path(run_dir).resolve():
             raise ConfigError(f"--out {value}: a resumed run stays in its directory {run_dir}")
         if BY_NAME[name].resumable:
-            if name == "epochs" and value < saved["epochs"]:
-                raise ConfigError(f"--epochs {value}: the run was set to {saved['epochs']}; "
+            if name == "epochs" and value < values["epochs"]:
+                raise ConfigError(f"--epochs {value}: the run was set to {values['epochs']}; "
                                   "resuming can only add epochs")
             values[name] = value
         elif name != "out" and value != values[name]:
@@ -170,8 +186,13 @@ def load_toml(path: Path) -> dict:
             raise ConfigError(f"--config {path}: unknown option {key!r}")
         if option.type is str and isinstance(value, list):  # hidden = [256, 256]
             value = ",".join(map(str, value))
-        expected = (int, float) if option.type is float else option.type
-        if isinstance(value, bool) and option.type is not bool or not isinstance(value, expected):
-            raise ConfigError(f"--config {path}: {key} should be {option.type.__name__}, got {value!r}")
-        out[option.name] = float(value) if option.type is float else value
+        out[option.name] = typed(option, value, f"--config {path}: {key}")
     return out
+
+
+def typed(option: Option, value, where: str):
+    """value as the option's type (an int where a float goes becomes one); ConfigError naming `where` if not."""
+    expected = (int, float) if option.type is float else option.type
+    if isinstance(value, bool) and option.type is not bool or not isinstance(value, expected):
+        raise ConfigError(f"{where} should be {option.type.__name__}, got {value!r}")
+    return float(value) if option.type is float else value

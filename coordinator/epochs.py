@@ -6,8 +6,7 @@ continues from it with the same batches in the same order as an uninterrupted on
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
 
@@ -17,37 +16,9 @@ from coordinator import checkpoint
 from coordinator.control import Pipeline
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
 from protocol import Kind
-
-
-@dataclass
-class Position:
-    """Where a run stands: at a checkpoint, everything but the workers' arrays."""
-    run_id: str                  # a restart reloads only this run's checkpoints, never a stranger's
-    config: dict                 # the run's options (coordinator/config.py), for --resume
-    step: int = 0                # training batches done, over the whole run
-    epoch: int = 0               # epochs done: trained and evaluated
-    batch: int = 0               # batches done of the epoch after those
-    rng: dict | None = None      # the shuffling RNG's state when that epoch began
-    history: list = field(default_factory=list)
-    samples: int = 0
-    train_seconds: float = 0.0
-    restarts: int = 0            # lost workers replaced, over the whole run
-    resumes: int = 0             # times the run was continued with --resume
-    checkpoints: int = 0         # written during training (the end's aside), and the seconds they took:
-    checkpoint_seconds: float = 0.0   # the cadence's cost
-    curriculum: dict = field(default_factory=dict)   # the plan's (the Copy task's length)
-    validation: list = field(default_factory=list)   # the --eval-every records
-
-    @classmethod
-    def fresh(cls, plan: Plan, run_id: str | None = None) -> "Position":
-        return cls(run_id or uuid.uuid4().hex, asdict(plan.cfg), curriculum=plan.curriculum(),
-                   rng=np.random.default_rng(plan.cfg.seed).bit_generator.state)
-
-    @classmethod
-    def saved(cls, progress: dict) -> "Position":
-        return cls(**progress)
 
 
 def save(plan: Plan, pipe: Pipeline, run_dir: Path, pos: Position) -> Path:
@@ -112,17 +83,18 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         pipe.sync()
         pos.train_seconds += time.perf_counter() - t0
         last = pos.epoch + 1 == cfg.epochs
-        if cfg.eval_every and last and pos.step % cfg.eval_every:
-            validate(plan, pipe, metrics, pos)   # where training ends, off the cadence
-        if last or not cfg.eval_every:   # with a validation split, the test set is read once, at the end
+        if cfg.eval_every and pos.step % cfg.eval_every:
+            validate(plan, pipe, metrics, pos)   # where the epoch ends, off the cadence
+        if last or not cfg.eval_every:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
             line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
             line += plan.after_epoch(entry, last=last)
-            pos.history.append(entry)
-        else:
-            line = f"epoch {pos.epoch + 1}/{cfg.epochs}" + \
-                (f"  validation accuracy {pos.validation[-1]['val_accuracy']:.4f}" if pos.validation else "")
+        else:   # with a validation split, the test set is read once, at the end
+            v = pos.validation[-1]
+            entry = {"epoch": pos.epoch + 1, "val_accuracy": v["val_accuracy"], "val_loss": v["val_loss"]}
+            line = f"epoch {pos.epoch + 1}/{cfg.epochs}  validation accuracy {v['val_accuracy']:.4f}"
+        pos.history.append(entry)
         pos.epoch, pos.batch, pos.rng, pos.curriculum = pos.epoch + 1, 0, rng.bit_generator.state, plan.curriculum()
         progress.message(line)
         if stop:

@@ -12,11 +12,11 @@ import zmq
 
 from coordinator import checkpoint, config, launch, recovery, rundir
 from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
-from coordinator.epochs import Position
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
-from protocol import liveness
+from protocol import descriptors, liveness
 
 log = logging.getLogger("dni")
 
@@ -55,6 +55,7 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     replacements). `curve` (see Hub) puts CURVE on every socket of the run; `resume`
     continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
+    descriptors.raise_limit()   # the control socket listens: room for strangers' connections besides the run's own
     with run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
         return serve_in(run_dir, plan, bind, spawn_local, curve, resume)
 
@@ -81,9 +82,6 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
             if spawn_local:
                 members.procs = launch.spawn(hub.endpoint, n_workers)
             log.info("coordinator at %s waiting for %d workers", hub.endpoint, n_workers)
-            members.register(None if not spawn_local else liveness.REGISTER_TIMEOUT_S, stop=lambda: bool(stop))
-            if stop:
-                raise Interrupted(stop.signum, None, None)
             spawn = (lambda stage: launch.spawn_one(hub.endpoint, stage)) if spawn_local else None
             summary = recovery.train(plan, members, rejoin, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
             summary["workers"] = {str(k): v for k, v in members.stop().items()}

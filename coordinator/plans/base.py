@@ -92,6 +92,11 @@ class Plan:
         """The model's own lines of the printed summary."""
         return []
 
+    @staticmethod
+    def build_stage(wire: WireConfig, stage: int):
+        """Stage `stage`'s numerics, fresh: what its part of a checkpoint must match (names, shapes, dtypes)."""
+        raise NotImplementedError
+
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
         """(test accuracy, examples) of a saved run, in this one process; data overrides the saved MNIST path."""

@@ -52,16 +52,21 @@ class FeedForward(Plan):
         gpipe = {"micro_batches": self.cfg.micro_batches} if self.cfg.mode == "gpipe" else {}
         return {**super().summary_fields(), "stages": len(sizes) - 1, "sizes": sizes, **gpipe}
 
+    @staticmethod
+    def build_stage(wire: WireConfig, stage: int):
+        from workers.numerics.stage import build
+
+        return build(stage, wire)
+
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
         from workers.numerics.reference import evaluate
         from workers.numerics.snapshot import restore
-        from workers.numerics.stage import build
 
         # The run's own seed (without --data the task is generated from it), centring and training examples.
         task = cls.load_task(replace(from_saved(saved, strict=True), data=data or saved["data"]))
         wire = WireConfig.from_meta(saved)
-        stages = [build(k, wire) for k in range(1, len(wire.sizes))]
+        stages = [cls.build_stage(wire, k) for k in range(1, len(wire.sizes))]
         for s in stages:
             restore(s, states.get(s.index, {}), f"stage {s.index}")
         return evaluate(stages, task.x_test, task.y_test, saved["eval_batch"]), len(task.x_test)

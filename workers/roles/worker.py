@@ -9,8 +9,9 @@ import sys
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import Kind, Message, ProtocolError, liveness
+from protocol import Kind, Message, ProtocolError, descriptors, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
+from protocol.kinds import MAX_FRAME_BYTES
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
 from protocol.sockets import endpoint_fault, make_socket, recv, send, tcp_host
 from workers.roles.box import TimeBoxWorker
@@ -116,6 +117,7 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
         print(f"dni worker: error: the data inbox would listen on {host}, reachable from other hosts: give "
               "--key and --server-key, or --insecure to run unencrypted and open", file=sys.stderr)
         return 2
+    descriptors.raise_limit()   # the inbox listens: room for strangers' connections besides the run's own
     ctx = zmq.Context()
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
@@ -183,6 +185,9 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
     except (ProtocolError, ValueError, KeyError) as exc:
         role.close()
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
+    if why := oversized(role.state()):
+        role.close()
+        raise WorkerError(why)
     return role
 
 
@@ -191,6 +196,16 @@ def role_class(meta: dict) -> type:
     config = meta.get("config")
     mode = config.get("mode") if isinstance(config, dict) else None
     return MODE_ROLES.get(mode, {}).get(meta["role"]) or ROLES[meta["role"]]
+
+
+def oversized(state: dict) -> str:
+    """Why a state cannot travel ("" if it can): each array goes in one frame, and a peer drops the
+    connection of a frame over the limit, so a checkpoint or a restart of this stage would fail mid-run."""
+    for name, a in state.items():
+        if a.nbytes > MAX_FRAME_BYTES:
+            return (f"its {name} ({' x '.join(map(str, a.shape))} {a.dtype}, {a.nbytes / 2**20:.1f} MiB) is larger "
+                    f"than the message limit ({MAX_FRAME_BYTES / 2**20:.0f} MiB): make the network smaller")
+    return ""
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:
