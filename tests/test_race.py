@@ -25,16 +25,28 @@ def test_eval_every_evaluates_the_held_out_split_on_a_paused_clock(tmp_path):
     steps = summary["steps"]   # 512 examples, batches of 128: 4 an epoch
     assert steps == 8 and summary["eval_every"] == 3
     v = summary["validation"]
-    # Every 3 batches, and once more where training ends off the cadence.
-    assert [r["step"] for r in v] == [2, 5, 7]
-    assert [r["samples"] for r in v] == [3 * 128, 6 * 128, 8 * 128]
+    # Every 3 batches, and once more where an epoch ends off the cadence.
+    assert [r["step"] for r in v] == [2, 3, 5, 7]
+    assert [r["samples"] for r in v] == [3 * 128, 4 * 128, 6 * 128, 8 * 128]
     assert all(0 <= r["val_accuracy"] <= 1 and np.isfinite(r["val_loss"]) for r in v)
     seconds = [r["train_seconds"] for r in v]
-    assert 0 < seconds[0] <= seconds[1] <= seconds[2] <= summary["train_seconds"]
+    assert 0 < seconds[0] <= seconds[1] <= seconds[2] <= seconds[3] <= summary["train_seconds"]
     # The test set is read once, at the end.
-    assert [h["epoch"] for h in summary["history"]] == [2]
+    assert ["test_accuracy" in h for h in summary["history"]] == [False, True]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [{k: r[k] for k in v[0]} for r in logged if r["stage"] == 0] == v
+
+
+def test_a_run_with_a_validation_split_resumes_with_its_records(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--epochs", "2", "--eval-every", "3", "--out", str(out)]) == 0
+    # The checkpoint's progress holds a history entry per epoch done, as its checks want.
+    assert main(["run", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["step"] for r in summary["validation"]] == [2, 3, 5, 7, 8, 11] and summary["resumes"] == 1
+    assert [sorted(h) for h in summary["history"]] == [["epoch", "val_accuracy", "val_loss"],
+                                                       *[["epoch", "test_accuracy", "test_loss"]] * 2]
+    assert summary["history"][0]["val_accuracy"] == summary["validation"][1]["val_accuracy"]
 
 
 def test_the_validation_split_is_the_last_training_examples_centred_with_the_training_mean():
