@@ -21,9 +21,10 @@ from coordinator.config import Config
 from coordinator.lists import parse
 
 SINGLE = "single"   # the row trained in one process with every core (coordinator/bench/single.py)
-# Every row's settings are `dni run`'s defaults, chosen on the validation split by `dni bench sweep`
-# with the same grid for every mode (docs/defaults.md), but for the settings the design says fit
-# slow links: per-link credit, BP(lambda) below 1 and a wider window. A --settings file replaces any.
+# Every row runs `dni run`'s defaults (backprop's, dni's and cdni's chosen on the validation split by
+# `dni bench sweep` with the same grid for every mode: docs/defaults.md), but for the settings the
+# design says fit slow links: per-link credit, BP(lambda) below 1 and a wider window, not tuned.
+# A --settings file adds rows or replaces any row's flags.
 ROWS = {
     SINGLE: "--mode backprop",
     "backprop": "--mode backprop",
