@@ -2,12 +2,13 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from timing import FAST
+from timing import FAST, wait_until
 from watched import Watched
 
 from coordinator import checkpoint
@@ -20,6 +21,16 @@ RESTART_SPREAD = 0.02
 def start(out: Path, *argv: str, command: str = "run") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "coordinator", command, "--out", str(out), *FAST, *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stopped_by_sigterm(out: Path, *argv: str, after: int = 20) -> tuple[str, dict]:
+    """`dni run ARGV` into out, SIGTERMed once it has logged step `after`: (its stderr, the checkpoint's progress)."""
+    proc = start(out, *argv)
+    wait_until(lambda: steps_logged(out) >= after, 60, f"step {after}", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err   # 128 + SIGTERM, after the checkpoint
+    return err, checkpoint.latest(out).progress
 
 
 def steps_logged(out: Path) -> int:

@@ -4,7 +4,15 @@ import signal
 
 import numpy as np
 import pytest
-from resumable import WatchedRun, assert_same_checkpoint, records, stage_pid, start, steps_logged, summary
+from resumable import (
+    WatchedRun,
+    assert_same_checkpoint,
+    records,
+    stage_pid,
+    steps_logged,
+    stopped_by_sigterm,
+    summary,
+)
 from timing import FAST, wait_until
 
 from coordinator import checkpoint
@@ -136,12 +144,8 @@ def test_sigterm_then_resume_ends_with_the_uninterrupted_runs_weights(tmp_path):
     job = [*JOB, "--epochs", "6", "--log-every", "1", "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
     assert main(["run", *job, "--out", str(tmp_path / "whole"), *FAST]) == 0
     part = tmp_path / "part"
-    proc = start(part, *job)
-    wait_until(lambda: steps_logged(part) >= 20, 60, "step 20", proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, err
-    assert 20 <= checkpoint.latest(part).progress["step"] < 6 * STEPS_PER_EPOCH
+    _, stopped = stopped_by_sigterm(part, *job)
+    assert 20 <= stopped["step"] < 6 * STEPS_PER_EPOCH
     assert main(["run", "--resume", str(part), *FAST]) == 0
     assert_same_checkpoint(tmp_path / "whole", part)
     assert summary(part)["history"] == summary(tmp_path / "whole")["history"]

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 import pytest
 import zmq
-from resumable import records, stage_pid, start, steps_logged, summary, worker_pids
+from resumable import records, stage_pid, start, steps_logged, stopped_by_sigterm, summary, worker_pids
 from timing import FAST, wait_until
 
 from coordinator import checkpoint
@@ -161,12 +161,8 @@ def test_a_killed_worker_is_replaced_and_the_run_still_equals_the_simulation(tmp
 
 def test_sigterm_then_resume_equals_the_simulation_drained_where_it_stopped(tmp_path):
     run = tmp_path / "run"
-    proc = start(run, *JOB, "--epochs", "12", "--checkpoint-every", "0")
-    wait_until(lambda: steps_logged(run) >= 25, 60, "step 25", proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, err
-    stopped = checkpoint.latest(run).progress["step"]
+    _, progress = stopped_by_sigterm(run, *JOB, "--epochs", "12", "--checkpoint-every", "0", after=25)
+    stopped = progress["step"]
     assert 25 <= stopped < 120
     assert main(["run", "--resume", str(run), *FAST]) == 0
     assert summary(run)["resumes"] == 1 and summary(run)["steps"] == 120

@@ -12,6 +12,7 @@ from resumable import (
     stage_pid,
     start,
     steps_logged,
+    stopped_by_sigterm,
     summary,
     worker_pids,
 )
@@ -34,14 +35,9 @@ def test_sigterm_then_resume_ends_with_the_uninterrupted_runs_weights(job, mnist
     job = ["--data", str(mnist), *job]
     assert main(["run", *job, "--out", str(tmp_path / "whole"), *FAST]) == 0
     part = tmp_path / "part"
-    proc = start(part, *job)
-    wait_until(lambda: steps_logged(part) >= 20, 60, "step 20", proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, err
+    err, stopped = stopped_by_sigterm(part, *job)
     last = err.strip().splitlines()[-1]
     assert f"resume with: dni run --resume {part}" in last, err
-    stopped = checkpoint.latest(part).progress
     total = summary(tmp_path / "whole")["steps"]
     assert 20 <= stopped["step"] < total and not (part / "summary.json").exists()
 
