@@ -5,6 +5,7 @@ usage: python benchmarks/results_page.py [--check]
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
+  race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -18,6 +19,7 @@ RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
+RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
@@ -200,6 +202,39 @@ def bench_section(latency: dict, transport: dict) -> list[str]:
             *sources(["latency.json", "transport.json"], [latency, transport])]
 
 
+def race_section(results: list[tuple[str, dict]]) -> list[str]:
+    """One table per (stages, delay) of every race run: the rows by time to target, the first and by what factor."""
+    out = ["## The race: time to accuracy", "",
+           "`dni bench race` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): the same network",
+           "trained by each row on the same processes and links, validation accuracy every `--eval-every` batches",
+           "with the clock paused, the test set read once at the end. Rows not tuned on the validation split run",
+           "their defaults (`ROWS` in coordinator/bench/race.py says which).", ""]
+    for name, result in results:
+        p = result["params"]
+        out += [f"From [results/{name}](results/{name}): {p['width']}-wide hidden layers on MNIST's first "
+                f"{p['train_subset']:,} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
+                f"validation every {p['eval_every']} batches; links through the {result['where']}. "
+                f"{machine(result)}: read the ratios, not the rates.", ""]
+        for board in result["settings"]:
+            k, d = board["stages"], board["delay_ms"]
+            # the single process has no links: its one run stands in every delay's table
+            here = [r for r in result["runs"] if r["stages"] == k and (r["delay_ms"] == d or r["single_process"])]
+            runs = sorted(here, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
+            body = [[r["row"], "never" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}",
+                     pct(r["best_val_accuracy"]), pct(r["test_accuracy"]), f"{r['samples_per_second']:,.0f}",
+                     ms(r["stage1_latency_ms"]["p50"]) if r.get("stage1_latency_ms") else "",
+                     f"{max(r['peak_rss_mb']):.0f}" if r.get("peak_rss_mb") else ""] for r in runs]
+            failed = [f"{f['row']} ({f['error']})" for f in result["failed"]
+                      if f["stages"] == k and f["delay_ms"] == d]
+            out += [f"**{k} stages, {d:g} ms per link**: {board['first']} first, {board['factor']:.2f}x sooner than "
+                    f"{board['next']}; the highest target every row reached: {pct(board['reached_by_all'])}."
+                    + (f" Failed: {', '.join(failed)}." if failed else ""), "",
+                    *table(["row", f"s to {pct(p['target'])}", "best validation", "test", "samples/s",
+                            "stage-1 p50 ms", "peak RSS MB (largest stage)"],
+                           ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
+    return out
+
+
 def load(name: str):
     return json.loads((RESULTS / name).read_text())
 
@@ -214,6 +249,7 @@ def render() -> str:
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
+             *race_section([(name, load(name)) for name in RACES]),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"
