@@ -1,0 +1,54 @@
+"""Hostile messages to a running recurrent job: time boxes and the parameter service drop what does not fit."""
+import json
+
+import numpy as np
+from hostile_job import Job
+from resumable import steps_logged
+
+from coordinator.data.tasks import n_inputs
+from protocol import Kind, Message, encode
+
+K, T = 3, 3                 # time boxes, steps in each; the service is stage K + 1
+SEQ, UNITS = K * T, 16
+COPY = ["--model", "rnn", "--task", "copy", "--mode", "dni", "--boxes", str(K), "--steps-per-box", str(T),
+        "--copy-length", "3", "--units", str(UNITS), "--copy-batches", "100", "--seed", "1"]   # needs no data
+
+
+def msg(kind, src, b, meta=None, **arrays):
+    return encode(Message(kind, src, b, meta or {}, arrays))
+
+
+def summary(job: Job) -> dict:
+    return json.loads((job.out / "summary.json").read_text())
+
+
+def dropped(job: Job, stage: int) -> dict:
+    return summary(job)["workers"][str(stage)]["dropped"]
+
+
+def test_forged_slices_states_and_weights_are_dropped_and_no_box_crashes(tmp_path):
+    """662df88: a rank-2 EVAL "from the coordinator" killed box 1 (input_fault read x.shape[2]), and each
+    replacement the same way; a state whose running stats no integer holds killed the last box at its DONE."""
+    job = Job(tmp_path, *COPY, "--epochs", "6").training()
+    b = steps_logged(job.out)
+    n, f32 = 128, np.float32
+    width = n_inputs("copy", SEQ)
+    per_step = np.full((n, SEQ), -1, np.int64)
+    ahead = range(b + 4, b + 16)   # ids the real slices have not reached: a forged state there is joined
+    job.send(job.inbox[1], [msg(Kind.EVAL, "coordinator", 0, x=np.zeros((T, n), f32), y=np.zeros(T, np.int64)),
+                            msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n, width + 1), f32), y=per_step),
+                            msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n, width), f32), y=per_step[:, :2]),
+                            msg(Kind.GRAD, "box-2", b + 1, g=np.zeros((n, UNITS), f32))])
+    state = np.zeros((n, UNITS), f32)
+    job.send(job.inbox[2], [msg(Kind.FORWARD, "box-1", b + 3, h=state[:, :3], y=per_step, stats=np.zeros(3)),
+                            msg(Kind.FORWARD, "box-1", b + 3, h=state, y=np.zeros(n, np.int64), stats=np.zeros(3))]
+             + [msg(Kind.FORWARD, "box-1", i, h=state, y=per_step, stats=np.array([0, 1e30, 1e30])) for i in ahead])
+    job.send(job.inbox[K + 1], [msg(Kind.PUSH, "box-1", b + 1, {"version": 0}, **{"cell.Wh": np.zeros((3, 3), f32)}),
+                                msg(Kind.PUSH, "box-1", b + 1, {"version": 0},
+                                    **{"cell.Wh": np.full((UNITS, UNITS), np.nan, f32)})])
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    assert summary(job)["restarts"] == 0, err[-3000:]   # no box crashed and was replaced
+    workers = summary(job)["workers"]
+    assert sum(dropped(job, 1).values()) >= 4 and sum(dropped(job, 2).values()) >= 2 + len(ahead), workers
+    assert sum(dropped(job, K + 1).values()) >= 2, workers
