@@ -9,7 +9,8 @@ from resumable import steps_logged
 from coordinator.bench import fuzz
 from coordinator.cli import main
 from coordinator.data.tasks import n_inputs
-from protocol import Kind, Message, encode
+from protocol import Kind, Message, encode, window
+from workers.roles.guard import Window
 
 K, T = 3, 3                 # time boxes, steps in each; the service is stage K + 1
 SEQ, UNITS = K * T, 16
@@ -85,3 +86,29 @@ def test_fuzzing_every_socket_of_a_recurrent_job_changes_nothing_but_the_counter
     assert abs(fuzzed["accuracy"] - calm["accuracy"]) < 0.02, fuzz.report(result)
     assert result["sent"] == 6 * 500 and fuzzed["dropped_total"] >= 0.95 * result["sent"], fuzz.report(result)
     assert fuzzed["stderr_lines"] < 60, fuzzed["stderr"]
+
+
+def test_forged_pushes_do_not_walk_the_parameter_services_window_away(tmp_path):
+    """Issue 25 (662df88: 0.4411 against 0.9995): pushes each within the window of the last moved the service's
+    mark away from the boxes' real stream, whose pushes were then dropped. Only the forged ones may be."""
+    span = window.id_span(window.in_flight(2))   # the default --window
+    job = Job(tmp_path, *COPY, "--epochs", "6").training()
+    b = steps_logged(job.out)
+    junk = {"extra": np.zeros(3, np.float32)}
+    forged = [msg(Kind.PUSH, "box-1", b + i * (span - 1), {"version": 0}, **junk) for i in range(1, 200)]
+    sent = job.send(job.inbox[K + 1], forged)
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    service = summary(job)["workers"][str(K + 1)]
+    assert sum(service["dropped"].values()) <= sent, service   # no real push among them
+
+
+def test_a_forged_first_id_does_not_set_a_streams_mark():
+    """662df88: the first id of a stream set its mark, so a forged barrier token far ahead, taken first, left
+    the real tokens (0, 1, ...) behind; enough of them drop out of the window, and the run stalls."""
+    w = Window(span=8, start=0)
+    w.took("box-3", Kind.SYNC, 7)                     # forged, inside the window of a fresh stream
+    for token in range(20):                           # the real barrier tokens
+        assert w.admits("box-3", Kind.SYNC, token), token
+        w.took("box-3", Kind.SYNC, token)
+    assert w.admits("box-1", Kind.PULL, 1) and w.took("box-1", Kind.PULL, 1) == 1   # pulls count from 1
