@@ -1,12 +1,15 @@
 """Hostile messages to a running job's real sockets: dropped and counted; no crash, hang, leak or flood of logs."""
 import json
+import os
+import signal
+import time
 
 import msgpack
 import numpy as np
 import pytest
 from hostile_job import JOB, Job
 from resumable import steps_logged
-from timing import wait_for
+from timing import HEARTBEAT, wait_for
 
 from coordinator.bench import fuzz
 from coordinator.bench.procfs import rss_mb
@@ -113,3 +116,17 @@ def test_fuzzing_every_socket_of_a_running_job_changes_nothing_but_the_counters(
     assert fuzzed["stderr_lines"] < 60, fuzzed["stderr"]
     for name, m in result["rss_mb"].items():
         assert m["after"] - m["before"] < 40, fuzz.report(result)
+
+
+def test_a_survivor_of_a_restart_still_counts_what_it_dropped_before(tmp_path):
+    """Issue 25: the drops of a worker that rejoined for a restart were lost with its old role, so the fuzz
+    under-counted; its BYE now carries them on."""
+    job = Job(tmp_path, *JOB, "--max-restarts", "1").training()
+    junk = job.send(job.inbox[2], (msg(Kind.DONE, "stage-1", i, {"loss": 0.0, "correct": 0, "n": 1})
+                                   for i in range(50)))
+    time.sleep(HEARTBEAT)   # stage 2 reads its inbox between steps: by now the junk is counted
+    os.kill(job.workers[3], signal.SIGKILL)
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    assert json.loads((job.out / "summary.json").read_text())["restarts"] == 1, err[-3000:]
+    assert dropped(job, [2]) >= junk, (dropped(job, [2]), junk)
