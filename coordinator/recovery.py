@@ -34,8 +34,8 @@ def train(plan: Plan, members: Membership, rejoin: Rejoin, pipe: Pipeline, run_d
             if lost is not None:
                 replace(plan, members, rejoin, lost, spawn, stop)
                 metrics.rewind(pos.step)
-            # The first batch id: the workers' id windows begin there, not at 0.
-            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pos.step)
+            # The first batch and evaluation ids: the workers' id windows begin there, not at 0.
+            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pos.step, pipe.eval_start)
             if lost is not None:
                 log.warning("restart %d: training again from step %d, %.2f s after the loss was noticed",
                             used, pos.step, time.monotonic() - noticed)

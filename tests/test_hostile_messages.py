@@ -13,6 +13,7 @@ from timing import HEARTBEAT, wait_for
 
 from coordinator.bench import fuzz
 from coordinator.bench.procfs import rss_mb
+from coordinator.cli import main
 from protocol import VERSION, Kind, Message, encode
 
 
@@ -130,3 +131,24 @@ def test_a_survivor_of_a_restart_still_counts_what_it_dropped_before(tmp_path):
     assert code == 0, err[-3000:]
     assert json.loads((job.out / "summary.json").read_text())["restarts"] == 1, err[-3000:]
     assert dropped(job, [2]) >= junk, (dropped(job, [2]), junk)
+
+
+@pytest.mark.slow
+def test_forged_evaluation_batches_do_not_change_the_reported_accuracy(tmp_path, capsys):
+    """Issue 25: EVALs under the coordinator's name, with the ids a forger would guess, were answered in place of
+    the real ones (summary 0.1000 against `dni eval`'s 0.9154), or stalled the run (662df88 here: exit 1).
+    Evaluation ids now start at a secret: the forged ones fall outside every window."""
+    job = Job(tmp_path, *JOB).training()
+    x, y = np.zeros((128, 32), np.float32), np.zeros(128, np.int64)
+
+    def flood():
+        while job.proc.poll() is None:
+            yield from (msg(Kind.EVAL, "coordinator", i, x=x, y=y) for i in range(64))
+    sent = job.send(job.inbox[1], flood())
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    assert sent > 0 and dropped(job, [1]) >= sent // 2, (sent, dropped(job, [1]))   # outside every window
+    capsys.readouterr()
+    assert main(["eval", str(job.out)]) == 0
+    scored = json.loads((job.out / "summary.json").read_text())["test_accuracy"]
+    assert f"test accuracy {scored:.4f}" in capsys.readouterr().out

@@ -40,6 +40,7 @@ def test_forged_slices_states_and_weights_are_dropped_and_no_box_crashes(tmp_pat
     per_step = np.full((n, SEQ), -1, np.int64)
     ahead = range(b + 4, b + 16)   # ids the real slices have not reached: a forged state there is joined
     job.send(job.inbox[1], [msg(Kind.EVAL, "coordinator", 0, x=np.zeros((T, n), f32), y=np.zeros(T, np.int64)),
+                            msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n), f32), y=np.zeros(T, np.int64)),
                             msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n, width + 1), f32), y=per_step),
                             msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n, width), f32), y=per_step[:, :2]),
                             msg(Kind.GRAD, "box-2", b + 1, g=np.zeros((n, UNITS), f32))])
@@ -54,7 +55,7 @@ def test_forged_slices_states_and_weights_are_dropped_and_no_box_crashes(tmp_pat
     assert code == 0, err[-3000:]
     assert summary(job)["restarts"] == 0, err[-3000:]   # no box crashed and was replaced
     workers = summary(job)["workers"]
-    assert sum(dropped(job, 1).values()) >= 4 and sum(dropped(job, 2).values()) >= 2 + len(ahead), workers
+    assert sum(dropped(job, 1).values()) >= 5 and sum(dropped(job, 2).values()) >= 2 + len(ahead), workers
     assert sum(dropped(job, K + 1).values()) >= 2, workers
 
 

@@ -15,7 +15,8 @@ from workers.numerics.optimizers import finite
 FLOAT = np.dtype(np.float32)   # what every stage computes in, and sends
 # Kinds whose ids are training batch ids: they start where the run starts (0, or a resumed step).
 BATCH_IDS = frozenset({Kind.FORWARD, Kind.GRAD, Kind.PUSH})
-# Streams that count from 1 (a box's pulls, and the service's answers to them); every other from 0.
+# Streams that count from 1 (a box's pulls, and the service's answers to them); evaluation ids from where the
+# assignment says; every other from 0.
 FIRST_IDS = {Kind.PULL: 1, Kind.PARAMS: 1}
 
 
@@ -57,7 +58,8 @@ class Window:
     (protocol/window.py: id_span) from there is none the sender could have sent.
 
     Every stream is consecutive (steps, evaluation ids, barrier tokens, pulls), and each starts
-    where the run does, so the mark moves one id at a time from a start it knows: ids further
+    where the assignment says (evaluation ids: at a secret random id, which no forger can guess;
+    coordinator/control/pipeline.py), so the mark moves one id at a time from a start it knows: ids further
     ahead are taken but do not move it. Else forged ids could walk it away from the real stream,
     whose next message would then be dropped and the run stall: a forged first id that set the
     mark (662df88: a box's barrier tokens), or pushes each within the window of the last.
@@ -71,8 +73,9 @@ class Window:
     counts each credit once, per batch id.
     """
 
-    def __init__(self, span: int, start: int = 0):
+    def __init__(self, span: int, start: int = 0, eval_start: int = 0):
         self.span, self.start = span, start
+        self.first = {**FIRST_IDS, Kind.EVAL: eval_start}
         self.top: dict[tuple[str, Kind], int] = {}   # keys: only senders the role takes data from
 
     @staticmethod
@@ -82,7 +85,7 @@ class Window:
     def mark(self, src: str, kind: Kind) -> int:
         """The last id of the stream taken in order; before any, the one before its first."""
         top = self.top.get(self.stream(src, kind))
-        return top if top is not None else self.start - 1 if kind in BATCH_IDS else FIRST_IDS.get(kind, 0) - 1
+        return top if top is not None else self.start - 1 if kind in BATCH_IDS else self.first.get(kind, 0) - 1
 
     def admits(self, src: str, kind: Kind, b: int) -> bool:
         top = self.mark(src, kind)

@@ -67,7 +67,7 @@ class Role:
         # Filled by each role: the data kinds it takes, from which senders, and what else it checks.
         self.sources: dict[Kind, frozenset[str]] = {}
         self.checks: dict[Kind, callable] = {}          # kind -> fault(msg): a reason to drop, or None
-        self.window = Window(window.id_span(self.cfg.cache), meta.get("start", 0))
+        self.window = Window(window.id_span(self.cfg.cache), meta.get("start", 0), meta.get("eval_start", 0))
         self.drops = Drops(self.log)
         self.seen: dict[str, int] = {}                  # data kind -> how far its stream came: in heartbeats
         self.deferred: deque[Message] = deque()
