@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     fz.add_argument("--messages", type=int, default=100_000, help="messages per socket")
     fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
     fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
-                    help="the `dni run` options of both jobs (the generated task)")
+                    help="the `dni run` options of both jobs (feed-forward or --model rnn); exit 1 on a crash or hang")
     from coordinator.bench import network
     net = network.add_parser(kinds)
     sw = kinds.add_parser("sweep", help="choose defaults: a grid of runs in one process, scored on a validation split",
