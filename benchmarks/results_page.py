@@ -4,6 +4,7 @@ usage: python benchmarks/results_page.py [--check]
   depth.json, harder.json: what `python benchmarks/defaults_tables.py depth|harder` writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
+  latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -157,6 +158,48 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
             *sources(["copy.json"], [copy])]
 
 
+def machine(result: dict) -> str:
+    m = result["machine"]
+    blas = m["blas"]
+    return (f"{m['cpus']} cores, {blas['name']} {blas.get('version', '')} kernel {blas.get('kernel', '?')} with "
+            f"{blas.get('threads', '?')} thread, numpy {m['numpy']}, pyzmq {m['pyzmq']}, load average "
+            f"{' '.join(f'{x:.2f}' for x in m['load_average'])} at the start")
+
+
+def targets(result: dict) -> list[str]:
+    return [f"- {'pass' if t['pass'] else '**miss**'}: {t['name']}: {t['value']:.3g} (want {t['op']} {t['limit']:g})"
+            for t in result["targets"]] + [""]
+
+
+def bench_section(latency: dict, transport: dict) -> list[str]:
+    body = [[str(h["depth"]), f"{ms(h['dni_p50_ms'])} / {ms(h['dni_p99_ms'])}",
+             f"{ms(h['backprop_p50_ms'])} / {ms(h['backprop_p99_ms'])}", f"{h['ratio']:.1f}x",
+             f"{h['dni_samples_per_second']:,.0f}", f"{h['backprop_samples_per_second']:,.0f}"]
+            for h in latency["headline"]]
+    t = latency["throughput"]
+    hops = [[tr["transport"], str(s["kib"]), f"{s['project']['rtt_us']['p50']:.0f} / {s['raw']['rtt_us']['p50']:.0f}",
+             f"{s['overhead']['rtt_p50_ratio']:.2f}", f"{s['project']['stream_msgs_per_s']:,.0f} / "
+             f"{s['raw']['stream_msgs_per_s']:,.0f}"] for tr in transport["transports"] for s in tr["sizes"]]
+    return ["## Update latency and the cost of a message", "",
+            "`dni bench latency` and `dni bench transport` at their defaults ([benchmarks.md](benchmarks.md) says",
+            f"what they run). Latency: {machine(latency)}.", "",
+            *table(["stages", "dni stage-1 update p50 / p99 ms", "backprop p50 / p99 ms", "backprop / dni p50",
+                    "dni samples/s", "backprop samples/s"], ["---:", "---:", "---:", "---:", "---:", "---:"], body),
+            f"A {t['depth']}-stage dni run against the 2-core ideal (twice the same arithmetic run serially in one",
+            f"process; the median of {t['repeats']} adjacent pairs): {t['pipeline_samples_per_second']:,.0f} against "
+            f"{t['ideal_samples_per_second']:,.0f} samples/s, {t['fraction_of_ideal']:.2f} of it.", "",
+            *targets(latency),
+            f"Transport: {machine(transport)}. Round trip p50 (µs) and streaming messages/s, the project's messages",
+            "against raw pyzmq zero-copy messages of the same bytes:", "",
+            *table(["transport", "KiB", "round trip p50 ours / raw", "ours / raw", "messages/s ours / raw"],
+                   ["---", "---:", "---:", "---:", "---:"], hops),
+            *targets(transport),
+            "One run of each. Streaming figures scatter most: over six runs of `dni bench transport` in a row on",
+            "this machine the 128 KiB ipc streaming ratio ranged from 0.53 to 1.11 and the added round trip from",
+            "24 to 56 µs, with no change to the code they time.", "",
+            *sources(["latency.json", "transport.json"], [latency, transport])]
+
+
 def load(name: str):
     return json.loads((RESULTS / name).read_text())
 
@@ -171,6 +214,7 @@ def render() -> str:
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
+             *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"
 

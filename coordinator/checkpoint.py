@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator import checkpoint_checks as checks
 from coordinator.rundir import MODEL_FILE, PREVIOUS_FILE, open_file
+from protocol import descriptors
 
 log = logging.getLogger("dni")
 
@@ -56,7 +58,7 @@ def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], 
         os.link(path, link)
         os.replace(link, run_dir / PREVIOUS_FILE)
     os.replace(tmp, path)
-    directory = os.open(run_dir, os.O_RDONLY)
+    directory = descriptors.opened(os.open, run_dir, os.O_RDONLY)
     try:
         os.fsync(directory)    # the renames themselves survive a crash
     finally:
@@ -66,20 +68,15 @@ def save(run_dir: Path, config: dict, states: dict[int, dict[str, np.ndarray]], 
 
 
 def read(path: Path) -> Checkpoint:
-    """One checkpoint file, every array read (so a torn file fails here, not later); ValueError if corrupt."""
+    """One checkpoint file, every entry checked (coordinator/checkpoint_checks.py) and read, so a torn or
+    tampered file fails here, not in a worker; ValueError naming what is wrong."""
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint: {path} does not exist")
     if not path.is_file():   # np.load of a FIFO would wait for ever
         raise ValueError(f"no checkpoint: {path} is not a regular file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            config = json.loads(str(z["config"]))
-            progress = json.loads(str(z["progress"])) if "progress" in z.files else None
-            states: dict[int, dict[str, np.ndarray]] = {}
-            for key in z.files:
-                if key not in ("config", "progress"):
-                    stage, name = key.split("/", 1)
-                    states.setdefault(int(stage.removeprefix("stage")), {})[name] = z[key]
+        with zipfile.ZipFile(path) as zf:
+            config, progress, states = checks.load(zf)
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"corrupt checkpoint {path}: {exc}") from None
     return Checkpoint(config, states, progress, path)

@@ -86,10 +86,6 @@ def resume_hint(args, exc) -> str:
 
 def cmd_eval(args) -> int:
     path = Path(args.run_dir) / checkpoint.MODEL_FILE
-    if path.is_file():
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":   # else numpy tries pickle, and advises allowing it
-                raise ValueError(f"{path} is not a checkpoint: not an .npz archive")
     try:
         saved, states = checkpoint.load(Path(args.run_dir))
         accuracy, n = plans.for_checkpoint(saved).evaluate_checkpoint(saved, states, args.data)

@@ -8,7 +8,6 @@ from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 
 from coordinator import lists
-from protocol import window
 from protocol.options import BOTH, BY_NAME, GROUPS, OPTIONS, Option
 
 
@@ -27,7 +26,17 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
             raise ConfigError("--classes picks MNIST digits: give --data DIR too (the generated task has no digits)")
         if self.model == "rnn":
             self._validate_rnn()
+        if self.mode == "gpipe":
+            self._validate_gpipe()
         return self
+
+    def _validate_gpipe(self) -> None:
+        if self.micro_batches > self.batch_size:
+            raise ConfigError(f"--micro-batches {self.micro_batches} is more than --batch-size {self.batch_size}: "
+                              "a micro-batch needs an example at least")
+        if self.batch_size % self.micro_batches:
+            raise ConfigError(f"--micro-batches {self.micro_batches} does not divide --batch-size {self.batch_size} "
+                              "into equal micro-batches")
 
     def _validate_rnn(self) -> None:
         steps = self.boxes * self.steps_per_box
@@ -48,10 +57,6 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         """The values of this model's options marked `where`: wire, saved or summary."""
         return {o.name: getattr(self, o.name) for o in OPTIONS if getattr(o, where) and o.model in (BOTH, self.model)}
 
-    def cache(self) -> int:
-        """Batches a stage keeps awaiting their targets (protocol/window.py)."""
-        return window.in_flight(self.window)
-
     def hidden_sizes(self) -> list[int]:
         sizes = lists.parse(self.hidden, "--hidden", error=ConfigError)
         if not sizes or min(sizes) < 1:
@@ -68,7 +73,9 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
 
 def _check(option: Option, value, model: str) -> None:
     """The option's own checks: its choices (under `model`), its range; floats must be finite."""
-    allowed = option.choices + (option.rnn_choices if model == "rnn" else ())
+    allowed = option.choices + (option.rnn_choices if model == "rnn" else option.ff_choices)
+    if value in option.ff_choices and model != "ff":
+        raise ConfigError(f"{option.flag} {value} is feed-forward only: it needs --model ff, not --model {model}")
     if allowed and value not in allowed:
         raise ConfigError(f"{option.flag}: {value!r} is not one of {', '.join(allowed)}")
     if option.positive and not (value > 0 and math.isfinite(value)):
@@ -91,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             sections[o.group].add_argument(o.flag, action=argparse.BooleanOptionalAction, default=None,
                                            help=f"{text} (default: {o.default})")
         else:
-            metavar = "|".join(o.choices + o.rnn_choices) or o.name.upper()
+            metavar = "|".join(o.choices + o.ff_choices + o.rnn_choices) or o.name.upper()
             sections[o.group].add_argument(o.flag, type=o.type, default=None, metavar=metavar,
                                            help=f"{text} (default: {o.default!r})")
 
@@ -123,6 +130,22 @@ def from_saved(saved: dict, strict: bool = False) -> Config:
     return Config(**{**before, **{k: v for k, v in saved.items() if k in BY_NAME}})
 
 
+def checked(saved: dict, where: str, complete: bool = False) -> Config:
+    """A saved run's options (from_saved's), each through the flags' own checks: type, choices, range; with
+    `complete` (a progress's config, which holds every option) the checks between options too. A checkpoint's
+    config holds only some (not --batch-size, which --micro-batches must divide). ConfigError names `where`."""
+    values = {name: typed(BY_NAME[name], value, f"{where}: {name}") for name, value in saved.items() if name in BY_NAME}
+    try:
+        for name, value in values.items():
+            _check(BY_NAME[name], value, values.get("model", "ff"))
+        cfg = from_saved(saved, strict=True)
+        return cfg.validate() if complete else cfg
+    except KeyError as exc:
+        raise ConfigError(f"{where} lacks the option {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
     """The saved run's options; given ones must agree, but for resumable ones and a larger --epochs."""
     values = {**asdict(from_saved(saved)), "out": run_dir}
@@ -134,8 +157,8 @@ def resumed(saved: dict, args: argparse.Namespace, run_dir: str) -> Config:
         if name == "out" and Path(value).resolve() != Path(run_dir).resolve():
             raise ConfigError(f"--out {value}: a resumed run stays in its directory {run_dir}")
         if BY_NAME[name].resumable:
-            if name == "epochs" and value < saved["epochs"]:
-                raise ConfigError(f"--epochs {value}: the run was set to {saved['epochs']}; "
+            if name == "epochs" and value < values["epochs"]:
+                raise ConfigError(f"--epochs {value}: the run was set to {values['epochs']}; "
                                   "resuming can only add epochs")
             values[name] = value
         elif name != "out" and value != values[name]:
@@ -161,8 +184,13 @@ def load_toml(path: Path) -> dict:
             raise ConfigError(f"--config {path}: unknown option {key!r}")
         if option.type is str and isinstance(value, list):  # hidden = [256, 256]
             value = ",".join(map(str, value))
-        expected = (int, float) if option.type is float else option.type
-        if isinstance(value, bool) and option.type is not bool or not isinstance(value, expected):
-            raise ConfigError(f"--config {path}: {key} should be {option.type.__name__}, got {value!r}")
-        out[option.name] = float(value) if option.type is float else value
+        out[option.name] = typed(option, value, f"--config {path}: {key}")
     return out
+
+
+def typed(option: Option, value, where: str):
+    """value as the option's type (an int where a float goes becomes one); ConfigError naming `where` if not."""
+    expected = (int, float) if option.type is float else option.type
+    if isinstance(value, bool) and option.type is not bool or not isinstance(value, expected):
+        raise ConfigError(f"{where} should be {option.type.__name__}, got {value!r}")
+    return float(value) if option.type is float else value

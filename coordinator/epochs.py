@@ -6,8 +6,7 @@ continues from it with the same batches in the same order as an uninterrupted on
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
 
@@ -17,36 +16,9 @@ from coordinator import checkpoint
 from coordinator.control import Pipeline
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
 from protocol import Kind
-
-
-@dataclass
-class Position:
-    """Where a run stands: at a checkpoint, everything but the workers' arrays."""
-    run_id: str                  # a restart reloads only this run's checkpoints, never a stranger's
-    config: dict                 # the run's options (coordinator/config.py), for --resume
-    step: int = 0                # training batches done, over the whole run
-    epoch: int = 0               # epochs done: trained and evaluated
-    batch: int = 0               # batches done of the epoch after those
-    rng: dict | None = None      # the shuffling RNG's state when that epoch began
-    history: list = field(default_factory=list)
-    samples: int = 0
-    train_seconds: float = 0.0
-    restarts: int = 0            # lost workers replaced, over the whole run
-    resumes: int = 0             # times the run was continued with --resume
-    checkpoints: int = 0         # written during training (the end's aside), and the seconds they took:
-    checkpoint_seconds: float = 0.0   # the cadence's cost
-    curriculum: dict = field(default_factory=dict)   # the plan's (the Copy task's length)
-
-    @classmethod
-    def fresh(cls, plan: Plan, run_id: str | None = None) -> "Position":
-        return cls(run_id or uuid.uuid4().hex, asdict(plan.cfg), curriculum=plan.curriculum(),
-                   rng=np.random.default_rng(plan.cfg.seed).bit_generator.state)
-
-    @classmethod
-    def saved(cls, progress: dict) -> "Position":
-        return cls(**progress)
 
 
 def save(plan: Plan, pipe: Pipeline, run_dir: Path, pos: Position) -> Path:
@@ -110,4 +82,4 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             "samples_per_second": pos.samples / max(pos.train_seconds, 1e-9), "resumes": pos.resumes,
             "restarts": pos.restarts, "checkpoints": pos.checkpoints, "checkpoint_seconds": pos.checkpoint_seconds,
             "update_latency_ms": metrics.latency_summary(),
-            "synth_cosine": metrics.synth_cosine()}
+            "synth_cosine": metrics.synth_cosine(), "bubble": metrics.bubble_summary()}

@@ -11,12 +11,12 @@ from typing import Iterator
 import zmq
 
 from coordinator import checkpoint, config, launch, recovery, rundir
-from coordinator.control import Hub, Membership, Pipeline, Rejoin, WorkerLost
-from coordinator.epochs import Position
+from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
+from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
-from protocol import liveness
+from protocol import descriptors, liveness
 
 log = logging.getLogger("dni")
 
@@ -55,6 +55,7 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     replacements). `curve` (see Hub) puts CURVE on every socket of the run; `resume`
     continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
+    descriptors.raise_limit()   # the control socket listens: room for strangers' connections besides the run's own
     with run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
         return serve_in(run_dir, plan, bind, spawn_local, curve, resume)
 
@@ -71,18 +72,16 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
     members = Membership(hub, n_workers)
     rejoin = Rejoin(members)
-    pipe = Pipeline(hub, members, cfg.window, plan.split, on_metrics=metrics.write, on_done=progress.on_done,
-                    path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout,
-                    credit=plan.wire.credit)
+    flushed = {"micro_batches": cfg.micro_batches} if cfg.mode == "gpipe" else {}
+    pipe = (FlushedPipeline if flushed else Pipeline)(
+        hub, members, plan.window(), plan.split, on_metrics=metrics.write, on_done=progress.on_done,
+        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:
             if spawn_local:
                 members.procs = launch.spawn(hub.endpoint, n_workers)
             log.info("coordinator at %s waiting for %d workers", hub.endpoint, n_workers)
-            members.register(None if not spawn_local else liveness.REGISTER_TIMEOUT_S, stop=lambda: bool(stop))
-            if stop:
-                raise Interrupted(stop.signum, None, None)
             spawn = (lambda stage: launch.spawn_one(hub.endpoint, stage)) if spawn_local else None
             summary = recovery.train(plan, members, rejoin, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
             summary["workers"] = {str(k): v for k, v in members.stop().items()}

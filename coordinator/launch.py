@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from protocol import liveness
@@ -22,11 +23,34 @@ def spawn(coordinator: str, stages: int) -> dict[int, subprocess.Popen]:
     return {k: spawn_one(coordinator, k) for k in range(1, stages + 1)}
 
 
-def spawn_one(coordinator: str, stage: int) -> subprocess.Popen:
+def spawn_one(coordinator: str, stage: int) -> Worker:
     """The worker of one stage: at the start, or to replace one that was lost."""
-    # A new session: Ctrl-C reaches only the coordinator, which then stops the workers cleanly.
-    return subprocess.Popen(worker_command(coordinator, "--stage", str(stage)), env=blas.pinned(),
-                            start_new_session=True)
+    return Worker(worker_command(coordinator, "--stage", str(stage)))
+
+
+class Worker(subprocess.Popen):
+    """A local worker process; its stderr goes on to ours, line by line, and its last line is kept:
+    a worker that exits before it registers is reported with it (its import error, say)."""
+
+    def __init__(self, command: list[str]):
+        # A new session: Ctrl-C reaches only the coordinator, which then stops the workers cleanly.
+        super().__init__(command, env=blas.pinned(), start_new_session=True, stderr=subprocess.PIPE)
+        self.last = ""
+        self.tee = threading.Thread(target=self._tee, daemon=True)
+        self.tee.start()
+
+    def _tee(self) -> None:
+        with self.stderr:
+            for line in iter(self.stderr.readline, b""):
+                text = line.decode(errors="replace")
+                sys.stderr.write(text)
+                sys.stderr.flush()
+                self.last = text.strip() or self.last
+
+    def last_line(self) -> str:
+        """Its last line on stderr ("" if none), once it has exited: the pipe closes with it, soon read to the end."""
+        self.tee.join(liveness.KILL_TIMEOUT_S)
+        return self.last
 
 
 def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S, at_once: bool = False) -> None:

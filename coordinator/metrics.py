@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 
 from coordinator import rundir
+from coordinator.quantiles import Quantiles
+
+COSINE_STEPS = 100
 
 
 def percentiles(values) -> dict:
@@ -35,8 +38,10 @@ class MetricsLog:
         `step`, and would otherwise log the steps after it twice."""
         if self.file is not None:
             self.file.close()
-        self.latency_ms: dict[int, list[float]] = defaultdict(list)
-        self.cos: dict[int, list[float]] = defaultdict(list)
+        # Bounded, whatever the run's length: a sketch of the latencies, the last cosines, a running bubble.
+        self.latency_ms: dict[int, Quantiles] = defaultdict(Quantiles)
+        self.cos: dict[int, deque[float]] = defaultdict(lambda: deque(maxlen=COSINE_STEPS))
+        self.bubble: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])   # gpipe: [sum, count]
         try:
             with rundir.open_file(self.path) as f:
                 lines = f.read().splitlines()
@@ -68,16 +73,23 @@ class MetricsLog:
     def _keep(self, stage, rec: dict) -> None:
         """What the summary needs of a record."""
         if isinstance(rec.get("latency_ms"), (int, float)):
-            self.latency_ms[stage].append(rec["latency_ms"])
+            self.latency_ms[stage].add(rec["latency_ms"])
         if isinstance(rec.get("cos"), (int, float)):
             self.cos[stage].append(rec["cos"])
+        if isinstance(rec.get("bubble"), (int, float)):
+            total = self.bubble[stage]
+            total[0], total[1] = total[0] + rec["bubble"], total[1] + 1
 
     def latency_summary(self) -> dict[str, dict]:
-        return {str(k): percentiles(v) for k, v in sorted(self.latency_ms.items())}
+        return {str(k): v.summary() for k, v in sorted(self.latency_ms.items())}
 
     def synth_cosine(self) -> dict[str, float]:
-        """Mean cosine between synthetic gradient and target over the last 100 steps, per stage."""
-        return {str(k): float(np.mean(v[-100:])) for k, v in sorted(self.cos.items()) if v}
+        """Mean cosine between synthetic gradient and target over the last COSINE_STEPS steps, per stage."""
+        return {str(k): float(np.mean(v)) for k, v in sorted(self.cos.items()) if v}
+
+    def bubble_summary(self) -> dict[str, float]:
+        """gpipe: the mean fraction of a batch's time each stage sat idle (its bubble), per stage."""
+        return {str(k): total / n for k, (total, n) in sorted(self.bubble.items()) if n}
 
     def close(self) -> None:
         self.file.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from coordinator.config import ConfigError
+from protocol import descriptors
 
 MODEL_FILE = "model.npz"
 PREVIOUS_FILE = "model.prev.npz"
@@ -87,7 +88,7 @@ def open_fd(path: Path, flags: int) -> int:
     """os.open of a regular file, never through a symbolic link, never blocking on a FIFO; to write, only
     a file of no other name (a hard link's other name may be outside the directory)."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        fd = descriptors.opened(os.open, path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise refuse(path, kind(stat.S_IFLNK)) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +76,16 @@ def job_env(name: str, env=os.environ) -> str:
     return env[name]
 
 
+def job_number(name: str, env=os.environ, default: int | None = None) -> int:
+    """A whole number Slurm's environment holds (`default` if the variable is unset and there is one)."""
+    if default is not None and name not in env:
+        return default
+    value = job_env(name, env)
+    if not value.isdecimal():
+        raise SlurmError(f"${name} is {value!r}, not a whole number: is this a Slurm job's environment?")
+    return int(value)
+
+
 def cmd_prepare(args) -> int:
     cfg, _ = training(args)
     run = run_dir(cfg)
@@ -86,7 +95,7 @@ def cmd_prepare(args) -> int:
         (run / "logs").mkdir(exist_ok=True)
         if not args.insecure:
             # A fresh keypair per process and attempt: a requeued job does not reuse the last one's.
-            shutil.rmtree(run / "keys", ignore_errors=True)
+            keys.remove(run / "keys")
             keys.generate(run / "keys", workers=stages(cfg))
     print(stages(cfg) + 1)  # the coordinator and one worker per stage: srun's task count
     return 0
@@ -96,9 +105,9 @@ def cmd_task(args) -> int:
     """Become task SLURM_PROCID: 0 the coordinator on the first node, K the worker of stage K."""
     cfg, given = training(args)
     run, n = run_dir(cfg), stages(cfg)
-    rank, node = int(job_env("SLURM_PROCID")), job_env("SLURMD_NODENAME")
+    rank, node = job_number("SLURM_PROCID"), job_env("SLURMD_NODENAME")
+    port = args.port or PORT_BASE + job_number("SLURM_JOB_ID") % PORT_SPAN
     head = hostnames(job_env("SLURM_JOB_NODELIST"))[0]
-    port = args.port or PORT_BASE + int(job_env("SLURM_JOB_ID")) % PORT_SPAN
     endpoint = f"tcp://{node_address(head)}:{port}"
     # -P: the job's working directory stays off sys.path (a user's concurrent.py would shadow the stdlib's).
     dni = [sys.executable, "-P", "-m", "coordinator", "-v"]
@@ -107,10 +116,7 @@ def cmd_task(args) -> int:
             raise SlurmError(f"task 0 runs on {node}, not the allocation's first node {head}: "
                              "srun needs --distribution cyclic (block also puts task 0 first)")
         security = ["--insecure"] if args.insecure else ["--keys", str(run / "keys")]
-        # A checkpoint here means an earlier attempt of this run (requeued, or resubmitted by hand).
-        resume = ["--resume", str(run)] if (run / "model.npz").exists() else []
-        argv = [*dni, "coordinator", "--bind", endpoint, "--workers", str(n), *security, *resume, *given,
-                *([] if resume else ["--out", str(run)])]
+        argv = [*dni, "coordinator", "--bind", endpoint, "--workers", str(n), *security, *attempt(run), *given]
     elif rank <= n:
         secret = run / "keys" / f"worker-{rank - 1}.key_secret"
         security = ["--insecure"] if args.insecure else ["--key", str(secret), "--server-key",
@@ -129,9 +135,23 @@ def cmd_task(args) -> int:
     os.execv(sys.executable, argv)  # the very command a user types on a host; Slurm signals it directly
 
 
+def attempt(run: Path, env=os.environ) -> list[str]:
+    """The coordinator's options for this attempt of the job in `run`."""
+    # A checkpoint here means an earlier attempt of this run (requeued, or resubmitted by hand).
+    if (run / "model.npz").exists():
+        return ["--resume", str(run)]
+    # Requeued before the last attempt wrote its first checkpoint: what that attempt left is the job's own
+    # and of no use, so start afresh (a job resubmitted by hand is not the same job: it is refused).
+    return ["--out", str(run), *["--overwrite"] * bool(job_number("SLURM_RESTART_COUNT", env, default=0))]
+
+
 def hostnames(nodelist: str) -> list[str]:
     """Slurm's own expansion of a compressed node list (node[0-3])."""
-    return scontrol("show", "hostnames", nodelist).split()
+    names = scontrol("show", "hostnames", nodelist).split()
+    if not names:
+        raise SlurmError(f"scontrol show hostnames {nodelist!r} printed no host name: is $SLURM_JOB_NODELIST "
+                         "this job's?")
+    return names
 
 
 def node_address(name: str) -> str:
@@ -141,13 +161,18 @@ def node_address(name: str) -> str:
     try:
         return str(ipaddress.ip_address(addr))
     except ValueError:  # a host name: resolve it, as the workers would
-        return socket.getaddrinfo(addr, None, socket.AF_INET)[0][4][0]
+        try:
+            return socket.getaddrinfo(addr, None, socket.AF_INET)[0][4][0]
+        except (socket.gaierror, UnicodeError) as exc:
+            raise SlurmError(f"node {name}: no IPv4 address for {addr!r} (scontrol show node gave no NodeAddr, "
+                             f"or one that does not resolve): {exc}") from None
 
 
 def scontrol(*argv: str) -> str:
     result = subprocess.run(["scontrol", *argv], capture_output=True, text=True, timeout=60)
-    if result.returncode:
-        raise SlurmError(f"scontrol {' '.join(argv)}: {result.stderr.strip()}")
+    if result.returncode:   # its last line says why (the ones before, how it got there)
+        why = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        raise SlurmError(f"scontrol {shlex.join(argv)}: {why}")
     return result.stdout
 
 

@@ -3,7 +3,8 @@
 The Gate is pyzmq's ThreadAuthenticator with a CURVE callback, plus two things it lacks:
 the allowlist may arrive after the guarded socket is bound (a worker binds its inbox before
 it learns the run's members: until then handshakes wait instead of failing), and refusals
-are logged, rate-limited, with the peer's address (the callback alone is not given it)."""
+are logged, rate-limited, with the peer's address (the callback alone is not given it). With a socket
+to watch, it also bounds the connections that socket holds: each takes a descriptor, key or none."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
+
+from protocol import descriptors
 
 HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -68,8 +71,11 @@ class Gate(ThreadAuthenticator):
     """The ZAP handler of one context: admits CURVE clients whose public key is listed, logs refusals.
 
     With `watch`, it also logs that socket's failed handshakes that never reach ZAP (a peer
-    without CURVE, or holding the wrong server key). Refused peers may retry every 100 ms, so
-    a refusal like one logged in the last second goes to debug level only.
+    without CURVE, or holding the wrong server key), and hangs up on connections beyond the
+    descriptors the process can spare (descriptors.connection_budget): a stranger's connection
+    that never sends a byte holds one until the handshake times out, and enough of them would
+    leave none for the next checkpoint. Refused peers may retry every 100 ms, so a refusal like
+    one logged in the last second goes to debug level only.
     """
 
     def __init__(self, ctx: zmq.Context, log: logging.Logger, why_not: str,
@@ -87,8 +93,10 @@ class Gate(ThreadAuthenticator):
         self.start()
         self.configure_curve_callback("*", credentials_provider=self)
         self._watch = None
+        self._open: set[int] = set()   # descriptors of the watched socket's connections
+        self.budget = descriptors.connection_budget()
         if watch is not None:
-            monitor = watch.get_monitor_socket(HANDSHAKE_FAILED)
+            monitor = watch.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
             self._watch = threading.Thread(target=self._watched, args=(monitor,), name="zap-watch", daemon=True)
             self._watch.start()
 
@@ -123,6 +131,9 @@ class Gate(ThreadAuthenticator):
                 if not monitor.poll(int(_TICK_S * 1000)):
                     continue
                 event = recv_monitor_message(monitor)
+                if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED):
+                    self._count(event)
+                    continue
                 why = handshake_failure(event)
                 if why is None or event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     continue  # refusals by key were logged, with the peer's address, when ZAP answered
@@ -130,6 +141,19 @@ class Gate(ThreadAuthenticator):
                            event["endpoint"].decode(errors="replace"), why)
         finally:
             monitor.close(linger=0)
+
+    def _count(self, event: dict) -> None:
+        fd = int(event["value"])
+        if event["event"] == zmq.EVENT_DISCONNECTED:
+            self._open.discard(fd)
+        elif len(self._open) < self.budget:
+            self._open.add(fd)
+        else:
+            # Events come in order, and ZeroMQ reports a connection's end before it closes the descriptor:
+            # this number is still the connection just accepted (or, at worst, one accepted after it).
+            descriptors.hang_up(fd)
+            self._note(("full",), "refused a connection on %s: %d connections open already, all this "
+                       "process can spare", event["endpoint"].decode(errors="replace"), self.budget)
 
     def _note(self, what: tuple, fmt: str, *args) -> None:
         now = time.monotonic()

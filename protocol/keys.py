@@ -13,8 +13,11 @@ Keys are returned as 40-byte Z85 text, which pyzmq accepts for every CURVE optio
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 import struct
+import tempfile
 from pathlib import Path
 
 import zmq
@@ -25,6 +28,9 @@ COORDINATOR = "coordinator"
 WORKERS_DIR = "workers"
 _SECRET_MODE = 0o600
 _DIR_MODE = 0o700
+# What generate writes: the files `remove` may delete (workers/ holds the public worker-N.key files).
+_GENERATED = re.compile(rf"{COORDINATOR}\.key(_secret)?|worker-\d+\.key_secret")
+_GENERATED_PUBLIC = re.compile(r"worker-\d+\.key")
 
 
 class KeyFileError(ValueError):
@@ -32,25 +38,39 @@ class KeyFileError(ValueError):
 
 
 def generate(directory: str | Path, workers: int = 1) -> Path:
-    """Write a coordinator keypair and `workers` worker keypairs (numbered from 0); return the directory."""
+    """Write a coordinator keypair and `workers` worker keypairs (numbered from 0); return the directory.
+
+    A directory made here is mode 0700; one that exists keeps its mode (it may be shared, or the
+    working directory): the keys are made in a private directory inside it, and moved out of it
+    once every secret is mode 0600."""
     if workers < 1:
         raise KeyFileError(f"generate: workers={workers} must be >= 1")
+    if not str(directory):
+        raise KeyFileError("generate: the directory name is empty; give a directory for the keys")
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise KeyFileError(f"{directory} exists and is not a directory; give a directory for the keys")
-    targets = [directory / f"{COORDINATOR}.key", directory / f"{COORDINATOR}.key_secret",
-               directory / WORKERS_DIR]
-    targets += [directory / f"worker-{i}.key_secret" for i in range(workers)]
-    existing = [p for p in targets if p.exists()]
+    names = [f"{COORDINATOR}.key", f"{COORDINATOR}.key_secret", WORKERS_DIR]
+    names += [f"worker-{i}.key_secret" for i in range(workers)]
+    existing = [directory / name for name in names if os.path.lexists(directory / name)]
     if existing:
         raise KeyFileError(f"{existing[0]} already exists; refusing to overwrite keys")
+    try:
+        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".keys-", dir=directory))   # mode 0700
+        try:
+            _write(staging, workers)
+            for name in names:   # a rename: each file arrives whole and with its mode
+                os.replace(staging / name, directory / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:
+        raise KeyFileError(f"{directory}: cannot write keys there ({e.strerror or e})") from None
+    return directory
 
-    # Lock the directories down before any secret is written into them, so the files
-    # are never readable by others, even before their own chmod.
-    directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-    directory.chmod(_DIR_MODE)
+
+def _write(directory: Path, workers: int) -> None:
     (directory / WORKERS_DIR).mkdir(mode=_DIR_MODE)
-
     _, secret = zmq.auth.create_certificates(directory, COORDINATOR)
     os.chmod(secret, _SECRET_MODE)
     for i in range(workers):
@@ -58,7 +78,35 @@ def generate(directory: str | Path, workers: int = 1) -> Path:
         os.chmod(secret, _SECRET_MODE)
         # The worker's public key only matters to the coordinator: file it in the allowlist.
         os.replace(public, directory / WORKERS_DIR / Path(public).name)
-    return directory
+
+
+def remove(directory: str | Path) -> None:
+    """Delete a key directory that generate wrote, if there is one; refuse one that holds anything else."""
+    directory = Path(directory)
+    if not os.path.lexists(directory):
+        return
+    files = _own_files(directory, _GENERATED, WORKERS_DIR)
+    files += _own_files(directory / WORKERS_DIR, _GENERATED_PUBLIC) if (directory / WORKERS_DIR).is_dir() else []
+    for path in files:
+        path.unlink()
+    for path in (directory / WORKERS_DIR, directory):
+        if path.is_dir():
+            path.rmdir()
+
+
+def _own_files(directory: Path, names: re.Pattern, subdirectory: str = "") -> list[Path]:
+    """The files of `directory`, all of them regular files that generate writes; else a KeyFileError."""
+    if directory.is_symlink() or not directory.is_dir():
+        raise KeyFileError(f"{directory} is not a key directory; move it away")
+    found = []
+    for path in directory.iterdir():
+        if path.name == subdirectory and path.is_dir() and not path.is_symlink():
+            continue
+        if not (names.fullmatch(path.name) and stat.S_ISREG(path.lstat().st_mode)):
+            raise KeyFileError(f"{path} is not a file of `dni keys generate`: refusing to delete {directory}; "
+                               "move it away")
+        found.append(path)
+    return found
 
 
 def load_server(directory: str | Path) -> tuple[bytes, bytes]:
@@ -82,6 +130,11 @@ def allowed_workers(directory: str | Path) -> list[bytes]:
     workers_dir = Path(directory) / WORKERS_DIR
     if not workers_dir.is_dir():
         raise KeyFileError(f"{workers_dir}: worker allowlist directory is missing")
+    for path in (workers_dir, Path(directory)):   # whoever may write the key directory may replace workers/
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o022:
+            raise KeyFileError(f"{path}: others may write this directory (mode {mode:04o}) and so add keys to "
+                               "the allowlist; chmod go-w it")
     keys = [load_public(p) for p in sorted(workers_dir.glob("*.key"))]
     if not keys:
         raise KeyFileError(f"{workers_dir}: no worker public keys (*.key) to allow")
@@ -105,6 +158,12 @@ def _load_keypair(path: Path) -> tuple[bytes, bytes]:
 
 
 def _read_certificate(path: Path) -> tuple[bytes, bytes | None]:
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read key file ({e.strerror or 'not found'})") from None
+    if not regular:   # a FIFO would block its reader for ever
+        raise KeyFileError(f"{path}: not a regular file, so not a key file")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except OSError as e:

@@ -26,6 +26,7 @@ class Option:
     before: object = None      # what runs saved before the option existed (or was saved) did (None: always saved)
     choices: tuple = ()
     rnn_choices: tuple = ()    # further choices under --model rnn
+    ff_choices: tuple = ()     # further choices under --model ff
     low: float | None = None   # the least value allowed
     high: float | None = None  # the greatest value allowed
     positive: bool = False     # above 0 (and finite)
@@ -49,8 +50,10 @@ OPTIONS = (
            wire=True, summary=True, before="ff", choices=("ff", "rnn")),
     Option("hidden", str, "256,256", "network", "hidden layer sizes, a worker process each", model=FF),
     Option("mode", str, "cdni", "network", "the gradient a stage trains on: synthetic (dni), synthetic "
-           "conditioned on the labels (cdni), true (backprop), or rnn: BPTT cut at box edges (truncated)",
-           wire=True, summary=True, choices=("dni", "cdni", "backprop"), rnn_choices=("truncated",)),
+           "conditioned on the labels (cdni), true (backprop), ff: true, over micro-batches with one update a "
+           "batch (gpipe) or 1F1B pipelined with stashed weights (pipedream), or rnn: BPTT cut at box edges "
+           "(truncated)", wire=True, summary=True, choices=("dni", "cdni", "backprop"), rnn_choices=("truncated",),
+           ff_choices=("gpipe", "pipedream")),
     Option("optimizer", str, "adam", "network", "the layers' optimizer (sgd: with momentum 0.9)",
            wire=True, choices=("sgd", "adam")),
     Option("lr", float, 1e-3, "network", "learning rate of the layers", wire=True, positive=True),
@@ -88,6 +91,8 @@ OPTIONS = (
     # schedule
     Option("epochs", int, 5, "schedule", "passes over the training set", resumable=True, low=1),
     Option("batch_size", int, 128, "schedule", "training batch size", low=1),
+    Option("micro_batches", int, 4, "schedule", "gpipe: micro-batches M a batch is split into (M must divide "
+           "--batch-size)", model=FF, wire=True, before=1, low=1),
     Option("eval_batch", int, 1000, "schedule", "evaluation batch size", saved=True, low=1),
     Option("window", int, 2, "schedule", "batches in flight at most (the credit)", wire=True, before=1, low=1),
     Option("credit", str, "coordinator", "schedule", "who holds --window: the coordinator (until the head "

@@ -42,9 +42,17 @@ def endpoint_fault(endpoint: str) -> str | None:
         host, _, port = rest.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             return f"{endpoint!r} lacks a host or a port (tcp://HOST:PORT)"
+        # Every socket and address here is IPv4 (no ZMQ_IPV6, AF_INET lookups): say so rather than fail later.
+        if ":" in host or "[" in host or "]" in host:
+            return f"{endpoint!r}: IPv6 endpoints are not supported; give an IPv4 address or a host name"
     elif not rest:
         return f"{endpoint!r} lacks a path"
     return None
+
+
+def tcp_host(endpoint: str) -> str:
+    """The HOST of tcp://HOST:PORT, read as endpoint_fault reads it."""
+    return endpoint.partition("://")[2].rpartition(":")[0]
 
 
 # Frame by frame rather than send_multipart/recv_multipart: those type-check every part

@@ -1,14 +1,16 @@
 """`dni bench network` on real namespaces, relays, tc and cgroups: every figure present and sane, nothing left."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from coordinator.bench.netlab import shaping
+from coordinator.bench.netlab import job, runs, shaping
 from coordinator.bench.netlab.hosts import ETC_NETNS, hosts, ip_binary
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -83,6 +85,53 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     bp = {r["delay_ms"]: r["stage1_latency_ms"]["p50"] for r in runs
           if r["mode"] == "backprop" and not r["slow_stage"]}
     assert bp[DELAY] >= 2 * DELAY and bp[DELAY] > bp[0.0]
+
+
+def test_a_failed_job_is_recorded_with_its_logs_kept_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    first, second = runs.settings({"focus_stages": 2, "delays": [0.0], "window": 2, "throughput_window": 2,
+                                   "stages": [2], "modes": ["backprop"], "windows": [], "window_delays": [],
+                                   "slow_stage": 0, "bandwidth": None, "credits": ["coordinator", "link"]})
+
+    def fake(s, p, keys, out, use_netem):   # the first job fails as a coordinator does: its log written, exit 1
+        if s == second:
+            return {"ok": s.tag()}
+        (out.parent / f"{out.name}.coordinator.log").write_text("dni: error: no such data\n")
+        out.mkdir()
+        raise RuntimeError("coordinator exit 1")
+
+    monkeypatch.setattr(job, "run", fake)
+    monkeypatch.setattr(runs.printout, "run", lambda i, n, r: None)
+    tmp = tmp_path / "deleted with the sweep"
+    tmp.mkdir()
+    done, failed = runs.sweep([first, second], {"runs_dir": None}, None, tmp, False)
+    assert done == [{"ok": second.tag()}]
+    [f] = failed
+    assert f["failed"] == "RuntimeError: coordinator exit 1"
+    assert (f["mode"], f["credit"]) == ("backprop", "coordinator")
+    assert [Path(x).name for x in f["logs"]] == [first.tag(), f"{first.tag()}.coordinator.log"]
+    assert all(not x.startswith(str(tmp)) for x in f["logs"])   # moved out of the temporary directory
+    assert Path(f["logs"][1]).read_text() == "dni: error: no such data\n"
+    assert "FAILED: RuntimeError: coordinator exit 1" in capsys.readouterr().out
+    shutil.rmtree(Path(f["logs"][0]).parent)
+
+
+@pytest.mark.slow
+@needs_root
+def test_a_sweep_whose_jobs_cannot_start_records_them_and_makes_its_keep_directory(tmp_path):
+    before = leftovers()
+    keep, out = tmp_path / "not" / "yet", tmp_path / "net.json"
+    run = subprocess.run([sys.executable, "-m", "coordinator", "bench", "network", "--delays", "0", "--stages", "2",
+                          "--focus-stages", "2", "--modes", "dni,backprop", "--windows", "", "--throughput-window",
+                          "2", "--epochs", "1", "--insecure", "--data", str(tmp_path / "no such data"),
+                          "--keep", str(keep), "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    after = leftovers()   # links apart: other namespaced tests may make and remove theirs meanwhile (dnb*, dnv*)
+    assert (after["namespaces"], after["cgroups"]) == (before["namespaces"], before["cgroups"])
+    result = json.loads(out.read_text())
+    assert result["runs"] == [] and len(result["failed"]) == 2   # dni and backprop at 0 ms: both tried
+    for f in result["failed"]:
+        assert f["failed"] and f["logs"] and all(Path(x).parent == keep for x in f["logs"])
+        assert any(x.endswith(".coordinator.log") for x in f["logs"])
 
 
 def test_without_root_it_refuses_in_one_line(tmp_path):

@@ -4,6 +4,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from timing import wait_until
+
 from coordinator import launch
 from workers.runtime import blas
 
@@ -68,6 +70,8 @@ def worker_environment(tmp_path) -> dict[str, str]:
     """The environment of the worker process a local run starts (it waits for a coordinator that never comes)."""
     worker = launch.spawn_one(f"ipc://{tmp_path}/control", 1)
     try:
+        # Until it has exec'd, the child's /proc files are the forked parent's (or empty).
+        wait_until(lambda: b"workers" in Path(f"/proc/{worker.pid}/cmdline").read_bytes(), 10, "the exec", worker)
         raw = Path(f"/proc/{worker.pid}/environ").read_bytes()
     finally:
         launch.reap([worker], at_once=True)

@@ -1,6 +1,9 @@
 """Tests for protocol.keys and `dni keys generate`: file layout and modes, loading, and a real CURVE handshake."""
 
+import os
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +12,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from coordinator.cli import main
-from protocol.keys import KeyFileError, allowed_workers, generate, load_client, load_public, load_server
+from protocol.keys import KeyFileError, allowed_workers, generate, load_client, load_public, load_server, remove
 
 TIMEOUT_MS = 5000
 
@@ -175,3 +178,56 @@ def test_keys_generate_writes_the_layout_and_prints_no_key(tmp_path, capsys):
         assert public.decode() not in printed and secret_key.decode() not in printed
     assert main(["keys", "generate", str(tmp_path / "k")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_generate_leaves_the_mode_of_a_directory_that_exists(tmp_path, monkeypatch, capsys):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)   # like /tmp: everyone's
+    generate(shared, workers=1)
+    assert mode(shared) == 0o1777
+    assert mode(shared / "workers") == 0o700 and mode(shared / "worker-0.key_secret") == 0o600
+    assert sorted(p.name for p in shared.iterdir()) == ["coordinator.key", "coordinator.key_secret",
+                                                        "worker-0.key_secret", "workers"]   # no staging left
+    # "" is no directory (an unset variable?): not the working directory, whose mode stays too.
+    monkeypatch.chdir(tmp_path)
+    tmp_path.chmod(0o755)
+    assert main(["keys", "generate", ""]) == 2
+    assert "the directory name is empty" in capsys.readouterr().err
+    assert mode(tmp_path) == 0o755 and not (tmp_path / "coordinator.key").exists()
+
+
+def test_a_fifo_where_a_key_file_goes_is_an_error_not_a_hang(tmp_path):
+    keys = generate(tmp_path / "keys", workers=1)
+    for fifo in (keys / "coordinator.key_secret", keys / "workers" / "zz.key"):
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+    # In a process of its own: a reader that blocks on the FIFO would hang the test.
+    code = ("from protocol.keys import KeyFileError, load_server, allowed_workers\n"
+            f"for load in (load_server, allowed_workers):\n"
+            f"    try: load({str(keys)!r})\n"
+            f"    except KeyFileError as e: print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == [f"{keys}/coordinator.key_secret: not a regular file, so not a key file",
+                                       f"{keys}/workers/zz.key: not a regular file, so not a key file"], out.stderr
+
+
+@pytest.mark.parametrize("which", ["workers", "."])
+def test_an_allowlist_others_may_write_is_refused(tmp_path, which):
+    keys = generate(tmp_path / "keys", workers=1)
+    (keys / which).chmod(0o777)
+    with pytest.raises(KeyFileError, match=r"others may write this directory \(mode 0777\)"):
+        allowed_workers(keys)
+
+
+def test_remove_deletes_what_generate_wrote_and_nothing_else(tmp_path):
+    keys = generate(tmp_path / "keys", workers=2)
+    remove(keys)
+    assert not keys.exists()
+    remove(keys)   # nothing there: nothing to do
+    for stray in ("notes.txt", "workers/notes.txt"):
+        keys = generate(tmp_path / stray.replace("/", "-"), workers=1)
+        (keys / stray).write_text("mine")
+        with pytest.raises(KeyFileError, match=f"{keys / stray} is not a file of `dni keys generate`"):
+            remove(keys)
+        assert (keys / stray).read_text() == "mine"

@@ -109,7 +109,7 @@ def test_a_bad_choice_or_out_of_range_value_is_a_one_line_error_naming_the_flag(
 
 
 def test_truncated_is_a_mode_of_the_recurrent_model_only():
-    with pytest.raises(ConfigError, match="--mode: 'truncated' is not one of dni, cdni, backprop$"):
+    with pytest.raises(ConfigError, match="--mode: 'truncated' is not one of dni, cdni, backprop, gpipe, pipedream$"):
         Config(mode="truncated").validate()
     assert Config(model="rnn", task="copy", copy_length=1, mode="truncated").validate().mode == "truncated"
 

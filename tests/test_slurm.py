@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,9 @@ from protocol.keys import load_client
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "dni.sbatch"
 # Bit-exact across processes in backprop mode: see test_multihost's transparency test.
 EXACT = ["--mode", "backprop", "--optimizer", "sgd", "--lr", "0.05", "--seed", "7", "--checkpoint-every", "0"]
+# And pipedream, whose barriers (checkpoints) must fall at the same steps: none but the epochs' ends. In this
+# job's 24 steps its late gradients (stage 1's come three updates late) cost it some accuracy: 0.672, not 0.721.
+PIPEDREAM = [*EXACT[2:], "--mode", "pipedream", "--checkpoint-seconds", "0"]
 # `dni` as the job script calls it: this test's own installation.
 PATH = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
@@ -51,9 +55,10 @@ def text(path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path):
+@pytest.mark.parametrize("mode, floor", [(EXACT, 0.7), (PIPEDREAM, 0.65)], ids=["backprop", "pipedream"])
+def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_path, mode, floor):
     """Four stages on three nodes: the coordinator shares the first node with a worker, two workers the second."""
-    job = ["--data", str(mnist), *EXACT, "--hidden", "64,32,32", "--train-subset", "3000", "--epochs", "2"]
+    job = ["--data", str(mnist), *mode, "--hidden", "64,32,32", "--train-subset", "3000", "--epochs", "2"]
     assert main(["run", *job, "--no-progress", "--out", str(tmp_path / "local")]) == 0
     run = tmp_path / "slurm"
     rc, _ = sbatch(cluster, tmp_path, "--nodes", "3", str(SCRIPT), *job, "--out", str(run))
@@ -62,7 +67,7 @@ def test_the_job_script_trains_as_dni_run_does_bit_for_bit(cluster, mnist, tmp_p
 
     local = json.loads((tmp_path / "local" / "summary.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["test_accuracy"] == local["test_accuracy"] > 0.7
+    assert summary["test_accuracy"] == local["test_accuracy"] > floor
     assert summary["history"] == local["history"]
     assert_same_checkpoint(tmp_path / "local", run)
     # The job's output is the coordinator's: progress, registrations and the summary.
@@ -142,6 +147,72 @@ def test_a_cancelled_job_resubmitted_resumes_and_ends_as_the_uninterrupted_run(c
     assert re.search(rf"task 0 on node0: dni -v coordinator .* --resume {run} ", text(tmp_path / "job.out"))
     assert main(["run", *job, "--no-progress", "--out", str(tmp_path / "whole")]) == 0
     assert_same_checkpoint(tmp_path / "whole", run)
+
+
+@pytest.mark.slow
+def test_a_job_requeued_before_its_first_checkpoint_starts_afresh(cluster, mnist, tmp_path):
+    """Attempt 1 stopped while its workers registered: the run's files, no checkpoint. Attempt 2 is the job script
+    as a requeue starts it, with $SLURM_RESTART_COUNT (Slurm 22.05 holds a requeued job ~2 min first)."""
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "coordinator", "coordinator", "--bind", "tcp://127.0.0.1:0",
+                              "--workers", "2", "--hidden", "32", "--out", str(run), "--no-progress"],
+                             stderr=subprocess.PIPE)
+    wait_until(lambda: (run / "metrics.jsonl").exists(), 30, "the run's files", first)
+    first.terminate()
+    assert first.wait(30) == 143, first.communicate()
+    assert not (run / "model.npz").exists()
+    job = ["--data", str(mnist), "--hidden", "32", "--train-subset", "1280", "--epochs", "1", "--out", str(run)]
+    rc, _ = sbatch(cluster, tmp_path, "--nodes", "2", "--export", "ALL,SLURM_RESTART_COUNT=1", str(SCRIPT), *job)
+    assert rc == 0, text(tmp_path / "job.out")
+    assert json.loads((run / "summary.json").read_text())["steps"] == 10   # 1280 / 128
+    # Submitted again by hand, it is another job: the finished run is not overwritten.
+    assert (run / "model.npz").unlink() is None and sbatch(cluster, tmp_path, str(SCRIPT), *job)[0] != 0
+    assert "already holds a run" in text(tmp_path / "job.out")
+
+
+def test_the_coordinator_starts_afresh_only_in_a_requeued_job(tmp_path):
+    from coordinator.slurm import attempt
+    (tmp_path / "metrics.jsonl").touch()
+    assert attempt(tmp_path, {"SLURM_RESTART_COUNT": "1"}) == ["--out", str(tmp_path), "--overwrite"]
+    assert attempt(tmp_path, {}) == ["--out", str(tmp_path)]
+    (tmp_path / "model.npz").touch()
+    assert attempt(tmp_path, {"SLURM_RESTART_COUNT": "2"}) == ["--resume", str(tmp_path)]
+
+
+def task(tmp_path, **env) -> subprocess.CompletedProcess:
+    """`dni slurm task` in a job environment of these variables."""
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    job = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURMD_NODENAME": "node0", "SLURM_JOB_NODELIST": "node0"}
+    return subprocess.run([sys.executable, "-m", "coordinator", "slurm", "task", "--insecure", "--hidden", "8"],
+                          env={**outside, **job, **env}, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+
+
+def test_a_slurm_variable_that_is_no_number_is_named(tmp_path):
+    for name in ("SLURM_PROCID", "SLURM_JOB_ID"):
+        out = task(tmp_path, **{name: "x1", "SLURM_JOB_NODELIST": ""})
+        assert (out.returncode, out.stderr) == (2, f"dni: error: ${name} is 'x1', not a whole number: is this a "
+                                                   "Slurm job's environment?\n")
+
+
+def test_empty_scontrol_output_is_an_error_not_a_traceback(tmp_path):
+    if shutil.which("scontrol") is None:
+        pytest.skip("scontrol is not installed (the Slurm tests install it, as root)")
+    # A configuration scontrol can read: `show hostnames` needs no controller, and prints nothing for "".
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=node[0-3] CPUs=1\nPartitionName=p Nodes=ALL\n")
+    out = task(tmp_path, SLURM_CONF=str(conf), SLURM_JOB_NODELIST="")
+    assert (out.returncode, out.stderr) == (2, "dni: error: scontrol show hostnames '' printed no host name: is "
+                                               "$SLURM_JOB_NODELIST this job's?\n")
+
+
+def test_prepare_deletes_only_the_keys_it_made(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["slurm", "prepare", "--hidden", "8", "--out", str(run)]) == 0
+    assert main(["slurm", "prepare", "--hidden", "8", "--out", str(run)]) == 0   # an attempt again: fresh keys
+    (run / "keys" / "notes.txt").write_text("mine")
+    assert main(["slurm", "prepare", "--hidden", "8", "--out", str(run)]) == 2
+    assert "notes.txt is not a file of `dni keys generate`" in capsys.readouterr().err
+    assert (run / "keys" / "notes.txt").read_text() == "mine"
 
 
 def test_training_options_reach_the_coordinator_unchanged():

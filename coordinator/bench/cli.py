@@ -91,5 +91,6 @@ def cmd_bench(args) -> int:
         (netplot if args.bench == "network" else plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
-    # The fuzz's verdict is its exit: a crash, even one a restart hid, or a hang fails it.
-    return 1 if args.bench == "fuzz" and fuzz.verdict(result) else 0
+    # A network sweep that went on past a failed job fails; so does a fuzz whose job crashed (even if a restart
+    # hid it) or hung: the verdict is the exit.
+    return 1 if result.get("failed") or (args.bench == "fuzz" and fuzz.verdict(result)) else 0

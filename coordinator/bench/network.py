@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from coordinator.bench.netlab import runs, shaping
 from coordinator.config import Config
@@ -36,7 +37,8 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     net.add_argument("--warmup", type=int, default=50, help="first steps left out of latency and staleness figures")
     net.add_argument("--data", help="MNIST directory (default: the generated task)")
     net.add_argument("--insecure", action="store_true", help="no CURVE (default: every socket encrypted)")
-    net.add_argument("--keep", metavar="DIR", help="keep every job's run directory and logs here")
+    net.add_argument("--keep", metavar="DIR", help="keep every job's run directory and logs here (made if need "
+                     "be; without it only a failed job's are kept, in a directory named at the end)")
     return net
 
 
@@ -69,6 +71,12 @@ def run(args) -> dict | None:
         print(f"dni: error: {why}", file=sys.stderr)
         return None
     p = params(args)
+    if p["runs_dir"]:
+        try:
+            Path(p["runs_dir"]).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"dni: error: --keep {p['runs_dir']}: {exc.strerror or exc}", file=sys.stderr)
+            return None
     # A polite kill (SIGTERM) unwinds like Ctrl-C, so namespaces, relays and cgroups are removed.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     return runs.run(p)

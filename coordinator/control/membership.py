@@ -23,7 +23,7 @@ class Membership:
         self.assigned = False        # roles handed out: from then on every member is needed
         self.stopping = False
         self.members: dict[bytes, Member] = {}
-        self.procs: dict[int, object] = {}     # stage -> local Popen, for fast death detection
+        self.procs: dict[int, object] = {}     # stage -> local launch.Worker: its exit is seen at once
         hub.find, hub.admit, hub.sweep = self.members.get, self.admit, self.check_liveness
         hub.handle({Kind.READY: self.on_ready, Kind.BYE: self.on_bye, Kind.HEARTBEAT: self.on_heartbeat})
 
@@ -38,6 +38,8 @@ class Membership:
             member.seen = seen
 
     def check_liveness(self) -> None:
+        if not self.stopping:
+            self._check_unregistered()
         for m in list(self.members.values()):
             if self.stopping:
                 break
@@ -50,6 +52,15 @@ class Membership:
                 # people start hosts one by one, and restart the one they got wrong.
                 log.warning("%s; its place is free for another worker", exc)
                 del self.members[m.identity]
+
+    def _check_unregistered(self) -> None:
+        """A local worker that exited before its hello: lost at once, with what it said last (its exit is known)."""
+        registered = {m.stage for m in self.members.values()}
+        for stage, proc in self.procs.items():
+            if stage not in registered and proc.poll() is not None:
+                words = proc.last_line()
+                raise WorkerLost(f"the worker for stage {stage} (pid {proc.pid}) exited with code {proc.returncode} "
+                                 f"before it registered{': ' + quote(words, 300)[1:-1] if words else ''}", stage)
 
     def _check(self, m: Member) -> None:
         proc = m.proc
@@ -80,7 +91,10 @@ class Membership:
         if hub.curve and any(m.hello["key"] == msg.meta["key"] for m in self.members.values()):
             return hub.refuse(identity, "another worker of this run already uses this key")
         stage = want or min(set(range(1, self.n_workers + 1)) - taken)
-        member = Member(identity, stage, dict(msg.meta), Liveness(hub.heartbeat), proc=self.procs.get(stage))
+        proc = self.procs.get(stage)
+        if proc is not None and msg.meta["pid"] != proc.pid:   # a replacement that died while its hello was parked
+            return hub.refuse(identity, f"stage {stage} waits for the worker started for it (pid {proc.pid})")
+        member = Member(identity, stage, dict(msg.meta), Liveness(hub.heartbeat), proc=proc)
         self.members[identity] = member
         log.info("registered %s, inbox %s", member.describe(), msg.meta["endpoint"])
 

@@ -138,6 +138,10 @@ class Pipeline:
                 f"stage {nxt} was for batch {answered}")
 
     # -- data under credit ---------------------------------------------------------------
+    def first_id(self, step: int) -> int:
+        """The wire id training batch `step` is fed under (the workers' id windows begin there)."""
+        return step
+
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray) -> None:
         """Feed a batch, split across the stages it enters, once a credit is free: at most `window` in flight."""
         link = kind is Kind.FORWARD and self.credit == "link"

@@ -35,13 +35,19 @@ class Rejoin:
             return self.hub.refuse(identity, "a restart is under way and enough workers wait to replace the lost one")
         self.parked.append((identity, msg))
 
-    def reset(self, lost: int) -> None:
-        """Drop the lost stage's worker; every other assigned worker drops its role and rejoins for its own stage."""
-        self.members.forget(lost)
-        for m in self.members.members.values():
+    def reset(self, lost: set[int]) -> None:
+        """Drop the lost stages' workers; every other assigned worker drops its role and rejoins for its own stage.
+
+        Called again when another stage is lost during a restart: those lost before stay dropped, the
+        survivors already told to reset are not told again, and a newcomer parked behind a survivor
+        that is now lost too is admitted."""
+        for stage in lost:
+            self.members.forget(stage)
+        for m in list(self.members.members.values()):
             if m.role is not None:
                 self.hub.send(m, Message(Kind.RESET, "coordinator"))
                 m.drop_role()
+        self.release()
 
     def on_rejoin(self, member: Member, msg: Message) -> None:
         if why := endpoint_fault(msg.meta["endpoint"]):
@@ -49,6 +55,10 @@ class Rejoin:
         member.hello = {**msg.meta, "key": msg.peer} if self.hub.curve else dict(msg.meta)
         member.rejoining = False
         log.info("%s rejoined, inbox %s", member.describe(), msg.meta.get("endpoint"))
+        self.release()
+
+    def release(self) -> None:
+        """Admit the parked newcomers once no survivor has yet to rejoin."""
         if not self.under_way():
             parked, self.parked = self.parked, []
             for identity, hello in parked:

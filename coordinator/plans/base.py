@@ -6,6 +6,7 @@ import numpy as np
 from coordinator.config import Config
 from coordinator.control import to_stage_one
 from coordinator.data import Task
+from protocol import window
 from protocol.wireconfig import WireConfig
 
 
@@ -22,7 +23,7 @@ class Plan:
         self.cfg, self.task = cfg, task
         self.total_steps = task.steps_per_epoch(cfg.batch_size) * cfg.epochs
         self.wire_fields = {**cfg.listed("wire"), "credit": self.credit(), "total_steps": self.total_steps,
-                            "cache": cfg.cache(), **self.derived_fields()}
+                            "cache": window.in_flight(self.window()), **self.derived_fields()}
         self.wire = WireConfig.from_meta(self.wire_fields)   # typed and checked: sent in ASSIGN
 
     @classmethod
@@ -33,6 +34,10 @@ class Plan:
     def credit(self) -> str:
         """How the credit window is held: --credit (link, coordinator)."""
         return self.cfg.credit
+
+    def window(self) -> int:
+        """The coordinator's credit window: --window."""
+        return self.cfg.window
 
     @property
     def n_workers(self) -> int:
@@ -86,6 +91,11 @@ class Plan:
     def describe(self, summary: dict) -> list[str]:
         """The model's own lines of the printed summary."""
         return []
+
+    @staticmethod
+    def build_stage(wire: WireConfig, stage: int):
+        """Stage `stage`'s numerics, fresh: what its part of a checkpoint must match (names, shapes, dtypes)."""
+        raise NotImplementedError
 
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:

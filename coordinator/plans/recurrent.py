@@ -114,6 +114,14 @@ class Recurrent(Plan):
                          f"per output), boxes of {summary['steps_per_box']} steps")
         return lines
 
+    @staticmethod
+    def build_stage(wire: WireConfig, stage: int):
+        """Time box `stage`, or the parameter service after the last box."""
+        from workers.numerics.paramstore import ParamStore
+        from workers.numerics.timebox import TimeBox
+
+        return TimeBox(stage, wire) if stage <= wire.boxes else ParamStore(wire)
+
     @classmethod
     def evaluate_checkpoint(cls, saved: dict, states: dict[int, dict], data: str) -> tuple[float, int]:
         """On the test set the run's last epoch used."""

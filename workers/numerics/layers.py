@@ -22,11 +22,13 @@ class Dense:
         """dL/dz given dL/dh: relu'(z) from its output, h > 0 exactly where z > 0."""
         return g * (h > 0) if self.relu else g
 
-    def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True):
-        """Gradients of the parameters and (optionally) of x, given dL/dh."""
+    def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True,
+                 params: dict[str, np.ndarray] | None = None):
+        """Gradients of the parameters and (optionally) of x, given dL/dh; params: the weights that
+        made h if they are no longer the current ones (PipeDream's weight stashing)."""
         g = self._pre_activation_grad(h, g)
         grads = {"W": x.T @ g, "b": g.sum(axis=0)}
-        return grads, (g @ self.params["W"].T if need_dx else None)
+        return grads, (g @ (params or self.params)["W"].T if need_dx else None)
 
     def input_gradient(self, h: np.ndarray, g: np.ndarray) -> np.ndarray:
         """dL/dx given dL/dh, with the current weights, no parameter gradients."""

@@ -17,14 +17,16 @@ from workers.numerics.snapshot import copy_into, counter, join, part
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
 
+SYNTHETIC = ("dni", "cdni")   # the modes whose stages update from their synthesizer
+
 
 class Stage:
-    """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop)."""
+    """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop, pipedream)."""
 
     def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
         rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
         self.index = index
-        self.locked = cfg.mode == "backprop"
+        self.locked = cfg.mode not in SYNTHETIC   # the true gradient: backprop, or a pipeline (gpipe, pipedream)
         self.first = index == 1  # stage 1's input is data: no gradient to send for it
         # BP(lambda): 0 sends stage k-1 its target at once, this stage's synthetic gradient pushed
         # back (the paper's bootstrap); above 0 it waits for this stage's own target (see `learn`).
@@ -46,16 +48,18 @@ class Stage:
     def synthetic_gradient(self, b: int) -> np.ndarray:
         return self.inflight.predict(b)
 
-    def update(self, b: int, g: np.ndarray) -> tuple[np.ndarray | None, Batch]:
+    def update(self, b: int, g: np.ndarray, stashed: dict[str, np.ndarray] | None = None
+               ) -> tuple[np.ndarray | None, Batch]:
         """Update from dL/dh = g for batch b; returns dL/dx for the stage below (None for stage 1),
         and b's in-flight entry.
 
-        dL/dx is computed with the weights that made h, before they change; a synthetic update
-        computes it only for the bootstrap (bp_lambda 0).
+        dL/dx is computed with the weights that made h: the current ones, before they change, or
+        `stashed` (pipedream: they changed since); a synthetic update computes it only for the
+        bootstrap (bp_lambda 0).
         """
         batch = self.inflight[b]
         need_dx = not self.first and (self.locked or self.bootstraps)
-        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx)
+        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx, params=stashed)
         self.opt.step({"layer": grads}, self.inflight.updates + 1)
         return dx, self.inflight.updated(b)
 

@@ -6,22 +6,26 @@ import os
 import socket
 import sys
 from collections import Counter
-from urllib.parse import urlsplit
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import Kind, Message, ProtocolError, liveness
+from protocol import Kind, Message, ProtocolError, descriptors, liveness
 from protocol.auth import HANDSHAKE_FAILED, Gate, handshake_failure, is_local
+from protocol.kinds import MAX_FRAME_BYTES
 from protocol.roles import BOX, HEAD, LAYER, PARAMS, title
-from protocol.sockets import endpoint_fault, make_socket, recv, send
+from protocol.sockets import endpoint_fault, make_socket, recv, send, tcp_host
 from workers.roles.box import TimeBoxWorker
+from workers.roles.gpipe import GPipeHeadWorker, GPipeLayerWorker
 from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
+from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
+MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker},   # modes whose stages have their own loop
+              "pipedream": {LAYER: PipeDreamWorker}}
 log = logging.getLogger("dni.worker")
 
 
@@ -40,7 +44,7 @@ def inbox_host(coordinator: str, advertise: str | None) -> str | None:
     """The address the data inbox listens on; None for ipc, next to the coordinator's socket."""
     if coordinator.startswith("ipc://"):
         return None
-    return advertise or route_address(urlsplit(coordinator).hostname)
+    return advertise or route_address(tcp_host(coordinator))
 
 
 def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None, generation: int = 0) -> str:
@@ -52,7 +56,11 @@ def bind_inbox(inbox: zmq.Socket, coordinator: str, host: str | None, generation
         path += f"-{generation}" if generation else ""
         inbox.bind(f"ipc://{path}")
         return f"ipc://{path}"
-    port = inbox.bind_to_random_port(f"tcp://{host}")
+    try:
+        port = inbox.bind_to_random_port(f"tcp://{host}")
+    except zmq.ZMQError as exc:
+        raise WorkerError(f"cannot listen on {host} (--advertise, or this host's address towards the coordinator): "
+                          f"{exc.strerror}") from None
     return f"tcp://{host}:{port}"
 
 
@@ -98,6 +106,9 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     if why := endpoint_fault(coordinator):
         print(f"dni worker: error: --coordinator {why}", file=sys.stderr)
         return 2
+    if advertise and endpoint_fault(f"tcp://{advertise}:1"):
+        print(f"dni worker: error: --advertise {advertise!r} is not an IPv4 address or host name", file=sys.stderr)
+        return 2
     try:
         host = inbox_host(coordinator, advertise)
     except OSError as exc:
@@ -107,6 +118,7 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
         print(f"dni worker: error: the data inbox would listen on {host}, reachable from other hosts: give "
               "--key and --server-key, or --insecure to run unencrypted and open", file=sys.stderr)
         return 2
+    descriptors.raise_limit()   # the inbox listens: room for strangers' connections besides the run's own
     ctx = zmq.Context()
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
@@ -165,7 +177,7 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
             raise WorkerError("the coordinator's assignment names no members for the CURVE allowlist")
         gate.admit(assign.meta["members"])
     try:
-        role = ROLES[assign.meta["role"]](ctx, control, inbox, assign, curve)
+        role = role_class(assign.meta)(ctx, control, inbox, assign, curve)
     except ProtocolError as exc:
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
     except (KeyError, ValueError, TypeError, IndexError, MemoryError) as exc:
@@ -176,7 +188,27 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
     except (ProtocolError, ValueError, KeyError) as exc:
         role.close()
         raise WorkerError(f"the coordinator's assignment cannot be used: {exc}") from None
+    if why := oversized(role.state()):
+        role.close()
+        raise WorkerError(why)
     return role
+
+
+def role_class(meta: dict) -> type:
+    """The loop of the assigned role, under the run's mode."""
+    config = meta.get("config")
+    mode = config.get("mode") if isinstance(config, dict) else None
+    return MODE_ROLES.get(mode, {}).get(meta["role"]) or ROLES[meta["role"]]
+
+
+def oversized(state: dict) -> str:
+    """Why a state cannot travel ("" if it can): each array goes in one frame, and a peer drops the
+    connection of a frame over the limit, so a checkpoint or a restart of this stage would fail mid-run."""
+    for name, a in state.items():
+        if a.nbytes > MAX_FRAME_BYTES:
+            return (f"its {name} ({' x '.join(map(str, a.shape))} {a.dtype}, {a.nbytes / 2**20:.1f} MiB) is larger "
+                    f"than the message limit ({MAX_FRAME_BYTES / 2**20:.0f} MiB): make the network smaller")
+    return ""
 
 
 def give_up(control: zmq.Socket, role, error: str) -> None:

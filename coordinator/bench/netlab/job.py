@@ -130,6 +130,12 @@ def wait_coordinator(procs: dict[str, subprocess.Popen], metrics: Path, timeout:
     return out
 
 
+def last_line(log: Path) -> str:
+    """The last line a process wrote to its log: the cause of its failure, for a one-line report."""
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(nothing)"
+
+
 def summarise(rtts: list[float]) -> dict:
     return {"p50": float(np.median(rtts)), "min": min(rtts), "max": max(rtts)}
 
@@ -231,8 +237,10 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
             watched = {"coordinator": proc, **{f"stage{i}": w for i, w in enumerate(workers, 1)},
                        **{f"relay {name}": r for name, r in relays.items()}}
             span = wait_coordinator(watched, out / "metrics.jsonl", timeout, k)
-            if span["rc"] or any(w.wait(30) for w in workers):
-                raise RuntimeError(f"{s.tag()}: the job failed (coordinator exit {span['rc']}); see {out}.*.log")
+            codes = [] if span["rc"] else [w.wait(30) for w in workers]   # a failed coordinator's are killed
+            if span["rc"] or any(codes):
+                raise RuntimeError(f"{s.tag()}: coordinator exit {span['rc']}, workers {codes}; the coordinator's "
+                                   f"last line: {last_line(out.parent / f'{out.name}.coordinator.log')}")
             stats = {}
             for name, proc in relays.items():
                 proc.send_signal(signal.SIGTERM)

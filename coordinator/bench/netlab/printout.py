@@ -4,18 +4,27 @@ from __future__ import annotations
 from coordinator.bench import report
 
 
-def run(i: int, n: int, r: dict) -> None:
-    lat, st = r["stage1_latency_ms"], r["staleness"]["all"]
-    rtt = "/".join(f"{x['rtt_ms']['p50']:.1f}" for x in r["links"])
+def setting(i: int, n: int, r: dict) -> str:
+    """The start of a job's line: its place in the sweep and its setting."""
     extra = (f" bw {r['bandwidth']}" if r["bandwidth"] else "") + (f" slow {r['slow_stage']}@{r['slow_share']:g}"
                                                                     if r["slow_stage"] else "") \
         + ("" if r["coordinator_delayed"] else " coordinator undelayed") + f" {r['credit']} credit"
+    return f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']}{extra}"
+
+
+def run(i: int, n: int, r: dict) -> None:
+    lat, st = r["stage1_latency_ms"], r["staleness"]["all"]
+    rtt = "/".join(f"{x['rtt_ms']['p50']:.1f}" for x in r["links"])
     stale = f"staleness {st['mean']:.2f}/{st['p99']:.0f}" if st["mean"] is not None else "staleness -"
-    print(f"[{i}/{n}] {r['mode']:8s} K={r['stages']} {r['delay_ms']:4g} ms w{r['window']}{extra}: "
+    print(f"{setting(i, n, r)}: "
           f"{r['samples_per_second']:8,.0f} samples/s  stage-1 p50 {lat['p50']:7.2f} p99 {lat['p99']:7.2f} ms  "
           f"{stale}  acc {r['test_accuracy']:.4f}  RTT {rtt} ms  "
           f"relays {r['cpu_ms_per_batch']['relays']:.2f} ms CPU/batch",
           flush=True)
+
+
+def failure(i: int, n: int, r: dict) -> None:
+    print(f"{setting(i, n, r)}: FAILED: {r['failed']}", flush=True)
 
 
 def summary(result: dict) -> None:
@@ -47,6 +56,11 @@ def summary(result: dict) -> None:
         print(f"  {row['mode']:5s} w{row['window']:<2d} {row['delay_ms']:4g} ms{bw}: {cells}")
     print(f"\ncdni windows within 0.5 pp of 0 ms accuracy: {result['cdni_windows_within_half_point']}")
     report.print_targets(result["targets"])
+    if result["failed"]:
+        print(f"\n{len(result['failed'])} of {len(result['failed']) + len(result['runs'])} jobs FAILED "
+              "(left out of every figure above); their logs:")
+    for r in result["failed"]:
+        print(f"  {', '.join(r['logs']) or '(none)'}\n    {r['failed']}")
 
 
 def credit_cell(credit: str, x: dict) -> str:

@@ -1,9 +1,11 @@
 """The jobs of `dni bench network` (dni, cdni, backprop against delay, bandwidth, a slow host) and their figures."""
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from coordinator.bench import report
@@ -211,14 +213,10 @@ def run(p: dict) -> dict:
     print(report.describe(result["machine"]))
     by = "netem" if has_netem else f"a TCP relay in front of every host (no netem: tc said {said!r})"
     print(f"link delay by {by}")
-    todo = settings(p)
-    runs = []
     with tempfile.TemporaryDirectory(prefix="dni-bench-net-") as tmp:
         keys = None if p["insecure"] else generate(Path(tmp) / "keys", workers=max(p["stages"]))
-        for i, s in enumerate(todo, 1):
-            runs.append(job.run(s, p, keys, Path(p["runs_dir"] or tmp) / s.tag(), has_netem))
-            printout.run(i, len(todo), runs[-1])
-    result["runs"] = runs
+        runs, failed = sweep(settings(p), p, keys, Path(tmp), has_netem)
+    result["runs"], result["failed"] = runs, failed
     result["projection"] = {"validation": validate(runs, p), "hosts": project_hosts(runs, p)}
     result["hop"] = hop_cost(runs, p)
     result["accuracy"] = accuracy(runs, p)
@@ -227,3 +225,32 @@ def run(p: dict) -> dict:
     result["targets"] = targets(result)
     printout.summary(result)
     return result
+
+
+def sweep(todo: list[Setting], p: dict, keys: Path | None, tmp: Path, has_netem: bool) -> tuple[list, list]:
+    """Run every job; one that fails is recorded with its cause and its logs kept, and the sweep goes on."""
+    runs, failed, kept = [], [], None
+    for i, s in enumerate(todo, 1):
+        out = Path(p["runs_dir"] or tmp) / s.tag()
+        try:
+            runs.append(job.run(s, p, keys, out, has_netem))
+        # Any error of one job (a process that exits, a missing figure, a timeout) is that job's:
+        # the hosts are gone by now (hosts() removes them however its body ends), so the next job
+        # starts clean. Ctrl-C is not an Exception and still ends the sweep.
+        except Exception as exc:
+            if not p["runs_dir"]:   # the temporary directory goes with the sweep: the logs move out of it
+                kept = kept or Path(tempfile.mkdtemp(prefix="dni-bench-net-failed-"))
+                for x in files(out):
+                    shutil.move(x, kept / x.name)
+                out = kept / out.name
+            failed.append({**asdict(s), "failed": f"{type(exc).__name__}: {exc}",
+                           "logs": [str(x) for x in files(out)]})
+            printout.failure(i, len(todo), failed[-1])
+            continue
+        printout.run(i, len(todo), runs[-1])
+    return runs, failed
+
+
+def files(out: Path) -> list[Path]:
+    """A job's run directory and its logs (`out`, `out.*.log`), those that exist."""
+    return [x for x in (out, *sorted(out.parent.glob(f"{glob.escape(out.name)}.*.log"))) if x.exists()]
