@@ -14,7 +14,7 @@ from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
-from workers.roles.guard import FLOAT, grad_fault, labels_fault, values_fault
+from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
 
@@ -81,7 +81,7 @@ class TimeBoxWorker(Role):
 
     def grad_fault(self, msg: Message) -> str | None:
         batch = self.box.inflight.batches.get(msg.id)
-        return "gradient for a batch not in flight" if batch is None else grad_fault(msg.arrays["g"], batch.h)
+        return NOT_IN_FLIGHT if batch is None else grad_fault(msg.arrays["g"], batch.h)
 
     def dispatch(self, msg: Message, t: float) -> None:
         super().dispatch(msg, t)

@@ -15,6 +15,8 @@ from workers.numerics.optimizers import finite
 FLOAT = np.dtype(np.float32)   # what every stage computes in, and sends
 # Kinds whose ids are training batch ids: they start where the run starts (0, or a resumed step).
 BATCH_IDS = frozenset({Kind.FORWARD, Kind.GRAD, Kind.PUSH})
+# The one reason to drop that a real message may have: it came late, its batch evicted.
+NOT_IN_FLIGHT = "gradient for a batch not in flight"
 # Streams that count from 1 (a box's pulls, and the service's answers to them); evaluation ids from where the
 # assignment says; every other from 0.
 FIRST_IDS = {Kind.PULL: 1, Kind.PARAMS: 1}
