@@ -129,17 +129,30 @@ def last_step(run_dir: Path) -> int:
         return 0
 
 
+def stderr_of(out: Path) -> Path:
+    """Where the job of run directory `out` writes its stderr (beside the run directory)."""
+    return out.with_name(out.name + ".stderr")
+
+
 def job(out: Path, args: list[str]) -> subprocess.Popen:
+    # stderr to a file, not a pipe: nobody reads a pipe while the fuzz sends, and a job whose (rate-limited)
+    # drop logs filled one would block on its next line, and look hung (measured: after 190 s, 1M messages).
     cmd = [sys.executable, "-m", "coordinator", "run", "--out", str(out), "--no-progress", "--overwrite", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(stderr_of(out), "w") as err:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def finish(proc: subprocess.Popen, out: Path, timeout: float) -> dict:
     try:
-        _, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        hang = False
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
+        proc.wait()
+        hang = True
+    err = stderr_of(out).read_text(errors="replace")
+    if hang:
         return {"exit": None, "hang": True, "stderr": err[-2000:]}
     result = {"exit": proc.returncode, "hang": False, "stderr": err[-2000:], "stderr_lines": len(err.splitlines())}
     if proc.returncode == 0:
