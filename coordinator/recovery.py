@@ -39,8 +39,9 @@ def train(plan: Plan, members: Membership, rejoin: Rejoin, pipe: Pipeline, run_d
                 register(members, spawn is not None, stop)
             if noticed is not None:
                 metrics.rewind(pos.step)
-            # The first batch id: the workers' id windows begin there, not at 0.
-            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pipe.first_id(pos.step))
+            # The first batch and evaluation ids: the workers' id windows begin there, not at 0.
+            members.assign(plan.roles(), plan.wire.to_meta(), plan.links(), states, pipe.first_id(pos.step),
+                           pipe.eval_start)
             if noticed is not None:
                 log.warning("restart %d: training again from step %d, %.2f s after the loss was noticed",
                             used, pos.step, time.monotonic() - noticed)

@@ -34,9 +34,11 @@ _BATCH = ({"x": (FLOAT, (2, 3)), "y": _LABELS},
 
 SCHEMAS: dict[Kind, Schema] = {
     Kind.HELLO: Schema({"endpoint": str, "stage": (int, type(None)), "host": str, "pid": Count, "key": str}),
-    # start: the first training batch id (a run that resumes does not start at 0).
+    # start: the first training batch id (a run that resumes does not start at 0); eval_start: the first
+    # evaluation id (a secret: coordinator/control/pipeline.py).
     Kind.ASSIGN: Schema({"role": str, "stage": Count, "config": dict, "heartbeat": float, "neighbours": dict},
-                        optional={"members": list, "start": Count}, any_floats=True, any_kinds=FLOAT + INT),
+                        optional={"members": list, "start": Count, "eval_start": Count}, any_floats=True,
+                        any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
     Kind.HEARTBEAT: Schema(optional={"seen": dict}),   # a worker's: the last id it took, per data kind

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from coordinator import config, lists
+from coordinator import lists
 from coordinator.config import Config
 
 
@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     fz.add_argument("--messages", type=int, default=100_000, help="messages per socket")
     fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
     fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
-                    help="the `dni run` options of both jobs (the generated task)")
+                    help="the `dni run` options of both jobs (feed-forward or --model rnn); exit 1 on a crash or hang")
     from coordinator.bench import network, race
     net = network.add_parser(kinds)
     rc = race.add_parser(kinds)
@@ -64,10 +64,7 @@ def cmd_bench(args) -> int:
             return 2
     if args.bench == "fuzz":
         from coordinator.bench import fuzz
-        options = args.job.split()
-        hidden = config.Config(hidden=options[options.index("--hidden") + 1]).hidden_sizes() \
-            if "--hidden" in options else config.Config().hidden_sizes()
-        result = fuzz.run(Path(args.out), options, [32, *hidden, 10], args.messages, args.seed)
+        result = fuzz.run(Path(args.out), args.job.split(), args.messages, args.seed)
         print(fuzz.report(result))
     elif args.bench == "network":
         from coordinator.bench import network
@@ -100,4 +97,6 @@ def cmd_bench(args) -> int:
         {"network": netplot, "race": raceboard}.get(args.bench, plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
-    return 1 if result.get("failed") else 0   # a network sweep that went on past a failed job
+    # A network sweep that went on past a failed job fails; so does a fuzz whose job crashed (even if a restart
+    # hid it) or hung: the verdict is the exit.
+    return 1 if result.get("failed") or (args.bench == "fuzz" and fuzz.verdict(result)) else 0

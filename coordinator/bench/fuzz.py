@@ -4,11 +4,14 @@ The job is a real `dni run`. Its sockets are found as an attacker on the host wo
 in /proc/net/unix (abstract endpoints named after the coordinator's pid). Each message is
 well-formed on the wire, of any kind, from any sender name, with an id inside or outside the
 credit window, and random contents: shapes (often the right widths), dtypes, values with NaN
-and inf, arrays missing or extra. The job must finish (exit 0) with the accuracy of the same
-run undisturbed; its counters show the drops; memory is read before and after the fuzz.
+and inf, arrays missing or extra. The job must finish (exit 0, no worker replaced) with the
+accuracy of the same run undisturbed; its counters show the drops; memory is read before and
+after the fuzz. A feed-forward job and a recurrent one (`--model rnn`) alike: the names and
+widths come from the job's own options.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -18,13 +21,16 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from coordinator import config
 from coordinator.bench import procfs
+from coordinator.data.tasks import n_inputs
 from protocol import Kind, Message, encode
 from protocol.kinds import DTYPES
+from protocol.roles import BOX, LAYER, PARAMS, worker_name
 from protocol.schema import SCHEMAS, Count
 
-MEMBERS = ["coordinator", "stage-1", "stage-2", "stage-3"]   # the names a 3-stage job's workers take data from
-NAMES = MEMBERS + ["box-1", "params", "pid-1", "", "x" * 300, "\n\x1b[31m"]
+STRANGERS = ["stage-1", "box-1", "params", "pid-1", "", "x" * 300, "\n\x1b[31m"]   # names of no one, or of others
+GENERATED_WIDTHS = (32, 10)   # the generated task's input and classes (a job without --data)
 # Half the messages are data kinds from plausible senders: they get past the sender check to
 # the deeper ones (window, shapes, labels, values).
 DATA_KINDS = [Kind.FORWARD, Kind.GRAD, Kind.EVAL, Kind.SYNC, Kind.SYNC_BACK]
@@ -67,8 +73,24 @@ def _meta_value(rng, kind):
     return None
 
 
-def message(rng: np.random.Generator, widths: list[int], near: int) -> list:
-    """One message's frames: a valid header, random contents, an id near `near` or far from it."""
+def target(options: list[str]) -> tuple[list[int], list[str]]:
+    """The widths a job of `dni run OPTIONS` sends and the names its workers take data from (ConfigError if bad)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    config.add_arguments(parser)
+    cfg = config.from_args(parser.parse_known_args(options)[0])
+    if cfg.model == "rnn":
+        steps = cfg.boxes * cfg.steps_per_box
+        boxes = [worker_name(BOX, j) for j in range(1, cfg.boxes + 1)]
+        widths = [n_inputs(cfg.task, steps), cfg.units, 2 * cfg.units, cfg.steps_per_box, steps, cfg.batch_size]
+        return widths, ["coordinator", *boxes, *([] if cfg.untied else [worker_name(PARAMS, 0)])]
+    sizes = cfg.hidden_sizes()
+    stages = [worker_name(LAYER, k) for k in range(1, len(sizes) + 2)]
+    return [GENERATED_WIDTHS[0], *sizes, GENERATED_WIDTHS[1]], ["coordinator", *stages]
+
+
+def message(rng: np.random.Generator, widths: list[int], near: int, members: list[str]) -> list:
+    """One message's frames: a valid header, random contents, an id near `near` or far from it, from one of
+    `members` (the names the job's workers take data from) or from anyone."""
     plausible = rng.random() < 0.5
     kinds = DATA_KINDS if plausible else list(Kind)
     kind = kinds[int(rng.integers(len(kinds)))]
@@ -81,7 +103,7 @@ def message(rng: np.random.Generator, widths: list[int], near: int) -> list:
     if schema.any_floats or rng.random() < 0.15:
         arrays[str(rng.choice(["layer.W", "cell.Wx", "extra"]))] = _array(rng, widths, 2, True)
     b = near + int(rng.integers(-40, 40)) if rng.random() < 0.7 else int(rng.choice([-1, 10**15, 2**62, near + 10**6]))
-    src = str(rng.choice(MEMBERS if plausible else NAMES))
+    src = str(rng.choice(members if plausible else members + STRANGERS))
     return encode(Message(kind, src, b, meta, arrays))
 
 
@@ -107,17 +129,30 @@ def last_step(run_dir: Path) -> int:
         return 0
 
 
+def stderr_of(out: Path) -> Path:
+    """Where the job of run directory `out` writes its stderr (beside the run directory)."""
+    return out.with_name(out.name + ".stderr")
+
+
 def job(out: Path, args: list[str]) -> subprocess.Popen:
+    # stderr to a file, not a pipe: nobody reads a pipe while the fuzz sends, and a job whose (rate-limited)
+    # drop logs filled one would block on its next line, and look hung (measured: after 190 s, 1M messages).
     cmd = [sys.executable, "-m", "coordinator", "run", "--out", str(out), "--no-progress", "--overwrite", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(stderr_of(out), "w") as err:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def finish(proc: subprocess.Popen, out: Path, timeout: float) -> dict:
     try:
-        _, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        hang = False
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
+        proc.wait()
+        hang = True
+    err = stderr_of(out).read_text(errors="replace")
+    if hang:
         return {"exit": None, "hang": True, "stderr": err[-2000:]}
     result = {"exit": proc.returncode, "hang": False, "stderr": err[-2000:], "stderr_lines": len(err.splitlines())}
     if proc.returncode == 0:
@@ -130,9 +165,10 @@ def finish(proc: subprocess.Popen, out: Path, timeout: float) -> dict:
     return result
 
 
-def run(out: Path, args: list[str], widths: list[int], messages: int, seed: int = 0,
-        timeout: float = 600.0, baseline: bool = True) -> dict:
+def run(out: Path, args: list[str], messages: int, seed: int = 0, timeout: float = 600.0,
+        baseline: bool = True) -> dict:
     """Fuzz a job of `dni run ARGS` with `messages` per socket; with `baseline`, first the same job undisturbed."""
+    widths, members = target(args)
     result = {"args": args, "messages_per_socket": messages, "seed": seed}
     if baseline:
         result["undisturbed"] = finish(job(out / "undisturbed", args), out / "undisturbed", timeout)
@@ -162,7 +198,7 @@ def run(out: Path, args: list[str], widths: list[int], messages: int, seed: int 
             if i % 100 == 0:
                 near = last_step(run_dir)
             for s in socks:
-                s.send_multipart(message(rng, widths, near), copy=False)
+                s.send_multipart(message(rng, widths, near, members), copy=False)
                 sent += 1
     except zmq.ZMQError:
         pass   # the job ended (or stopped reading): what was sent is counted
@@ -179,8 +215,18 @@ def run(out: Path, args: list[str], widths: list[int], messages: int, seed: int 
     return result
 
 
+def verdict(result: dict) -> str | None:
+    """What went wrong with the fuzzed job (None: nothing): a hang, an exit other than 0, a worker replaced."""
+    fuzzed = result.get("fuzzed", {})
+    if fuzzed.get("hang"):
+        return "HANG"
+    if fuzzed.get("exit") != 0:
+        return f"CRASH exit {fuzzed.get('exit')}"
+    return f"CRASH: {fuzzed['restarts']} worker(s) replaced" if fuzzed.get("restarts") else None
+
+
 def report(result: dict) -> str:
-    """The figures, one per line."""
+    """The figures, one per line; the last one the verdict."""
     lines = [f"fuzz: {result.get('sent', 0):,} messages to {len(result.get('sockets', []))} sockets "
              f"in {result.get('fuzz_seconds', 0):.1f} s ({result['messages_per_socket']:,} per socket)"]
     for name in ("undisturbed", "fuzzed"):
@@ -197,4 +243,5 @@ def report(result: dict) -> str:
     for name, m in result.get("rss_mb", {}).items():
         if m["before"] is not None and m["after"] is not None:
             lines.append(f"  {name}: RSS {m['before']:.0f} MB -> {m['after']:.0f} MB ({m['after'] - m['before']:+.0f})")
+    lines.append(f"verdict: {verdict(result) or 'no crash, no hang'}")
     return "\n".join(lines)

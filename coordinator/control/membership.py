@@ -114,11 +114,12 @@ class Membership:
 
     # -- assignment ----------------------------------------------------------------------
     def assign(self, roles: list[str], config: dict, links: dict[int, dict[str, int | None]],
-               states: dict[int, dict] | None = None, start: int = 0) -> None:
+               states: dict[int, dict] | None = None, start: int = 0, eval_start: int = 0) -> None:
         """Tell every worker its role, the wire config and its neighbours, then wait until all are ready.
 
         links[k] = {side: stage or None} names stage k's neighbours; states[k], stage k's
-        checkpointed state to start from, and `start` the first batch id (a resumed or restarted run).
+        checkpointed state to start from, `start` the first batch id (a resumed or restarted run), and
+        `eval_start` the first evaluation id (Pipeline's secret start).
         """
         self.assigned = True
         stages, curve = self.by_stage(), self.hub.curve
@@ -137,6 +138,7 @@ class Membership:
             m.role = roles[k - 1]
             self.hub.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
                 "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.hub.heartbeat, "start": start,
+                "eval_start": eval_start,
                 "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}, (states or {}).get(k, {})))
         self.hub.pump(lambda: all(m.ready for m in self.members.values()), liveness.READY_TIMEOUT_S,
                       "workers to be ready")

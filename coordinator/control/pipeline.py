@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -25,6 +26,7 @@ from protocol.sockets import send
 from workers.numerics.optimizers import finite
 
 Parts = dict[int, dict[str, np.ndarray]]
+EVAL_IDS = 1 << 62   # where evaluation ids may start: every id of a run stays below 2**63
 Split = Callable[[np.ndarray, np.ndarray], Parts]
 
 
@@ -77,10 +79,20 @@ class Pipeline:
         self.save_token = -1
         self.on_metrics = on_metrics or (lambda stage, records: None)
         self.on_done = on_done or (lambda meta: None)
-        self._ids = defaultdict(itertools.count)      # per kind: every stream of ids is consecutive
+        self._ids: defaultdict = defaultdict(itertools.count)   # per kind: every stream of ids is consecutive
+        self.eval_start = self._new_eval_ids()
         hub.handle({Kind.DONE: self.on_done_msg, Kind.EVALUATED: self.on_evaluated,
                     Kind.METRICS: self.on_metrics_msg, Kind.SYNCED: self.on_synced, Kind.STATE: self.on_state,
                     Kind.TAKEN: self.on_taken})
+
+    def _new_eval_ids(self) -> int:
+        """Evaluation ids start at a secret random id, which the workers learn in their assignment (on the
+        control connection, which no one else can write on). A forger who can reach an inbox but not
+        read that cannot guess an id the windows admit, so no forged batch is evaluated and no forged
+        answer can take the place of the real one (issue 25: the reported accuracy falsified)."""
+        start = secrets.randbelow(EVAL_IDS)
+        self._ids[Kind.EVAL] = itertools.count(start)
+        return start
 
     def feed_to(self, stage: int) -> zmq.Socket:
         """The coordinator's data socket to a stage (stage 1 always; every time box in an rnn)."""
@@ -232,11 +244,13 @@ class Pipeline:
     def reset(self) -> None:
         """Forget the pipeline that was (a stage was lost): its credits, barriers, and the feeds to
         inboxes that every worker replaces when it rejoins. The new roles' id windows start afresh:
-        barrier and evaluation ids count from 0 again, training ids from the step it goes back to."""
+        barrier ids count from 0 again, evaluation ids from a new secret start, training ids from the
+        step it goes back to."""
         self.close()
         self.feeds, self.pending, self.untaken, self.barrier = {}, set(), set(), None
         self.states, self.save_token = {}, -1
         self._ids.clear()
+        self.eval_start = self._new_eval_ids()
 
     def close(self) -> None:
         for sock in self.feeds.values():

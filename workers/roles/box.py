@@ -14,7 +14,7 @@ from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
-from workers.roles.guard import FLOAT, grad_fault, labels_fault, values_fault
+from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
 
@@ -53,17 +53,35 @@ class TimeBoxWorker(Role):
             x = a.get("x")
             if x is None or "h" in a or ("y" in a) != self.box.first:
                 return "arrays not those of a slice"
-            if x.dtype != FLOAT or x.shape[0] not in (1, c.steps_per_box) or x.shape[2] != c.n_in or not x.shape[1]:
+            # The schema lets a batch's x be rank 2 (a stage's input): a slice is (steps, sequences, n_in).
+            if x.dtype != FLOAT or x.ndim != 3 or x.shape[0] not in (1, c.steps_per_box) or x.shape[2] != c.n_in \
+                    or not x.shape[1]:
                 return "input of the wrong shape or dtype"
-            return (labels_fault(a["y"], x.shape[1], c.n_classes, -1) if "y" in a else None) or values_fault(x)
+            return (self.labels_fault(a["y"], x.shape[1]) if "y" in a else None) or values_fault(x)
         h = a.get("h")
-        if h is None or h.dtype != FLOAT or h.shape[1:] != (self.box.cell.state_size,) or a["stats"].shape != (3,):
+        if h is None or h.dtype != FLOAT or h.shape[1:] != (self.box.cell.state_size,) or not len(h) \
+                or a["stats"].shape != (3,):
             return "state of the wrong shape or dtype"
-        return labels_fault(a["y"], len(h), c.n_classes, -1) or values_fault(h, a["stats"])
+        return self.labels_fault(a["y"], len(h)) or values_fault(h, a["stats"]) or self.stats_fault(a["stats"], len(h))
+
+    def labels_fault(self, y: np.ndarray, n: int) -> str | None:
+        """One label per sequence; the Copy task's, one per step of the whole sequence, -1 where none is scored."""
+        c = self.cfg
+        copy = c.task == "copy"
+        if y.shape[1:] != ((c.boxes * c.steps_per_box,) if copy else ()):
+            return "labels of the wrong shape"
+        return labels_fault(y, n, c.n_classes, -1 if copy else 0)
+
+    def stats_fault(self, stats: np.ndarray, n: int) -> str | None:
+        """The running (loss sum, correct, scored) of n sequences: counts no larger than their outputs so far."""
+        loss_sum, correct, scored = stats
+        if loss_sum < 0 or not 0 <= correct <= scored <= n * self.cfg.boxes * self.cfg.steps_per_box:
+            return "running stats out of range"
+        return None
 
     def grad_fault(self, msg: Message) -> str | None:
         batch = self.box.inflight.batches.get(msg.id)
-        return "gradient for a batch not in flight" if batch is None else grad_fault(msg.arrays["g"], batch.h)
+        return NOT_IN_FLIGHT if batch is None else grad_fault(msg.arrays["g"], batch.h)
 
     def dispatch(self, msg: Message, t: float) -> None:
         super().dispatch(msg, t)

@@ -15,6 +15,11 @@ from workers.numerics.optimizers import finite
 FLOAT = np.dtype(np.float32)   # what every stage computes in, and sends
 # Kinds whose ids are training batch ids: they start where the run starts (0, or a resumed step).
 BATCH_IDS = frozenset({Kind.FORWARD, Kind.GRAD, Kind.PUSH})
+# The one reason to drop that a real message may have: it came late, its batch evicted.
+NOT_IN_FLIGHT = "gradient for a batch not in flight"
+# Streams that count from 1 (a box's pulls, and the service's answers to them); evaluation ids from where the
+# assignment says; every other from 0.
+FIRST_IDS = {Kind.PULL: 1, Kind.PARAMS: 1}
 
 
 def values_fault(*arrays: np.ndarray) -> str | None:
@@ -54,40 +59,43 @@ class Window:
     """Per stream (sender, kind): how far the stream has come. An id more than `span`
     (protocol/window.py: id_span) from there is none the sender could have sent.
 
-    Every stream but PUSH is consecutive (steps, evaluation ids, barrier tokens, pulls), so the
-    mark moves one id at a time: ids further ahead are taken but do not move it. Else forged
-    ids, each within the window of the last, could walk it away from the real stream, whose
-    next message would then be dropped and the run stall. A box skips the pushes of batches
-    that leave it no gradient: there the mark follows the highest id of any box.
+    Every stream is consecutive (steps, evaluation ids, barrier tokens, pulls), and each starts
+    where the assignment says (evaluation ids: at a secret random id, which no forger can guess;
+    coordinator/control/pipeline.py), so the mark moves one id at a time from a start it knows: ids further
+    ahead are taken but do not move it. Else forged ids could walk it away from the real stream,
+    whose next message would then be dropped and the run stall: a forged first id that set the
+    mark (662df88: a box's barrier tokens), or pushes each within the window of the last.
+
+    Pushes are one stream for all boxes, and consecutive as such: a box may skip the pushes of
+    batches that leave it no gradient (the Copy task's curriculum: no output in it yet, for 100
+    batches), but every batch has a loss in some box, whose push is the next id.
 
     No dedup by id: where names can be forged (no CURVE), a forged id taken first would make
     the real one look like a duplicate and hang the run. A repeat does no harm: the coordinator
     counts each credit once, per batch id.
     """
 
-    def __init__(self, span: int, start: int = 0):
+    def __init__(self, span: int, start: int = 0, eval_start: int = 0):
         self.span, self.start = span, start
+        self.first = {**FIRST_IDS, Kind.EVAL: eval_start}
         self.top: dict[tuple[str, Kind], int] = {}   # keys: only senders the role takes data from
 
     @staticmethod
     def stream(src: str, kind: Kind) -> tuple[str, Kind]:
-        # Pushes: one stream for all boxes. A box may skip pushes for longer than the window
-        # (the Copy task's curriculum: no output in it yet, hence no gradient, for 100 batches);
-        # its first push is then near the batches the other boxes push, not near its own last.
         return ("", kind) if kind is Kind.PUSH else (src, kind)
 
     def mark(self, src: str, kind: Kind) -> int:
+        """The last id of the stream taken in order; before any, the one before its first."""
         top = self.top.get(self.stream(src, kind))
-        return (self.start if kind in BATCH_IDS else 0) - 1 if top is None else top
+        return top if top is not None else self.start - 1 if kind in BATCH_IDS else self.first.get(kind, 0) - 1
 
     def admits(self, src: str, kind: Kind, b: int) -> bool:
         top = self.mark(src, kind)
         return top - self.span < b <= top + self.span
 
     def took(self, src: str, kind: Kind, b: int) -> int:
-        """b was admitted; returns the stream's mark after it. A stream's first id sets the mark
-        (some count from 1: pulls, and the answers to them)."""
-        top, key = self.mark(src, kind), self.stream(src, kind)
-        if key not in self.top or b == top + 1 or (kind is Kind.PUSH and b > top):
-            self.top[key] = top = b
+        """b was admitted; returns the stream's mark after it."""
+        top = self.mark(src, kind)
+        if b == top + 1:
+            self.top[self.stream(src, kind)] = top = b
         return top

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from protocol import Kind, Message
 from workers.numerics.stage import Stage, build, train_step
-from workers.roles.guard import batch_fault, grad_fault
+from workers.roles.guard import NOT_IN_FLIGHT, batch_fault, grad_fault
 from workers.roles.role import Role, update_record
 
 
@@ -33,7 +33,7 @@ class LayerWorker(Role):
     def grad_fault(self, msg: Message) -> str | None:
         batch = self.stage.inflight.batches.get(msg.id)
         if batch is None:
-            return "gradient for a batch not in flight"   # late (evicted), or never sent
+            return NOT_IN_FLIGHT   # late (evicted), or never sent
         return grad_fault(msg.arrays["g"], batch.h)
 
     def on_forward(self, msg: Message, t: float) -> None:

@@ -16,7 +16,7 @@ from protocol.wireconfig import WireConfig
 from workers.numerics.inflight import Batch, Fit
 from workers.numerics.optimizers import NonFinite, finite
 from workers.numerics.snapshot import Stateful, restore
-from workers.roles.guard import Window
+from workers.roles.guard import NOT_IN_FLIGHT, Window
 from workers.runtime.clock import Clock
 from workers.runtime.memory import peak_rss_mb
 
@@ -68,7 +68,7 @@ class Role:
         # Filled by each role: the data kinds it takes, from which senders, and what else it checks.
         self.sources: dict[Kind, frozenset[str]] = {}
         self.checks: dict[Kind, callable] = {}          # kind -> fault(msg): a reason to drop, or None
-        self.window = Window(window.id_span(self.cfg.cache), meta.get("start", 0))
+        self.window = Window(window.id_span(self.cfg.cache), meta.get("start", 0), meta.get("eval_start", 0))
         self.drops = Drops(self.log)
         self.seen: dict[str, int] = {}                  # data kind -> how far its stream came: in heartbeats
         self.deferred: deque[Message] = deque()
@@ -199,12 +199,15 @@ class Role:
             return "sender's key is not that of the name it claims"
         if not self.window.admits(msg.src, msg.kind, msg.id):
             return "id outside the window"
-        # The stream moves on even if the contents fail below: a real message that is dropped
-        # (a gradient for an evicted batch) must not hold the stream back.
-        top = self.window.took(msg.src, msg.kind, msg.id)
-        self.seen[msg.kind] = max(top, self.seen.get(msg.kind, top))
         check = self.checks.get(msg.kind)
-        return check(msg) if check is not None else None
+        why = check(msg) if check is not None else None
+        # Contents no real sender sends (shapes, labels, values) do not move the stream: else forged
+        # ids in order, each with any contents, would walk it away. A late gradient (its batch evicted)
+        # is real all the same, and must not hold the stream back.
+        if why is None or why == NOT_IN_FLIGHT:
+            top = self.window.took(msg.src, msg.kind, msg.id)
+            self.seen[msg.kind] = max(top, self.seen.get(msg.kind, top))
+        return why
 
     def dispatch(self, msg: Message, t: float) -> None:
         handler = self.handlers.get(msg.kind)

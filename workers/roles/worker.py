@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import sys
+from collections import Counter
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -122,6 +123,7 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
     inbox = gate = role = assign = None
+    dropped = Counter()   # by the roles this worker dropped for a restart: its BYE still counts them
     try:
         control.connect(coordinator)
         generation = 0
@@ -137,12 +139,13 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
                 monitor.close(linger=0)
                 monitor = None
             role = start_role(ctx, control, inbox, gate, assign, curve)
+            role.drops.counts.update(dropped)
             role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
             role.run()
             if not role.reset:
                 return 0
             # A stage was lost: rejoin for the same stage, which only we may take.
-            stage, generation = assign.meta["stage"], generation + 1
+            stage, generation, dropped = assign.meta["stage"], generation + 1, Counter(role.drops.counts)
             role.log.info("reset: rejoining for a restart from the last checkpoint")
             role = inbox = gate = close(role, inbox, gate)
     except (WorkerError, Diverged) as exc:
