@@ -42,11 +42,17 @@ def endpoint_fault(endpoint: str) -> str | None:
         host, _, port = rest.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             return f"{endpoint!r} lacks a host or a port (tcp://HOST:PORT)"
-        # Every socket and address here is IPv4 (no ZMQ_IPV6, AF_INET lookups): say so rather than fail later.
-        if ":" in host or "[" in host or "]" in host:
-            return f"{endpoint!r}: IPv6 endpoints are not supported; give an IPv4 address or a host name"
+        return ipv6_fault(endpoint)
     elif not rest:
         return f"{endpoint!r} lacks a path"
+    return None
+
+
+def ipv6_fault(endpoint: str) -> str | None:
+    """An IPv6 tcp endpoint, to connect to or to bind, said in one line (None: not one)."""
+    # Every socket and address here is IPv4 (no ZMQ_IPV6, AF_INET lookups): say so rather than fail later.
+    if endpoint.startswith("tcp://") and any(c in tcp_host(endpoint) for c in ":[]"):
+        return f"{endpoint!r}: IPv6 endpoints are not supported; give an IPv4 address or a host name"
     return None
 
 

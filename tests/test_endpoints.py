@@ -38,3 +38,10 @@ def test_an_advertised_address_this_host_does_not_have_is_a_one_line_error(capsy
     assert main(["worker", "--coordinator", "tcp://127.0.0.1:9", "--advertise", "192.0.2.1", "--insecure"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dni worker: cannot listen on 192.0.2.1") and err.count("\n") == 1, err
+
+
+def test_a_coordinator_bound_to_ipv6_says_so_in_one_line(tmp_path, capsys):
+    argv = ["coordinator", "--bind", "tcp://[::1]:5555", "--insecure", "--workers", "3", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "IPv6 endpoints are not supported" in err and err.count("\n") == 1, err

@@ -17,7 +17,7 @@ from protocol import Kind, Message, ProtocolError, VersionMismatch, liveness
 from protocol.auth import Gate
 from protocol.drops import Drops, RateLimited, quote
 from protocol.kinds import DATA
-from protocol.sockets import make_socket, recv, send
+from protocol.sockets import ipv6_fault, make_socket, recv, send
 
 log = logging.getLogger("dni.coordinator")
 
@@ -27,6 +27,8 @@ class Hub:
 
     def __init__(self, ctx: zmq.Context, bind: str, heartbeat: float, curve: dict | None = None):
         """curve: {"server": (public, secret), "allow": [worker public keys]}, or None for no CURVE."""
+        if why := ipv6_fault(bind):
+            raise ValueError(f"cannot bind {why}")
         self.ctx, self.heartbeat, self.curve = ctx, heartbeat, curve
         self.control = make_socket(ctx, zmq.ROUTER, {"server": curve["server"]} if curve else None)
         self.gate = Gate(ctx, log, "not on the allowlist", curve["allow"], watch=self.control) if curve else None
