@@ -4,19 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workers.runtime import memory
+
 ACCEPTCON = 0x10000   # /proc/net/unix's flag of a listening socket (__SO_ACCEPTCON)
 TCP_LISTEN = "0A"     # /proc/net/tcp's state of a listening socket
 
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory in MB; None once the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return memory.status_mb("VmRSS", pid)
 
 
 def state(pid: int) -> str | None:
