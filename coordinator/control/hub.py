@@ -109,7 +109,9 @@ class Hub:
         except zmq.Again:
             return self.drops("not sent: the peer does not read", f"{msg.kind} to {member.describe()}")
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the peer is gone
-            raise WorkerLost(f"{member.describe()} lost: its connection closed ({exc})", member.stage) from None
+            # A local worker's exit says more than its socket, whichever the coordinator notices first.
+            raise member.died() or WorkerLost(f"{member.describe()} lost: its connection closed ({exc})",
+                                              member.stage) from None
         member.liveness.on_spoke()
 
     def refuse(self, identity: bytes, reason: str) -> None:

@@ -42,6 +42,12 @@ class Member:
         self.seen = {}
         self.rejoining = True
 
+    def died(self) -> WorkerLost | None:
+        """A local worker whose process has ended, lost with its exit code (None while it runs, or if remote)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return WorkerLost(f"{self.describe()} died with exit code {self.proc.returncode}", self.stage)
+        return None
+
     def describe(self) -> str:
         # Hostnames repeat (containers, namespaces); the address the worker advertised does not.
         endpoint = str(self.hello.get("endpoint", ""))

@@ -63,10 +63,9 @@ class Membership:
                                  f"before it registered{': ' + quote(words, 300)[1:-1] if words else ''}", stage)
 
     def _check(self, m: Member) -> None:
-        proc = m.proc
-        if proc is not None and proc.poll() is not None and m.bye is None:
+        if m.bye is None and (lost := m.died()):
             m.bye = {}   # gone: stopping the others need not wait for its goodbye
-            raise WorkerLost(f"{m.describe()} died with exit code {proc.returncode}", m.stage)
+            raise lost
         if m.liveness.dead() and m.bye is None:
             m.bye = {}
             raise WorkerLost(f"{m.describe()} lost: no heartbeat for {m.liveness.silent_for():.1f} s", m.stage)
