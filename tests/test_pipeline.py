@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ def test_backprop_over_processes_matches_single_process_numpy(tmp_path, credit):
 
 
 def test_run_writes_metrics_summary_and_a_checkpoint_that_eval_reproduces(tmp_path, capsys):
+    began = time.time()
     assert main(["run", "--mode", "cdni", "--hidden", "64,64", "--epochs", "1", "--window", "3",
                  "--out", str(tmp_path), "--log-every", "10", *FAST]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -58,6 +60,10 @@ def test_run_writes_metrics_summary_and_a_checkpoint_that_eval_reproduces(tmp_pa
     hidden = [r for r in lines if r["stage"] == 2]
     assert all(-1 <= r["cos"] <= 1 and r["staleness"] >= 0 and r["synth_loss"] >= 0 for r in hidden)
     assert all("loss" in r for r in lines if r["stage"] == 3)
+    # Each update's wall-clock time (`dni bench stall` reads update rates from it): a stage's, in its batches' order.
+    for k in (1, 2, 3):
+        times = [r["time"] for r in sorted((r for r in lines if r["stage"] == k), key=lambda r: r["step"])]
+        assert len(times) == summary["steps"] and began < times[0] <= times[-1] < time.time() and times == sorted(times)
     capsys.readouterr()
     assert main(["eval", str(tmp_path)]) == 0
     printed = capsys.readouterr().out

@@ -22,7 +22,8 @@ class Batch:
     h: np.ndarray               # the output M predicts the gradient for (a time box's: its last state)
     y: np.ndarray
     t_received: float = 0.0     # stamped by the role, only carried here: when b's input came off the socket,
-    latency: float = 0.0        # and the seconds from then until b's update was made (the update latency)
+    latency: float = 0.0        # and the seconds from then until b's update was made (the update latency),
+    updated_at: float = 0.0     # and when that was, in seconds since the epoch (update rates against time)
     param_staleness: int = 0    # how many updates old the tied weights that made h were
     updates: int = 0            # the owner's update count once b's update was made
     g_hat: np.ndarray | None = None

@@ -29,7 +29,8 @@ class HeadWorker(Role):
         loss, correct, _ = head_step(self.stage, msg.arrays["x"], y, send_back)
         latency = time.perf_counter() - t
         self.to_coordinator(Kind.DONE, b, {"loss": loss, "correct": correct, "n": len(y)})
-        self.record({"step": b, "latency_ms": latency * 1e3, "loss": loss, "accuracy": correct / len(y)})
+        self.record({"step": b, "time": time.time(), "latency_ms": latency * 1e3, "loss": loss,
+                     "accuracy": correct / len(y)})
 
     def on_eval(self, msg: Message, t: float) -> None:
         loss_sum, correct = self.stage.evaluate(msg.arrays["x"], msg.arrays["y"])

@@ -35,7 +35,7 @@ class Diverged(RuntimeError):
 
 def update_record(b: int, batch: Batch, fit: Fit | None = None, param_staleness: bool = False) -> dict:
     """Batch b's metrics record once done with: its update latency and, when M was fitted to its target, how M did."""
-    rec = {"step": b, "latency_ms": batch.latency * 1e3}
+    rec = {"step": b, "time": batch.updated_at, "latency_ms": batch.latency * 1e3}
     if param_staleness:
         rec["param_staleness"] = batch.param_staleness
     if fit is not None:
@@ -120,6 +120,7 @@ class Role:
     def stamp(batch: Batch) -> Batch:
         """Batch b's update is made: its update latency runs from its input's arrival until now."""
         batch.latency = time.perf_counter() - batch.t_received
+        batch.updated_at = time.time()   # the wall clock, which the processes of one host share
         return batch
 
     def record(self, rec: dict | None) -> None:
