@@ -1,4 +1,4 @@
-"""`dni bench latency|transport|network|race|fuzz|sweep`: options, JSON and plot output."""
+"""`dni bench latency|transport|network|race|stall|fuzz|sweep`: options, JSON and plot output."""
 from __future__ import annotations
 
 import argparse
@@ -39,15 +39,16 @@ def add_parser(sub) -> None:
     fz.add_argument("--out", default="runs/fuzz", help="where the two jobs (undisturbed, fuzzed) write their runs")
     fz.add_argument("--job", default="--hidden 64,64 --epochs 10 --seed 0 --heartbeat 0.5",
                     help="the `dni run` options of both jobs (feed-forward or --model rnn); exit 1 on a crash or hang")
-    from coordinator.bench import network, race
+    from coordinator.bench import network, race, stall
     net = network.add_parser(kinds)
     rc = race.add_parser(kinds)
+    st = stall.add_parser(kinds)
     sw = kinds.add_parser("sweep", help="choose defaults: a grid of runs in one process, scored on a validation split",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     from coordinator.bench.defaults import sweep
     sweep.add_arguments(sw)
     sw.set_defaults(func=sweep.run)
-    for p in (lat, tr, fz, net, rc):
+    for p in (lat, tr, fz, net, rc, st):
         p.add_argument("--seed", type=int, default=0, help="seed")
         p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
         p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs the plot extra: matplotlib)")
@@ -76,6 +77,9 @@ def cmd_bench(args) -> int:
         result = race.run(args)
         if result is None:
             return 2
+    elif args.bench == "stall":
+        from coordinator.bench import stall
+        result = stall.run(args)
     elif args.bench == "latency":
         from coordinator.bench import latency
         depths = lists.parse(args.depths, "--depths", low=1, required=True)
@@ -92,11 +96,11 @@ def cmd_bench(args) -> int:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"figures written to {args.json}")
     if args.plot:
-        from coordinator.bench import plot, raceboard
+        from coordinator.bench import plot, raceboard, stallboard
         from coordinator.bench.netlab import plot as netplot
-        {"network": netplot, "race": raceboard}.get(args.bench, plot).draw(result, args.plot)
+        {"network": netplot, "race": raceboard, "stall": stallboard}.get(args.bench, plot).draw(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
-    # A network sweep that went on past a failed job fails; so does a fuzz whose job crashed (even if a restart
-    # hid it) or hung: the verdict is the exit.
+    # A network sweep, race or stall bench that went on past a failed job fails; so does a fuzz whose job crashed
+    # (even if a restart hid it) or hung: the verdict is the exit.
     return 1 if result.get("failed") or (args.bench == "fuzz" and fuzz.verdict(result)) else 0

@@ -106,6 +106,10 @@ class CpuQuota:
         remounts /sys, so the cgroup tree is not at its usual place inside a namespace)."""
         self._write("cgroup.procs", pid)
 
+    def lift(self) -> None:
+        """No quota any more: the group's processes run at full speed again (`dni bench stall`'s stall ends)."""
+        self._write(*(("cpu.cfs_quota_us", -1) if self.kind.startswith("v1") else ("cpu.max", f"max {PERIOD_US}")))
+
     def throttled(self) -> dict:
         """How often and how long the kernel held the group back (cpu.stat)."""
         stat = dict(line.split() for line in _read(f"{self.path}/cpu.stat").splitlines() if line.strip())
