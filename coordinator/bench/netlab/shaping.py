@@ -1,6 +1,7 @@
 """The kernel's own link and CPU shaping for the network bench: tc (HTB, netem where it exists) and CFS quotas."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ CGROUP_V2 = "/sys/fs/cgroup"
 # at the default 100 ms a quarter core runs 25 ms and freezes 75 ms, a host that stalls now and
 # then, not a slow one. At 5 ms it runs 1.25 ms in every 5, close to a CPU at a quarter speed.
 PERIOD_US = 5_000
+MIN_QUOTA_US = 1_000   # the kernel's smallest quota: a share below 1/5 of a core takes a longer period
 
 
 class ShapingError(RuntimeError):
@@ -83,18 +85,23 @@ class CpuQuota:
     def __init__(self, name: str, share: float):
         if not 0 < share <= 64:
             raise ValueError(f"--slow-share: {share} cores is not a share of a machine")
-        quota = int(share * PERIOD_US)
+        self.period = max(PERIOD_US, math.ceil(MIN_QUOTA_US / share))
+        quota = int(share * self.period)
         if os.path.isfile(f"{CGROUP_V1}/cpu.cfs_quota_us"):
             self.path, self.kind = f"{CGROUP_V1}/{name}", "v1 cpu.cfs_quota_us"
-            os.mkdir(self.path)
-            self._write("cpu.cfs_period_us", PERIOD_US)
-            self._write("cpu.cfs_quota_us", quota)
+            settings = (("cpu.cfs_period_us", self.period), ("cpu.cfs_quota_us", quota))
         elif "cpu" in _read(f"{CGROUP_V2}/cgroup.controllers").split():
             self.path, self.kind = f"{CGROUP_V2}/{name}", "v2 cpu.max"
-            os.mkdir(self.path)
-            self._write("cpu.max", f"{quota} {PERIOD_US}")
+            settings = (("cpu.max", f"{quota} {self.period}"),)
         else:
             raise ShapingError("no cgroup cpu controller (v1 cpu.cfs_quota_us or v2 cpu.max) to make a slow host with")
+        os.mkdir(self.path)
+        try:
+            for setting in settings:
+                self._write(*setting)
+        except OSError:
+            os.rmdir(self.path)   # a group the kernel would not set is not left behind
+            raise
         self.share = share
 
     def _write(self, name: str, value) -> None:
@@ -108,7 +115,7 @@ class CpuQuota:
 
     def lift(self) -> None:
         """No quota any more: the group's processes run at full speed again (`dni bench stall`'s stall ends)."""
-        self._write(*(("cpu.cfs_quota_us", -1) if self.kind.startswith("v1") else ("cpu.max", f"max {PERIOD_US}")))
+        self._write(*(("cpu.cfs_quota_us", -1) if self.kind.startswith("v1") else ("cpu.max", f"max {self.period}")))
 
     def throttled(self) -> dict:
         """How often and how long the kernel held the group back (cpu.stat)."""
