@@ -13,6 +13,7 @@ import argparse
 import os
 import shlex
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -121,6 +122,9 @@ def run(args) -> dict:
             where.mkdir(parents=True, exist_ok=True)
             for row, text in p["rows"].items():
                 run_row(result, row, text, common, where)
+    except KeyboardInterrupt:   # the job's teardown (stalljob.run) has continued the stalled worker and stopped it
+        print("dni bench stall: interrupted; the stalled worker was continued and every job stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, polite)
     result["compare"] = stallboard.compare(result["runs"], p["stage"])
