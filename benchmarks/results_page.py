@@ -6,6 +6,7 @@ usage: python benchmarks/results_page.py [--check]
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
+  stall.json:              what `dni bench stall --json FILE` writes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -235,6 +236,28 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def stall_section(result: dict) -> list[str]:
+    """Each run's update rates around the stall, then each row's test accuracy stalled against unstalled."""
+    p = result["params"]
+    body = [[r["row"], r["run"], *(" / ".join("−" if v is None else f"{v:.0f}" for v in r["rates"][k].values())
+                                   for k in r["rates"]), pct(r["test_accuracy"])] for r in result["runs"]]
+    pairs = [[c["row"], pct(c["test_stalled"]), pct(c["test_unstalled"]), pp(c["test_delta_pp"] / 100),
+              ", ".join(f"{k}: {'−' if v is None else f'{100 * v:.0f}%'}" for k, v in c["above"].items())]
+             for c in result["compare"]]
+    refused = "; ".join(f"{f['row']} (`{' '.join(f['flags'])}`): {f['error']}" for f in result["refused"])
+    return ["## A stage stalled", "",
+            f"`dni bench stall` ([benchmarks.md](benchmarks.md#dni-bench-stall-one-stage-stalled)): stage "
+            f"{p['stage']} of {p['stages']} stalled ({p['how']}) for {p['seconds']:g} s once the head had trained "
+            f"{pct(p['at'])} of the {p['total_steps']:,} batches, against the same job unstalled over the same "
+            f"windows. {machine(result)}: read the ratios, not the rates.", "",
+            *table(["row", "run", *(f"stage {k} updates/s before / during / after" for k in range(1, p["stages"] + 1)),
+                    "test"], ["---", "---", *["---:"] * (p["stages"] + 1)], body),
+            *table(["row", "test stalled", "unstalled", "difference", "stages above it during the stall, of their "
+                    "unstalled rate"], ["---", "---:", "---:", "---:", "---"], pairs),
+            *([f"Not run, refused by `dni run`: {refused}.", ""] if refused else []),
+            *sources(["stall.json"], [result])]
+
+
 def load(name: str):
     return json.loads((RESULTS / name).read_text())
 
@@ -250,6 +273,7 @@ def render() -> str:
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
              *race_section([(name, load(name)) for name in RACES]),
+             *stall_section(load("stall.json")),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"

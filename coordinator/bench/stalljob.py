@@ -112,12 +112,17 @@ def stall_through(proc: subprocess.Popen, out: Path, p: dict, stall: Stall) -> d
         if proc.poll() is not None:
             return None
         time.sleep(POLL_S)
-    pid = procfs.workers(proc.pid)[p["stage"]]
+    pid = procfs.workers(proc.pid).get(p["stage"])
+    if pid is None:
+        raise RuntimeError(f"no worker of stage {p['stage']} among the job's processes")
     stall.begin(pid)
     start = time.time()
-    while time.time() < start + p["seconds"] and proc.poll() is None:
-        time.sleep(min(POLL_S, max(start + p["seconds"] - time.time(), 0)))
-    end = time.time()   # before the worker goes on: none of its updates during the stall falls outside it
+    until = start + p["seconds"]
+    # The unstalled run has the same window, from the same batch, and nothing to wait for in it.
+    while stall.how != "none" and time.time() < until and proc.poll() is None:
+        time.sleep(min(POLL_S, max(until - time.time(), 0)))
+    # Read before the worker goes on: none of its updates during the stall falls outside it.
+    end = until if stall.how == "none" else time.time()
     stall.end()
     return {"how": stall.how, "at_step": at, "start": start, "end": end, "pid": pid}
 
