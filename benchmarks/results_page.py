@@ -6,7 +6,7 @@ usage: python benchmarks/results_page.py [--check]
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
-  stall.json:              what `dni bench stall --json FILE` writes
+  stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -21,6 +21,7 @@ PAGE = ROOT / "docs" / "results.md"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
 RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
+STALLS = sorted(p.name for p in RESULTS.glob("stall*.json"))
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
@@ -236,7 +237,7 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
-def stall_section(result: dict) -> list[str]:
+def stall_section(name: str, result: dict) -> list[str]:
     """Each run's update rates around the stall, then each row's test accuracy stalled against unstalled."""
     p = result["params"]
     body = [[r["row"], r["run"], *(" / ".join("−" if v is None else f"{v:.0f}" for v in r["rates"][k].values())
@@ -245,17 +246,16 @@ def stall_section(result: dict) -> list[str]:
               ", ".join(f"{k}: {'−' if v is None else f'{100 * v:.0f}%'}" for k, v in c["above"].items())]
              for c in result["compare"]]
     refused = "; ".join(f"{f['row']} (`{' '.join(f['flags'])}`): {f['error']}" for f in result["refused"])
-    return ["## A stage stalled", "",
-            f"`dni bench stall` ([benchmarks.md](benchmarks.md#dni-bench-stall-one-stage-stalled)): stage "
-            f"{p['stage']} of {p['stages']} stalled ({p['how']}) for {p['seconds']:g} s once the head had trained "
-            f"{pct(p['at'])} of the {p['total_steps']:,} batches, against the same job unstalled over the same "
-            f"windows. {machine(result)}: read the ratios, not the rates.", "",
+    how = f"slowed to {p['share']:g} of a core" if p["how"] == "quota" else "stopped (SIGSTOP)"
+    return [f"**Stage {p['stage']} of {p['stages']} {how}** for {p['seconds']:g} s "
+            f"once the head had trained {pct(p['at'])} of the {p['total_steps']:,} batches, against the same job "
+            f"unstalled over the same windows. {machine(result)}: read the ratios, not the rates.", "",
             *table(["row", "run", *(f"stage {k} updates/s before / during / after" for k in range(1, p["stages"] + 1)),
                     "test"], ["---", "---", *["---:"] * (p["stages"] + 1)], body),
             *table(["row", "test stalled", "unstalled", "difference", "stages above it during the stall, of their "
                     "unstalled rate"], ["---", "---:", "---:", "---:", "---"], pairs),
             *([f"Not run, refused by `dni run`: {refused}.", ""] if refused else []),
-            *sources(["stall.json"], [result])]
+            *sources([name], [result])]
 
 
 def load(name: str):
@@ -273,7 +273,9 @@ def render() -> str:
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
              *race_section([(name, load(name)) for name in RACES]),
-             *stall_section(load("stall.json")),
+             "## A stage stalled", "", "`dni bench stall` ([benchmarks.md](benchmarks.md#dni-bench-stall-one-stage-"
+             "stalled)): update rates per stage before, during and after the stall, and what it cost in accuracy.", "",
+             *(line for name in STALLS for line in stall_section(name, load(name))),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"
