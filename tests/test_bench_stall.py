@@ -108,5 +108,23 @@ def test_ctrl_c_mid_stall_continues_the_stopped_worker_and_stops_every_process(t
     bench.send_signal(signal.SIGINT)
     out, err = bench.communicate(timeout=liveness.STOP_TIMEOUT_S + liveness.REAP_TIMEOUT_S + SCHEDULING_MARGIN_S)
     assert bench.returncode == 130, out + err
-    assert "dni bench stall: interrupted; the stalled worker was continued and every job stopped" in err
+    assert "dni bench stall: interrupted; a stalled worker was continued first, and every job stopped" in err
     assert not os.path.exists(f"/proc/{worker}") or procfs.state(worker) == "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(stall.quota_refusal(0.05)), reason="a CPU quota needs root and a cgroup cpu controller")
+def test_a_stage_slowed_by_a_cpu_quota_is_throttled_and_its_group_removed(tmp_path):
+    argv = [sys.executable, "-m", "coordinator", "bench", "stall", *SMALL, "--how", "quota", "--share", "0.05",
+            "--rows", "dni", "--json", str(tmp_path / "stall.json")]
+    bench = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = bench.communicate(timeout=600)
+    assert bench.returncode == 0, out + err
+    result = json.loads((tmp_path / "stall.json").read_text())
+    hit = next(r for r in result["runs"] if r["run"] == "stalled")["stall"]
+    # 5% of a core: the kernel's smallest quota (1 ms) in a period of 20 ms, and the stage held back under it.
+    assert hit["how"] == "quota" and hit["share"] == 0.05 and hit["period_us"] == 20_000
+    assert hit["throttled_periods"] > 0 and hit["throttled_ms"] > 0, hit
+    groups = [p for root in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup") if os.path.isdir(root)
+              for p in os.listdir(root) if p == f"dni-bench-stall-{bench.pid}"]
+    assert groups == []

@@ -123,7 +123,8 @@ def run(args) -> dict:
             for row, text in p["rows"].items():
                 run_row(result, row, text, common, where)
     except KeyboardInterrupt:   # the job's teardown (stalljob.run) has continued the stalled worker and stopped it
-        print("dni bench stall: interrupted; the stalled worker was continued and every job stopped", file=sys.stderr)
+        print("dni bench stall: interrupted; a stalled worker was continued first, and every job stopped",
+              file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, polite)

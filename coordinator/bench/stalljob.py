@@ -32,6 +32,13 @@ class Stall:
     def end(self) -> None:
         pass
 
+    def remove(self) -> None:
+        """Whatever the stall set up, undone once the job is over."""
+
+    def figures(self) -> dict:
+        """What the stall itself reports, read as it ends."""
+        return {}
+
 
 class SigStop(Stall):
     """The worker stopped (SIGSTOP) and continued (SIGCONT): shorter than its liveness bound, it is not missed."""
@@ -74,8 +81,12 @@ class CpuSlow(Stall):
         if self.quota is not None:
             self.quota.lift()
 
+    def figures(self) -> dict:
+        """The quota, and how often and how long the kernel held the stage back under it."""
+        return {"share": self.share, "period_us": self.quota.period, **self.quota.throttled()}
+
     def remove(self) -> None:
-        """The group removed once the job is over (its processes gone)."""
+        """The group removed (its processes are gone)."""
         if self.quota is not None:
             self.quota.remove()
             self.quota = None
@@ -108,9 +119,12 @@ def stall_through(proc: subprocess.Popen, out: Path, p: dict, stall: Stall) -> d
     window; None if the job ended first."""
     tail, head = Tail(out / "metrics.jsonl"), p["stages"]
     at = max(1, int(p["at"] * p["total_steps"]))
+    deadline = time.monotonic() + TIMEOUT_S
     while not any(r["stage"] == head and r["step"] >= at for r in tail.new()):
         if proc.poll() is not None:
             return None
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the head did not reach batch {at} within {TIMEOUT_S:.0f} s")
         time.sleep(POLL_S)
     pid = procfs.workers(proc.pid).get(p["stage"])
     if pid is None:
@@ -123,8 +137,9 @@ def stall_through(proc: subprocess.Popen, out: Path, p: dict, stall: Stall) -> d
         time.sleep(min(POLL_S, max(until - time.time(), 0)))
     # Read before the worker goes on: none of its updates during the stall falls outside it.
     end = until if stall.how == "none" else time.time()
+    figures = stall.figures()
     stall.end()
-    return {"how": stall.how, "at_step": at, "start": start, "end": end, "pid": pid}
+    return {"how": stall.how, "at_step": at, "start": start, "end": end, "pid": pid, **figures}
 
 
 def run(flags: tuple[str, ...], common: list[str], p: dict, out: Path, stall: Stall) -> dict:
@@ -149,8 +164,7 @@ def run(flags: tuple[str, ...], common: list[str], p: dict, out: Path, stall: St
             if proc.poll() is None:   # the coordinator stops and reaps its workers on SIGTERM
                 proc.terminate()
                 proc.wait()
-            if isinstance(stall, CpuSlow):
-                stall.remove()
+            stall.remove()
     if rc is None:
         raise RuntimeError(f"the job did not finish within {TIMEOUT_S:.0f} s; see {log_path}")
     if rc:
