@@ -21,7 +21,7 @@ PAGE = ROOT / "docs" / "results.md"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
 RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
-STALLS = sorted(p.name for p in RESULTS.glob("stall*.json"))
+STALLS = sorted((p.name for p in RESULTS.glob("stall*.json")), key=lambda name: (name != "stall.json", name))
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
