@@ -88,6 +88,8 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         if last or not cfg.eval_every:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
+            metrics.tested({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
+                            "test_accuracy": accuracy, "test_loss": loss})
             line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
             line += plan.after_epoch(entry, last=last)
         else:   # with a validation split, the test set is read once, at the end

@@ -1,0 +1,221 @@
+"""TensorBoard event files of a run (--tensorboard): the job's curves and each stage's, from metrics.jsonl's records.
+
+RUN_DIR/tensorboard/ holds one TensorBoard run per worker (stage-1, ..., box-1, ...) and one for the job,
+so that TensorBoard draws a figure of every stage (its update latency, say) in one chart, a line each.
+Each file is named by the step it starts from. A run that goes back to a checkpoint at step S (a worker
+replaced, or --resume after a crash) first keeps only the events before S in the files there (a file that
+starts at S or later holds none), then writes a new file from S: TensorBoard shows a step once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from coordinator import rundir
+from coordinator.config import ConfigError
+from protocol.roles import worker_name
+
+log = logging.getLogger("dni")
+
+DIR = "tensorboard"
+JOB = "job"
+PREFIX = "events.out.tfevents."   # TensorBoard reads the files whose name holds "tfevents"
+SUFFIX = ".dni"
+TMP = "rewind.tmp"                # no "tfevents" in it: TensorBoard never reads one half written
+# What TensorBoard shows is at most this far behind (it reloads every 5 s itself); writes between
+# flushes stay in memory, so the coordinator's loop never waits for the disk more than once per period.
+FLUSH_S = 2.0
+MAX_STEP = 2 ** 53
+VERSION = "brain.Event:2"
+INSTALL = "pip install 'dni-synthgrad[tensorboard]'"
+
+# A record's figures and the tag each is shown under: the job's (the head's training loss, the
+# coordinator's evaluations) and a stage's own. Per METRICS message (--log-every steps), their mean.
+JOB_TAGS = {"loss": "loss/train", "accuracy": "accuracy/train", "val_loss": "loss/validation",
+            "val_accuracy": "accuracy/validation", "test_loss": "loss/test", "test_accuracy": "accuracy/test"}
+STAGE_TAGS = {"synth_loss": "synthesizer/loss", "cos": "synthesizer/cosine", "staleness": "synthesizer/staleness",
+              "param_staleness": "params/staleness", "bubble": "bubble"}
+
+
+def require():
+    """tensorboardX's event and summary messages and checksum, or a one-line ConfigError saying how to install it."""
+    try:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.record_writer import masked_crc32c
+    except ImportError:
+        raise ConfigError(f"--tensorboard writes TensorBoard event files with tensorboardX, which is not installed: "
+                          f"{INSTALL}") from None
+    return Event, Summary, masked_crc32c
+
+
+def file_name(start: int) -> str:
+    return f"{PREFIX}{start:010d}{SUFFIX}"
+
+
+def start_of(name: str) -> int | None:
+    """The step a file of ours starts from; None for another's event file."""
+    middle = name[len(PREFIX):-len(SUFFIX)] if name.startswith(PREFIX) and name.endswith(SUFFIX) else ""
+    return int(middle) if middle.isdigit() else None
+
+
+def number(value) -> float | None:
+    """A finite number of a record, else None (records come from the workers)."""
+    return float(value) if type(value) in (int, float) and np.isfinite(value) else None
+
+
+def figures(stage: int, records: list[dict]) -> dict[int, dict[int, dict[str, float]]]:
+    """{stage (0: the job): {step: {tag: value}}} of one METRICS message's records: each figure's mean
+    (the update latency: its p50 and p99) at the last step that has it."""
+    found: dict[tuple[int, str], list] = defaultdict(lambda: [-1, []])   # (stage, tag) -> [last step, values]
+
+    def add(run: int, tag: str, step: int, value) -> None:
+        if (v := number(value)) is not None:
+            at = found[run, tag]
+            at[0] = max(at[0], step)
+            at[1].append(v)
+
+    for rec in records:
+        step = rec.get("step") if isinstance(rec, dict) else None
+        if type(step) is not int or not 0 <= step < MAX_STEP:
+            continue
+        for key, value in rec.items():
+            if key in JOB_TAGS:
+                add(0, JOB_TAGS[key], step, value)
+            elif stage and key in STAGE_TAGS:
+                add(stage, STAGE_TAGS[key], step, value)
+        if stage:
+            add(stage, "update_latency_ms", step, rec.get("latency_ms"))
+        elif number(rec.get("train_seconds")) and number(rec.get("samples")) is not None:
+            add(0, "samples_per_second", step, rec["samples"] / rec["train_seconds"])
+    out: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for (run, tag), (step, values) in found.items():
+        if tag == "update_latency_ms":
+            out[run][step].update({f"{tag}/p50": float(np.percentile(values, 50)),
+                                   f"{tag}/p99": float(np.percentile(values, 99))})
+        else:
+            out[run][step][tag] = float(np.mean(values))
+    return out
+
+
+class Board:
+    """Writes the event files; never stops the run: a file it cannot write (a full disk) is said once,
+    in a line, and the run goes on without event files, metrics.jsonl being its record."""
+
+    def __init__(self, run_dir: Path, roles: list[str]):
+        self.Event, self.Summary, self.crc = require()
+        self.dir = run_dir / DIR
+        self.names = {0: JOB, **{k: worker_name(role, k) for k, role in enumerate(roles, 1)}}
+        self.files: dict[str, object] = {}
+        self.pending: dict[str, bytearray] = defaultdict(bytearray)
+        self.start = 0
+        self.failed = False
+        self.flushed = time.monotonic()
+
+    def rewind(self, step: int) -> None:
+        """Keep the events of steps before `step` only, and write those from `step` on into new files."""
+        self.close()
+        if self.failed:
+            return
+        self.start, self.pending = step, defaultdict(bytearray)
+        try:
+            self.dir.mkdir(exist_ok=True)
+            rundir.check(self.dir.parent, (DIR,))
+            for run in os.scandir(self.dir):   # a TensorBoard run each: never through a link
+                for name in sorted(os.listdir(run.path)) if run.is_dir(follow_symlinks=False) else ():
+                    self._cut(Path(run.path, name), step)
+        except (OSError, rundir.RunDirError) as exc:
+            self._fail(exc)
+
+    def _cut(self, path: Path, step: int) -> None:
+        """An event file, less its events of `step` on (a file of ours that starts there holds nothing else)."""
+        start = start_of(path.name)
+        if not path.name.startswith(PREFIX):
+            return
+        if start is not None and start >= step:
+            path.unlink()
+            return
+        with rundir.open_file(path, "rb") as f:
+            data = f.read()
+        kept = b"".join(self._before(data, step))
+        if len(kept) == len(data):
+            return
+        tmp = path.with_name(TMP)
+        with rundir.open_file(tmp, "wb") as f:
+            f.write(kept)
+        tmp.replace(path)
+
+    def _before(self, data: bytes, step: int):
+        """The framed records of `data` whose event is of a step before `step`, up to the first torn one."""
+        at = 0
+        while at + 12 <= len(data):
+            header = data[at:at + 8]
+            (n,) = struct.unpack("<Q", header)
+            end = at + 12 + n + 4
+            if struct.unpack_from("<I", data, at + 8)[0] != self.crc(header) or end > len(data):
+                return   # a crash, or a full disk, cut the file here
+            try:
+                event = self.Event.FromString(data[at + 12:end - 4])
+            except Exception:   # protobuf's DecodeError: a record the crash tore
+                return
+            if event.step < step or not event.HasField("summary"):
+                yield data[at:end]
+            at = end
+
+    def write(self, stage: int, records: list[dict]) -> None:
+        """One METRICS message's records (stage 0: the coordinator's evaluations)."""
+        if self.failed:
+            return
+        for run, steps in figures(stage, records).items():
+            name = self.names.get(run, f"stage-{run}")
+            for step, tags in sorted(steps.items()):
+                values = [self.Summary.Value(tag=tag, simple_value=v) for tag, v in sorted(tags.items())]
+                event = self.Event(wall_time=time.time(), step=step, summary=self.Summary(value=values))
+                self.pending[name] += self._framed(event)
+        if time.monotonic() - self.flushed >= FLUSH_S:
+            self.flush()
+
+    def _framed(self, event) -> bytes:
+        """An event as a record of the file: its length, the length's checksum, the event, the event's checksum."""
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        return header + struct.pack("<I", self.crc(header)) + data + struct.pack("<I", self.crc(data))
+
+    def flush(self) -> None:
+        """What the writes since the last flush framed, to the files (no fsync: TensorBoard reads the page cache)."""
+        self.flushed = time.monotonic()
+        try:
+            for run, data in self.pending.items():
+                if run not in self.files:
+                    (self.dir / run).mkdir(exist_ok=True)
+                    rundir.check(self.dir, (run,))
+                    self.files[run] = rundir.open_file(self.dir / run / file_name(self.start), "wb")
+                    # the event every event file begins with: its format's version
+                    self.files[run].write(self._framed(self.Event(wall_time=time.time(), file_version=VERSION)))
+                self.files[run].write(data)
+                self.files[run].flush()
+                data.clear()
+        except (OSError, rundir.RunDirError) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.warning("--tensorboard: %s; no more event files in this run, training goes on", what)
+        self.failed, self.pending = True, defaultdict(bytearray)
+        self.close()
+
+    def close(self) -> None:
+        if not self.failed:
+            self.flush()
+        for f in self.files.values():
+            try:
+                f.close()
+            except OSError:   # its last bytes could not be written either: said already, or it is closing anyway
+                pass
+        self.files = {}
