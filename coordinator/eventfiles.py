@@ -9,13 +9,12 @@ starts at S or later holds none), then writes a new file from S: TensorBoard sho
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 import time
 from collections import defaultdict
 from pathlib import Path
-
-import numpy as np
 
 from coordinator import rundir
 from coordinator.config import ConfigError
@@ -67,7 +66,16 @@ def start_of(name: str) -> int | None:
 
 def number(value) -> float | None:
     """A finite number of a record, else None (records come from the workers)."""
-    return float(value) if type(value) in (int, float) and np.isfinite(value) else None
+    return float(value) if type(value) in (int, float) and math.isfinite(value) else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """numpy's percentile (linear between the two values around the rank), without its fixed cost, which
+    on a message's few values is some 100 times that of the sum."""
+    ordered = sorted(values)
+    at = q / 100 * (len(ordered) - 1)
+    low = int(at)
+    return ordered[low] + (ordered[min(low + 1, len(ordered) - 1)] - ordered[low]) * (at - low)
 
 
 def figures(stage: int, records: list[dict]) -> dict[int, dict[int, dict[str, float]]]:
@@ -97,10 +105,9 @@ def figures(stage: int, records: list[dict]) -> dict[int, dict[int, dict[str, fl
     out: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for (run, tag), (step, values) in found.items():
         if tag == "update_latency_ms":
-            out[run][step].update({f"{tag}/p50": float(np.percentile(values, 50)),
-                                   f"{tag}/p99": float(np.percentile(values, 99))})
+            out[run][step].update({f"{tag}/p50": percentile(values, 50), f"{tag}/p99": percentile(values, 99)})
         else:
-            out[run][step][tag] = float(np.mean(values))
+            out[run][step][tag] = math.fsum(values) / len(values)
     return out
 
 
@@ -115,6 +122,7 @@ class Board:
         self.files: dict[str, object] = {}
         self.pending: dict[str, bytearray] = defaultdict(bytearray)
         self.start = 0
+        self.last: dict[tuple[str, str], int] = {}   # (TensorBoard run, tag) -> the last step written
         self.failed = False
         self.flushed = time.monotonic()
 
@@ -123,7 +131,7 @@ class Board:
         self.close()
         if self.failed:
             return
-        self.start, self.pending = step, defaultdict(bytearray)
+        self.start, self.pending, self.last = step, defaultdict(bytearray), {}
         try:
             self.dir.mkdir(exist_ok=True)
             rundir.check(self.dir.parent, (DIR,))
@@ -131,7 +139,7 @@ class Board:
                 for name in sorted(os.listdir(run.path)) if run.is_dir(follow_symlinks=False) else ():
                     self._cut(Path(run.path, name), step)
         except (OSError, rundir.RunDirError) as exc:
-            self._fail(exc)
+            self._fail(exc, Path(getattr(exc, "filename", None) or self.dir))
 
     def _cut(self, path: Path, step: int) -> None:
         """An event file, less its events of `step` on (a file of ours that starts there holds nothing else)."""
@@ -175,11 +183,20 @@ class Board:
         for run, steps in figures(stage, records).items():
             name = self.names.get(run, f"stage-{run}")
             for step, tags in sorted(steps.items()):
-                values = [self.Summary.Value(tag=tag, simple_value=v) for tag, v in sorted(tags.items())]
-                event = self.Event(wall_time=time.time(), step=step, summary=self.Summary(value=values))
-                self.pending[name] += self._framed(event)
+                self._add(name, step, tags)
         if time.monotonic() - self.flushed >= FLUSH_S:
             self.flush()
+
+    def _add(self, run: str, step: int, tags: dict[str, float]) -> None:
+        """An event of the run's figures at a step, those of its tags not written at that step or later:
+        a record of a batch before the checkpoint gone back to (late), or a figure two records share (the
+        samples/s of the last validation and of the test), is in the files already."""
+        fresh = [(tag, v) for tag, v in sorted(tags.items()) if step > self.last.get((run, tag), self.start - 1)]
+        if fresh:
+            self.last.update(((run, tag), step) for tag, _ in fresh)
+            values = [self.Summary.Value(tag=tag, simple_value=v) for tag, v in fresh]
+            self.pending[run] += self._framed(self.Event(wall_time=time.time(), step=step,
+                                                         summary=self.Summary(value=values)))
 
     def _framed(self, event) -> bytes:
         """An event as a record of the file: its length, the length's checksum, the event, the event's checksum."""
@@ -190,22 +207,24 @@ class Board:
     def flush(self) -> None:
         """What the writes since the last flush framed, to the files (no fsync: TensorBoard reads the page cache)."""
         self.flushed = time.monotonic()
-        try:
-            for run, data in self.pending.items():
+        for run, data in self.pending.items():
+            path = self.dir / run / file_name(self.start)
+            try:
                 if run not in self.files:
-                    (self.dir / run).mkdir(exist_ok=True)
+                    path.parent.mkdir(exist_ok=True)
                     rundir.check(self.dir, (run,))
-                    self.files[run] = rundir.open_file(self.dir / run / file_name(self.start), "wb")
+                    self.files[run] = rundir.open_file(path, "wb")
                     # the event every event file begins with: its format's version
                     self.files[run].write(self._framed(self.Event(wall_time=time.time(), file_version=VERSION)))
                 self.files[run].write(data)
                 self.files[run].flush()
                 data.clear()
-        except (OSError, rundir.RunDirError) as exc:
-            self._fail(exc)
+            except (OSError, rundir.RunDirError) as exc:
+                self._fail(exc, path)
+                return
 
-    def _fail(self, exc: Exception) -> None:
-        what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+    def _fail(self, exc: Exception, where: Path) -> None:
+        what = f"{where}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
         log.warning("--tensorboard: %s; no more event files in this run, training goes on", what)
         self.failed, self.pending = True, defaultdict(bytearray)
         self.close()
