@@ -15,9 +15,11 @@ import struct
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 from coordinator import rundir
 from coordinator.config import ConfigError
+from coordinator.plotdata import number  # a finite, bounded number of a record (they come from the workers)
 from protocol.roles import worker_name
 
 log = logging.getLogger("dni")
@@ -42,16 +44,18 @@ STAGE_TAGS = {"synth_loss": "synthesizer/loss", "cos": "synthesizer/cosine", "st
               "param_staleness": "params/staleness", "bubble": "bubble"}
 
 
-def require():
-    """tensorboardX's event and summary messages and checksum, or a one-line ConfigError saying how to install it."""
+def require() -> SimpleNamespace:
+    """What the event files are made of: tensorboardX's Event and Summary messages, their DecodeError and its
+    checksum; if tensorboardX is not installed, a one-line ConfigError saying how to install it."""
     try:
+        from google.protobuf.message import DecodeError
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
         from tensorboardX.record_writer import masked_crc32c
     except ImportError:
         raise ConfigError(f"--tensorboard writes TensorBoard event files with tensorboardX, which is not installed: "
                           f"{INSTALL}") from None
-    return Event, Summary, masked_crc32c
+    return SimpleNamespace(Event=Event, Summary=Summary, DecodeError=DecodeError, crc=masked_crc32c)
 
 
 def file_name(start: int) -> str:
@@ -62,11 +66,6 @@ def start_of(name: str) -> int | None:
     """The step a file of ours starts from; None for another's event file."""
     middle = name[len(PREFIX):-len(SUFFIX)] if name.startswith(PREFIX) and name.endswith(SUFFIX) else ""
     return int(middle) if middle.isdigit() else None
-
-
-def number(value) -> float | None:
-    """A finite number of a record, else None (records come from the workers)."""
-    return float(value) if type(value) in (int, float) and math.isfinite(value) else None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,7 +115,7 @@ class Board:
     in a line, and the run goes on without event files, metrics.jsonl being its record."""
 
     def __init__(self, run_dir: Path, roles: list[str]):
-        self.Event, self.Summary, self.crc = require()
+        self.pb = require()
         self.dir = run_dir / DIR
         self.names = {0: JOB, **{k: worker_name(role, k) for k, role in enumerate(roles, 1)}}
         self.files: dict[str, object] = {}
@@ -143,9 +142,9 @@ class Board:
 
     def _cut(self, path: Path, step: int) -> None:
         """An event file, less its events of `step` on (a file of ours that starts there holds nothing else)."""
-        start = start_of(path.name)
         if not path.name.startswith(PREFIX):
             return
+        start = start_of(path.name)
         if start is not None and start >= step:
             path.unlink()
             return
@@ -166,11 +165,11 @@ class Board:
             header = data[at:at + 8]
             (n,) = struct.unpack("<Q", header)
             end = at + 12 + n + 4
-            if struct.unpack_from("<I", data, at + 8)[0] != self.crc(header) or end > len(data):
+            if struct.unpack_from("<I", data, at + 8)[0] != self.pb.crc(header) or end > len(data):
                 return   # a crash, or a full disk, cut the file here
             try:
-                event = self.Event.FromString(data[at + 12:end - 4])
-            except Exception:   # protobuf's DecodeError: a record the crash tore
+                event = self.pb.Event.FromString(data[at + 12:end - 4])
+            except self.pb.DecodeError:   # a record the crash tore
                 return
             if event.step < step or not event.HasField("summary"):
                 yield data[at:end]
@@ -194,15 +193,14 @@ class Board:
         fresh = [(tag, v) for tag, v in sorted(tags.items()) if step > self.last.get((run, tag), self.start - 1)]
         if fresh:
             self.last.update(((run, tag), step) for tag, _ in fresh)
-            values = [self.Summary.Value(tag=tag, simple_value=v) for tag, v in fresh]
-            self.pending[run] += self._framed(self.Event(wall_time=time.time(), step=step,
-                                                         summary=self.Summary(value=values)))
+            summary = self.pb.Summary(value=[self.pb.Summary.Value(tag=tag, simple_value=v) for tag, v in fresh])
+            self.pending[run] += self._framed(self.pb.Event(wall_time=time.time(), step=step, summary=summary))
 
     def _framed(self, event) -> bytes:
         """An event as a record of the file: its length, the length's checksum, the event, the event's checksum."""
         data = event.SerializeToString()
         header = struct.pack("<Q", len(data))
-        return header + struct.pack("<I", self.crc(header)) + data + struct.pack("<I", self.crc(data))
+        return header + struct.pack("<I", self.pb.crc(header)) + data + struct.pack("<I", self.pb.crc(data))
 
     def flush(self) -> None:
         """What the writes since the last flush framed, to the files (no fsync: TensorBoard reads the page cache)."""
@@ -215,7 +213,7 @@ class Board:
                     rundir.check(self.dir, (run,))
                     self.files[run] = rundir.open_file(path, "wb")
                     # the event every event file begins with: its format's version
-                    self.files[run].write(self._framed(self.Event(wall_time=time.time(), file_version=VERSION)))
+                    self.files[run].write(self._framed(self.pb.Event(wall_time=time.time(), file_version=VERSION)))
                 self.files[run].write(data)
                 self.files[run].flush()
                 data.clear()

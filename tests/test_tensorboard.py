@@ -104,6 +104,8 @@ def test_a_resume_after_a_crash_writes_each_step_once_and_goes_on_from_the_check
     assert run.wait() == -signal.SIGKILL
     wait_until(lambda: not worker_pids(), 3 * HEARTBEAT + SCHEDULING_MARGIN_S, "the workers to exit")
     before = {run: steps(out, run, LATENCY[0]) for run in STAGES}
+    torn = out / DIR / "stage-1" / file_name(0)   # as a crash mid-write leaves it: its last event cut short
+    os.truncate(torn, torn.stat().st_size - 3)
 
     assert main(["run", "--resume", str(out), *FAST, "--heartbeat", str(HEARTBEAT)]) == 0
     assert_each_step_once(out)
