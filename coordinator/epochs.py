@@ -57,6 +57,7 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         pos.checkpoint_seconds += now - began   # (the file holds the time up to the one before)
         pos.train_seconds += now - t0
         t0 = now
+        metrics.noted({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds})
         return path
 
     while pos.epoch < cfg.epochs:
@@ -88,7 +89,7 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         if last or not cfg.eval_every:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
-            metrics.tested({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
+            metrics.noted({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
                             "test_accuracy": accuracy, "test_loss": loss})
             line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
             line += plan.after_epoch(entry, last=last)

@@ -77,9 +77,9 @@ class MetricsLog:
         if self.board is not None:
             self.board.write(stage, records)
 
-    def tested(self, record: dict) -> None:
-        """A test-set evaluation (the coordinator's, stage 0): the summary's history holds it, metrics.jsonl
-        does not; the event files do."""
+    def noted(self, record: dict) -> None:
+        """A record of the coordinator's (stage 0) that metrics.jsonl does not hold, the summary does: a
+        test-set evaluation, the training clock at a checkpoint. The event files do."""
         if self.board is not None:
             self.board.write(0, [record])
 
