@@ -14,6 +14,7 @@ from timing import FAST, SCHEDULING_MARGIN_S, wait_until
 from coordinator import checkpoint
 from coordinator.cli import main
 from coordinator.eventfiles import DIR, FLUSH_S, file_name
+from protocol.liveness import MISSED_HEARTBEATS
 
 # The generated task (no data needed), 157 batches an epoch; every stage reports each step.
 JOB = ["--hidden", "16,16", "--tensorboard"]
@@ -102,7 +103,8 @@ def test_a_resume_after_a_crash_writes_each_step_once_and_goes_on_from_the_check
     resumed_at = held_with_orphans(run.proc, out)
     run.proc.send_signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL
-    wait_until(lambda: not worker_pids(), 3 * HEARTBEAT + SCHEDULING_MARGIN_S, "the workers to exit")
+    # Orphaned, they take the coordinator for lost after MISSED_HEARTBEATS intervals, and exit.
+    wait_until(lambda: not worker_pids(), MISSED_HEARTBEATS * HEARTBEAT + SCHEDULING_MARGIN_S, "the workers to exit")
     before = {run: steps(out, run, LATENCY[0]) for run in STAGES}
     torn = out / DIR / "stage-1" / file_name(0)   # as a crash mid-write leaves it: its last event cut short
     os.truncate(torn, torn.stat().st_size - 3)
