@@ -77,6 +77,11 @@ class MetricsLog:
         if self.board is not None:
             self.board.write(stage, records)
 
+    def flush(self) -> None:
+        """The event files' records to disk now (metrics.jsonl's are, with each message)."""
+        if self.board is not None:
+            self.board.flush()
+
     def noted(self, record: dict) -> None:
         """A record of the coordinator's (stage 0) that metrics.jsonl does not hold, the summary does: a
         test-set evaluation, the training clock at a checkpoint. The event files do."""
