@@ -71,6 +71,20 @@ def test_a_runs_event_files_hold_the_jobs_and_each_stages_curves(tmp_path):
     assert_each_step_once(out)
 
 
+@pytest.mark.slow
+def test_dni_coordinator_writes_them_too(tmp_path):
+    """`dni coordinator --tensorboard` with `dni worker`s that connect to it, as on other hosts."""
+    out, control = tmp_path / "run", f"ipc://{tmp_path}/control"
+    coordinator = WatchedRun(out, *JOB, "--epochs", "1", "--bind", control, "--workers", "3", command="coordinator")
+    workers = [subprocess.Popen([sys.executable, "-m", "coordinator", "worker", "--coordinator", control],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in STAGES]
+    assert coordinator.wait() == 0, coordinator.text
+    assert all(w.wait(30) == 0 for w in workers)
+    assert sorted(os.listdir(out / DIR)) == ["job", *STAGES]
+    assert steps(out, "job", "accuracy/test") == [summary(out)["steps"] - 1]
+    assert all(steps(out, run, LATENCY[0])[-1] == summary(out)["steps"] - 1 for run in STAGES)
+
+
 def flushed_past(out, step: int) -> bool:
     """Every stage's event file holds steps after `step`."""
     return all(os.path.isdir(out / DIR / run) and max(steps(out, run, LATENCY[0]), default=-1) > step
