@@ -80,33 +80,26 @@ def percentile(values: list[float], q: float) -> float:
 def figures(stage: int, records: list[dict]) -> dict[int, dict[int, dict[str, float]]]:
     """{stage (0: the job): {step: {tag: value}}} of one METRICS message's records: each figure's mean
     (the update latency: its p50 and p99) at the last step that has it."""
-    found: dict[tuple[int, str], list] = defaultdict(lambda: [-1, []])   # (stage, tag) -> [last step, values]
-
-    def add(run: int, tag: str, step: int, value) -> None:
-        if (v := number(value)) is not None:
-            at = found[run, tag]
-            at[0] = max(at[0], step)
-            at[1].append(v)
-
-    for rec in records:
-        step = rec.get("step") if isinstance(rec, dict) else None
-        if type(step) is not int or not 0 <= step < MAX_STEP:
-            continue
-        for key, value in rec.items():
-            if key in JOB_TAGS:
-                add(0, JOB_TAGS[key], step, value)
-            elif stage and key in STAGE_TAGS:
-                add(stage, STAGE_TAGS[key], step, value)
-        if stage:
-            add(stage, "update_latency_ms", step, rec.get("latency_ms"))
-        elif number(rec.get("train_seconds")) and number(rec.get("samples")) is not None:
-            add(0, "samples_per_second", step, rec["samples"] / rec["train_seconds"])
+    good = [r for r in records if isinstance(r, dict) and type(r.get("step")) is int and 0 <= r["step"] < MAX_STEP]
+    if not stage:   # the coordinator's: samples over the training clock
+        good = [{**r, "samples_per_second": r["samples"] / r["train_seconds"]}
+                if number(r.get("train_seconds")) and number(r.get("samples")) is not None else r for r in good]
     out: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    for (run, tag), (step, values) in found.items():
-        if tag == "update_latency_ms":
-            out[run][step].update({f"{tag}/p50": percentile(values, 50), f"{tag}/p99": percentile(values, 99)})
-        else:
-            out[run][step][tag] = math.fsum(values) / len(values)
+
+    def series(key: str) -> tuple[int, list[float]]:
+        """The last step with a number under `key`, and those numbers."""
+        found = [(r["step"], v) for r in good if key in r and (v := number(r[key])) is not None]
+        return max((step for step, _ in found), default=-1), [v for _, v in found]
+
+    for run, tags in ((0, JOB_TAGS), (stage, STAGE_TAGS if stage else {"samples_per_second": "samples_per_second"})):
+        for key, tag in tags.items():
+            step, values = series(key)
+            if values:
+                out[run][step][tag] = math.fsum(values) / len(values)
+    step, values = series("latency_ms") if stage else (-1, [])
+    if values:
+        out[stage][step].update({"update_latency_ms/p50": percentile(values, 50),
+                                 "update_latency_ms/p99": percentile(values, 99)})
     return out
 
 
