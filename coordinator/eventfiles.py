@@ -91,7 +91,8 @@ def figures(stage: int, records: list[dict]) -> dict[int, dict[int, dict[str, fl
         found = [(r["step"], v) for r in good if key in r and (v := number(r[key])) is not None]
         return max((step for step, _ in found), default=-1), [v for _, v in found]
 
-    for run, tags in ((0, JOB_TAGS), (stage, STAGE_TAGS if stage else {"samples_per_second": "samples_per_second"})):
+    own = STAGE_TAGS if stage else {"samples_per_second": "samples_per_second"}
+    for run, tags in ((0, JOB_TAGS), (stage, own)):
         for key, tag in tags.items():
             step, values = series(key)
             if values:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from resumable import WatchedRun, records, stage_pid, steps_logged, summary, worker_pids
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -13,7 +14,7 @@ from timing import FAST, SCHEDULING_MARGIN_S, wait_until
 
 from coordinator import checkpoint
 from coordinator.cli import main
-from coordinator.eventfiles import DIR, FLUSH_S, file_name
+from coordinator.eventfiles import DIR, FLUSH_S, figures, file_name, percentile
 from protocol.liveness import MISSED_HEARTBEATS
 
 # The generated task (no data needed), 157 batches an epoch; every stage reports each step.
@@ -43,6 +44,26 @@ def assert_each_step_once(out) -> None:
         for tag, events in scalars(out, run).items():
             got = [e.step for e in events]
             assert got == sorted(set(got)), (run, tag)
+
+
+def test_a_messages_figures_are_its_records_means_and_latency_percentiles_at_its_last_step():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 50):
+        values = list(rng.exponential(size=n))
+        assert [percentile(values, q) for q in (50, 99)] == pytest.approx(list(np.percentile(values, [50, 99])))
+    stage = [{"step": 10, "latency_ms": 1.0, "cos": 0.5, "synth_loss": 2.0, "staleness": 1},
+             {"step": 11, "latency_ms": 3.0, "cos": 0.7, "synth_loss": float("nan")},
+             {"step": 12, "latency_ms": "slow"}, {"step": True, "cos": 9.0}, {"step": -1, "cos": 9.0}, ["step", 13]]
+    # NaN, a string, a step that is no count, a record that is no dict: left out.
+    assert figures(2, stage) == {2: {11: {"synthesizer/cosine": pytest.approx(0.6), "update_latency_ms/p50": 2.0,
+                                          "update_latency_ms/p99": pytest.approx(2.98)},
+                                     10: {"synthesizer/loss": 2.0, "synthesizer/staleness": 1.0}}}
+    head = [{"step": 5, "latency_ms": 1.0, "loss": 2.0, "accuracy": 0.25}, {"step": 6, "latency_ms": 1.0, "loss": 1.0}]
+    assert figures(3, head) == {0: {6: {"loss/train": 1.5}, 5: {"accuracy/train": 0.25}},
+                                3: {6: {"update_latency_ms/p50": 1.0, "update_latency_ms/p99": 1.0}}}
+    coordinator = [{"step": 99, "samples": 1000, "train_seconds": 4.0, "val_accuracy": 0.9, "val_loss": 0.3}]
+    assert figures(0, coordinator) == {0: {99: {"accuracy/validation": 0.9, "loss/validation": 0.3,
+                                                "samples_per_second": 250.0}}}
 
 
 def test_a_runs_event_files_hold_the_jobs_and_each_stages_curves(tmp_path):
