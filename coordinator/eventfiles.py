@@ -34,6 +34,7 @@ TMP = "rewind.tmp"                # no "tfevents" in it: TensorBoard never reads
 FLUSH_S = 2.0
 MAX_STEP = 2 ** 53
 VERSION = "brain.Event:2"
+HEAD = 12   # bytes before a record's event: its length (8) and the length's checksum (4); the event's follows it
 INSTALL = "pip install 'dni-synthgrad[tensorboard]'"
 
 # A record's figures and the tag each is shown under: the job's (the head's training loss, the
@@ -155,14 +156,14 @@ class Board:
     def _before(self, data: bytes, step: int):
         """The framed records of `data` whose event is of a step before `step`, up to the first torn one."""
         at = 0
-        while at + 12 <= len(data):
+        while at + HEAD <= len(data):
             header = data[at:at + 8]
             (n,) = struct.unpack("<Q", header)
-            end = at + 12 + n + 4
+            end = at + HEAD + n + 4
             if struct.unpack_from("<I", data, at + 8)[0] != self.pb.crc(header) or end > len(data):
                 return   # a crash, or a full disk, cut the file here
             try:
-                event = self.pb.Event.FromString(data[at + 12:end - 4])
+                event = self.pb.Event.FromString(data[at + HEAD:end - 4])
             except self.pb.DecodeError:   # a record the crash tore
                 return
             if event.step < step or not event.HasField("summary"):
