@@ -21,9 +21,11 @@ from coordinator.signals import Interrupted, StopSignals
 from protocol import Kind
 
 
-def save(plan: Plan, pipe: Pipeline, run_dir: Path, pos: Position) -> Path:
-    """A checkpoint at a barrier: every batch sent so far is through every stage, none is in flight."""
+def save(plan: Plan, pipe: Pipeline, run_dir: Path, pos: Position, metrics: MetricsLog) -> Path:
+    """A checkpoint at a barrier: every batch sent so far is through every stage, none is in flight; the
+    metrics written before it, so that a run resumed from it has every step before it in its files."""
     pipe.sync()
+    metrics.flush()
     return checkpoint.save(run_dir, plan.checkpoint_config(), pipe.collect_state(), asdict(pos))
 
 
@@ -52,11 +54,12 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
     def checkpoint_now() -> Path:
         nonlocal last_save, t0
         pos.checkpoints += 1
-        path = save(plan, pipe, run_dir, pos)
+        path = save(plan, pipe, run_dir, pos, metrics)
         last_save = now = time.perf_counter()
         pos.checkpoint_seconds += now - began   # (the file holds the time up to the one before)
         pos.train_seconds += now - t0
         t0 = now
+        metrics.noted({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds})
         return path
 
     while pos.epoch < cfg.epochs:
@@ -88,6 +91,8 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         if last or not cfg.eval_every:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
+            metrics.noted({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
+                            "test_accuracy": accuracy, "test_loss": loss})
             line = f"epoch {pos.epoch + 1}/{cfg.epochs}  test accuracy {accuracy:.4f}  test loss {loss:.4f}"
             line += plan.after_epoch(entry, last=last)
         else:   # with a validation split, the test set is read once, at the end
@@ -98,8 +103,8 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         pos.epoch, pos.batch, pos.rng, pos.curriculum = pos.epoch + 1, 0, rng.bit_generator.state, plan.curriculum()
         progress.message(line)
         if stop:
-            raise Interrupted(stop.signum, pos.step, save(plan, pipe, run_dir, pos))
-    save(plan, pipe, run_dir, pos)
+            raise Interrupted(stop.signum, pos.step, save(plan, pipe, run_dir, pos, metrics))
+    save(plan, pipe, run_dir, pos, metrics)
     history = pos.history
     return {**plan.summary_fields(), "epochs": cfg.epochs, "dataset": task.name, "batch_size": cfg.batch_size,
             "steps": pos.step, "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"],

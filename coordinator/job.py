@@ -10,7 +10,7 @@ from typing import Iterator
 
 import zmq
 
-from coordinator import checkpoint, config, launch, recovery, rundir
+from coordinator import checkpoint, config, eventfiles, launch, recovery, rundir
 from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
@@ -55,6 +55,8 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     replacements). `curve` (see Hub) puts CURVE on every socket of the run; `resume`
     continues a run from its checkpoint. Interrupted, a final WorkerLost and a stall carry `run_dir`.
     """
+    if plan.cfg.tensorboard:
+        eventfiles.require()   # before the run directory is made: a missing extra is a one-line error
     descriptors.raise_limit()   # the control socket listens: room for strangers' connections besides the run's own
     with run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
         return serve_in(run_dir, plan, bind, spawn_local, curve, resume)
@@ -65,7 +67,8 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     """serve, in its run directory, claimed."""
     cfg, n_workers = plan.cfg, plan.n_workers
     pos, states = start(plan, resume)
-    metrics = MetricsLog(run_dir, since=pos.step if resume else None)
+    board = eventfiles.Board(run_dir, plan.roles()) if cfg.tensorboard else None
+    metrics = MetricsLog(run_dir, since=pos.step if resume else None, board=board)
     progress = Progress(cfg.progress, plan.total_steps)
     progress.steps = pos.step
     ctx = zmq.Context()

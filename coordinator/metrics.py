@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator import rundir
+from coordinator.eventfiles import Board
 from coordinator.quantiles import Quantiles
 
 COSINE_STEPS = 100
@@ -25,10 +26,12 @@ def percentiles(values) -> dict:
 class MetricsLog:
     """Writes metrics.jsonl (one line per step and stage) and keeps what the summary needs."""
 
-    def __init__(self, run_dir: Path, since: int | None = None):
-        """since: continue a resumed run's file from this step (see rewind); None: a new file."""
+    def __init__(self, run_dir: Path, since: int | None = None, board: Board | None = None):
+        """since: continue a resumed run's file from this step (see rewind); None: a new file.
+        board: the run's TensorBoard event files (--tensorboard), fed the same records."""
         self.path = run_dir / "metrics.jsonl"
         self.file = None
+        self.board = board
         if since is None:
             rundir.open_file(self.path, "w").close()
         self.rewind(since or 0)
@@ -38,6 +41,8 @@ class MetricsLog:
         `step`, and would otherwise log the steps after it twice."""
         if self.file is not None:
             self.file.close()
+        if self.board is not None:
+            self.board.rewind(step)
         # Bounded, whatever the run's length: a sketch of the latencies, the last cosines, a running bubble.
         self.latency_ms: dict[int, Quantiles] = defaultdict(Quantiles)
         self.cos: dict[int, deque[float]] = defaultdict(lambda: deque(maxlen=COSINE_STEPS))
@@ -69,6 +74,19 @@ class MetricsLog:
             self.file.write(json.dumps({"stage": stage, **rec}) + "\n")
             self._keep(stage, rec)
         self.file.flush()   # a message's records at once: `tail -f` and the failure tests watch the file
+        if self.board is not None:
+            self.board.write(stage, records)
+
+    def flush(self) -> None:
+        """The event files' records to disk now (metrics.jsonl's are, with each message)."""
+        if self.board is not None:
+            self.board.flush()
+
+    def noted(self, record: dict) -> None:
+        """A record of the coordinator's (stage 0) that metrics.jsonl does not hold, the summary does: a
+        test-set evaluation, the training clock at a checkpoint. The event files do."""
+        if self.board is not None:
+            self.board.write(0, [record])
 
     def _keep(self, stage, rec: dict) -> None:
         """What the summary needs of a record."""
@@ -93,6 +111,8 @@ class MetricsLog:
 
     def close(self) -> None:
         self.file.close()
+        if self.board is not None:
+            self.board.close()
 
 
 class Progress:

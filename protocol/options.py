@@ -121,6 +121,8 @@ OPTIONS = (
     Option("overwrite", bool, False, "run", "reuse an --out directory that holds a run (its files are "
            "replaced)"),
     Option("progress", bool, True, "run", "show a live progress line", resumable=True),
+    Option("tensorboard", bool, False, "run", "write TensorBoard event files to RUN_DIR/tensorboard/ (needs the "
+           "tensorboard extra)", resumable=True),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
