@@ -71,6 +71,7 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     ctx = zmq.Context()
     hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
     members = Membership(hub, n_workers)
+    members.run = run_dir.resolve().name
     rejoin = Rejoin(members)
     flushed = {"micro_batches": cfg.micro_batches} if cfg.mode == "gpipe" else {}
     pipe = (FlushedPipeline if flushed else Pipeline)(

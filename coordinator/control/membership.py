@@ -24,6 +24,7 @@ class Membership:
         self.stopping = False
         self.members: dict[bytes, Member] = {}
         self.procs: dict[int, object] = {}     # stage -> local launch.Worker: its exit is seen at once
+        self.run = ""                # the run directory's name, which each worker shows in ps
         hub.find, hub.admit, hub.sweep = self.members.get, self.admit, self.check_liveness
         hub.handle({Kind.READY: self.on_ready, Kind.BYE: self.on_bye, Kind.HEARTBEAT: self.on_heartbeat})
 
@@ -137,7 +138,7 @@ class Membership:
             m.role = roles[k - 1]
             self.hub.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
                 "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.hub.heartbeat, "start": start,
-                "eval_start": eval_start,
+                "eval_start": eval_start, "run": self.run,
                 "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}, (states or {}).get(k, {})))
         self.hub.pump(lambda: all(m.ready for m in self.members.values()), liveness.READY_TIMEOUT_S,
                       "workers to be ready")
