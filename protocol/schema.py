@@ -41,7 +41,8 @@ SCHEMAS: dict[Kind, Schema] = {
                         any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
-    Kind.HEARTBEAT: Schema(optional={"seen": dict}),   # a worker's: the last id it took, per data kind
+    # A worker's: the last id it took, per data kind; its load (protocol/liveness.py LOAD).
+    Kind.HEARTBEAT: Schema(optional={"seen": dict, "load": dict}),
     Kind.DONE: Schema({"loss": float, "correct": Count, "n": Count}),
     Kind.TAKEN: Schema(),
     Kind.EVALUATED: Schema({"loss_sum": float, "correct": Count, "n": Count}),

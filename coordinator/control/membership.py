@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from coordinator.control.hub import Hub
 from coordinator.control.member import Member, WorkerFailed, WorkerLost
@@ -37,6 +39,10 @@ class Membership:
         # Progress per data kind, kept only if it is what a worker sends: a few kinds, integer ids.
         if len(seen) <= len(DATA) and all(k in DATA and type(v) is int for k, v in seen.items()):
             member.seen = seen
+        load = msg.meta.get("load")
+        if isinstance(load, dict) and load.keys() == set(liveness.LOAD) and \
+                all(type(v) in (int, float) and 0 <= v < math.inf for v in load.values()):
+            member.loads.append((time.monotonic(), load))
 
     def check_liveness(self) -> None:
         if not self.stopping:
