@@ -201,3 +201,16 @@ def test_while_training_and_after_a_worker_is_killed(tmp_path):
     text, rows = once(out)
     assert "the run has ended: interrupted: stopped by SIGTERM" in text and "restarts 1" in text
     assert {row["state"] for row in rows.values()} == {"stopped"}
+
+
+def test_a_run_whose_coordinator_was_killed_is_said_to_have_ended_so(finished, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(finished, run)
+    dead = subprocess.Popen(["true"])
+    dead.wait()   # a pid no process has now
+    status = json.loads((run / "status.json").read_text())
+    status.update(ended=None, state="training", pid=dead.pid, host=os.uname().nodename)
+    (run / "status.json").write_text(json.dumps(status))
+    text, _ = once(run)
+    assert text.rstrip().endswith(f"the run has ended: the coordinator (pid {dead.pid}) is gone without saying how "
+                                  "the run ended (killed?)")

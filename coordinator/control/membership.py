@@ -40,7 +40,7 @@ class Membership:
         if len(seen) <= len(DATA) and all(k in DATA and type(v) is int for k, v in seen.items()):
             member.seen = seen
         load = msg.meta.get("load")
-        if isinstance(load, dict) and load.keys() == set(liveness.LOAD) and \
+        if isinstance(load, dict) and load.keys() == set(liveness.LOAD) and type(load["dropped"]) is int and \
                 all(type(v) in (int, float) and 0 <= v < math.inf for v in load.values()):
             member.loads.append((time.monotonic(), load))
 

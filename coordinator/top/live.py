@@ -26,7 +26,7 @@ def renderable(snap: snapshot.Snapshot):
     for name in view.COLUMNS:
         table.add_column(name, justify="left" if name in view.LEFT else "right", no_wrap=True)
     for row in view.rows(snap):
-        table.add_row(*row, style="bold red" if row[-1] else None)
+        table.add_row(*map(Text, row), style="bold red" if row[-1] else None)   # Text: no markup from the run
     head, figures = view.job_lines(snap)
     end = view.ending_line(snap)
     return Group(Text(head, style="bold"), Text(figures), table,

@@ -12,7 +12,7 @@ from pathlib import Path
 from coordinator import rundir
 from coordinator.status import STATUS_FILE, VERSION
 
-SILENT_S = 30.0   # a status file not rewritten for this long (it is, every second) has a coordinator that hangs
+SILENT_S = 30.0   # a status file not rewritten for this long (it is, every second) is shown as such
 
 NUMBER, NONE = (int, float), type(None)
 # The fields `dni top` shows, with the types a status file of this VERSION holds (coordinator/status.py).
@@ -33,12 +33,24 @@ class Snapshot:
     status: dict
     read_at: float               # time.time() when read
     checkpoint_age: float | None  # seconds since its last checkpoint was written (None: none yet)
-    silence: str | None          # why the coordinator of an unfinished run seems gone, if it does
 
     @property
     def ending(self) -> str | None:
-        """How the run ended, once it has (or seems to have)."""
-        return self.status["ended"] or self.silence
+        """How the run ended, once it has: as its coordinator said, or that the coordinator is gone (same host)."""
+        st = self.status
+        if st["ended"] is not None:
+            return st["ended"]
+        if st["host"] == socket.gethostname() and not os.path.exists(f"/proc/{st['pid']}"):
+            return f"the coordinator (pid {st['pid']}) is gone without saying how the run ended (killed?)"
+        return None
+
+    @property
+    def silence(self) -> str | None:
+        """What is odd about a status file not rewritten for a while (it is, every second, while the run goes on)."""
+        quiet = self.read_at - self.status["updated"]
+        if self.ending is None and quiet > SILENT_S:
+            return f"the coordinator has not rewritten its status for {quiet:.0f} s: hung, or on a host that is down?"
+        return None
 
 
 def read(run_dir: Path) -> Snapshot:
@@ -68,7 +80,7 @@ def read(run_dir: Path) -> Snapshot:
     except ValueError as exc:
         raise ValueError(f"{path} is corrupt: not JSON ({exc})") from None
     check(status, path)
-    return Snapshot(run_dir, status, time.time(), checkpoint_age(run_dir), silence(status))
+    return Snapshot(run_dir, status, time.time(), checkpoint_age(run_dir))
 
 
 def check(status: object, path: Path) -> None:
@@ -105,16 +117,3 @@ def checkpoint_age(run_dir: Path) -> float | None:
         return time.time() - os.stat(run_dir / rundir.MODEL_FILE).st_mtime
     except OSError:
         return None
-
-
-def silence(status: dict) -> str | None:
-    """Why an unfinished run's coordinator seems gone: its process is not there, or it stopped writing."""
-    if status["ended"] is not None:
-        return None
-    where = f"the coordinator (pid {status['pid']} on {status['host']})"
-    if status["host"] == socket.gethostname() and not os.path.exists(f"/proc/{status['pid']}"):
-        return f"{where} is gone without saying how the run ended (killed?)"
-    quiet = time.time() - status["updated"]
-    if quiet > SILENT_S:
-        return f"{where} has not written its status for {quiet:.0f} s"
-    return None

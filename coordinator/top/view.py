@@ -7,6 +7,12 @@ COLUMNS = ("stage", "host", "pid", "state", "upd/s", "p50 ms", "p99 ms", "cosine
            "busy %", "")
 LEFT = {"stage", "host", "state", ""}   # the rest are figures, aligned right
 MARK = "<- bottleneck"
+HOST_CHARS = 30   # of a host name: its row stays on a line
+
+
+def printable(text: str) -> str:
+    """Text from the run (a worker's host name, an error it sent) with no control character to upset a terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def duration(seconds: float) -> str:
@@ -21,8 +27,8 @@ def figure(value, fmt: str) -> str:
 def job_lines(snap: Snapshot) -> list[str]:
     st, job = snap.status, snap.status["job"]
     state = "ended" if snap.ending else st["state"]
-    head = (f"dni top  {snap.run_dir}   {job['mode']} {job['model']}, {job['stages']} workers   {state}   "
-            f"(coordinator pid {st['pid']} on {st['host']}, up {duration(st['updated'] - st['started'])})")
+    head = printable(f"dni top  {snap.run_dir}   {job['mode']} {job['model']}, {job['stages']} workers   {state}   "
+                     f"(coordinator pid {st['pid']} on {st['host']}, up {duration(st['updated'] - st['started'])})")
     epoch = min(job["epoch"] + (state != "ended"), job["epochs"])
     parts = [f"step {job['step']}/{job['total_steps']}", f"epoch {epoch}/{job['epochs']}",
              f"{figure(job['samples_per_second'], ',.0f')} samples/s", f"loss {figure(job['loss'], '.4f')}"]
@@ -51,7 +57,7 @@ def rows(snap: Snapshot) -> list[list[str]]:
     for s in snap.status["stages"]:
         lat = s["latency_ms"] or {}
         busy = None if s["busy"] is None else 100 * s["busy"]
-        out.append([s["name"], s["host"] or "-", figure(s["pid"], "d"), s["state"],
+        out.append([s["name"], printable(s["host"] or "-")[:HOST_CHARS], figure(s["pid"], "d"), s["state"],
                     figure(s["updates_per_second"], ".1f"), figure(lat.get("p50"), ".3f"),
                     figure(lat.get("p99"), ".3f"), figure(s["cos"], ".3f"), figure(s["staleness"], "d"),
                     str(s["dropped"]), figure(s["cpu_percent"], ".0f"), figure(busy, ".0f"),
@@ -60,7 +66,10 @@ def rows(snap: Snapshot) -> list[list[str]]:
 
 
 def ending_line(snap: Snapshot) -> str | None:
-    return None if snap.ending is None else f"the run has ended: {snap.ending}"
+    """How the run ended, or what is odd about its silence; None while all is well."""
+    if snap.ending is not None:
+        return printable(f"the run has ended: {snap.ending}")
+    return snap.silence
 
 
 def plain(snap: Snapshot) -> str:

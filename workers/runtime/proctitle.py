@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import sys
 
 from protocol.roles import BOX, PARAMS
 
@@ -42,6 +43,8 @@ def set_title(full: str, short: str) -> None:
     it), and always the kernel's name, which setproctitle would otherwise leave as the full title cut short."""
     if setproctitle is not None:
         setproctitle(full)
+    if not sys.platform.startswith("linux"):
+        return
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(PR_SET_NAME, ctypes.c_char_p(short.encode()[:COMM_BYTES]), 0, 0, 0)
 
