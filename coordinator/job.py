@@ -121,7 +121,7 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
             exc.run_dir = run_dir
             raise
         finally:
-            status.end(sys.exc_info()[1])   # how it ended: the exception on its way out, if any
+            ending = sys.exc_info()[1]   # the exception on its way out, if any: how the run ended
             aborted = not members.stopping
             try:
                 if aborted and not at_once:
@@ -134,6 +134,7 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
                         at_once=at_once)
             metrics.close()
             ctx.term()
+            status.end(ending)
 
 
 def print_summary(summary: dict, plan: Plan) -> None:

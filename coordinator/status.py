@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ EVERY_S = 1.0          # rewritten at most this often
 RECENT = 100           # a stage's last metric records its latency percentiles and synthesizer cosine cover
 RATE_S = 5.0           # seconds the job's samples/s (and its ETA) and a stage's updates/s cover
 HELD = 0.5             # a stage held in poll more than this share of the last interval is blocked, or out of credit
+log = logging.getLogger("dni")
 
 
 class StageWindow:
@@ -85,6 +87,7 @@ class Status:
         self.windows: defaultdict[int, StageWindow] = defaultdict(StageWindow)
         self.samples: deque[tuple[float, int]] = deque()   # (time.monotonic(), samples done)
         self.started, self.written, self.ended = time.time(), 0.0, None
+        self.broken = False   # a write failed: no more are tried
 
     def on_records(self, stage: int, records: list[dict]) -> None:
         if stage:   # (stage 0: the coordinator's validation records)
@@ -113,10 +116,19 @@ class Status:
         self.write()
 
     def write(self) -> None:
+        """Write the file beside it, then rename it over: a reader never sees half of it. One that cannot be
+        written is said once, and no more tried: `dni top` cannot follow the run, which goes on all the same."""
+        if self.broken:
+            return
         tmp = self.path.with_name(STATUS_FILE + ".tmp")
-        with rundir.open_file(tmp, "w") as f:
-            json.dump(self.snapshot(), f)
-        os.replace(tmp, self.path)
+        try:
+            with rundir.open_file(tmp, "w") as f:
+                json.dump(self.snapshot(), f)
+            os.replace(tmp, self.path)
+        except (OSError, rundir.RunDirError) as exc:
+            self.broken = True
+            log.warning("cannot write %s (%s): dni top cannot follow this run", self.path,
+                        getattr(exc, "strerror", None) or exc)
 
     def snapshot(self) -> dict:
         return {"version": VERSION, "updated": time.time(), "started": self.started, "host": socket.gethostname(),

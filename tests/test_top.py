@@ -2,22 +2,25 @@
 import io
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 from resumable import WatchedRun, records, stage_pid
-from timing import FAST, wait_until
+from timing import FAST, SCHEDULING_MARGIN_S, wait_until
 
 from coordinator.cli import main
 from coordinator.status import RECENT
-from coordinator.top import view
+from coordinator.top import live, view
 
 # cdni on the generated task: every stage has a synthesizer but the head; records every 10 steps.
 JOB = ["--hidden", "32,32", "--epochs", "3", "--log-every", "10", "--checkpoint-seconds", "0"]
@@ -214,3 +217,52 @@ def test_a_run_whose_coordinator_was_killed_is_said_to_have_ended_so(finished, t
     text, _ = once(run)
     assert text.rstrip().endswith(f"the run has ended: the coordinator (pid {dead.pid}) is gone without saying how "
                                   "the run ended (killed?)")
+
+
+def test_a_status_file_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path):
+    run = WatchedRun(tmp_path / "run", "--hidden", "32,32", "--epochs", "20", "--log-every", "10")
+    tmp = run.out / "status.json.tmp"
+    wait_until(lambda: (run.out / "status.json").exists(), 60, "the status file", run.proc)
+    while not tmp.is_dir():   # where the next status is written: a directory, as a full disk or a bad mount would
+        try:
+            tmp.mkdir()
+        except FileExistsError:   # a status being written right now: it is renamed away at once
+            pass
+    assert run.wait() == 0, run.text
+    said = [line for line in run.lines if "dni top cannot follow this run" in line]
+    assert len(said) == 1 and str(run.out / "status.json") in said[0], run.text
+    assert json.loads((run.out / "summary.json").read_text())["steps"] > 0
+
+
+def live_copy(finished: Path, tmp_path: Path) -> Path:
+    """A copy of the finished run whose status says it still trains, under a coordinator that lives (this process)."""
+    run = tmp_path / "live"
+    shutil.copytree(finished, run)
+    status = json.loads((run / "status.json").read_text())
+    status.update(ended=None, state="training", pid=os.getpid(), host=os.uname().nodename, updated=time.time())
+    (run / "status.json").write_text(json.dumps(status))
+    return run
+
+
+@pytest.mark.parametrize("how", ["q", "Ctrl-C"])
+def test_the_live_view_quits_on_q_or_ctrl_c(finished, tmp_path, how):
+    run = live_copy(finished, tmp_path)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator", "top", str(run)], stdin=slave, stdout=slave,
+                            stderr=slave, env={**os.environ, "COLUMNS": "160"}, start_new_session=True)
+    os.close(slave)
+    drawn = b""
+    try:
+        while b"stage 3" not in drawn:   # the first view is on the terminal: the keys are read from now on
+            assert select.select([master], [], [], 30)[0], drawn
+            drawn += os.read(master, 65536)
+        if how == "q":
+            os.write(master, b"q")
+        else:
+            proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=live.REFRESH_S + SCHEDULING_MARGIN_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

@@ -33,16 +33,7 @@ class Snapshot:
     status: dict
     read_at: float               # time.time() when read
     checkpoint_age: float | None  # seconds since its last checkpoint was written (None: none yet)
-
-    @property
-    def ending(self) -> str | None:
-        """How the run ended, once it has: as its coordinator said, or that the coordinator is gone (same host)."""
-        st = self.status
-        if st["ended"] is not None:
-            return st["ended"]
-        if st["host"] == socket.gethostname() and not os.path.exists(f"/proc/{st['pid']}"):
-            return f"the coordinator (pid {st['pid']}) is gone without saying how the run ended (killed?)"
-        return None
+    ending: str | None           # how the run ended, once it has (see `ended`)
 
     @property
     def silence(self) -> str | None:
@@ -80,7 +71,7 @@ def read(run_dir: Path) -> Snapshot:
     except ValueError as exc:
         raise ValueError(f"{path} is corrupt: not JSON ({exc})") from None
     check(status, path)
-    return Snapshot(run_dir, status, time.time(), checkpoint_age(run_dir))
+    return Snapshot(run_dir, status, time.time(), checkpoint_age(run_dir), ended(status))
 
 
 def check(status: object, path: Path) -> None:
@@ -117,3 +108,12 @@ def checkpoint_age(run_dir: Path) -> float | None:
         return time.time() - os.stat(run_dir / rundir.MODEL_FILE).st_mtime
     except OSError:
         return None
+
+
+def ended(status: dict) -> str | None:
+    """How the run ended: as its coordinator said, or that the coordinator is gone (seen on its own host only)."""
+    if status["ended"] is not None:
+        return status["ended"]
+    if status["host"] == socket.gethostname() and not os.path.exists(f"/proc/{status['pid']}"):
+        return f"the coordinator (pid {status['pid']}) is gone without saying how the run ended (killed?)"
+    return None
