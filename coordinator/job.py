@@ -76,13 +76,13 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
              resume: checkpoint.Checkpoint | None) -> dict:
     """serve, in its run directory, claimed."""
     cfg, n_workers = plan.cfg, plan.n_workers
-    announce(run_dir, cfg)
     pos, states = start(plan, resume)
     metrics = MetricsLog(run_dir, since=pos.step if resume else None)
     progress = Progress(cfg.progress, plan.total_steps)
     progress.at(pos)
     ctx = zmq.Context()
     hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
+    announce(run_dir, cfg)   # (once bound: a run that cannot start says only why)
     members = Membership(hub, n_workers)
     members.run = run_dir.resolve().name
     rejoin = Rejoin(members)
