@@ -125,7 +125,7 @@ def test_without_rich_a_hint_and_once_still_works(finished, tmp_path):
     (lambda d: (d / "status.json").write_text(
         (d / "status.json").read_text().replace('"version": 1', '"version": 99')), "has layout 99"),
     (lambda d: shutil.rmtree(d), "no such directory"),
-])
+], ids=["no status file", "not JSON", "not a map", "a field of another type", "another layout", "no directory"])
 def test_bad_input_is_one_line(finished, tmp_path, damage, words):
     run = tmp_path / "copy"
     shutil.copytree(finished, run)
@@ -219,8 +219,9 @@ def test_a_run_whose_coordinator_was_killed_is_said_to_have_ended_so(finished, t
                                   "the run ended (killed?)")
 
 
+@pytest.mark.slow
 def test_a_status_file_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path):
-    run = WatchedRun(tmp_path / "run", "--hidden", "32,32", "--epochs", "20", "--log-every", "10")
+    run = WatchedRun(tmp_path / "run", "--hidden", "32,32", "--epochs", "6", "--log-every", "10")
     tmp = run.out / "status.json.tmp"
     wait_until(lambda: (run.out / "status.json").exists(), 60, "the status file", run.proc)
     while not tmp.is_dir():   # where the next status is written: a directory, as a full disk or a bad mount would
