@@ -125,7 +125,9 @@ def test_without_rich_a_hint_and_once_still_works(finished, tmp_path):
     (lambda d: (d / "status.json").write_text(
         (d / "status.json").read_text().replace('"version": 1', '"version": 99')), "has layout 99"),
     (lambda d: shutil.rmtree(d), "no such directory"),
-], ids=["no status file", "not JSON", "not a map", "a field of another type", "another layout", "no directory"])
+    (lambda d: ((d / "status.json").unlink(), (d / "status.json").symlink_to("/etc/passwd")), "is a symbolic link"),
+], ids=["no status file", "not JSON", "not a map", "a field of another type", "another layout", "no directory",
+        "a link"])
 def test_bad_input_is_one_line(finished, tmp_path, damage, words):
     run = tmp_path / "copy"
     shutil.copytree(finished, run)

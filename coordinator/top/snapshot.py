@@ -53,7 +53,8 @@ def read(run_dir: Path) -> Snapshot:
         raise ValueError(f"{run_dir}: no such directory") from None
     except PermissionError:
         raise ValueError(f"{run_dir}: permission denied (cannot reach the run directory)") from None
-    # Root reads anything: access() says what the user may do, and what the kernel would refuse another.
+    # access() answers for the user who runs dni top, so that a refusal is said as such before anything is
+    # opened (root passes: it may read anything).
     if not os.access(run_dir, os.R_OK | os.X_OK):
         raise ValueError(f"{run_dir}: permission denied (cannot read the run directory)")
     path = run_dir / STATUS_FILE
@@ -66,7 +67,9 @@ def read(run_dir: Path) -> Snapshot:
     try:
         with rundir.open_file(path) as f:
             status = json.loads(f.read())
-    except OSError as exc:   # (rundir.RunDirError: a link or a special file, said as such)
+    except rundir.RunDirError as exc:   # a link or a special file where the status goes: never followed
+        raise ValueError(str(exc)) from None
+    except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ValueError(f"{path} is corrupt: not JSON ({exc})") from None
