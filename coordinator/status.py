@@ -13,7 +13,6 @@ import numpy as np
 
 from coordinator import rundir
 from coordinator.control import Membership
-from coordinator.control.member import Member
 from coordinator.metrics import Progress
 from coordinator.plans import Plan
 from coordinator.signals import Interrupted
@@ -62,9 +61,9 @@ class StageWindow:
                 "cos": float(np.mean(self.cos)) if self.cos else None, "staleness": self.staleness}
 
 
-def load_figures(member: Member) -> dict:
-    """From its heartbeats: CPU %, the share of wall time it worked (not waiting in poll) and its state now."""
-    loads = member.loads
+def load_figures(loads) -> dict:
+    """From a worker's last heartbeats (Member.loads; none for a stage that has no worker): CPU %, the share of
+    wall time it worked (not waiting in poll), its drops and its state now."""
     if len(loads) < 2:
         return {"cpu_percent": None, "busy": None, "dropped": loads[-1][1]["dropped"] if loads else 0,
                 "state": "training"}
@@ -161,10 +160,11 @@ class Status:
 
     def stage(self, k: int) -> dict:
         member, roles = self.members.by_stage().get(k), self.plan.roles()
-        row = {"stage": k, "name": title(roles[k - 1], k), "host": None, "pid": None, **self.windows[k].figures()}
+        row = {"stage": k, "name": title(roles[k - 1], k), "host": None, "pid": None, **self.windows[k].figures(),
+               **load_figures(member.loads if member else ())}
         if member is None:
             return {**row, "state": "lost" if self.members.assigned else "starting"}
-        row.update(host=member.hello.get("host"), pid=member.hello.get("pid"), **load_figures(member))
+        row.update(host=member.hello.get("host"), pid=member.hello.get("pid"))
         if member.bye:   # its goodbye counts every drop, by reason
             row["dropped"] = sum(v for v in member.bye.get("dropped", {}).values() if type(v) is int)
         if self.ended is not None or self.members.stopping:

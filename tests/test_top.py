@@ -185,13 +185,19 @@ def step(text: str) -> int:
     return int(text.split("step ", 1)[1].split("/", 1)[0])
 
 
+def figured(run_dir: Path) -> bool:
+    """Every stage has rates in the status file: two heartbeats, two metric messages."""
+    path = run_dir / "status.json"
+    stages = json.loads(path.read_text())["stages"] if path.exists() else []
+    return bool(stages) and all(s["busy"] is not None and s["updates_per_second"] is not None for s in stages)
+
+
 @pytest.mark.slow
 def test_while_training_and_after_a_worker_is_killed(tmp_path):
     run = WatchedRun(tmp_path / "run", *LONG)
     out = run.out
     try:
-        wait_until(lambda: (out / "status.json").exists() and json.loads((out / "status.json").read_text())
-                   ["stages"][0]["updates_per_second"] is not None, 60, "figures in the status", run.proc)
+        wait_until(lambda: figured(out), 60, "figures in the status", run.proc)
         first, rows = once(out)
         assert {row["state"] for row in rows.values()} == {"training"}, first
         assert view.MARK in first and "restarts 0" in first
@@ -269,3 +275,21 @@ def test_the_live_view_quits_on_q_or_ctrl_c(finished, tmp_path, how):
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+@pytest.mark.slow
+def test_a_coordinator_waiting_for_its_workers_shows_them_starting(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator", "coordinator", "--bind", f"ipc://{tmp_path}/control",
+                             "--workers", "3", "--out", str(out), *FAST, *JOB], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (out / "status.json").exists(), 30, "the status file", proc)
+        text, rows = once(out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "   starting   " in text.splitlines()[0]
+    assert sorted(rows) == ["stage 1", "stage 2", "stage 3"] and {r["state"] for r in rows.values()} == {"starting"}
+    assert proc.returncode == 143, err
+    assert "the run has ended: interrupted: stopped by SIGTERM" in once(out)[0]
