@@ -1,4 +1,4 @@
-"""The `dni` command: run, coordinator, worker, eval (and bench, keys)."""
+"""The `dni` command: run, coordinator, worker, eval, top (and bench, keys, plot, slurm)."""
 from __future__ import annotations
 
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
@@ -21,6 +21,7 @@ from coordinator.control import WorkerLost
 from coordinator.data import DataError
 from coordinator.job import print_summary, serve
 from coordinator.signals import Interrupted
+from coordinator.top import cli as top
 from workers import cli as worker_cli
 
 
@@ -121,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
     bench.add_parser(sub)
     runplot.add_parser(sub)
+    top.add_parser(sub)
     slurm.add_parser(sub)
     return p
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -16,6 +18,7 @@ from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.position import Position
 from coordinator.signals import Interrupted, StopSignals
+from coordinator.status import Status
 from protocol import descriptors, liveness
 
 log = logging.getLogger("dni")
@@ -36,6 +39,15 @@ def run_dir_for(cfg: config.Config, resuming: bool = False) -> Iterator[Path]:
             raise config.ConfigError(f"--out {path} already holds a run ({held[0]}): give another --out, "
                                      f"--resume {path} to continue it, or --overwrite to replace it")
         yield path
+
+
+def announce(run_dir: Path, cfg: config.Config) -> None:
+    """Where to look while the run goes on (stderr: stdout is the summary's)."""
+    where = shlex.quote(str(run_dir))
+    lines = [f"run directory {where}", f"watch it:     dni top {where}"]
+    if getattr(cfg, "tensorboard", False):   # (the option is --tensorboard's, where it exists)
+        lines.append(f"curves:       tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def start(plan: Plan, resume: checkpoint.Checkpoint | None) -> tuple[Position, dict]:
@@ -70,14 +82,27 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     board = eventfiles.Board(run_dir, plan.roles()) if cfg.tensorboard else None
     metrics = MetricsLog(run_dir, since=pos.step if resume else None, board=board)
     progress = Progress(cfg.progress, plan.total_steps)
-    progress.steps = pos.step
+    progress.at(pos)
     ctx = zmq.Context()
     hub = Hub(ctx, bind, cfg.heartbeat, curve=curve)
+    announce(run_dir, cfg)   # (once bound: a run that cannot start says only why)
     members = Membership(hub, n_workers)
+    members.run = run_dir.resolve().name
     rejoin = Rejoin(members)
     flushed = {"micro_batches": cfg.micro_batches} if cfg.mode == "gpipe" else {}
+    status = Status(run_dir, plan, members, progress)
+    liveness_sweep = hub.sweep
+
+    def sweep() -> None:   # the status file is rewritten between liveness sweeps, at most once a second
+        liveness_sweep()
+        status.tick()
+    hub.sweep = sweep
+
+    def on_metrics(stage: int, records: list) -> None:
+        metrics.write(stage, records)
+        status.on_records(stage, records)
     pipe = (FlushedPipeline if flushed else Pipeline)(
-        hub, members, plan.window(), plan.split, on_metrics=metrics.write, on_done=progress.on_done,
+        hub, members, plan.window(), plan.split, on_metrics=on_metrics, on_done=progress.on_done,
         path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
@@ -99,6 +124,7 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
             exc.run_dir = run_dir
             raise
         finally:
+            ending = sys.exc_info()[1]   # the exception on its way out, if any: how the run ended
             aborted = not members.stopping
             try:
                 if aborted and not at_once:
@@ -111,6 +137,7 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
                         at_once=at_once)
             metrics.close()
             ctx.term()
+            status.end(ending)
 
 
 def print_summary(summary: dict, plan: Plan) -> None:

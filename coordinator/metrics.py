@@ -124,6 +124,11 @@ class Progress:
         self.start = self.last = time.monotonic()
         self.steps = self.samples = self.correct = 0
         self.loss = None
+        self.pos = None   # where training stands (coordinator/position.py), from `at`
+
+    def at(self, pos) -> None:
+        """Training goes on from `pos`: a fresh, resumed or rolled back run's position."""
+        self.pos, self.steps = pos, pos.step
 
     def on_done(self, meta: dict) -> None:
         self.steps += 1

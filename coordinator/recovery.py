@@ -62,7 +62,7 @@ def train(plan: Plan, members: Membership, rejoin: Rejoin, pipe: Pipeline, run_d
                 continue
             noticed, at = time.monotonic(), pos.step
             pos, states = rollback(plan, run_dir, pos)
-            progress.steps = pos.step
+            progress.at(pos)
             pipe.reset()
             log.warning("%s%s; restart %d of %d: every stage goes back from step %d to %s", exc, during,
                         used, cfg.max_restarts, at, f"the checkpoint at step {pos.step}" if states else "the start")

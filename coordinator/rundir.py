@@ -15,10 +15,11 @@ from protocol import descriptors
 
 MODEL_FILE = "model.npz"
 PREVIOUS_FILE = "model.prev.npz"
+STATUS_FILE = "status.json"   # rewritten while the run goes on (coordinator/status.py), read by `dni top`
 # What a run leaves in its directory: any of them there means the directory holds a run.
 RUN_FILES = ("metrics.jsonl", "summary.json", MODEL_FILE, "config.json")
 # Every file a run reads or writes there, under its own name and its .tmp one (written, then renamed).
-WRITTEN = tuple(name + tmp for name in (*RUN_FILES, PREVIOUS_FILE) for tmp in ("", ".tmp"))
+WRITTEN = tuple(name + tmp for name in (*RUN_FILES, PREVIOUS_FILE, STATUS_FILE) for tmp in ("", ".tmp"))
 # Held (flock) by the process that runs in the directory; it holds that process's pid, for the error of the next.
 LOCK_FILE = "run.lock"
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),

@@ -20,6 +20,11 @@ MIN_HEARTBEAT_S = 0.05       # shorter intervals: a busy but healthy peer would 
 MAX_HEARTBEAT_S = 3600.0     # longer: a dead peer would go unnoticed for hours (and poll()'s ms overflow)
 LOG_INTERVAL_S = 10.0        # a log line that input can trigger repeats at most this often per reason
 FAIL_LINGER_S = 1.0          # a worker that fails waits this long for its last word to reach the coordinator
+# What a worker's heartbeat (one every interval) says of it, each a running total: CPU seconds (of the
+# process); since it took its role, seconds blocked in poll, of them held (workers/roles/role.py: a locked
+# stage awaiting its gradient, a link out of credit) and blocked (the gradient alone); messages dropped.
+# The coordinator's status file (`dni top`) takes rates from them.
+LOAD = ("cpu", "poll", "held", "blocked", "dropped")
 
 
 class Liveness:

@@ -35,13 +35,14 @@ _BATCH = ({"x": (FLOAT, (2, 3)), "y": _LABELS},
 SCHEMAS: dict[Kind, Schema] = {
     Kind.HELLO: Schema({"endpoint": str, "stage": (int, type(None)), "host": str, "pid": Count, "key": str}),
     # start: the first training batch id (a run that resumes does not start at 0); eval_start: the first
-    # evaluation id (a secret: coordinator/control/pipeline.py).
+    # evaluation id (a secret: coordinator/control/pipeline.py); run: the run directory's name (the worker's title).
     Kind.ASSIGN: Schema({"role": str, "stage": Count, "config": dict, "heartbeat": float, "neighbours": dict},
-                        optional={"members": list, "start": Count, "eval_start": Count}, any_floats=True,
+                        optional={"members": list, "start": Count, "eval_start": Count, "run": str}, any_floats=True,
                         any_kinds=FLOAT + INT),
     Kind.REFUSE: Schema({"reason": str}),
     Kind.READY: Schema(),
-    Kind.HEARTBEAT: Schema(optional={"seen": dict}),   # a worker's: the last id it took, per data kind
+    # A worker's: the last id it took, per data kind; its load (protocol/liveness.py LOAD).
+    Kind.HEARTBEAT: Schema(optional={"seen": dict, "load": dict}),
     Kind.DONE: Schema({"loss": float, "correct": Count, "n": Count}),
     Kind.TAKEN: Schema(),
     Kind.EVALUATED: Schema({"loss_sum": float, "correct": Count, "n": Count}),

@@ -12,6 +12,7 @@ from timing import FAST, wait_until
 from watched import Watched
 
 from coordinator import checkpoint
+from workers.runtime import proctitle
 
 # A run whose workers were killed and replaced redoes the steps since its last checkpoint: it ends as
 # well as the same run undisturbed, give or take this (ten times the spread of undisturbed cdni runs).
@@ -65,13 +66,15 @@ def worker_pids() -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             env = Path(f"/proc/{pid}/environ").read_bytes()
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        # `dni worker` on a host, `python -P -m workers` as `dni run` starts them
-        if (b"worker" in cmd or b"workers" in cmd) and tag in env and state != "Z":
+        # `dni worker` on a host, `python -P -m workers` as `dni run` starts them, or as it titled itself
+        words = cmd.split(b"\0")
+        worker = b"worker" in words or b"workers" in words or cmd.startswith(b"dni worker ")
+        if worker and tag in env and state != "Z":
             found.append(int(pid))
     return found
 
@@ -88,7 +91,6 @@ class WatchedRun(Watched):
 def stage_pid(stage: int) -> int:
     """The live worker process of a stage (started with --stage, as `dni run` starts them)."""
     for pid in worker_pids():
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"--stage" in cmd and cmd[cmd.index(b"--stage") + 1] == str(stage).encode():
+        if proctitle.stage_of(Path(f"/proc/{pid}/cmdline").read_bytes()) == stage:
             return pid
     raise AssertionError(f"no worker for stage {stage}")

@@ -71,7 +71,8 @@ def worker_environment(tmp_path) -> dict[str, str]:
     worker = launch.spawn_one(f"ipc://{tmp_path}/control", 1)
     try:
         # Until it has exec'd, the child's /proc files are the forked parent's (or empty).
-        wait_until(lambda: b"workers" in Path(f"/proc/{worker.pid}/cmdline").read_bytes(), 10, "the exec", worker)
+        # (as launched, or titled once it runs: workers/runtime/proctitle.py)
+        wait_until(lambda: b"worker" in Path(f"/proc/{worker.pid}/cmdline").read_bytes(), 10, "the exec", worker)
         raw = Path(f"/proc/{worker.pid}/environ").read_bytes()
     finally:
         launch.reap([worker], at_once=True)

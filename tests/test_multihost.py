@@ -38,6 +38,10 @@ def test_training_across_namespaces_matches_a_local_run(mnist, tmp_path):
         assert [w.wait() for w in workers] == [0, 0, 0]
     for w in ws:  # each stage really ran on its own host
         assert f"inbox tcp://{w.ip}:" in coord.text
+    # What `dni top` shows of each: the coordinator heard it from the worker on its host, never from /proc.
+    status = json.loads((tmp_path / "net" / "status.json").read_text())
+    assert sorted(s["pid"] for s in status["stages"]) == sorted(w.proc.pid for w in workers)
+    assert all(s["state"] == "stopped" and s["cpu_percent"] is not None for s in status["stages"])
     local = json.loads((tmp_path / "local" / "summary.json").read_text())
     net = json.loads((tmp_path / "net" / "summary.json").read_text())
     assert net["test_accuracy"] == local["test_accuracy"] > 0.8

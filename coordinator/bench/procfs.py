@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from workers.runtime import memory
+from workers.runtime import memory, proctitle
 
 ACCEPTCON = 0x10000   # /proc/net/unix's flag of a listening socket (__SO_ACCEPTCON)
 TCP_LISTEN = "0A"     # /proc/net/tcp's state of a listening socket
@@ -66,9 +66,9 @@ def workers(pid: int) -> dict[int, int]:
     except OSError:
         return out
     for child in children:
-        cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"--stage" in cmd:
-            out[int(cmd[cmd.index(b"--stage") + 1])] = int(child)
+        stage = proctitle.stage_of(Path(f"/proc/{child}/cmdline").read_bytes())
+        if stage is not None:
+            out[stage] = int(child)
     return out
 
 

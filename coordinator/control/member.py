@@ -1,6 +1,7 @@
 """A worker as the coordinator knows it, and the errors that say one was lost."""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
@@ -8,6 +9,8 @@ from urllib.parse import urlsplit
 from protocol import Message
 from protocol.liveness import Liveness
 from protocol.roles import title
+
+LOADS_KEPT = 6   # heartbeats: the status file's rates cover the last 5 intervals
 
 
 class WorkerLost(RuntimeError):
@@ -34,12 +37,15 @@ class Member:
     role: str | None = None      # once assigned
     seen: dict = field(default_factory=dict)   # data kind -> the last id it took, from its heartbeats
     rejoining: bool = False      # told to reset: what it sends until its new hello is stale
+    # (time.monotonic(), load) of its last heartbeats (protocol/liveness.py LOAD): rates over a few seconds
+    loads: deque = field(default_factory=lambda: deque(maxlen=LOADS_KEPT))
 
     def drop_role(self) -> None:
         """Told to reset: its role, and its progress in it, are gone; it must rejoin."""
         self.role = None
         self.ready = False
         self.seen = {}
+        self.loads.clear()   # its next role's totals start again
         self.rejoining = True
 
     def died(self) -> WorkerLost | None:

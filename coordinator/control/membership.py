@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from coordinator.control.hub import Hub
 from coordinator.control.member import Member, WorkerFailed, WorkerLost
@@ -24,6 +26,7 @@ class Membership:
         self.stopping = False
         self.members: dict[bytes, Member] = {}
         self.procs: dict[int, object] = {}     # stage -> local launch.Worker: its exit is seen at once
+        self.run = ""                # the run directory's name, which each worker shows in ps
         hub.find, hub.admit, hub.sweep = self.members.get, self.admit, self.check_liveness
         hub.handle({Kind.READY: self.on_ready, Kind.BYE: self.on_bye, Kind.HEARTBEAT: self.on_heartbeat})
 
@@ -36,6 +39,10 @@ class Membership:
         # Progress per data kind, kept only if it is what a worker sends: a few kinds, integer ids.
         if len(seen) <= len(DATA) and all(k in DATA and type(v) is int for k, v in seen.items()):
             member.seen = seen
+        load = msg.meta.get("load")
+        if isinstance(load, dict) and load.keys() == set(liveness.LOAD) and type(load["dropped"]) is int and \
+                all(type(v) in (int, float) and 0 <= v < math.inf for v in load.values()):
+            member.loads.append((time.monotonic(), load))
 
     def check_liveness(self) -> None:
         if not self.stopping:
@@ -137,7 +144,7 @@ class Membership:
             m.role = roles[k - 1]
             self.hub.send(m, Message(Kind.ASSIGN, "coordinator", -1, {
                 "role": roles[k - 1], "stage": k, "config": config, "heartbeat": self.hub.heartbeat, "start": start,
-                "eval_start": eval_start,
+                "eval_start": eval_start, "run": self.run,
                 "neighbours": {side: peer(j) for side, j in links[k].items()}, **members}, (states or {}).get(k, {})))
         self.hub.pump(lambda: all(m.ready for m in self.members.values()), liveness.READY_TIMEOUT_S,
                       "workers to be ready")

@@ -75,6 +75,7 @@ class Role:
         self.blocked = False        # a locked stage waiting for its gradient
         self.training = False       # a training batch is in flight (see workers/runtime/clock.py)
         self.clock = Clock()
+        self.reported = time.monotonic()   # the last heartbeat
         self.stopping = False
         self.reset = False          # told to drop this role and rejoin (a stage was lost and replaced)
         self.records: list[dict] = []
@@ -154,14 +155,24 @@ class Role:
             end = self.clock.lap("wait" if self.held() or self.training else "idle")
             if self.blocked:
                 self.clock.blocked += end - start
+            if self.held():
+                self.clock.held += end - start
             for sock, _ in events:
                 self.receive(sock)
             self.clock.lap("other")
-            if self.liveness.should_speak():
-                # With its progress: if the pipeline stalls, the coordinator can say where.
-                self.to_coordinator(Kind.HEARTBEAT, meta={"seen": self.seen})
+            if time.monotonic() - self.reported >= self.liveness.interval:
+                # Every interval, even to a coordinator it talks to anyway (DONE, METRICS), with its progress
+                # (if the pipeline stalls, the coordinator can say where) and its load (for `dni top`).
+                self.reported = time.monotonic()
+                self.to_coordinator(Kind.HEARTBEAT, meta={"seen": self.seen, "load": self.load()})
             if self.liveness.dead():
                 raise CoordinatorLost(f"no word from the coordinator for {self.liveness.silent_for():.1f} s")
+
+    def load(self) -> dict:
+        """The heartbeat's running totals of this worker (protocol/liveness.py LOAD)."""
+        c = self.clock
+        return {"cpu": time.process_time(), "poll": c.seconds["wait"] + c.seconds["idle"], "held": c.held,
+                "blocked": c.blocked, "dropped": sum(self.drops.counts.values())}
 
     def receive(self, sock: zmq.Socket) -> None:
         try:

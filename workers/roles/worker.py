@@ -22,6 +22,7 @@ from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
 from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
+from workers.runtime import proctitle
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
 MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker},   # modes whose stages have their own loop
@@ -133,12 +134,14 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             inbox = make_socket(ctx, zmq.PULL, {"server": curve["own"]} if curve else None)
             gate = Gate(ctx, log, "not a member of this run", watch=inbox) if curve else None
             endpoint = bind_inbox(inbox, coordinator, host, generation)
+            proctitle.set_title(*proctitle.waiting(stage))
             assign = register(control, monitor, endpoint, stage, timeout, curve["own"][0].decode() if curve else "")
             if monitor is not None:
                 control.disable_monitor()
                 monitor.close(linger=0)
                 monitor = None
             role = start_role(ctx, control, inbox, gate, assign, curve)
+            proctitle.set_title(*assigned_title(assign.meta))
             role.drops.counts.update(dropped)
             role.log.info("%s on %s, inbox %s", assign.meta["role"], socket.gethostname(), endpoint)
             role.run()
@@ -192,6 +195,13 @@ def start_role(ctx, control, inbox, gate, assign: Message, curve):
         role.close()
         raise WorkerError(why)
     return role
+
+
+def assigned_title(meta: dict) -> tuple[str, str]:
+    """This process's names in ps once assigned (its config checked by the role): stage k of n, mode, run."""
+    config = meta["config"]
+    stages = config["boxes"] if config.get("model") == "rnn" else len(config["sizes"]) - 1
+    return proctitle.assigned(meta["role"], meta["stage"], stages, config.get("mode", ""), meta.get("run", ""))
 
 
 def role_class(meta: dict) -> type:

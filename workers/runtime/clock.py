@@ -28,6 +28,7 @@ class Clock:
         self.seconds = dict.fromkeys(CATEGORIES, 0.0)
         self.main_cpu = dict.fromkeys(CATEGORIES, 0.0)
         self.blocked = 0.0
+        self.held = 0.0   # of wait: a held stage's (see Role.held), which blocked is part of
         self.mark = time.perf_counter()
         self.cpu_mark = time.thread_time()   # ~0.6 µs a call, a few calls a batch
         self.cpu = time.process_time()
