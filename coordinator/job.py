@@ -45,7 +45,7 @@ def announce(run_dir: Path, cfg: config.Config) -> None:
     """Where to look while the run goes on (stderr: stdout is the summary's)."""
     where = shlex.quote(str(run_dir))
     lines = [f"run directory {where}", f"watch it:     dni top {where}"]
-    if getattr(cfg, "tensorboard", False):   # (the option is --tensorboard's, where it exists)
+    if cfg.tensorboard:
         lines.append(f"curves:       tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
