@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.bench import procfs
-from coordinator.bench.latency import stage_latencies
+from coordinator.bench.latency import stage_latencies, staleness
 from coordinator.bench.netlab import relay, shaping
 from coordinator.bench.netlab.hosts import SUBNET, Host, hosts
 from coordinator.metrics import percentiles
@@ -138,19 +138,6 @@ def last_line(log: Path) -> str:
 
 def summarise(rtts: list[float]) -> dict:
     return {"p50": float(np.median(rtts)), "min": min(rtts), "max": max(rtts)}
-
-
-def staleness(run_dir: Path, warmup: int) -> dict:
-    every, first = [], []
-    with open(run_dir / "metrics.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            if "staleness" in rec and rec["step"] >= warmup:
-                every.append(rec["staleness"])
-                if rec["stage"] == 1:
-                    first.append(rec["staleness"])
-    return {"all": {"mean": float(np.mean(every)) if every else None, **percentiles(every)},
-            "stage1": {"mean": float(np.mean(first)) if first else None, **percentiles(first)}}
 
 
 def stage_cpu(time_s: dict, steps: int) -> dict:
