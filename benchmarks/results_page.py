@@ -5,7 +5,9 @@ usage: python benchmarks/results_page.py [--check]
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
+  pipelines.json:          what `python benchmarks/defaults_tables.py pipelines` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
+  tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -20,6 +22,7 @@ PAGE = ROOT / "docs" / "results.md"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
 RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
+TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
@@ -54,10 +57,16 @@ def versus_backprop(rows: list[dict], key: str) -> dict:
     return {id(r): r["test_accuracy"] - base[r[key]] for r in rows if r["mode"] != "backprop" and r[key] in base}
 
 
-def depth_section(rows: list[dict]) -> list[str]:
+def accuracy_table(rows: list[dict]) -> list[str]:
+    """Test accuracy against backprop's at the same depth, with samples/s and stage 1's latency."""
     diff = versus_backprop(rows, "stages")
     body = [[str(r["stages"]), r["mode"], pct(r["test_accuracy"]), pp(diff[id(r)]) if id(r) in diff else "",
              f"{r['samples_per_second']:,.0f}", f"{r['stage1_p50_ms']:.2f} ms"] for r in rows]
+    return table(["stages", "mode", "test accuracy", "vs backprop", "samples/s", "stage-1 update latency p50"],
+                 ["---:", "---", "---:", "---:", "---:", "---:"], body)
+
+
+def depth_section(rows: list[dict]) -> list[str]:
     return ["## Depth: MNIST at the defaults", "",
             "Every mode at the defaults, no flag beyond the network's shape: 784-256-...-10, batch 128, 20 epochs,",
             "window 2 (coordinator credit), seed 0, Adam 1e-3 cosine for the layers, linear synthesizers at",
@@ -68,9 +77,43 @@ def depth_section(rows: list[dict]) -> list[str]:
             "python benchmarks/defaults_tables.py depth   # runs these one at a time, writes runs/defaults/depth.json:",
             "dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256[,256,256]] --epochs 20",
             "```", "",
-            *table(["stages", "mode", "test accuracy", "vs backprop", "samples/s", "stage-1 update latency p50"],
-                   ["---:", "---", "---:", "---:", "---:", "---:"], body),
-            *sources(["depth.json"], rows)]
+            *accuracy_table(rows), *sources(["depth.json"], rows)]
+
+
+def pipelines_section(rows: list[dict]) -> list[str]:
+    return ["## The pipelines against backprop: accuracy for the same epochs", "",
+            "gpipe and pipedream at their defaults against locked backprop, on the same network for the same",
+            "epochs (784-256-...-10 on MNIST, 0 ms, batch 128, Adam 1e-3 cosine, seed 0; gpipe's",
+            "micro-batches and pipedream's rate as chosen by the race's tuning below). The target: each within",
+            "0.3 pp of backprop's test accuracy at 3 and 6 stages. One run after another on a 2-core machine",
+            "shared with other jobs: compare samples/s and latency within a depth only.", "",
+            "```sh",
+            "python benchmarks/defaults_tables.py pipelines --out runs/pipelines   # one at a time; pipelines.json:",
+            "dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256,256,256] --epochs 20",
+            "```", "",
+            *accuracy_table(rows), *sources(["pipelines.json"], rows)]
+
+
+def tuning_section(name: str, result: dict) -> list[str]:
+    """Every try of `dni bench race --tune`: what each reached on the validation split, and the one kept."""
+    p, body = result["params"], []
+    for row, entry in result["tuning"].items():
+        for flags, t in entry["tries"].items():
+            body.append([row, f"`{flags}`", f"{t['reached']}/{t['runs']}",
+                         "" if t["seconds_to_target"] is None else f"{t['seconds_to_target']:.1f}",
+                         "" if t["mean_best_val_accuracy"] is None else pct(t["mean_best_val_accuracy"]),
+                         "kept" if flags == entry["flags"] else ""])
+    depths = ", ".join(str(k) for k in p["stages"])
+    delays = ", ".join(f"{d:g}" for d in p["delays"])
+    return ["## Tuning the race's rows: the same budget for every row", "",
+            "`dni bench race --tune` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): three",
+            "settings of every row, each raced on the validation split only, at "
+            f"{depths} stages and {delays} ms per link ({p['train_subset']:,} training images, {p['epochs']}",
+            f"epoch(s), target {pct(p['target'])}). Kept: the most settings reaching the target, then the least",
+            f"time to it summed over them, then the highest mean best validation accuracy. {machine(result)}.", "",
+            *table(["row", "flags", "reached", "s to target (sum)", "mean best validation", ""],
+                   ["---", "---", "---:", "---:", "---:", "---"], body),
+            *sources([name], [result])]
 
 
 def harder_section(rows: list[dict]) -> list[str]:
@@ -207,8 +250,9 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
     out = ["## The race: time to accuracy", "",
            "`dni bench race` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): the same network",
            "trained by each row on the same processes and links, validation accuracy every `--eval-every` batches",
-           "with the clock paused, the test set read once at the end. Rows not tuned on the validation split run",
-           "their defaults (`ROWS` in coordinator/bench/race.py says which).", ""]
+           "with the clock paused, the test set read once at the end. Each run's rows are printed with it (`rows`",
+           "in its JSON): the first race ran defaults and untuned slow-link settings; `ROWS` in",
+           "coordinator/bench/race.py now holds the settings the tuning above kept.", ""]
     for name, result in results:
         p = result["params"]
         out += [f"From [results/{name}](results/{name}): {p['width']}-wide hidden layers on MNIST's first "
@@ -249,7 +293,7 @@ def render() -> str:
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
-             *race_section([(name, load(name)) for name in RACES]),
+             *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"

@@ -21,19 +21,19 @@ from coordinator.config import Config
 from coordinator.lists import parse
 
 SINGLE = "single"   # the row trained in one process with every core (coordinator/bench/single.py)
-# Every row runs `dni run`'s defaults (backprop's, dni's and cdni's chosen on the validation split by
-# `dni bench sweep` with the same grid for every mode: docs/defaults.md), but for the settings the
-# design says fit slow links: per-link credit, BP(lambda) below 1 and a wider window, not tuned.
-# A --settings file adds rows or replaces any row's flags.
+# Every row's settings as `dni bench race --tune` kept them, 3 tries a row on the validation split at 6
+# stages, 0 and 20 ms (docs/results/tune-race.json, docs/defaults.md); the single process and gpipe
+# compute backprop's gradient, so they take the rate tuned for backprop. A --settings file adds rows
+# or replaces any row's flags.
 ROWS = {
-    SINGLE: "--mode backprop",
-    "backprop": "--mode backprop",
-    "dni": "--mode dni",
-    "cdni": "--mode cdni",
-    "gpipe": "--mode gpipe",
-    "pipedream": "--mode pipedream",
-    "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 8",
-    "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 8",
+    SINGLE: "--mode backprop --lr 2e-3",
+    "backprop": "--mode backprop --lr 2e-3",
+    "dni": "--mode dni --window 2",
+    "cdni": "--mode cdni --window 4",
+    "gpipe": "--mode gpipe --lr 2e-3 --micro-batches 2",
+    "pipedream": "--mode pipedream --lr 5e-4",
+    "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 4",
+    "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 4",
 }
 
 

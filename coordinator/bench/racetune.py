@@ -53,7 +53,7 @@ def choose(runs: list[dict], tried: dict[str, tuple[str, ...]]) -> dict[str, dic
         entry = out.setdefault(row, {"tries": {}, "flags": None})
         reached, seconds, accuracy = score(mine) if mine else (0, None, None)
         entry["tries"][" ".join(flags)] = {"runs": len(mine), "reached": reached,
-                                           "seconds_to_target": seconds and -seconds,
+                                           "seconds_to_target": -seconds if reached else None,
                                            "mean_best_val_accuracy": accuracy}
         if mine and (row not in best or score(mine) > best[row]):
             entry["flags"], best[row] = " ".join(flags), score(mine)
