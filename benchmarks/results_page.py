@@ -81,15 +81,16 @@ def depth_section(rows: list[dict]) -> list[str]:
 
 
 def pipelines_section(rows: list[dict]) -> list[str]:
+    epochs = rows[0]["epochs"]
     return ["## The pipelines against backprop: accuracy for the same epochs", "",
-            "gpipe and pipedream at their defaults against locked backprop, on the same network for the same",
-            "epochs (784-256-...-10 on MNIST, 0 ms, batch 128, Adam 1e-3 cosine, seed 0; gpipe's",
-            "micro-batches and pipedream's rate as chosen by the race's tuning below). The target: each within",
-            "0.3 pp of backprop's test accuracy at 3 and 6 stages. One run after another on a 2-core machine",
-            "shared with other jobs: compare samples/s and latency within a depth only.", "",
+            "gpipe and pipedream at the defaults against locked backprop, on the same network for the same",
+            f"{epochs} epochs (784-256-...-10 on MNIST, 0 ms, batch 128, Adam 1e-3 cosine, seed 0, gpipe's 4",
+            "micro-batches; the depth table above ran 20 epochs, more than a machine shared with other jobs",
+            "left time for). The target: each within 0.3 pp of backprop's test accuracy at 3 and 6 stages. One",
+            "run after another: compare samples/s and latency within a depth only.", "",
             "```sh",
-            "python benchmarks/defaults_tables.py pipelines --out runs/pipelines   # one at a time; pipelines.json:",
-            "dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256,256,256] --epochs 20",
+            f"python benchmarks/defaults_tables.py pipelines --epochs {epochs} --out runs/pipelines   # one at a time:",
+            f"dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256,256,256] --epochs {epochs}",
             "```", "",
             *accuracy_table(rows), *sources(["pipelines.json"], rows)]
 
@@ -290,7 +291,8 @@ def render() -> str:
              "What the defaults reach, measured. Why the defaults are what they are: [defaults.md](defaults.md);",
              "recurrent results: [recurrent.md](recurrent.md#measured); `dni bench latency` and `transport`:",
              "[benchmarks.md](benchmarks.md); the sweeps and runs on the way: [lab/](lab/README.md).", "",
-             *depth_section(load("depth.json")), *harder_section(load("harder.json")),
+             *depth_section(load("depth.json")), *pipelines_section(load("pipelines.json")),
+             *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
