@@ -119,6 +119,13 @@ def test_a_failed_job_is_recorded_with_its_logs_kept_and_the_sweep_goes_on(tmp_p
     shutil.rmtree(Path(f["logs"][0]).parent)
 
 
+def test_a_thread_that_ends_between_two_samples_takes_nothing_from_the_span():
+    first = {"1": (10.0, 4.0, 4.0), "2": (5.0, 3.0, 0.0), "7": (1.0, 1.0, 1.0)}   # 2: a helper, 7: ZeroMQ I/O
+    last = {"1": (30.0, 6.0, 6.0), "7": (2.0, 1.5, 1.5), "9": (0.5, 0.25, 0.0)}     # 2 ended, 9 began
+    assert job.sched_span(first, last) == (20.0 + 1.0 + 0.5, 2.0 + 0.5 + 0.25, 2.0 + 0.5)
+    assert job.sched_span({}, {}) == (0.0, 0.0, 0.0)
+
+
 @pytest.mark.slow
 @needs_root
 def test_a_sweep_whose_jobs_cannot_start_records_them_and_makes_its_keep_directory(tmp_path):
