@@ -1,11 +1,11 @@
 """Renders docs/results.md, the one results page, from the JSON the benchmarks wrote (docs/results/*.json).
 
 usage: python benchmarks/results_page.py [--check]
-  depth.json, harder.json: what `python benchmarks/defaults_tables.py depth|harder` writes (OUT/<table>.json)
+  depth.json, pipelines.json, harder.json: what `python benchmarks/defaults_tables.py depth|pipelines|harder`
+                           writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
-  pipelines.json:          what `python benchmarks/defaults_tables.py pipelines` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
@@ -16,6 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts, results_race: beside this script
+from results_parts import machine, ms, pct, pp, sources, table  # noqa: E402
+from results_race import race_section, tuning_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
@@ -24,31 +28,6 @@ MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
 TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def ms(x: float) -> str:
-    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
-
-
-def pp(x: float) -> str:
-    return f"{100 * x:+.2f} pp".replace("-", "−")
-
-
-def table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
-    """A markdown table; align holds '---' or '---:' per column."""
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
-
-
-def sources(names: list[str], records: list[dict]) -> list[str]:
-    """Where a table's figures come from: the JSON files, and their "source" notes when they have them."""
-    notes = list(dict.fromkeys(r["source"] for r in records if r.get("source")))
-    files = ", ".join(f"[results/{name}](results/{name})" for name in names)
-    return [f"From {files}" + "".join(f"; {n}" if i else f": {n}" for i, n in enumerate(notes)) + ".", ""]
 
 
 def versus_backprop(rows: list[dict], key: str) -> dict:
@@ -93,28 +72,6 @@ def pipelines_section(rows: list[dict]) -> list[str]:
             f"dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256,256,256] --epochs {epochs}",
             "```", "",
             *accuracy_table(rows), *sources(["pipelines.json"], rows)]
-
-
-def tuning_section(name: str, result: dict) -> list[str]:
-    """Every try of `dni bench race --tune`: what each reached on the validation split, and the one kept."""
-    p, body = result["params"], []
-    for row, entry in result["tuning"].items():
-        for flags, t in entry["tries"].items():
-            body.append([row, f"`{flags}`", f"{t['reached']}/{t['runs']}",
-                         "" if t["seconds_to_target"] is None else f"{t['seconds_to_target']:.1f}",
-                         "" if t["mean_best_val_accuracy"] is None else pct(t["mean_best_val_accuracy"]),
-                         "kept" if flags == entry["flags"] else ""])
-    depths = ", ".join(str(k) for k in p["stages"])
-    delays = ", ".join(f"{d:g}" for d in p["delays"])
-    return ["## Tuning the race's rows: the same budget for every row", "",
-            "`dni bench race --tune` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): three",
-            "settings of every row, each raced on the validation split only, at "
-            f"{depths} stages and {delays} ms per link ({p['train_subset']:,} training images, {p['epochs']}",
-            f"epoch(s), target {pct(p['target'])}). Kept: the most settings reaching the target, then the least",
-            f"time to it summed over them, then the highest mean best validation accuracy. {machine(result)}.", "",
-            *table(["row", "flags", "reached", "s to target (sum)", "mean best validation", ""],
-                   ["---", "---", "---:", "---:", "---:", "---"], body),
-            *sources([name], [result])]
 
 
 def harder_section(rows: list[dict]) -> list[str]:
@@ -204,14 +161,6 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
             *sources(["copy.json"], [copy])]
 
 
-def machine(result: dict) -> str:
-    m = result["machine"]
-    blas = m["blas"]
-    return (f"{m['cpus']} cores, {blas['name']} {blas.get('version', '')} kernel {blas.get('kernel', '?')} with "
-            f"{blas.get('threads', '?')} thread, numpy {m['numpy']}, pyzmq {m['pyzmq']}, load average "
-            f"{' '.join(f'{x:.2f}' for x in m['load_average'])} at the start")
-
-
 def targets(result: dict) -> list[str]:
     return [f"- {'pass' if t['pass'] else '**miss**'}: {t['name']}: {t['value']:.3g} (want {t['op']} {t['limit']:g})"
             for t in result["targets"]] + [""]
@@ -244,40 +193,6 @@ def bench_section(latency: dict, transport: dict) -> list[str]:
             "this machine the 128 KiB ipc streaming ratio ranged from 0.53 to 1.11 and the added round trip from",
             "24 to 56 µs, with no change to the code they time.", "",
             *sources(["latency.json", "transport.json"], [latency, transport])]
-
-
-def race_section(results: list[tuple[str, dict]]) -> list[str]:
-    """One table per (stages, delay) of every race run: the rows by time to target, the first and by what factor."""
-    out = ["## The race: time to accuracy", "",
-           "`dni bench race` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): the same network",
-           "trained by each row on the same processes and links, validation accuracy every `--eval-every` batches",
-           "with the clock paused, the test set read once at the end. Each run's rows are printed with it (`rows`",
-           "in its JSON): the first race ran defaults and untuned slow-link settings; `ROWS` in",
-           "coordinator/bench/race.py now holds the settings the tuning above kept.", ""]
-    for name, result in results:
-        p = result["params"]
-        out += [f"From [results/{name}](results/{name}): {p['width']}-wide hidden layers on MNIST's first "
-                f"{p['train_subset']:,} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
-                f"validation every {p['eval_every']} batches; links through the {result['where']}. "
-                f"{machine(result)}: read the ratios, not the rates.", ""]
-        for board in result["settings"]:
-            k, d = board["stages"], board["delay_ms"]
-            # the single process has no links: its one run stands in every delay's table
-            here = [r for r in result["runs"] if r["stages"] == k and (r["delay_ms"] == d or r["single_process"])]
-            runs = sorted(here, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
-            body = [[r["row"], "never" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}",
-                     pct(r["best_val_accuracy"]), pct(r["test_accuracy"]), f"{r['samples_per_second']:,.0f}",
-                     ms(r["stage1_latency_ms"]["p50"]) if r.get("stage1_latency_ms") else "",
-                     f"{max(r['peak_rss_mb']):.0f}" if r.get("peak_rss_mb") else ""] for r in runs]
-            failed = [f"{f['row']} ({f['error']})" for f in result["failed"]
-                      if f["stages"] == k and f["delay_ms"] == d]
-            out += [f"**{k} stages, {d:g} ms per link**: {board['first']} first, {board['factor']:.2f}x sooner than "
-                    f"{board['next']}; the highest target every row reached: {pct(board['reached_by_all'])}."
-                    + (f" Failed: {', '.join(failed)}." if failed else ""), "",
-                    *table(["row", f"s to {pct(p['target'])}", "best validation", "test", "samples/s",
-                            "stage-1 p50 ms", "peak RSS MB (largest stage)"],
-                           ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
-    return out
 
 
 def load(name: str):
