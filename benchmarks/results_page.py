@@ -1,11 +1,13 @@
 """Renders docs/results.md, the one results page, from the JSON the benchmarks wrote (docs/results/*.json).
 
 usage: python benchmarks/results_page.py [--check]
-  depth.json, harder.json: what `python benchmarks/defaults_tables.py depth|harder` writes (OUT/<table>.json)
+  depth.json, pipelines.json, harder.json: what `python benchmarks/defaults_tables.py depth|pipelines|harder`
+                           writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
+  tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
   stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
@@ -15,39 +17,19 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts, _race, _stall: beside this script
+from results_parts import machine, ms, pct, pp, sources, table  # noqa: E402
+from results_race import race_section, tuning_section  # noqa: E402
+from results_stall import stall_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
 RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
-STALLS = sorted((p.name for p in RESULTS.glob("stall*.json")), key=lambda name: (name != "stall.json", name))
+TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def ms(x: float) -> str:
-    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
-
-
-def pp(x: float) -> str:
-    return f"{100 * x:+.2f} pp".replace("-", "−")
-
-
-def table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
-    """A markdown table; align holds '---' or '---:' per column."""
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
-
-
-def sources(names: list[str], records: list[dict]) -> list[str]:
-    """Where a table's figures come from: the JSON files, and their "source" notes when they have them."""
-    notes = list(dict.fromkeys(r["source"] for r in records if r.get("source")))
-    files = ", ".join(f"[results/{name}](results/{name})" for name in names)
-    return [f"From {files}" + "".join(f"; {n}" if i else f": {n}" for i, n in enumerate(notes)) + ".", ""]
 
 
 def versus_backprop(rows: list[dict], key: str) -> dict:
@@ -56,10 +38,16 @@ def versus_backprop(rows: list[dict], key: str) -> dict:
     return {id(r): r["test_accuracy"] - base[r[key]] for r in rows if r["mode"] != "backprop" and r[key] in base}
 
 
-def depth_section(rows: list[dict]) -> list[str]:
+def accuracy_table(rows: list[dict]) -> list[str]:
+    """Test accuracy against backprop's at the same depth, with samples/s and stage 1's latency."""
     diff = versus_backprop(rows, "stages")
     body = [[str(r["stages"]), r["mode"], pct(r["test_accuracy"]), pp(diff[id(r)]) if id(r) in diff else "",
              f"{r['samples_per_second']:,.0f}", f"{r['stage1_p50_ms']:.2f} ms"] for r in rows]
+    return table(["stages", "mode", "test accuracy", "vs backprop", "samples/s", "stage-1 update latency p50"],
+                 ["---:", "---", "---:", "---:", "---:", "---:"], body)
+
+
+def depth_section(rows: list[dict]) -> list[str]:
     return ["## Depth: MNIST at the defaults", "",
             "Every mode at the defaults, no flag beyond the network's shape: 784-256-...-10, batch 128, 20 epochs,",
             "window 2 (coordinator credit), seed 0, Adam 1e-3 cosine for the layers, linear synthesizers at",
@@ -70,9 +58,22 @@ def depth_section(rows: list[dict]) -> list[str]:
             "python benchmarks/defaults_tables.py depth   # runs these one at a time, writes runs/defaults/depth.json:",
             "dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256[,256,256]] --epochs 20",
             "```", "",
-            *table(["stages", "mode", "test accuracy", "vs backprop", "samples/s", "stage-1 update latency p50"],
-                   ["---:", "---", "---:", "---:", "---:", "---:"], body),
-            *sources(["depth.json"], rows)]
+            *accuracy_table(rows), *sources(["depth.json"], rows)]
+
+
+def pipelines_section(rows: list[dict]) -> list[str]:
+    epochs = rows[0]["epochs"]
+    return ["## The pipelines against backprop: accuracy for the same epochs", "",
+            "gpipe and pipedream at the defaults against locked backprop, on the same network for the same",
+            f"{epochs} epochs (784-256-...-10 on MNIST, 0 ms, batch 128, Adam 1e-3 cosine, seed 0, gpipe's 4",
+            "micro-batches; the depth table above ran 20 epochs, more than a machine shared with other jobs",
+            "left time for). The target: each within 0.3 pp of backprop's test accuracy at 3 and 6 stages. One",
+            "run after another: compare samples/s and latency within a depth only.", "",
+            "```sh",
+            f"python benchmarks/defaults_tables.py pipelines --epochs {epochs} --out runs/pipelines   # one at a time:",
+            f"dni run --data ../shared/data/mnist --mode MODE --hidden 256,256[,256,256,256] --epochs {epochs}",
+            "```", "",
+            *accuracy_table(rows), *sources(["pipelines.json"], rows)]
 
 
 def harder_section(rows: list[dict]) -> list[str]:
@@ -162,14 +163,6 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
             *sources(["copy.json"], [copy])]
 
 
-def machine(result: dict) -> str:
-    m = result["machine"]
-    blas = m["blas"]
-    return (f"{m['cpus']} cores, {blas['name']} {blas.get('version', '')} kernel {blas.get('kernel', '?')} with "
-            f"{blas.get('threads', '?')} thread, numpy {m['numpy']}, pyzmq {m['pyzmq']}, load average "
-            f"{' '.join(f'{x:.2f}' for x in m['load_average'])} at the start")
-
-
 def targets(result: dict) -> list[str]:
     return [f"- {'pass' if t['pass'] else '**miss**'}: {t['name']}: {t['value']:.3g} (want {t['op']} {t['limit']:g})"
             for t in result["targets"]] + [""]
@@ -204,60 +197,6 @@ def bench_section(latency: dict, transport: dict) -> list[str]:
             *sources(["latency.json", "transport.json"], [latency, transport])]
 
 
-def race_section(results: list[tuple[str, dict]]) -> list[str]:
-    """One table per (stages, delay) of every race run: the rows by time to target, the first and by what factor."""
-    out = ["## The race: time to accuracy", "",
-           "`dni bench race` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): the same network",
-           "trained by each row on the same processes and links, validation accuracy every `--eval-every` batches",
-           "with the clock paused, the test set read once at the end. Rows not tuned on the validation split run",
-           "their defaults (`ROWS` in coordinator/bench/race.py says which).", ""]
-    for name, result in results:
-        p = result["params"]
-        out += [f"From [results/{name}](results/{name}): {p['width']}-wide hidden layers on MNIST's first "
-                f"{p['train_subset']:,} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
-                f"validation every {p['eval_every']} batches; links through the {result['where']}. "
-                f"{machine(result)}: read the ratios, not the rates.", ""]
-        for board in result["settings"]:
-            k, d = board["stages"], board["delay_ms"]
-            # the single process has no links: its one run stands in every delay's table
-            here = [r for r in result["runs"] if r["stages"] == k and (r["delay_ms"] == d or r["single_process"])]
-            runs = sorted(here, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
-            body = [[r["row"], "never" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}",
-                     pct(r["best_val_accuracy"]), pct(r["test_accuracy"]), f"{r['samples_per_second']:,.0f}",
-                     ms(r["stage1_latency_ms"]["p50"]) if r.get("stage1_latency_ms") else "",
-                     f"{max(r['peak_rss_mb']):.0f}" if r.get("peak_rss_mb") else ""] for r in runs]
-            failed = [f"{f['row']} ({f['error']})" for f in result["failed"]
-                      if f["stages"] == k and f["delay_ms"] == d]
-            out += [f"**{k} stages, {d:g} ms per link**: {board['first']} first, {board['factor']:.2f}x sooner than "
-                    f"{board['next']}; the highest target every row reached: {pct(board['reached_by_all'])}."
-                    + (f" Failed: {', '.join(failed)}." if failed else ""), "",
-                    *table(["row", f"s to {pct(p['target'])}", "best validation", "test", "samples/s",
-                            "stage-1 p50 ms", "peak RSS MB (largest stage)"],
-                           ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
-    return out
-
-
-def stall_section(name: str, result: dict) -> list[str]:
-    """Each run's update rates around the stall, then each row's test accuracy stalled against unstalled."""
-    p = result["params"]
-    body = [[r["row"], r["run"], *(" / ".join("−" if v is None else f"{v:.0f}" for v in r["rates"][k].values())
-                                   for k in r["rates"]), pct(r["test_accuracy"])] for r in result["runs"]]
-    pairs = [[c["row"], pct(c["test_stalled"]), pct(c["test_unstalled"]), pp(c["test_delta_pp"] / 100),
-              ", ".join(f"{k}: {'−' if v is None else f'{100 * v:.0f}%'}" for k, v in c["above"].items())]
-             for c in result["compare"]]
-    refused = "; ".join(f"{f['row']} (`{' '.join(f['flags'])}`): {f['error']}" for f in result["refused"])
-    how = f"slowed to {p['share']:g} of a core" if p["how"] == "quota" else "stopped (SIGSTOP)"
-    return [f"**Stage {p['stage']} of {p['stages']} {how}** for {p['seconds']:g} s "
-            f"once the head had trained {pct(p['at'])} of the {p['total_steps']:,} batches, against the same job "
-            f"unstalled over the same windows. {machine(result)}: read the ratios, not the rates.", "",
-            *table(["row", "run", *(f"stage {k} updates/s before / during / after" for k in range(1, p["stages"] + 1)),
-                    "test"], ["---", "---", *["---:"] * (p["stages"] + 1)], body),
-            *table(["row", "test stalled", "unstalled", "difference", "stages above it during the stall, of their "
-                    "unstalled rate"], ["---", "---:", "---:", "---:", "---"], pairs),
-            *([f"Not run, refused by `dni run`: {refused}.", ""] if refused else []),
-            *sources([name], [result])]
-
-
 def load(name: str):
     return json.loads((RESULTS / name).read_text())
 
@@ -269,13 +208,12 @@ def render() -> str:
              "What the defaults reach, measured. Why the defaults are what they are: [defaults.md](defaults.md);",
              "recurrent results: [recurrent.md](recurrent.md#measured); `dni bench latency` and `transport`:",
              "[benchmarks.md](benchmarks.md); the sweeps and runs on the way: [lab/](lab/README.md).", "",
-             *depth_section(load("depth.json")), *harder_section(load("harder.json")),
+             *depth_section(load("depth.json")), *pipelines_section(load("pipelines.json")),
+             *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
-             *race_section([(name, load(name)) for name in RACES]),
-             "## A stage stalled", "", "`dni bench stall` ([benchmarks.md](benchmarks.md#dni-bench-stall-one-stage-"
-             "stalled)): update rates per stage before, during and after the stall, and what it cost in accuracy.", "",
-             *(line for name in STALLS for line in stall_section(name, load(name))),
+             *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
+             *stall_section(load),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"

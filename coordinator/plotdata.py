@@ -9,6 +9,7 @@ import numpy as np
 from coordinator.quantiles import LIMIT, Quantiles
 
 CURVES = ("loss", "cos", "synth_loss", "staleness")
+VALIDATION = ("val_accuracy", "train_seconds")   # a validation record's (--eval-every): both, or neither is drawn
 POINTS = 150          # at least this many points a curve (when there are as many steps), at most twice as many
 MAX_STEP = 2 ** 53    # every step below it is exact in a float64; a larger one is no run's
 MAX_STAGES = 64       # distinct stages drawn, a row each at most: more would make a plot nobody can read
@@ -89,6 +90,9 @@ def read_metrics(path: Path) -> tuple[dict, dict, int, int]:
             keys = curves.setdefault(stage, {})
             for key in CURVES:
                 if (v := number(rec.get(key))) is not None:
+                    keys.setdefault(key, Curve()).add(step, v)
+            if None not in (val := [number(rec.get(key)) for key in VALIDATION]):
+                for key, v in zip(VALIDATION, val):
                     keys.setdefault(key, Curve()).add(step, v)
             if (v := number(rec.get("latency_ms"))) is not None:
                 latency.setdefault(stage, Quantiles()).add(v)

@@ -1,9 +1,10 @@
 """`dni plot RUN_DIR [RUN_DIR ...]`: one PNG of one or more runs overlaid, from metrics.jsonl and summary.json.
 
 Top row: test accuracy per epoch, training loss over steps, update-latency distribution per
-stage. Then one row per stage with a synthesizer: the synthetic gradient's cosine to its
-target, the synthesizer's loss and the staleness of its targets, over steps. Runs differ by
-line style, stages by colour.
+stage and, for runs with --eval-every, validation accuracy against training seconds. Then one
+row per stage with a synthesizer: the synthetic gradient's cosine to its target, the
+synthesizer's loss and the staleness of its targets, over steps. Runs differ by line style,
+stages by colour.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def draw(run_dirs: list[str], path: str) -> list[str]:
         print(f"dni plot: {note}", file=sys.stderr)
     synth_stages = sorted({s for r in runs for s, keys in r["series"].items() if "cos" in keys})
     rows = 1 + max(1, len(synth_stages))
-    fig, axes = plt.subplots(rows, 3, figsize=(15, 3.2 * rows), squeeze=False)
+    validated = [r for r in runs if "val_accuracy" in r["series"].get(0, {})]
+    columns = 3 + bool(validated)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
     colours = plt.get_cmap("viridis")
     all_stages = sorted({s for r in runs for s in r["series"]})
     colour = {s: colours(i / max(1, len(all_stages) - 1) * 0.9) for i, s in enumerate(all_stages)}
@@ -37,7 +40,7 @@ def draw(run_dirs: list[str], path: str) -> list[str]:
         ax.set_title(text, fontsize=10)
         titles.append(text)
 
-    acc, loss, lat = axes[0]
+    acc, loss, lat = axes[0][:3]
     for i, r in enumerate(runs):
         ls = STYLES[i % len(STYLES)]
         if r["history"]:
@@ -59,9 +62,21 @@ def draw(run_dirs: list[str], path: str) -> list[str]:
     lat.set_xscale("log")
     lat.set_xlabel("ms")
     lat.legend(fontsize=7)
+    if validated:
+        val = axes[0][3]
+        for i, r in enumerate(runs):
+            if r in validated:
+                keys = r["series"][0]
+                val.plot(keys["train_seconds"][1], 100 * keys["val_accuracy"][1], STYLES[i % len(STYLES)],
+                         marker=".", label=r["name"])
+        title(val, "validation accuracy (%) against training seconds")
+        val.set_xlabel("s (the clock paused while evaluating)")
+        val.legend(fontsize=7)
+        for ax in axes[1:, 3]:
+            ax.axis("off")
 
     for row, stage in enumerate(synth_stages or [None], start=1):
-        cos_ax, sl_ax, st_ax = axes[row]
+        cos_ax, sl_ax, st_ax = axes[row][:3]
         for i, r in enumerate(runs):
             keys = r["series"].get(stage, {})
             kw = {"linestyle": STYLES[i % len(STYLES)], "color": colour.get(stage, "black")}
@@ -75,7 +90,7 @@ def draw(run_dirs: list[str], path: str) -> list[str]:
         title(sl_ax, f"{label}: synthesizer loss (per element; 0.5 = predicting 0)")
         sl_ax.set_yscale("symlog", linthresh=1e-2)
         title(st_ax, f"{label}: staleness (updates)")
-        for ax in axes[row]:
+        for ax in (cos_ax, sl_ax, st_ax):
             ax.set_xlabel("step")
     fig.suptitle("  |  ".join(f"{STYLES[i % len(STYLES)]} {r['name']}" for i, r in enumerate(runs)), fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.98))

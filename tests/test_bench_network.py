@@ -38,15 +38,16 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     before = leftovers()
     out = tmp_path / "net.json"
     run = subprocess.run([sys.executable, "-m", "coordinator", "bench", "network", "--delays", f"0,{DELAY:g}",
-                          "--stages", "2", "--focus-stages", "2", "--modes", "dni,backprop", "--windows", "",
-                          "--throughput-window", "2", "--epochs", "2", "--slow-stage", "2", "--slow-share", "0.5",
-                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+                          "--stages", "2", "--focus-stages", "2", "--modes", "dni,backprop,gpipe,pipedream",
+                          "--windows", "", "--throughput-window", "2", "--epochs", "2", "--slow-stage", "2",
+                          "--slow-share", "0.5", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert leftovers() == before
     result = json.loads(out.read_text())
     assert result["delay_by"] == ("netem" if result["netem"]["available"] else "relay")
     runs = result["runs"]
-    assert {(r["mode"], r["delay_ms"]) for r in runs} >= {(m, d) for m in ("dni", "backprop") for d in (0.0, DELAY)}
+    modes = ("dni", "backprop", "gpipe", "pipedream")
+    assert {(r["mode"], r["delay_ms"]) for r in runs} >= {(m, d) for m in modes for d in (0.0, DELAY)}
     for r in runs:
         lat = r["stage1_latency_ms"]
         assert positive(r["samples_per_second"]) and positive(lat["p50"]) and lat["p99"] >= lat["p50"], r
@@ -64,7 +65,8 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
         assert positive(cpu["coordinator"]) and cpu["relays"] >= 0
         sched = r["sched_ms_per_batch"]   # the kernel's count over training: run, and waited for a core
         assert all(positive(sched[n]["ran"]) for n in ("coordinator", "stage1", "stage2"))
-        assert all(v["waited"] >= v["path_waited"] >= 0 and v["ran"] >= 0 for v in sched.values())
+        assert all(v["waited"] >= v["path_waited"] >= 0 and v["ran"] >= 0 for v in sched.values()), \
+            (r["mode"], {n: v for n, v in sched.items() if not v["waited"] >= v["path_waited"] >= 0 <= v["ran"]})
         if r["mode"] == "dni":
             st = r["staleness"]["all"]
             assert st["mean"] >= 0 and st["p99"] >= st["p50"] and st["n"] > 0
@@ -79,12 +81,14 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     assert len(result["projection"]["validation"]) == 4
     assert all(min(v["stretch"].values()) >= 1 for v in result["projection"]["validation"])
     assert {v["stages"] for v in result["projection"]["hosts"]} == {2, 3, 4, 8}
+    assert {v["mode"] for v in result["projection"]["hosts"]} == set(modes)
     assert result["targets"] and all(set(t) == {"name", "value", "op", "limit", "pass"} for t in result["targets"])
     # The backprop round trip crosses two delayed links per stage boundary: it cannot take less
     # than their delays (the growth over 0 ms is a benchmark target: its 0 ms figure is noisy).
-    bp = {r["delay_ms"]: r["stage1_latency_ms"]["p50"] for r in runs
-          if r["mode"] == "backprop" and not r["slow_stage"]}
-    assert bp[DELAY] >= 2 * DELAY and bp[DELAY] > bp[0.0]
+    # So does every pipeline's: gpipe's flush and pipedream's backward wait for the head's gradient.
+    for mode in ("backprop", "gpipe", "pipedream"):
+        p50 = {r["delay_ms"]: r["stage1_latency_ms"]["p50"] for r in runs if r["mode"] == mode and not r["slow_stage"]}
+        assert p50[DELAY] >= 2 * DELAY and p50[DELAY] > p50[0.0], mode
 
 
 def test_a_failed_job_is_recorded_with_its_logs_kept_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
@@ -113,6 +117,13 @@ def test_a_failed_job_is_recorded_with_its_logs_kept_and_the_sweep_goes_on(tmp_p
     assert Path(f["logs"][1]).read_text() == "dni: error: no such data\n"
     assert "FAILED: RuntimeError: coordinator exit 1" in capsys.readouterr().out
     shutil.rmtree(Path(f["logs"][0]).parent)
+
+
+def test_a_thread_that_ends_between_two_samples_takes_nothing_from_the_span():
+    first = {"1": (10.0, 4.0, 4.0), "2": (5.0, 3.0, 0.0), "7": (1.0, 1.0, 1.0)}   # 2: a helper, 7: ZeroMQ I/O
+    last = {"1": (30.0, 6.0, 6.0), "7": (2.0, 1.5, 1.5), "9": (0.5, 0.25, 0.0)}     # 2 ended, 9 began
+    assert job.sched_span(first, last) == (20.0 + 1.0 + 0.5, 2.0 + 0.5 + 0.25, 2.0 + 0.5)
+    assert job.sched_span({}, {}) == (0.0, 0.0, 0.0)
 
 
 @pytest.mark.slow

@@ -57,6 +57,15 @@ def test_bad_values_are_left_out_of_the_curves(tmp_path):
     assert run["latency"][1].n == 40 and run["notes"] == []
 
 
+def test_a_validation_record_is_drawn_only_with_its_accuracy_and_its_time(tmp_path):
+    records = (b'{"stage": 0, "step": 9, "samples": 1280, "train_seconds": 0.5, "val_accuracy": 0.75}\n'
+               b'{"stage": 0, "step": 19, "samples": 2560, "val_accuracy": 0.8}\n'
+               b'{"stage": 0, "step": 29, "train_seconds": "x", "val_accuracy": 0.9}\n'
+               b'{"stage": 0, "step": 39, "train_seconds": 1.5, "val_accuracy": NaN}\n')
+    keys = load_run(run_dir(tmp_path, records))["series"][0]
+    assert [list(v) for v in keys["train_seconds"]] == [[9], [0.5]] and list(keys["val_accuracy"][1]) == [0.75]
+
+
 @pytest.mark.parametrize("summary", SUMMARIES)
 def test_a_bad_summary_is_left_out_in_one_line(summary, tmp_path):
     run = load_run(run_dir(tmp_path, summary=summary))

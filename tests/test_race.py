@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from coordinator.bench import raceboard
+from coordinator.bench import raceboard, racetune
 from coordinator.cli import main
 from coordinator.data import DataError, generated_task
 from coordinator.data.tasks import VALIDATION
@@ -97,8 +97,12 @@ def sane_run(r: dict, budgets: list[str]) -> None:
     assert len(r["cpu_ms_per_batch"]) == len(r["peak_rss_mb"]) == stages
     assert all(c > 0 for c in r["cpu_ms_per_batch"]) and all(10 < m < 2000 for m in r["peak_rss_mb"])
     if r["single_process"]:
-        assert r["bytes_per_batch"] == {}
+        assert r["bytes_per_batch"] == {} and r["staleness"] is None
         return
+    fitted = r["row"] in ("cdni-link", "dni-w4")   # the rows with synthesizers fit targets, some of them late
+    assert (r["staleness"]["stage1"]["n"] > 0) == fitted and (r["staleness"]["all"]["n"] > 0) == fitted
+    if fitted:
+        assert 0 <= r["staleness"]["stage1"]["mean"] <= r["staleness"]["stage1"]["p99"] <= 8
     # 128 x 16 float32 and 128 int64 labels up each link, 128 x 16 float32 down
     assert r["bytes_per_batch"] == {link: {"forward": 128 * 16 * 4 + 128 * 8, "backward": 128 * 16 * 4}
                                     for link in ("1-2", "2-3")}
@@ -111,7 +115,7 @@ def test_a_small_race_at_0_ms_writes_every_figure(tmp_path):
     argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0,20",
             "--rows", "single,backprop,gpipe,pipedream,cdni-link,dni-w4", "--settings", str(settings), "--width", "16",
             "--epochs", "1", "--train-subset", "512", "--eval-every", "2", "--target", "0.05", "--budgets", "0,1000",
-            "--json", str(tmp_path / "race.json")]
+            "--warmup", "0", "--json", str(tmp_path / "race.json")]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "dni bench race: delays 20 ms not run: --one-host" in run.stdout
@@ -126,6 +130,41 @@ def test_a_small_race_at_0_ms_writes_every_figure(tmp_path):
     # The single process trains backprop's network exactly: the same evaluations.
     single, backprop = result["runs"][:2]
     assert [v["val_accuracy"] for v in single["validation"]] == [v["val_accuracy"] for v in backprop["validation"]]
+
+
+@pytest.mark.slow   # six jobs: ~15 s
+def test_tuning_tries_as_many_settings_for_every_row_and_keeps_the_soonest_to_the_target(tmp_path):
+    tuned = tmp_path / "tuned" / "settings.json"
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",
+            "--rows", "single,gpipe", "--width", "16", "--epochs", "1", "--train-subset", "512", "--eval-every", "1",
+            "--target", "0.12", "--tune", str(tuned), "--json", str(tmp_path / "race.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads((tmp_path / "race.json").read_text())
+    assert [r["row"] for r in result["runs"]] == [f"{row}#{i}" for row in ("single", "gpipe") for i in (1, 2, 3)]
+    chosen = json.loads(tuned.read_text())
+    for row in ("single", "gpipe"):
+        tries = result["tuning"][row]["tries"]
+        assert len(tries) == racetune.TRIES and all(t["runs"] == 1 for t in tries.values())
+        mine = [r for r in result["runs"] if r["row"].startswith(row)]
+        best = min(mine, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0,
+                                        -r["best_val_accuracy"]))
+        assert chosen[row] == result["tuning"][row]["flags"] == " ".join(best["flags"])
+    assert "--micro-batches" in chosen["gpipe"] and "--lr" in chosen["single"]
+    # The race takes the file as it is written, and prints the settings it uses.
+    again = subprocess.run([*argv[:argv.index("--tune")], "--settings", str(tuned)], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and f"gpipe        {chosen['gpipe']}" in again.stdout, again.stderr
+
+
+def test_tuning_a_row_with_no_settings_to_try_is_one_line(tmp_path, capsys):
+    (tmp_path / "rows.json").write_text(json.dumps({"mine": "--mode dni"}))
+    assert main(["bench", "race", "--rows", "dni,mine", "--settings", str(tmp_path / "rows.json"),
+                 "--tune", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == "dni: error: --tune: no settings to try for row mine (rows with some: " + ", ".join(racetune.GRID) \
+        + ")\n"
+    assert all(len(tries) == racetune.TRIES for tries in racetune.GRID.values())   # the same budget for every row
 
 
 def test_without_root_the_0_ms_race_runs_and_the_rest_is_refused_in_one_line(tmp_path):

@@ -2,10 +2,12 @@
 import builtins
 import importlib.util
 
+import numpy as np
 import pytest
 
 from coordinator import runplot
 from coordinator.cli import main
+from coordinator.plotdata import load_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -13,9 +15,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
-    for mode in ("cdni", "backprop"):
+    for mode, every in (("cdni", "2"), ("backprop", "0")):   # the cdni run evaluates its validation split
         assert main(["run", "--mode", mode, "--hidden", "16,16", "--epochs", "2", "--train-subset", "512",
-                     "--out", str(base / mode), "--no-progress"]) == 0
+                     "--eval-every", every, "--out", str(base / mode), "--no-progress"]) == 0
     return base / "cdni", base / "backprop"
 
 
@@ -26,6 +28,9 @@ def test_plot_of_real_runs_has_every_panel(two_runs, tmp_path):
     assert out.read_bytes()[:8] == PNG
     for want in ("test accuracy per epoch (%)", "training loss (head, smoothed)", "update latency per stage (CDF)"):
         assert want in titles
+    assert "validation accuracy (%) against training seconds" in titles
+    seconds, accuracy = (load_run(two_runs[0])["series"][0][k][1] for k in ("train_seconds", "val_accuracy"))
+    assert len(seconds) == 4 and (np.diff(seconds) > 0).all() and ((accuracy > 0) & (accuracy <= 1)).all()
     for stage in (1, 2):   # each hidden stage has a synthesizer in the cdni run
         assert f"stage {stage}: cosine of synthetic gradient to target" in titles
         assert any(t.startswith(f"stage {stage}: synthesizer loss") for t in titles)

@@ -64,6 +64,20 @@ def stage_latencies(run_dir: Path, warmup: int) -> dict[int, list[float]]:
     return out
 
 
+def staleness(run_dir: Path, warmup: int) -> dict:
+    """The staleness of the targets every stage (and stage 1) fitted its synthesizer to, after `warmup` steps."""
+    every, first = [], []
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            rec = json.loads(line)
+            if "staleness" in rec and rec["step"] >= warmup:
+                every.append(rec["staleness"])
+                if rec["stage"] == 1:
+                    first.append(rec["staleness"])
+    return {"all": {"mean": float(np.mean(every)) if every else None, **percentiles(every)},
+            "stage1": {"mean": float(np.mean(first)) if first else None, **percentiles(first)}}
+
+
 MESSAGING = ("send", "receive", "wait", "idle", "other")   # the loop's own CPU that is not arithmetic
 
 

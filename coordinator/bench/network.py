@@ -12,8 +12,9 @@ from coordinator.lists import parse
 
 
 def add_parser(kinds) -> argparse.ArgumentParser:
-    net = kinds.add_parser("network", help="dni, cdni, backprop across namespaces as hosts: link delay, bandwidth, "
-                           "a slow host (needs root)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    net = kinds.add_parser("network", help="dni, cdni, backprop, gpipe, pipedream across namespaces as hosts: "
+                           "link delay, bandwidth, a slow host (needs root)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     net.add_argument("--delays", default="0,1,5,20", help="one-way delay per link, ms")
     net.add_argument("--stages", default="3,4", help="stages per network (2 is always added: the projection's check)")
     net.add_argument("--modes", default="dni,cdni,backprop", help="modes to run")
@@ -34,6 +35,7 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     net.add_argument("--epochs", type=int, default=2, help="the fixed budget: epochs of every job")
     net.add_argument("--width", type=int, default=256, help="hidden layer width")
     net.add_argument("--batch", type=int, default=128, help="batch size")
+    net.add_argument("--micro-batches", type=int, default=Config.micro_batches, help="gpipe's micro-batches a batch")
     net.add_argument("--warmup", type=int, default=50, help="first steps left out of latency and staleness figures")
     net.add_argument("--data", help="MNIST directory (default: the generated task)")
     net.add_argument("--insecure", action="store_true", help="no CURVE (default: every socket encrypted)")
@@ -52,17 +54,19 @@ def params(args) -> dict:
         raise ValueError(f"--slow-stage {args.slow_stage}: the slow-host runs have {args.focus_stages} stages")
     if args.bandwidth:
         shaping.rate_bits(args.bandwidth)
-    if min(args.window, args.throughput_window, args.epochs, args.width, args.batch) < 1 or args.warmup < 0:
-        raise ValueError("--window, --throughput-window, --epochs, --width, --batch must be positive")
+    if min(args.window, args.throughput_window, args.epochs, args.width, args.batch, args.micro_batches) < 1 \
+            or args.warmup < 0:
+        raise ValueError("--window, --throughput-window, --epochs, --width, --batch, --micro-batches must be positive")
     return {"delays": sorted(set(parse(args.delays, "--delays", float, low=0)) | {0.0}), "stages": stages,
             "modes": modes, "credits": credits, "window": args.window,
             "windows": parse(args.windows, "--windows", low=1),
             "window_delays": parse(args.window_delays, "--window-delays", float, low=0),
             "throughput_window": args.throughput_window, "focus_stages": args.focus_stages,
             "bandwidth": args.bandwidth, "slow_stage": args.slow_stage, "slow_share": args.slow_share,
-            "epochs": args.epochs, "width": args.width, "batch": args.batch, "warmup": args.warmup,
-            "data": args.data, "insecure": args.insecure, "seed": args.seed, "runs_dir": args.keep,
-            "job": ["--batch-size", str(args.batch), *(["--data", args.data] if args.data else [])]}
+            "epochs": args.epochs, "width": args.width, "batch": args.batch, "micro_batches": args.micro_batches,
+            "warmup": args.warmup, "data": args.data, "insecure": args.insecure, "seed": args.seed,
+            "runs_dir": args.keep, "job": ["--batch-size", str(args.batch), "--micro-batches", str(args.micro_batches),
+                                           *(["--data", args.data] if args.data else [])]}
 
 
 def run(args) -> dict | None:

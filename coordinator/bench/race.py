@@ -15,25 +15,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coordinator.bench import raceboard, racejob, report
+from coordinator.bench import raceboard, racejob, racetune, report
 from coordinator.bench.racejob import Job
 from coordinator.config import Config
 from coordinator.lists import parse
 
 SINGLE = "single"   # the row trained in one process with every core (coordinator/bench/single.py)
-# Every row runs `dni run`'s defaults (backprop's, dni's and cdni's chosen on the validation split by
-# `dni bench sweep` with the same grid for every mode: docs/defaults.md), but for the settings the
-# design says fit slow links: per-link credit, BP(lambda) below 1 and a wider window, not tuned.
-# A --settings file adds rows or replaces any row's flags.
+# Every row's settings as `dni bench race --tune` kept them, 3 tries a row on the validation split at 6
+# stages, 0 and 20 ms (docs/results/tune-race.json, docs/defaults.md); the single process and gpipe
+# compute backprop's gradient, so they take the rate tuned for backprop. A --settings file adds rows
+# or replaces any row's flags.
 ROWS = {
-    SINGLE: "--mode backprop",
-    "backprop": "--mode backprop",
-    "dni": "--mode dni",
-    "cdni": "--mode cdni",
-    "gpipe": "--mode gpipe",
-    "pipedream": "--mode pipedream",
-    "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 8",
-    "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 8",
+    SINGLE: "--mode backprop --lr 2e-3",
+    "backprop": "--mode backprop --lr 2e-3",
+    "dni": "--mode dni --window 2",
+    "cdni": "--mode cdni --window 4",
+    "gpipe": "--mode gpipe --lr 2e-3 --micro-batches 2",
+    "pipedream": "--mode pipedream --lr 5e-4",
+    "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 4",
+    "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 4",
 }
 
 
@@ -43,6 +43,8 @@ def add_parser(kinds) -> argparse.ArgumentParser:
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     race.add_argument("--rows", default=",".join(ROWS), help="the rows to race (names of ROWS or --settings)")
     race.add_argument("--settings", metavar="FILE", help="JSON {row: \"dni run flags\"}: rows to add or replace")
+    race.add_argument("--tune", metavar="FILE", help=f"race {racetune.TRIES} settings of every row instead "
+                      "(coordinator/bench/racetune.py) and write the best of each to FILE, for --settings")
     race.add_argument("--stages", default="3,6", help="stages per network")
     race.add_argument("--delays", default="0,5,20", help="one-way delay per link, ms (above 0: the network lab)")
     race.add_argument("--one-host", action="store_true", help="run on this host, no network lab (0 ms only)")
@@ -99,8 +101,8 @@ def params(args) -> dict:
 
 def jobs(p: dict, delays: list[float]) -> list[Job]:
     """Every job, a setting's rows together; the single-process row once per depth (it has no links)."""
-    return [Job(name, flags, k, d, single=name == SINGLE) for k in p["stages"] for d in delays
-            for name, flags in p["rows"].items() if name != SINGLE or d == delays[0]]
+    return [Job(name, flags, k, d, single=racetune.row_of(name) == SINGLE) for k in p["stages"] for d in delays
+            for name, flags in p["rows"].items() if racetune.row_of(name) != SINGLE or d == delays[0]]
 
 
 def lab_refusal(p: dict) -> str | None:
@@ -114,7 +116,11 @@ def lab_refusal(p: dict) -> str | None:
 def run(args) -> dict | None:
     try:
         p = params(args)
-    except ValueError as exc:
+        tried = racetune.candidates(p["rows"]) if args.tune else None
+        if tried:
+            p["rows"] = tried
+            Path(args.tune).parent.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as exc:
         print(f"dni: error: {exc}", file=sys.stderr)
         return None
     why = lab_refusal(p)
@@ -151,8 +157,12 @@ def run(args) -> dict | None:
                                          "error": str(exc)})
                 print(f"[{i}/{len(todo)}] {job.row} K={job.stages} {job.delay_ms:g} ms: failed: {exc}", flush=True)
                 continue
-            result["runs"].append(racejob.figures(job, summary, p))
+            result["runs"].append(racejob.figures(job, summary, p, out))
             raceboard.print_run(i, len(todo), result["runs"][-1], p["target"])
     result["settings"] = raceboard.settings(result["runs"], p["target"], delays)
     raceboard.print_tables(result)
+    if tried:
+        result["tuning"] = racetune.choose(result["runs"], tried)
+        racetune.write(result["tuning"], args.tune)
+        racetune.print_chosen(result["tuning"], args.tune)
     return result

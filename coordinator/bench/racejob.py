@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.bench.latency import staleness
 from coordinator.config import Config
 from workers.runtime import blas
 
@@ -93,8 +94,8 @@ def at_budget(validation: list[dict], budget_s: float) -> float | None:
     return within[-1] if within else None
 
 
-def figures(job: Job, summary: dict, p: dict) -> dict:
-    """Every figure of a job, from its summary.json."""
+def figures(job: Job, summary: dict, p: dict, out: Path) -> dict:
+    """Every figure of a job, from its run directory `out` (summary.json; metrics.jsonl for staleness)."""
     steps, validation = summary["steps"], summary["validation"]
     hit = at_target(validation, p["target"])
     if job.single:
@@ -116,5 +117,7 @@ def figures(job: Job, summary: dict, p: dict) -> dict:
             "test_accuracy": summary["test_accuracy"], "samples_per_second": summary["samples_per_second"],
             "stage1_latency_ms": {"p50": latency["p50"], "p99": latency["p99"]},
             "bytes_per_batch": links, "cpu_ms_per_batch": cpu, "peak_rss_mb": rss,
+            # how many updates old the targets were that the synthesizers fitted (after --warmup steps)
+            "staleness": None if job.single else staleness(out, p["warmup"]),
             **({"relays": summary["relays"], "link_rtt": summary["links"]} if "relays" in summary else {}),
             "validation": [{k: v[k] for k in ("samples", "train_seconds", "val_accuracy")} for v in validation]}

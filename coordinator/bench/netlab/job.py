@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.bench import procfs
-from coordinator.bench.latency import stage_latencies
+from coordinator.bench.latency import stage_latencies, staleness
 from coordinator.bench.netlab import relay, shaping
 from coordinator.bench.netlab.hosts import SUBNET, Host, hosts
 from coordinator.metrics import percentiles
@@ -68,20 +68,28 @@ def on_a_message_path(pid: int, tid: str) -> bool:
     return tid == str(pid) or procfs.thread_name(pid, tid).startswith("ZMQbg/IO/")
 
 
-def sched_ms(pid: int) -> tuple[float, float, float]:
-    """ms the threads of process `pid` have run and have waited runnable for a core (the kernel's
-    schedstat: to the ns, where /proc/PID/stat counts 10 ms ticks), and how long of that wait was
-    its loop's (the main thread) and ZeroMQ's I/O threads', the ones a message goes through; not its
-    other helpers' (ZeroMQ's reaper, pyzmq's collector of zero-copy frames, CURVE's authenticator)."""
-    run = wait = path_wait = 0
+def sched_ms(pid: int) -> dict[str, tuple[float, float, float]]:
+    """Per thread of process `pid`: ms it has run and has waited runnable for a core (the kernel's
+    schedstat: to the ns, where /proc/PID/stat counts 10 ms ticks), and that wait again if the thread
+    is one a message goes through (its loop, the main thread, and ZeroMQ's I/O threads; not its other
+    helpers: ZeroMQ's reaper, pyzmq's collector of zero-copy frames, CURVE's authenticator), else 0."""
+    out = {}
     for tid in procfs.threads(pid):
         try:
             ran, waited = procfs.schedstat(pid, tid)
-            on_path = on_a_message_path(pid, tid)
+            out[tid] = (ran / 1e6, waited / 1e6, waited / 1e6 if on_a_message_path(pid, tid) else 0.0)
         except (FileNotFoundError, ProcessLookupError):
             continue   # a thread that has just exited
-        run, wait, path_wait = run + ran, wait + waited, path_wait + (waited if on_path else 0)
-    return run / 1e6, wait / 1e6, path_wait / 1e6
+    return out
+
+
+def sched_span(first: dict, last: dict) -> tuple[float, float, float]:
+    """(ran, waited, path_waited) ms between two sched_ms samples, per thread: a thread that ended
+    meanwhile is left out (summing over the threads alive at each sample made a total fall, and the
+    wait of all threads less than that of the path's, when a helper thread ended), and one that began
+    counts from its start."""
+    spans = [[b - a for a, b in zip(first.get(tid, (0.0, 0.0, 0.0)), now)] for tid, now in last.items()]
+    return tuple(sum(column) for column in zip(*spans)) if spans else (0.0, 0.0, 0.0)
 
 
 def sample(procs: dict[str, subprocess.Popen], metrics: Path) -> dict:
@@ -121,7 +129,7 @@ def wait_coordinator(procs: dict[str, subprocess.Popen], metrics: Path, timeout:
     if first and last and last["lines"] > first["lines"]:
         steps, wall = (last["lines"] - first["lines"]) / stages, last["t"] - first["t"]   # a line per stage and step
         ours = {name: last["cpu"][name] - first["cpu"][name] for name in procs}
-        sched = {n: [(b - a) / steps for a, b in zip(first["sched"][n], last["sched"][n])] for n in procs}
+        sched = {n: [v / steps for v in sched_span(first["sched"][n], last["sched"][n])] for n in procs}
         out.update(steps=steps, wall_s=wall, cpu_ms_per_batch={n: v * 1e3 / steps for n, v in ours.items()},
                    sched_ms_per_batch={n: dict(zip(("ran", "waited", "path_waited"), v))
                                        for n, v in sched.items()},
@@ -138,19 +146,6 @@ def last_line(log: Path) -> str:
 
 def summarise(rtts: list[float]) -> dict:
     return {"p50": float(np.median(rtts)), "min": min(rtts), "max": max(rtts)}
-
-
-def staleness(run_dir: Path, warmup: int) -> dict:
-    every, first = [], []
-    with open(run_dir / "metrics.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            if "staleness" in rec and rec["step"] >= warmup:
-                every.append(rec["staleness"])
-                if rec["stage"] == 1:
-                    first.append(rec["staleness"])
-    return {"all": {"mean": float(np.mean(every)) if every else None, **percentiles(every)},
-            "stage1": {"mean": float(np.mean(first)) if first else None, **percentiles(first)}}
 
 
 def stage_cpu(time_s: dict, steps: int) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from coordinator.bench.netlab.runs import find
 from coordinator.bench.plot import require, save
 
-COLOURS = {"dni": "tab:blue", "cdni": "tab:green", "backprop": "tab:red"}
+COLOURS = {"dni": "tab:blue", "cdni": "tab:green", "backprop": "tab:red", "gpipe": "tab:orange",
+           "pipedream": "tab:brown"}
 STYLES = ("o-", "s--", "^:", "v-.", "d-")
 
 

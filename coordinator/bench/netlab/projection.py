@@ -21,6 +21,16 @@ The model, per batch (all times in ms), every term measured or derived from meas
 - backprop: stage 1 updates after the batch has gone up through every stage and its gradient
   down: every stage's CPU but for stage 1's input (decrypted before), and 2 (K - 1) crossings;
   it takes no batch meanwhile.
+- gpipe (M micro-batches, a micro-batch costing 1/M of a batch everywhere): the same round trip,
+  but the M micro-batches follow each other through the pipeline, so the slowest stage adds
+  (M - 1) micro-batches of its own to the fill and drain; the next batch waits for the flush,
+  which stage 1 reports to the coordinator (TAKEN) before the coordinator sends it: 2 more
+  crossings and the coordinator's CPU a batch.
+- pipedream: stage 1 keeps at most K batches between forward and backward (1F1B), so K batches
+  share the round trip (every stage's CPU and 2 (K - 1) crossings); under the coordinator's
+  credit the window is at least K. A batch's update waits, by Little's law, for the batches
+  held at stage 1 ahead of it (K, or the coordinator's window) to go at the pipeline's pace,
+  and for no less than its own round trip.
 On one shared machine (the check at 2 stages) no scheduler is modelled: other sessions' trainings
 fill whatever CPU the job leaves (the job's CPU plus theirs came to 1.85-2.07 cores in every job),
 so the cores "left by others" are the job's own CPU rate, not a capacity, and a processor-sharing
@@ -48,22 +58,39 @@ def message_ms(stages: list[dict], i: int) -> float:
 
 
 def project(stages: list[dict], coordinator_ms: float, link: float, mode: str, window: int, batch: int,
-            credit: str = "coordinator") -> dict:
+            credit: str = "coordinator", micro_batches: int = 1) -> dict:
     """samples/s and stage-1 latency, each process on a core or host of its own;
-    credit: "coordinator" or "link" (see the module's docstring)."""
+    credit: "coordinator" or "link"; micro_batches: gpipe's M (see the module's docstring)."""
     k = len(stages)
-    bounds = {"slowest host": max(max(s["total"] for s in stages), coordinator_ms)}
+    slowest = max(s["total"] for s in stages)
+    bounds = {"slowest host": max(slowest, coordinator_ms)}
     every = sum(s["total"] for s in stages)
-    if mode == "backprop":
-        latency = every - message_ms(stages, 0) + 2 * (k - 1) * link
-        bounds["locked round trip"] = latency
-    else:
-        if credit == "link":
-            ends = [coordinator_ms, *(s["total"] for s in stages)]
-            bounds["credit window"] = max(2 * link + a + b for a, b in pairwise(ends)) / window
+    round_trip = every + 2 * (k - 1) * link
+    if mode in ("backprop", "gpipe"):
+        m = micro_batches if mode == "gpipe" else 1
+        latency = (every + (m - 1) * slowest - message_ms(stages, 0)) / m + 2 * (k - 1) * link
+        if mode == "backprop":
+            bounds["locked round trip"] = latency
         else:
-            bounds["credit window"] = ((k + 1) * link + every + coordinator_ms) / window
-        latency = stages[0]["compute"] + stages[0]["send"] + message_ms(stages, 0)
+            bounds["flush"] = latency + 2 * link + coordinator_ms
+        return result(bounds, latency, batch)
+    if mode == "pipedream" and credit == "coordinator":
+        window = max(window, k)
+    if credit == "link":
+        # pipedream's stages hold batches by 1F1B alone: only the coordinator's link keeps a window
+        ends = [coordinator_ms, *(s["total"] for s in stages)][:2 if mode == "pipedream" else None]
+        bounds["credit window"] = max(2 * link + a + b for a, b in pairwise(ends)) / window
+    else:
+        bounds["credit window"] = ((k + 1) * link + every + coordinator_ms) / window
+    if mode != "pipedream":
+        return result(bounds, stages[0]["compute"] + stages[0]["send"] + message_ms(stages, 0), batch)
+    bounds["1F1B limit"] = round_trip / k
+    held = window if credit == "coordinator" else k
+    return result(bounds, max(round_trip - message_ms(stages, 0), held * max(bounds.values())), batch)
+
+
+def result(bounds: dict, latency: float, batch: int) -> dict:
+    """The figures from the period's bounds (ms per batch; the largest rules) and stage 1's latency."""
     bound = max(bounds, key=bounds.get)
     return {"samples_per_second": batch * 1e3 / bounds[bound], "stage1_latency_ms": latency, "bound": bound,
             "period_ms": bounds}

@@ -14,7 +14,7 @@ from coordinator.bench.netlab.hosts import available
 from coordinator.bench.netlab.job import Setting
 from protocol.keys import generate
 
-MODES = ("dni", "cdni", "backprop")
+MODES = ("dni", "cdni", "backprop", "gpipe", "pipedream")
 PROJECTED_STAGES = (2, 3, 4, 8)
 
 
@@ -31,7 +31,7 @@ def settings(p: dict) -> list[Setting]:
     focus, delays, w, big = p["focus_stages"], p["delays"], p["window"], p["throughput_window"]
     # At 2 stages only what the projection's check needs.
     out = [Setting(m, k, d, w) for k in p["stages"] for m in p["modes"] for d in delays
-           if k > 2 or m != "cdni" or k == focus]
+           if k > 2 or m in ("dni", "backprop") or k == focus]
     if "dni" in p["modes"]:
         out += [Setting("dni", k, d, big) for k in p["stages"] for d in delays]
         out += [Setting("dni", focus, d, win, coordinator_delayed=False) for d in delays if d for win in (w, big)]
@@ -105,7 +105,7 @@ def project_hosts(runs: list[dict], p: dict) -> list[dict]:
             stages, coordinator = costs(r)
             for k in PROJECTED_STAGES:
                 proj = projection.project(projection.extend(stages, k), coordinator, link(r), mode, window,
-                                          p["batch"], credit=credit)
+                                          p["batch"], credit=credit, micro_batches=p["micro_batches"])
                 out.append({"mode": mode, "credit": credit, "window": window, "delay_ms": d, "stages": k,
                             "from_stages": r["stages"],
                             **{key: proj[key] for key in ("samples_per_second", "stage1_latency_ms", "bound")}})

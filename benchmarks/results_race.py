@@ -1,0 +1,58 @@
+"""The race's sections of docs/results.md: the tuning of its rows, and each run's tables (from `dni bench race`)."""
+from results_parts import machine, ms, pct, sources, table
+
+
+def tuning_section(name: str, result: dict) -> list[str]:
+    """Every try of `dni bench race --tune`: what each reached on the validation split, and the one kept."""
+    p, body = result["params"], []
+    for row, entry in result["tuning"].items():
+        for flags, t in entry["tries"].items():
+            body.append([row, f"`{flags}`", f"{t['reached']}/{t['runs']}",
+                         "" if t["seconds_to_target"] is None else f"{t['seconds_to_target']:.1f}",
+                         "" if t["mean_best_val_accuracy"] is None else pct(t["mean_best_val_accuracy"]),
+                         "kept" if flags == entry["flags"] else ""])
+    depths = ", ".join(str(k) for k in p["stages"])
+    delays = ", ".join(f"{d:g}" for d in p["delays"])
+    return ["## Tuning the race's rows: the same budget for every row", "",
+            "`dni bench race --tune` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): three",
+            "settings of every row, each raced on the validation split only, at "
+            f"{depths} stages and {delays} ms per link ({p['train_subset']:,} training images, {p['epochs']}",
+            f"epoch(s), target {pct(p['target'])}). Kept: the most settings reaching the target, then the least",
+            f"time to it summed over them, then the highest mean best validation accuracy. {machine(result)}.", "",
+            *table(["row", "flags", "reached", "s to target (sum)", "mean best validation", ""],
+                   ["---", "---", "---:", "---:", "---:", "---"], body),
+            *sources([name], [result])]
+
+
+def race_section(results: list[tuple[str, dict]]) -> list[str]:
+    """One table per (stages, delay) of every race run: the rows by time to target, the first and by what factor."""
+    out = ["## The race: time to accuracy", "",
+           "`dni bench race` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): the same network",
+           "trained by each row on the same processes and links, validation accuracy every `--eval-every` batches",
+           "with the clock paused, the test set read once at the end. Each run's rows are printed with it (`rows`",
+           "in its JSON): the first race ran defaults and untuned slow-link settings; `ROWS` in",
+           "coordinator/bench/race.py now holds the settings the tuning above kept.", ""]
+    for name, result in results:
+        p = result["params"]
+        out += [f"From [results/{name}](results/{name}): {p['width']}-wide hidden layers on MNIST's first "
+                f"{p['train_subset']:,} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
+                f"validation every {p['eval_every']} batches; links through the {result['where']}. "
+                f"{machine(result)}: read the ratios, not the rates.", ""]
+        for board in result["settings"]:
+            k, d = board["stages"], board["delay_ms"]
+            # the single process has no links: its one run stands in every delay's table
+            here = [r for r in result["runs"] if r["stages"] == k and (r["delay_ms"] == d or r["single_process"])]
+            runs = sorted(here, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
+            body = [[r["row"], "never" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}",
+                     pct(r["best_val_accuracy"]), pct(r["test_accuracy"]), f"{r['samples_per_second']:,.0f}",
+                     ms(r["stage1_latency_ms"]["p50"]) if r.get("stage1_latency_ms") else "",
+                     f"{max(r['peak_rss_mb']):.0f}" if r.get("peak_rss_mb") else ""] for r in runs]
+            failed = [f"{f['row']} ({f['error']})" for f in result["failed"]
+                      if f["stages"] == k and f["delay_ms"] == d]
+            out += [f"**{k} stages, {d:g} ms per link**: {board['first']} first, {board['factor']:.2f}x sooner than "
+                    f"{board['next']}; the highest target every row reached: {pct(board['reached_by_all'])}."
+                    + (f" Failed: {', '.join(failed)}." if failed else ""), "",
+                    *table(["row", f"s to {pct(p['target'])}", "best validation", "test", "samples/s",
+                            "stage-1 p50 ms", "peak RSS MB (largest stage)"],
+                           ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
+    return out
