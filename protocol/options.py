@@ -8,6 +8,7 @@ from protocol import liveness
 # The sections of --help, in order.
 GROUPS = ("data", "network", "synthesizers", "recurrent", "schedule", "failures", "run")
 FF, RNN, BOTH = "ff", "rnn", "both"
+SYNTHETIC = ("dni", "cdni")   # the feed-forward modes whose stages update from their synthesizers
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ OPTIONS = (
     Option("bp_lambda", float, 1.0, "synthesizers", "the target a stage sends to the synthesizer below: its "
            "received target (1) or its synthetic gradient (0), or a mix, backpropagated: BP(lambda)",
            model=FF, wire=True, before=0.0, low=0.0, high=1.0),
+    Option("p_update", float, 1.0, "synthesizers", "the chance each stage updates on a batch, from its own seeded "
+           "stream (dni, cdni): a skipped update still forwards and trains the synthesizers", model=FF, wire=True,
+           before=1.0, low=0.0, high=1.0, positive=True),
     # recurrent
     Option("task", str, "mnist01", "recurrent", "the sequence task", model=RNN, wire=True, summary=True,
            choices=("mnist01", "mnist01-chunks", "seqmnist", "copy")),
