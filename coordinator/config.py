@@ -33,10 +33,23 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
 
     def _validate_unlock(self) -> None:
         """The options that unlock a stage further need its synthesizers: a feed-forward dni or cdni run."""
-        if self.p_update != 1 and (self.model != "ff" or self.mode not in SYNTHETIC):
+        unlocks = self.model == "ff" and self.mode in SYNTHETIC
+        if self.p_update != 1 and not unlocks:
             raise ConfigError(f"--p-update {self.p_update:g} skips updates of stages that learn from "
                               "synthesizers: it needs --model ff and --mode dni or cdni, "
                               f"not --model {self.model} --mode {self.mode}")
+        if not self.synthetic_inputs:
+            return
+        if not unlocks:
+            raise ConfigError("--synthetic-inputs lets stages update from synthesizers of their input and "
+                              "gradient: it needs --model ff and --mode dni or cdni, "
+                              f"not --model {self.model} --mode {self.mode}")
+        if self.credit != "coordinator":
+            raise ConfigError("--synthetic-inputs: the coordinator feeds every stage, under its own credit: "
+                              "give --credit coordinator, not --credit link")
+        if self.bp_lambda == 0:
+            raise ConfigError("--synthetic-inputs with --bp-lambda 0 would bootstrap the targets below from "
+                              "synthetic inputs: give --bp-lambda above 0")
 
     def _validate_gpipe(self) -> None:
         if self.micro_batches > self.batch_size:

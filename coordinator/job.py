@@ -11,7 +11,7 @@ from typing import Iterator
 import zmq
 
 from coordinator import checkpoint, config, launch, recovery, rundir
-from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
+from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, UnlockedPipeline, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.position import Position
@@ -73,9 +73,11 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     members = Membership(hub, n_workers)
     rejoin = Rejoin(members)
     flushed = {"micro_batches": cfg.micro_batches} if cfg.mode == "gpipe" else {}
-    pipe = (FlushedPipeline if flushed else Pipeline)(
+    unlocked = {"inputs": plan.inputs, "ahead": plan.ahead()} if cfg.synthetic_inputs else {}
+    pipe = (FlushedPipeline if flushed else UnlockedPipeline if unlocked else Pipeline)(
         hub, members, plan.window(), plan.split, on_metrics=metrics.write, on_done=progress.on_done,
-        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
+        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit,
+        **flushed, **unlocked)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:

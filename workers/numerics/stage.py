@@ -15,6 +15,7 @@ from workers.numerics.inflight import Batch, Fit, InFlight
 from workers.numerics.layers import Dense, Head
 from workers.numerics.optimizers import Scheduled, check_loss
 from workers.numerics.snapshot import copy_into, counter, join, part
+from workers.numerics.unlock import Unlock
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -37,6 +38,7 @@ class Stage:
         self.opt = Scheduled({"layer": self.layer.params}, cfg)
         self.inflight = InFlight(cfg, n_out, cfg.sizes[-1], None if self.locked else rng)
         self.draws = UpdateDraws(cfg.p_update, cfg.seed, index)   # --p-update: whether it updates on a batch
+        self.unlock = unlocked(cfg, index, n_in)
 
     @property
     def updates(self) -> int:
@@ -92,13 +94,16 @@ class Stage:
         return fit, self.layer.input_gradient(batch.h, g)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state(), **self.draws.state()}
+        return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state(), **self.draws.state(),
+                **unlock_state(self.unlock)}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         copy_into(self.layer.params, part(saved, "layer"))
         self.opt.load_state(part(saved, "opt"))
         self.inflight.load_state(saved)
         self.draws.load_state(saved)
+        if self.unlock is not None:
+            self.unlock.load_state(saved)
 
 
 def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0,
@@ -133,6 +138,7 @@ class HeadStage:
         self.opt = Scheduled({"layer": self.head.params}, cfg)
         self.updates = 0
         self.draws = UpdateDraws(cfg.p_update, cfg.seed, index)
+        self.unlock = unlocked(cfg, index, n_in)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
         """(loss, correct, grads, dL/dx); the caller sends dL/dx down before calling update."""
@@ -148,13 +154,24 @@ class HeadStage:
 
     def state(self) -> dict[str, np.ndarray]:
         return {**join(layer=self.head.params, opt=self.opt.state()), "updates": counter(self.updates),
-                **self.draws.state()}
+                **self.draws.state(), **unlock_state(self.unlock)}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         copy_into(self.head.params, part(saved, "layer"))
         self.opt.load_state(part(saved, "opt"))
         self.updates = int(saved["updates"])
         self.draws.load_state(saved)
+        if self.unlock is not None:
+            self.unlock.load_state(saved)
+
+
+def unlocked(cfg: WireConfig, index: int, n_in: int) -> Unlock | None:
+    """--synthetic-inputs: every stage above the first learns I(x) for its input (workers/numerics/unlock.py)."""
+    return Unlock(cfg, index, n_in) if cfg.synthetic_inputs and index > 1 else None
+
+
+def unlock_state(unlock: Unlock | None) -> dict[str, np.ndarray]:
+    return unlock.state() if unlock is not None else {}
 
 
 def head_step(head: HeadStage, x: np.ndarray, y: np.ndarray,

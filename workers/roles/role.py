@@ -33,10 +33,12 @@ class Diverged(RuntimeError):
     """A non-finite loss or gradient, caught before it changed the model: the run must stop."""
 
 
-def update_record(b: int, batch: Batch, fit: Fit | None = None, param_staleness: bool = False) -> dict:
+def update_record(b: int, batch: Batch | None = None, fit: Fit | None = None, param_staleness: bool = False) -> dict:
     """Batch b's metrics record once done with: its update latency (or that --p-update skipped it) and, when M
-    was fitted to its target, how M did."""
-    rec = {"step": b, "skipped": True} if batch.skipped else {"step": b, "latency_ms": batch.latency * 1e3}
+    was fitted to its target, how M did (batch None: the fit's record alone)."""
+    rec = {"step": b}
+    if batch is not None:
+        rec.update({"skipped": True} if batch.skipped else {"latency_ms": batch.latency * 1e3})
     if param_staleness:
         rec["param_staleness"] = batch.param_staleness
     if fit is not None:
