@@ -54,7 +54,9 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
     # A batch's network input as the data's own bytes: an image's pixels (uint8), or a float task's values.
-    Kind.INPUT: Schema(variants=({"pixels": (PIXELS, (2,)), "y": (INT, (1,))}, {"x": (FLOAT, (2,)), "y": (INT, (1,))})),
+    # ahead: fed ahead of the batch's real input (a stall below): the stage updates from it at once.
+    Kind.INPUT: Schema(optional={"ahead": bool},
+                       variants=({"pixels": (PIXELS, (2,)), "y": (INT, (1,))}, {"x": (FLOAT, (2,)), "y": (INT, (1,))})),
     Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
     Kind.EVAL: Schema(variants=_BATCH),
     Kind.SYNC: Schema(),

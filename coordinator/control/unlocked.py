@@ -1,12 +1,13 @@
 """The complete unlock's feeding (--synthetic-inputs): every stage above the first gets a batch's network input too.
 
 A training batch's INPUT goes to stages 2..N with its FORWARD to stage 1, under stage 1's credit
-(`window`, as ever). While batches come through, that is all: the stages above update on each
-batch's INPUT at once, before its real input has climbed to them. When none has come through for
+(`window`, as ever). While batches come through, that is all: the stages above fit their input
+synthesizers to each batch's real input when it climbs to them. When none has come through for
 STALL_BELOW_BATCHES batch times (a stage below stalled), the coordinator feeds the stages above
 ahead, one batch a batch time (the pace batches came through at), up to `ahead` batches
-(--run-ahead); their FORWARDs wait in a queue for credits. So the stages above a stall keep
-learning at their own pace, and none runs ahead of the real chain when nothing stalls.
+(--run-ahead), each INPUT marked `ahead` (the stages update from it at once, through I); their
+FORWARDs wait in a queue for credits. So the stages above a stall keep learning at their own
+pace, and none runs ahead of the real chain when nothing stalls.
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ class UnlockedPipeline(Pipeline):
         self.wait(lambda: (len(self.pending) < self.window and not self.queued) or self.stalled_below(),
                   f"a credit for {kind} batch {b}")
         self.tick = None
+        ahead = {"ahead": bool(self.queued) or len(self.pending) >= self.window}   # (its FORWARD cannot go yet)
         for stage, arrays in self.inputs(x, y).items():
-            send(self.feed_to(stage), Message(Kind.INPUT, "coordinator", b, {}, arrays))
+            send(self.feed_to(stage), Message(Kind.INPUT, "coordinator", b, ahead, arrays))
         self.last_input = time.monotonic()
         self.queued.append((b, self.split(x, y)))
         self.feed_queued()

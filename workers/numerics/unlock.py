@@ -3,12 +3,14 @@
 The order of an unlocked stage's steps is in workers/numerics/unlock_steps.py.
 
 A stage above the first gets each training batch twice: the network's input x and label y,
-straight from the coordinator, and its real input, the activation of the stage below. Whichever
-comes first, the stage updates on it at once: from I(x) when x does (it waits for no stage
-below), else from the real input, as without the option. When both are there, I is fitted to
-the real input (a regression, the synthesizers' convention: per-example targets over a running
-RMS), and the real output is what goes on, so the stage above fits its own I and the head
-scores real inputs. Evaluation never uses I.
+straight from the coordinator, and its real input, the activation of the stage below. It updates
+from the real input, as without the option, unless the coordinator fed x ahead of it (a stage
+below stalled: coordinator/control/unlocked.py): then at once, from I(x), waiting for no stage
+below. Updating from I(x) whenever x came first cost accuracy for nothing while batches come
+through (docs/results.md). When both halves are there, I is fitted to the real input (a
+regression, the synthesizers' convention: per-example targets over a running RMS), and the real
+output is what goes on, so the stage above fits its own I and the head scores real inputs.
+Evaluation never uses I.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ class Unlock:
         self.synth = InputSynthesizer(cfg.sizes[0], rng, n_classes, cfg.synth_hidden, n_out=n_in)
         self.opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.capacity = cfg.cache
-        self.data: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()   # b -> (x, y): updated from I
+        self.data: OrderedDict[int, tuple] = OrderedDict()   # b -> (x, y, whether b updated from I)
         self.real: OrderedDict[int, np.ndarray] = OrderedDict()   # b -> real input: updated from it, I not fitted
         self.evicted = 0            # halves whose other half never came in time
         self.synthetic = 0          # updates made from I (the rest from the real input)
@@ -72,25 +74,28 @@ class Unlock:
         self.opt.step(self.synth.params, grads)
         return loss
 
-    def on_data(self, b: int, x: np.ndarray, y: np.ndarray) -> bool:
-        """b's network input: whether the stage is to update from I now (False: b's real input came first, and
-        the stage updated from it; I is fitted here)."""
+    def on_data(self, b: int, x: np.ndarray, y: np.ndarray, ahead: bool) -> bool:
+        """b's network input, fed `ahead` of its real input (a stall below) or with it: whether the stage is to
+        update from I now. Not if b's real input came first (the stage updated from it; I is fitted here), nor
+        if it is on its way (the stage updates from it when it comes)."""
         real = self.real.pop(b, None)
         if real is not None:
             self.fit(x, y, real)
             return False
-        self.keep(self.data, b, (x, y))
-        self.synthetic += 1
-        return True
+        self.keep(self.data, b, (x, y, ahead))
+        self.synthetic += ahead
+        return ahead
 
     def on_real(self, b: int, real: np.ndarray) -> bool:
-        """b's real input: whether the stage is to update from it now (False: it did from I, and I is fitted here)."""
+        """b's real input: I fitted to it if b's network input came; whether the stage is to update from it
+        (not if it did from I)."""
         data = self.data.pop(b, None)
         if data is None:
             self.keep(self.real, b, real)
             return True
-        self.fit(*data, real)
-        return False
+        x, y, updated = data
+        self.fit(x, y, real)
+        return not updated
 
     def state(self) -> dict[str, np.ndarray]:
         """I, its optimizer and its targets' scale; never the halves (a checkpoint is taken at a barrier)."""

@@ -13,10 +13,11 @@ from workers.numerics.inflight import Batch
 from workers.numerics.stage import HeadStage, Stage, head_step, train_step
 
 
-def data_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0) -> Batch | None:
-    """A hidden stage takes b's network input: the update from M(f(I(x))) (unless --p-update skips it), b kept
-    in flight for M's target; None if b's real input came first (I fitted)."""
-    if not stage.unlock.on_data(b, x, y):
+def data_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, ahead: bool,
+              t_received: float = 0.0) -> Batch | None:
+    """A hidden stage takes b's network input: fed ahead, the update from M(f(I(x))) (unless --p-update skips it),
+    b kept in flight for M's target; else None (the update is the real input's, Unlock.on_data)."""
+    if not stage.unlock.on_data(b, x, y, ahead):
         return None
     stage.forward_and_keep(b, stage.unlock.predict(x, y), y, t_received)
     g_hat = stage.synthetic_gradient(b)
@@ -25,9 +26,9 @@ def data_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: fl
 
 def real_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: float,
               send_on: Callable[[np.ndarray], None]) -> Batch | None:
-    """A hidden stage takes b's real input: its output sent on. If b updated from I, the real output is what
-    M's target comes back for, and I is fitted; else the usual step (`train_step`). Returns b's entry once
-    updated here, else None."""
+    """A hidden stage takes b's real input: its output sent on, I fitted if b's network input came. If b updated
+    from I, the real output is what M's target comes back for; else the usual step (`train_step`). Returns b's
+    entry once updated here, else None."""
     if stage.unlock.on_real(b, x):
         return train_step(stage, b, x, y, t_received, send_on)[2]
     h = stage.forward(x)
@@ -38,10 +39,10 @@ def real_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: fl
     return None
 
 
-def head_data_step(head: HeadStage, b: int, x: np.ndarray, y: np.ndarray) -> bool:
-    """The head takes b's network input: its update from the loss on I(x) (unless --p-update skips it).
-    Whether it updated from I (False: b's real input came first)."""
-    if not head.unlock.on_data(b, x, y):
+def head_data_step(head: HeadStage, b: int, x: np.ndarray, y: np.ndarray, ahead: bool) -> bool:
+    """The head takes b's network input: fed ahead, its update from the loss on I(x) (unless --p-update skips
+    it). Whether it updated from I."""
+    if not head.unlock.on_data(b, x, y, ahead):
         return False
     loss, _, grads, _ = head.loss_and_grads(head.unlock.predict(x, y), y)
     optimizers.check_loss(loss)
@@ -52,8 +53,8 @@ def head_data_step(head: HeadStage, b: int, x: np.ndarray, y: np.ndarray) -> boo
 
 def head_real_step(head: HeadStage, b: int, x: np.ndarray, y: np.ndarray,
                    send_back: Callable[[np.ndarray], None]) -> tuple[float, int]:
-    """The head takes b's real input: the loss and the true gradient sent down; the update too unless b
-    updated from I (then I is fitted). Returns (loss, correct count)."""
+    """The head takes b's real input: the loss and the true gradient sent down; I fitted if b's network input
+    came; the update too unless b updated from I. Returns (loss, correct count)."""
     if head.unlock.on_real(b, x):
         return head_step(head, x, y, send_back)[:2]
     loss, correct, _, g = head.loss_and_grads(x, y)

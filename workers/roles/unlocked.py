@@ -1,7 +1,8 @@
 """The roles of a stage above the first under --synthetic-inputs: the layer and the head, fed by the coordinator too.
 
 Each takes a training batch's network input (INPUT, from the coordinator) and its real input
-(FORWARD, from the stage below), and updates on whichever comes first (workers/numerics/unlock_steps.py).
+(FORWARD, from the stage below), and updates on the real input, or at once on the network input
+fed ahead of it through a stall below (workers/numerics/unlock.py).
 Every update has its metrics record at once, marked with the input it used (`input`: synthetic or
 real), so a stall below shows in metrics.jsonl as it happens; a fit of M has a record of its own.
 """
@@ -50,7 +51,7 @@ class UnlockedLayerWorker(Unlocked, LayerWorker):
         self.unlock_setup()
 
     def on_input(self, msg: Message, t: float) -> None:
-        batch = data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], t)
+        batch = data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], msg.meta.get("ahead", True), t)
         if batch is not None:
             self.stamp(batch)
             self.record({**update_record(msg.id, batch), "input": "synthetic"})
@@ -79,7 +80,7 @@ class UnlockedHeadWorker(Unlocked, HeadWorker):
 
     def on_input(self, msg: Message, t: float) -> None:
         taken, updates = self.stage.draws.taken, self.stage.updates
-        head_data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"])
+        head_data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], msg.meta.get("ahead", True))
         if made := self.decided(taken, updates, t, "synthetic"):
             self.record({"step": msg.id, **made})
 
