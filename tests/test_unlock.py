@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 from gradcheck import numeric_grad
 from hostile_job import Job
-from resumable import assert_same_checkpoint, records, steps_logged, stopped_by_sigterm, summary
-from timing import FAST, HEARTBEAT, SCHEDULING_MARGIN_S, wait_for
+from resumable import assert_same_checkpoint, records, stage_pid, start, steps_logged, stopped_by_sigterm, summary
+from timing import FAST, HEARTBEAT, SCHEDULING_MARGIN_S, wait_for, wait_until
 
 from coordinator import checkpoint
 from coordinator.cli import main
 from protocol import Kind, Message, encode
 from protocol.liveness import MISSED_HEARTBEATS
+from protocol.options import OPTIONS
+from protocol.wireconfig import WireConfig
 from workers.numerics.draws import UpdateDraws
+from workers.numerics.stage import build
 from workers.numerics.unlock import InputSynthesizer
+from workers.numerics.unlock_steps import data_step, head_data_step, head_real_step, real_step
 
 # dni with per-link credit and a window of 1: each stage takes batch b + 1 only once b's target came back,
 # so the arithmetic does not depend on timing and two runs can be compared bit for bit.
@@ -101,6 +105,29 @@ def test_the_input_synthesizers_fit_has_the_gradient_of_its_loss(n_classes, hidd
     np.testing.assert_allclose(synth.input(x, y), synth.predict(x, y) * synth.sigma)
 
 
+def test_a_stage_updates_once_a_batch_through_i_when_fed_ahead_else_from_its_real_input_and_fits_i_to_it():
+    wire = WireConfig.from_meta({**{o.name: o.default for o in OPTIONS if o.wire}, "synthetic_inputs": True,
+                                 "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
+    stage, head = build(2, wire), build(3, wire)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (4, 6)).astype(np.uint8), np.array([0, 1, 2, 0])
+    sent = []
+    # Fed ahead: the update at once, through I; the real input then goes on and I is fitted to it.
+    assert data_step(stage, 0, x, y, ahead=True).updates == 1 and head_data_step(head, 0, x, y, ahead=True)
+    assert np.all(stage.unlock.synth.params["A"] == 0)
+    real = rng.random((4, 5)).astype(np.float32)
+    assert real_step(stage, 0, real, y, 0.0, sent.append) is None and len(sent) == 1
+    assert stage.inflight[0].h is sent[0] and np.any(stage.unlock.synth.params["A"] != 0)
+    loss, _ = head_real_step(head, 0, sent[0], y, sent.append)
+    assert loss > 0 and sent[1].shape == (4, 4) and (stage.updates, head.updates) == (1, 1)
+    # Fed with its FORWARD (nothing stalled): no update until the real input; or the real input first.
+    assert data_step(stage, 1, x, y, ahead=False) is None and stage.updates == 1
+    assert real_step(stage, 1, real, y, 0.0, sent.append).updates == 2
+    assert real_step(stage, 2, real, y, 0.0, sent.append).updates == 3
+    assert data_step(stage, 2, x, y, ahead=True) is None and stage.updates == 3
+    assert stage.unlock.synthetic == 1 and not stage.unlock.data and not stage.unlock.real
+
+
 @pytest.mark.slow   # a run of some seconds, one stage stopped for most of a second
 def test_a_stage_keeps_updating_while_the_stage_below_it_is_stopped(tmp_path):
     # Epochs of 625 batches, and room to run ahead through most of one: the stop comes early in the first.
@@ -126,7 +153,7 @@ def test_a_stage_keeps_updating_while_the_stage_below_it_is_stopped(tmp_path):
         assert 0 < done["workers"][k]["synthetic_updates"] <= done["steps"], k
 
 
-def test_input_synthesizers_are_checkpointed_and_a_resumed_run_takes_them_back(tmp_path):
+def test_input_synthesizers_are_checkpointed_and_a_resumed_run_takes_them_back(tmp_path, capsys):
     job = [*UNLOCKED, "--epochs", "4", "--train-subset", "2048", "--batch-size", "32", "--checkpoint-every", "0",
            "--checkpoint-seconds", "0"]
     part = tmp_path / "part"
@@ -137,6 +164,21 @@ def test_input_synthesizers_are_checkpointed_and_a_resumed_run_takes_them_back(t
         assert np.any(states[k]["isynth.A"] != 0) and float(states[k]["isynth_scale.mean_square"]) > 0, k
     assert main(["run", "--resume", str(part), *FAST]) == 0
     assert summary(part)["resumes"] == 1 and summary(part)["test_accuracy"] > 0.3   # chance: 0.1
+    capsys.readouterr()
+    assert main(["eval", str(part)]) == 0   # the real forward chain, in one process: the run's own figure
+    assert f"test accuracy {summary(part)['test_accuracy']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.slow   # a run, a worker killed, every stage restarted from the last checkpoint
+def test_a_killed_stage_is_replaced_and_every_stage_takes_its_input_synthesizer_back(tmp_path):
+    proc = start(tmp_path, *UNLOCKED, "--epochs", "3", "--checkpoint-every", "40", "--checkpoint-seconds", "0")
+    wait_until(lambda: steps_logged(tmp_path) >= 60, 60, "step 60", proc)
+    os.kill(stage_pid(3), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    done = summary(tmp_path)
+    assert done["restarts"] == 1 and done["test_accuracy"] > 0.3, done
+    assert all(done["workers"][k]["updates"] == done["steps"] for k in ("2", "3", "4"))
 
 
 def test_a_network_input_that_does_not_fit_its_batch_is_dropped_and_counted(tmp_path):
