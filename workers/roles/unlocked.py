@@ -33,13 +33,6 @@ class Unlocked:
         data = self.stage.unlock.data.get(msg.id)
         return None if data is None or len(data[0]) == len(msg.arrays["x"]) else "input of the wrong shape or dtype"
 
-    def decided(self, taken: int, updates: int, t: float, used: str) -> dict:
-        """The record of an update this handler decided on (else {}): its latency, or that it was skipped."""
-        if self.stage.draws.taken == taken:
-            return {}
-        made = {"latency_ms": (time.perf_counter() - t) * 1e3} if self.stage.updates > updates else {"skipped": True}
-        return {**made, "input": used}
-
     def tallies(self) -> dict:
         unlock = self.stage.unlock
         return {"updates": self.stage.updates, "synthetic_updates": unlock.synthetic, "halves_evicted": unlock.evicted}
@@ -77,6 +70,13 @@ class UnlockedHeadWorker(Unlocked, HeadWorker):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.unlock_setup()
+
+    def decided(self, taken: int, updates: int, t: float, used: str) -> dict:
+        """The record of an update this handler decided on (else {}): its latency, or that it was skipped."""
+        if self.stage.draws.taken == taken:
+            return {}
+        made = {"latency_ms": (time.perf_counter() - t) * 1e3} if self.stage.updates > updates else {"skipped": True}
+        return {**made, "input": used}
 
     def on_input(self, msg: Message, t: float) -> None:
         taken, updates = self.stage.draws.taken, self.stage.updates
