@@ -6,6 +6,7 @@ usage: python benchmarks/results_page.py [--check]
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
+  unlock.json:             what `python benchmarks/unlock.py accuracy|pupdate` writes (OUT/unlock.json), with notes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -235,6 +236,30 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def unlock_section(result: dict) -> list[str]:
+    name = {(False, "backprop"): "backprop", (False, "cdni"): "cdni", (True, "cdni"): "cdni + synthetic inputs"}
+    acc = [[str(r["stages"]), name[r["synthetic_inputs"], r["mode"]], pct(r["test_accuracy"]),
+            f"{r['samples_per_second']:,.0f}", f"{r['bytes_per_batch'] / 1024:,.0f} KiB"] for r in result["accuracy"]]
+    p1 = {r["synthetic_inputs"]: r["test_accuracy"] for r in result["pupdate"] if r["p_update"] == 1}
+    sweep = [[name[r["synthetic_inputs"], "cdni"], f"{r['p_update']:g}", str(r["epochs"]), pct(r["test_accuracy"]),
+              pp(r["test_accuracy"] - p1[r["synthetic_inputs"]])] for r in result["pupdate"]]
+    cost = {r["name"]: r for r in result["cost"]}
+    ratios = [cost[f"cost{i}-cdni-si"]["samples_per_second"] / cost[f"cost{i}-cdni"]["samples_per_second"]
+              for i in (1, 2, 3)]
+    return ["## The complete unlock: synthetic inputs and random update schedules", "", *result["notes"], "",
+            "The cost, cdni without and with synthetic inputs one after the other, three times (1 epoch, 3 stages):",
+            f"samples/s with them / without: {', '.join(f'{r:.2f}' for r in ratios)}.", "",
+            "```sh", f"python benchmarks/unlock.py accuracy --epochs {result['accuracy'][0]['epochs']}",
+            f"python benchmarks/unlock.py pupdate --epochs {min(r['epochs'] for r in result['pupdate'])}",
+            "python benchmarks/unlock.py cost --epochs 1; python benchmarks/unlock.py plot   # then copy "
+            "runs/unlock/unlock.json to docs/results/", "```", "",
+            *table(["stages", "mode", "test accuracy", "samples/s", "bytes a batch"],
+                   ["---:", "---", "---:", "---:", "---:"], acc),
+            *table(["mode (3 stages)", "p_update", "epochs", "test accuracy", "vs p = 1"],
+                   ["---", "---:", "---:", "---:", "---:"], sweep),
+            "![accuracy against p_update](unlock-pupdate.png)", "", *sources(["unlock.json"], [result])]
+
+
 def load(name: str):
     return json.loads((RESULTS / name).read_text())
 
@@ -249,7 +274,7 @@ def render() -> str:
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
-             *race_section([(name, load(name)) for name in RACES]),
+             *race_section([(name, load(name)) for name in RACES]), *unlock_section(load("unlock.json")),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,11 @@
 """The complete unlock's figures (issue 22): real multi-process `dni run`s on MNIST, one at a time.
 
-usage: python benchmarks/unlock.py accuracy|pupdate|plot [--epochs E] [--most-epochs N] [--out runs/unlock]
+usage: python benchmarks/unlock.py accuracy|pupdate|cost|plot [--epochs E] [--most-epochs N] [--out runs/unlock]
   accuracy: backprop, cdni and cdni --synthetic-inputs at 3 and 4 stages, E epochs (20: the defaults' figure);
             also each run's samples/s and bytes per batch (what the workers sent, and the coordinator's feeds)
   pupdate:  cdni with and without --synthetic-inputs at --p-update 1, 0.5, 0.2, 0.05 (3 stages), for E epochs
             (the same batches) and E/p epochs (1/p times the batches)
+  cost:     cdni without and with --synthetic-inputs (3 stages, E epochs), alternating, three times each
   plot:     docs/unlock-pupdate.png from OUT/unlock.json (the paper's p_update figure)
 Every run is `dni run --data DIR --mode M [--synthetic-inputs] [--p-update P] --epochs E --out OUT/NAME`, the
 rest at the defaults. Each command adds its rows to OUT/unlock.json (a finished run is read back, not run again);
@@ -45,6 +46,17 @@ def pupdate_runs(epochs: int, most: int):
                 yield name, 3, "cdni", unlock, p, e
 
 
+def cost_runs(epochs: int, most: int):
+    """cdni without and with --synthetic-inputs, alternating, three times: ratios of neighbours are what count
+    on a shared machine."""
+    for turn in (1, 2, 3):
+        for unlock in (False, True):
+            yield f"cost{turn}-cdni{'-si' if unlock else ''}", 3, "cdni", unlock, 1.0, epochs
+
+
+RUNS = {"accuracy": accuracy_runs, "pupdate": pupdate_runs, "cost": cost_runs}
+
+
 def feed_bytes(s: dict) -> float:
     """The coordinator's feeds of a training batch: stage 1's FORWARD (float32), and with --synthetic-inputs an INPUT
     (uint8 pixels) to every stage above the first; labels with each."""
@@ -68,7 +80,7 @@ def measure(table: str, epochs: int, most: int, out: Path) -> int:
     path = out / "unlock.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     rows = []
-    for name, stages, mode, unlock, p, e in (accuracy_runs if table == "accuracy" else pupdate_runs)(epochs, most):
+    for name, stages, mode, unlock, p, e in RUNS[table](epochs, most):
         cmd = [sys.executable, "-m", "coordinator", "run", "--data", str(MNIST), "--mode", mode,
                "--hidden", ",".join(["256"] * (stages - 1)), "--epochs", str(e), "--out", str(out / name),
                "--no-progress", *(["--synthetic-inputs"] if unlock else []), *(["--p-update", str(p)] if p < 1 else [])]
@@ -103,7 +115,7 @@ def plot(out: Path, png: Path) -> int:
     ax.set_xticks(P_UPDATES, [f"{p:g}" for p in P_UPDATES])
     ax.set_xlabel("p_update (each stage updates on a batch with this probability)")
     ax.set_ylabel("MNIST test accuracy (%)")
-    ax.set_title(f"Random update schedules, 3 stages ({base} epochs at p = 1)")
+    ax.set_title(f"Random update schedules, 3 stages ({base} epoch{'s' if base > 1 else ''} at p = 1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -114,7 +126,7 @@ def plot(out: Path, png: Path) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", choices=("accuracy", "pupdate", "plot"))
+    p.add_argument("table", choices=(*RUNS, "plot"))
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--most-epochs", type=int, default=1000, help="leave out the sweep's runs longer than this")
     p.add_argument("--out", default="runs/unlock")
