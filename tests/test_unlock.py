@@ -39,6 +39,7 @@ def skipped(out, stage: int) -> list[int]:
     return sorted(r["step"] for r in records(out) if r["stage"] == stage and r.get("skipped"))
 
 
+@pytest.mark.slow   # two runs
 def test_p_update_1_is_todays_run_bit_for_bit(tmp_path):
     run(tmp_path / "today")
     run(tmp_path / "p1", "--p-update", "1")
@@ -47,6 +48,7 @@ def test_p_update_1_is_todays_run_bit_for_bit(tmp_path):
     assert all(summary(tmp_path / "p1")["workers"][k]["updates"] == STEPS for k in ("1", "2", "3"))
 
 
+@pytest.mark.slow   # three runs and a resume
 def test_p_update_draws_one_seeded_pattern_per_stage_on_every_run_and_after_resume(tmp_path):
     run(tmp_path / "a", "--p-update", "0.5")
     run(tmp_path / "b", "--p-update", "0.5")
@@ -153,6 +155,7 @@ def test_a_stage_keeps_updating_while_the_stage_below_it_is_stopped(tmp_path):
         assert 0 < done["workers"][k]["synthetic_updates"] <= done["steps"], k
 
 
+@pytest.mark.slow   # a run stopped and resumed
 def test_input_synthesizers_are_checkpointed_and_a_resumed_run_takes_them_back(tmp_path, capsys):
     job = [*UNLOCKED, "--epochs", "4", "--train-subset", "2048", "--batch-size", "32", "--checkpoint-every", "0",
            "--checkpoint-seconds", "0"]
@@ -181,8 +184,9 @@ def test_a_killed_stage_is_replaced_and_every_stage_takes_its_input_synthesizer_
     assert all(done["workers"][k]["updates"] == done["steps"] for k in ("2", "3", "4"))
 
 
+@pytest.mark.slow   # a run of some seconds
 def test_a_network_input_that_does_not_fit_its_batch_is_dropped_and_counted(tmp_path):
-    job = Job(tmp_path, *UNLOCKED, "--epochs", "12").training()
+    job = Job(tmp_path, *UNLOCKED, "--epochs", "4").training()
     b = steps_logged(job.out)
     y = np.zeros(128, np.int64)
     job.send(job.inbox[3], [encode(Message(Kind.INPUT, "coordinator", b + 2, {}, {
