@@ -9,6 +9,7 @@ usage: python benchmarks/results_page.py [--check]
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
   stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
+  unlock.json:             what `python benchmarks/unlock.py accuracy|pupdate` writes (OUT/unlock.json), with notes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
 (tests/test_docs.py checks the same).
 """
@@ -17,10 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts, _race, _stall: beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts and the sections' modules: beside this script
 from results_parts import machine, ms, pct, pp, sources, table  # noqa: E402
 from results_race import race_section, tuning_section  # noqa: E402
 from results_stall import stall_section  # noqa: E402
+from results_unlock import unlock_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -213,7 +215,7 @@ def render() -> str:
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
-             *stall_section(load),
+             *unlock_section(load("unlock.json")), *stall_section(load),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
     return "\n".join(lines) + "\n"

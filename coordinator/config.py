@@ -8,7 +8,7 @@ from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 
 from coordinator import lists
-from protocol.options import BOTH, BY_NAME, GROUPS, OPTIONS, Option
+from protocol.options import BOTH, BY_NAME, GROUPS, OPTIONS, SYNTHETIC, Option
 
 
 class ConfigError(ValueError):
@@ -28,7 +28,28 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
             self._validate_rnn()
         if self.mode == "gpipe":
             self._validate_gpipe()
+        self._validate_unlock()
         return self
+
+    def _validate_unlock(self) -> None:
+        """The options that unlock a stage further need its synthesizers: a feed-forward dni or cdni run."""
+        unlocks = self.model == "ff" and self.mode in SYNTHETIC
+        if self.p_update != 1 and not unlocks:
+            raise ConfigError(f"--p-update {self.p_update:g} skips updates of stages that learn from "
+                              "synthesizers: it needs --model ff and --mode dni or cdni, "
+                              f"not --model {self.model} --mode {self.mode}")
+        if not self.synthetic_inputs:
+            return
+        if not unlocks:
+            raise ConfigError("--synthetic-inputs lets stages update from synthesizers of their input and "
+                              "gradient: it needs --model ff and --mode dni or cdni, "
+                              f"not --model {self.model} --mode {self.mode}")
+        if self.credit != "coordinator":
+            raise ConfigError("--synthetic-inputs: the coordinator feeds every stage, under its own credit: "
+                              "give --credit coordinator, not --credit link")
+        if self.bp_lambda == 0:
+            raise ConfigError("--synthetic-inputs with --bp-lambda 0 would bootstrap the targets below from "
+                              "synthetic inputs: give --bp-lambda above 0")
 
     def _validate_gpipe(self) -> None:
         if self.micro_batches > self.batch_size:
@@ -85,7 +106,8 @@ def _check(option: Option, value, model: str) -> None:
     if option.type is float and not math.isfinite(value):
         raise ConfigError(f"{option.flag} must be finite, got {value}")
     if option.high is not None and not option.low <= value <= option.high:
-        raise ConfigError(f"{option.flag} must lie in [{option.low:g}, {option.high:g}], got {value}")
+        raise ConfigError(f"{option.flag} must lie in {'(' if option.positive else '['}{option.low:g}, "
+                          f"{option.high:g}], got {value}")
     if option.low is not None and value < option.low:
         raise ConfigError(f"{option.flag} must be at least {option.low}, got {value}")
 

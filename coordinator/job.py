@@ -13,7 +13,7 @@ from typing import Iterator
 import zmq
 
 from coordinator import checkpoint, config, eventfiles, launch, recovery, rundir
-from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, WorkerLost
+from coordinator.control import FlushedPipeline, Hub, Membership, Pipeline, Rejoin, UnlockedPipeline, WorkerLost
 from coordinator.metrics import MetricsLog, Progress
 from coordinator.plans import Plan
 from coordinator.position import Position
@@ -101,9 +101,11 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
     def on_metrics(stage: int, records: list) -> None:
         metrics.write(stage, records)
         status.on_records(stage, records)
-    pipe = (FlushedPipeline if flushed else Pipeline)(
+    unlocked = {"inputs": plan.inputs, "ahead": plan.ahead()} if cfg.synthetic_inputs else {}
+    pipe = (FlushedPipeline if flushed else UnlockedPipeline if unlocked else Pipeline)(
         hub, members, plan.window(), plan.split, on_metrics=on_metrics, on_done=progress.on_done,
-        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit, **flushed)
+        path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit,
+        **flushed, **unlocked)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
     with StopSignals() as stop:
         try:

@@ -8,7 +8,8 @@ from enum import StrEnum
 # worker's progress; BYE may carry why a worker gives up.
 # 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
 # 5: TAKEN (link credit: stage 1, not the head, returns the coordinator's credit for a training batch).
-VERSION = 5
+# 6: INPUT (--synthetic-inputs: the coordinator sends each stage above the first a batch's network input).
+VERSION = 6
 
 
 class Kind(StrEnum):
@@ -31,6 +32,8 @@ class Kind(StrEnum):
     RESET = "reset"            # coordinator -> worker: drop your role, rejoin (a stage was lost)
     # data plane: worker <-> worker (and the coordinator feeding stage 1, or every time box its slice)
     FORWARD = "forward"        # activations (and labels) of a training batch, upstream -> downstream
+    INPUT = "input"            # coordinator -> a stage above the first (--synthetic-inputs): a training batch's
+                               # network input, as the data's own bytes, and labels
     GRAD = "grad"              # gradient for a stage's output: its synthesizer's target (BP(lambda))
     EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
     SYNC = "sync"              # barrier travelling forward through the pipeline

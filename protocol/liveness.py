@@ -19,6 +19,8 @@ STALL_TIMEOUT_S = 60.0       # the pipeline may make no progress this long, ever
 MIN_HEARTBEAT_S = 0.05       # shorter intervals: a busy but healthy peer would look dead
 MAX_HEARTBEAT_S = 3600.0     # longer: a dead peer would go unnoticed for hours (and poll()'s ms overflow)
 LOG_INTERVAL_S = 10.0        # a log line that input can trigger repeats at most this often per reason
+STALL_BELOW_BATCHES = 4      # --synthetic-inputs: no batch through for this many batch times is a stall: the
+                             # coordinator feeds the stages above the first ahead, a batch a batch time
 FAIL_LINGER_S = 1.0          # a worker that fails waits this long for its last word to reach the coordinator
 # What a worker's heartbeat (one every interval) says of it, each a running total: CPU seconds (of the
 # process); since it took its role, seconds blocked in poll, of them held (workers/roles/role.py: a locked

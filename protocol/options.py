@@ -8,6 +8,7 @@ from protocol import liveness
 # The sections of --help, in order.
 GROUPS = ("data", "network", "synthesizers", "recurrent", "schedule", "failures", "run")
 FF, RNN, BOTH = "ff", "rnn", "both"
+SYNTHETIC = ("dni", "cdni")   # the feed-forward modes whose stages update from their synthesizers
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ OPTIONS = (
     Option("bp_lambda", float, 1.0, "synthesizers", "the target a stage sends to the synthesizer below: its "
            "received target (1) or its synthetic gradient (0), or a mix, backpropagated: BP(lambda)",
            model=FF, wire=True, before=0.0, low=0.0, high=1.0),
+    Option("p_update", float, 1.0, "synthesizers", "the chance each stage updates on a batch, from its own seeded "
+           "stream (dni, cdni): a skipped update still forwards and trains the synthesizers", model=FF, wire=True,
+           before=1.0, low=0.0, high=1.0, positive=True),
+    Option("synthetic_inputs", bool, False, "synthesizers", "every stage above the first also learns its input "
+           "from the network's input, I(x), and updates from it without waiting for the stage below (dni, cdni)",
+           model=FF, wire=True, summary=True, before=False),
     # recurrent
     Option("task", str, "mnist01", "recurrent", "the sequence task", model=RNN, wire=True, summary=True,
            choices=("mnist01", "mnist01-chunks", "seqmnist", "copy")),
@@ -98,6 +105,9 @@ OPTIONS = (
            "last 10,000 training examples held out (0: none; the test set is then read at the end only)",
            model=FF, saved=True, summary=True, before=0, low=0),
     Option("window", int, 2, "schedule", "batches in flight at most (the credit)", wire=True, before=1, low=1),
+    Option("run_ahead", int, 16, "schedule", "--synthetic-inputs: batches the coordinator may feed the stages "
+           "above the first before stage 1 takes them (so they keep learning through a stall below them)",
+           model=FF, saved=True, before=0, low=0),
     Option("credit", str, "coordinator", "schedule", "who holds --window: the coordinator (until the head "
            "reports a batch; rnn always) or each link (ff: a stage until its next sends the batch's target)",
            wire=True, resumable=True, before="coordinator", choices=("link", "coordinator")),

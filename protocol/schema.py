@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from protocol.kinds import Kind
 from protocol.message import Message, ProtocolError
 
-FLOAT, INT = "f", "iu"   # numpy dtype kinds: floats; signed or unsigned integers
+FLOAT, INT, PIXELS = "f", "iu", "u"   # numpy dtype kinds: floats; signed or unsigned integers; unsigned ones
 
 
 class Count:
@@ -54,6 +54,10 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.BYE: Schema({"time_s": dict}, optional={"error": str}),   # error: why a worker gives up
     Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
+    # A batch's network input as the data's own bytes: an image's pixels (uint8), or a float task's values.
+    # ahead: fed ahead of the batch's real input (a stall below): the stage updates from it at once.
+    Kind.INPUT: Schema(optional={"ahead": bool},
+                       variants=({"pixels": (PIXELS, (2,)), "y": (INT, (1,))}, {"x": (FLOAT, (2,)), "y": (INT, (1,))})),
     Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
     Kind.EVAL: Schema(variants=_BATCH),
     Kind.SYNC: Schema(),

@@ -4,7 +4,7 @@ import pytest
 
 from protocol import Kind, Message, ProtocolError, decode, encode
 from protocol.kinds import CONTROL, DATA
-from protocol.schema import FLOAT, SCHEMAS, Count
+from protocol.schema import FLOAT, PIXELS, SCHEMAS, Count
 
 EXAMPLE = {str: "s", float: 0.5, int: 3, Count: 3, dict: {}, list: []}
 
@@ -14,7 +14,7 @@ def value(kind):
 
 
 def array(kinds: str, rank: int, dtype=None) -> np.ndarray:
-    return np.zeros((2,) * rank, dtype or (np.float32 if kinds == FLOAT else np.int64))
+    return np.zeros((2,) * rank, dtype or (np.float32 if kinds == FLOAT else np.uint8 if kinds == PIXELS else np.int64))
 
 
 def valid(kind: Kind) -> list[Message]:

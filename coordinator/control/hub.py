@@ -54,12 +54,16 @@ class Hub:
         """Route these kinds, from registered workers, to these handlers."""
         self.handlers.update(handlers)
 
-    def pump(self, until: Callable[[], bool], timeout: float | None = None, what: str = "") -> None:
-        """Handle control messages until `until()` holds; raises WorkerLost or TimeoutError."""
+    def pump(self, until: Callable[[], bool], timeout: float | None = None, what: str = "",
+             tick: float | None = None) -> None:
+        """Handle control messages until `until()` holds; raises WorkerLost or TimeoutError.
+        tick: seconds; `until` is asked at least this often, messages or not (it may turn true with time)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        poll_s = self.heartbeat * liveness.POLL_FRACTION if tick is None else min(tick, self.heartbeat *
+                                                                                  liveness.POLL_FRACTION)
         try:
             while not until():
-                if self.poller.poll(int(self.heartbeat * 1000 * liveness.POLL_FRACTION)):
+                if self.poller.poll(max(1, int(poll_s * 1000))):
                     self.receive()
                     # Drain what is already queued before the liveness sweep: cheap and fair.
                     while not until() and self.poller.poll(0):

@@ -73,6 +73,7 @@ class Pipeline:
         self.pending: set[tuple[Kind, int]] = set()   # (FORWARD or EVAL, batch id) fed, not yet reported
         self.untaken: set[int] = set()                # link credit: training batches fed, not yet taken
         self.barrier: int | None = None               # the SYNC token awaited; None once stage 1 answered
+        self.tick: float | None = None                # seconds: how often a wait asks again, messages or not
         self.progress = 0                             # reports taken: what the stall watchdog watches
         self.totals = EvalTotals()
         self.states: dict[int, dict[str, np.ndarray]] = {}
@@ -106,7 +107,7 @@ class Pipeline:
         while True:
             mark = self.progress
             try:
-                return self.hub.pump(until, self.stall, what)
+                return self.hub.pump(until, self.stall, what, self.tick)
             except TimeoutError:
                 if self.progress == mark:
                     raise Stalled(self.where(what)) from None

@@ -37,6 +37,16 @@ class Dataset:
     name: str
     x_val: np.ndarray | None = None   # a validation split held out of the training set (see held_out)
     y_val: np.ndarray | None = None
+    pixel_scale: float = 0.0          # images: x * pixel_scale are the file's bytes (0: the examples are floats)
+    offset: np.ndarray | None = None  # what centred() subtracted
+
+    def as_stored(self, x: np.ndarray) -> np.ndarray:
+        """Examples as the data's own bytes: uint8 pixels for images, float32 else (--synthetic-inputs sends them)."""
+        if not self.pixel_scale:
+            return x
+        pixels = x + self.offset if self.offset is not None else x.copy()
+        pixels *= self.pixel_scale
+        return np.rint(pixels, out=pixels).astype(np.uint8)
 
     @property
     def n_features(self) -> int:
@@ -68,7 +78,7 @@ class Dataset:
         """
         mean = self.x_train.mean(axis=0, dtype=np.float64).astype(self.x_train.dtype)
         return replace(self, x_train=self.x_train - mean, x_test=self.x_test - mean,
-                       x_val=None if self.x_val is None else self.x_val - mean)
+                       x_val=None if self.x_val is None else self.x_val - mean, offset=mean)
 
 
 def load_idx(path: str | Path) -> np.ndarray:
@@ -136,7 +146,7 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
         arrays[f"y_{split}"] = labels.astype(np.int64)
 
     if classes is None:
-        return Dataset(**arrays, n_classes=10, name="mnist")
+        return Dataset(**arrays, n_classes=10, name="mnist", pixel_scale=255.0)
 
     classes = [int(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):
@@ -154,7 +164,7 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
         keep = new >= 0
         arrays[f"x_{split}"] = np.ascontiguousarray(arrays[f"x_{split}"][keep])
         arrays[f"y_{split}"] = new[keep]
-    return Dataset(**arrays, n_classes=len(classes), name="mnist-" + "".join(map(str, classes)))
+    return Dataset(**arrays, n_classes=len(classes), name="mnist-" + "".join(map(str, classes)), pixel_scale=255.0)
 
 
 def generated_task(

@@ -23,7 +23,7 @@ class Plan:
         self.cfg, self.task = cfg, task
         self.total_steps = task.steps_per_epoch(cfg.batch_size) * cfg.epochs
         self.wire_fields = {**cfg.listed("wire"), "credit": self.credit(), "total_steps": self.total_steps,
-                            "cache": window.in_flight(self.window()), **self.derived_fields()}
+                            "cache": window.in_flight(self.window() + self.ahead()), **self.derived_fields()}
         self.wire = WireConfig.from_meta(self.wire_fields)   # typed and checked: sent in ASSIGN
 
     @classmethod
@@ -38,6 +38,11 @@ class Plan:
     def window(self) -> int:
         """The coordinator's credit window: --window."""
         return self.cfg.window
+
+    def ahead(self) -> int:
+        """Batches fed to the stages above the first before stage 1 takes them (--run-ahead): none but with
+        --synthetic-inputs, the one time a stage keeps more in flight than the window."""
+        return 0
 
     @property
     def n_workers(self) -> int:

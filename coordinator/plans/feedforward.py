@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from coordinator.config import Config, ConfigError, from_saved
 from coordinator.data.tasks import Task, image_task
 from coordinator.plans.base import Plan
@@ -32,6 +34,16 @@ class FeedForward(Plan):
         if self.cfg.mode == "pipedream" and self.cfg.credit == "coordinator":
             return max(self.cfg.window, self.n_workers)
         return self.cfg.window
+
+    def ahead(self) -> int:
+        return self.cfg.run_ahead if self.cfg.synthetic_inputs else 0
+
+    def inputs(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+        """--synthetic-inputs: a training batch's network input, as the data's own bytes, to every stage above
+        the first (coordinator/control/unlocked.py)."""
+        stored = self.task.dataset.as_stored(x)
+        name = "pixels" if stored.dtype == np.uint8 else "x"
+        return {k: {name: stored, "y": y} for k in range(2, self.n_workers + 1)}
 
     def sizes(self) -> list[int]:
         dataset = self.task.dataset

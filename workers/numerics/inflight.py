@@ -25,7 +25,8 @@ class Batch:
     latency: float = 0.0        # and the seconds from then until b's update was made (the update latency),
     updated_at: float = 0.0     # and when that was, in seconds since the epoch (update rates against time)
     param_staleness: int = 0    # how many updates old the tied weights that made h were
-    updates: int = 0            # the owner's update count once b's update was made
+    updates: int = 0            # the owner's update count once b's update was made (or skipped)
+    skipped: bool = False       # --p-update drew no update for b
     g_hat: np.ndarray | None = None
 
 
@@ -80,12 +81,12 @@ class InFlight:
         batch.g_hat = self.synth.gradient(batch.h, batch.y if self.synth.conditioned else None)
         return batch.g_hat
 
-    def updated(self, b: int) -> Batch:
-        """Count b's update (made by the owner); b is done with here when there is no M to fit."""
-        self.updates += 1
+    def updated(self, b: int, made: bool = True) -> Batch:
+        """Count b's update (made by the owner; or skipped, not made); b is done with here when there is no M to fit."""
+        self.updates += made
         batch = self.batches[b]
         batch.tape = None  # no longer needed; free it early
-        batch.updates = self.updates
+        batch.updates, batch.skipped = self.updates, not made
         if not self.learns:
             del self.batches[b]
         return batch

@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from protocol.options import SYNTHETIC
+from workers.numerics.draws import UpdateDraws
 from workers.numerics.inflight import Batch, Fit, InFlight
 from workers.numerics.layers import Dense, Head
 from workers.numerics.optimizers import Scheduled, check_loss
 from workers.numerics.snapshot import copy_into, counter, join, part
+from workers.numerics.unlock import Unlock
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
 
-SYNTHETIC = ("dni", "cdni")   # the modes whose stages update from their synthesizer
 
 
 class Stage:
@@ -35,6 +37,12 @@ class Stage:
         self.layer = Dense(n_in, n_out, rng)
         self.opt = Scheduled({"layer": self.layer.params}, cfg)
         self.inflight = InFlight(cfg, n_out, cfg.sizes[-1], None if self.locked else rng)
+        self.draws = UpdateDraws(cfg.p_update, cfg.seed, index)   # --p-update: whether it updates on a batch
+        self.unlock = unlocked(cfg, index, n_in)
+
+    @property
+    def updates(self) -> int:
+        return self.inflight.updates
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Evaluation: forward only, nothing cached, no update."""
@@ -60,8 +68,15 @@ class Stage:
         batch = self.inflight[b]
         need_dx = not self.first and (self.locked or self.bootstraps)
         grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx, params=stashed)
-        self.opt.step({"layer": grads}, self.inflight.updates + 1)
+        self.opt.step({"layer": grads}, self.draws.position(self.inflight.updates + 1))
         return dx, self.inflight.updated(b)
+
+    def skip(self, b: int) -> tuple[np.ndarray | None, Batch]:
+        """No update for batch b (--p-update): b stays in flight for M's fit, and under BP(0) the stage
+        below still gets its bootstrapped target, ĝ_b pushed back through this layer."""
+        batch = self.inflight[b]
+        dx = self.layer.input_gradient(batch.h, batch.g_hat) if self.bootstraps and not self.first else None
+        return dx, self.inflight.updated(b, made=False)
 
     def learn(self, b: int, target: np.ndarray) -> tuple[Fit | None, np.ndarray | None]:
         """M fitted to b's target; and, unless it bootstraps, the target for stage k-1's M:
@@ -79,12 +94,16 @@ class Stage:
         return fit, self.layer.input_gradient(batch.h, g)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state()}
+        return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state(), **self.draws.state(),
+                **unlock_state(self.unlock)}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         copy_into(self.layer.params, part(saved, "layer"))
         self.opt.load_state(part(saved, "opt"))
         self.inflight.load_state(saved)
+        self.draws.load_state(saved)
+        if self.unlock is not None:
+            self.unlock.load_state(saved)
 
 
 def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0,
@@ -93,8 +112,8 @@ def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: f
     """Hidden stage k's part of training batch b, in the one order every driver follows.
 
     1. h = f(x), b kept in flight;  2. h handed on at once (send_on), so stage k+1 starts;
-    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ, with (BP(0) only) the bootstrapped
-    target δ for stage k-1 computed before the weights change. Locked backprop stops after 2:
+    then, decoupled: 3. ĝ = M(h);  4. the update from ĝ (unless --p-update skips it), with (BP(0)
+    only) the bootstrapped target δ for stage k-1 computed before the weights change. Locked backprop stops after 2:
     its update waits for the true gradient (`Stage.update`). M is fitted when δ_k comes back
     (`Stage.learn`, which at BP(lambda > 0) also makes stage k-1's target).
     Returns (h, the bootstrapped δ for stage k-1 or None, b's in-flight entry once updated, else None).
@@ -104,7 +123,8 @@ def train_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: f
         send_on(h)
     if stage.locked:
         return h, None, None
-    target_below, batch = stage.update(b, stage.synthetic_gradient(b))
+    g_hat = stage.synthetic_gradient(b)
+    target_below, batch = stage.update(b, g_hat) if stage.draws.next() else stage.skip(b)
     return h, target_below, batch
 
 
@@ -117,6 +137,8 @@ class HeadStage:
         self.head = Head(n_in, n_classes, rng)
         self.opt = Scheduled({"layer": self.head.params}, cfg)
         self.updates = 0
+        self.draws = UpdateDraws(cfg.p_update, cfg.seed, index)
+        self.unlock = unlocked(cfg, index, n_in)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
         """(loss, correct, grads, dL/dx); the caller sends dL/dx down before calling update."""
@@ -124,30 +146,45 @@ class HeadStage:
 
     def update(self, grads: dict[str, np.ndarray]) -> None:
         self.updates += 1
-        self.opt.step({"layer": grads}, self.updates)
+        self.opt.step({"layer": grads}, self.draws.position(self.updates))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """(summed loss, correct count), no update."""
         return self.head.evaluate(x, y)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**join(layer=self.head.params, opt=self.opt.state()), "updates": counter(self.updates)}
+        return {**join(layer=self.head.params, opt=self.opt.state()), "updates": counter(self.updates),
+                **self.draws.state(), **unlock_state(self.unlock)}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         copy_into(self.head.params, part(saved, "layer"))
         self.opt.load_state(part(saved, "opt"))
         self.updates = int(saved["updates"])
+        self.draws.load_state(saved)
+        if self.unlock is not None:
+            self.unlock.load_state(saved)
+
+
+def unlocked(cfg: WireConfig, index: int, n_in: int) -> Unlock | None:
+    """--synthetic-inputs: every stage above the first learns I(x) for its input (workers/numerics/unlock.py)."""
+    return Unlock(cfg, index, n_in) if cfg.synthetic_inputs and index > 1 else None
+
+
+def unlock_state(unlock: Unlock | None) -> dict[str, np.ndarray]:
+    return unlock.state() if unlock is not None else {}
 
 
 def head_step(head: HeadStage, x: np.ndarray, y: np.ndarray,
               send_back: Callable[[np.ndarray], None] | None = None) -> tuple[float, int, np.ndarray]:
     """The head's part of training a batch: the loss, and the true gradient dL/dx handed back
-    (send_back) before the head's own update. Returns (loss, correct count, dL/dx)."""
+    (send_back) before the head's own update, which --p-update may skip (head.updates then stays).
+    Returns (loss, correct count, dL/dx)."""
     loss, correct, grads, g = head.loss_and_grads(x, y)
     check_loss(loss)   # before the gradient goes down: a finite loss means finite logits, hence a finite g
     if send_back is not None:
         send_back(g)
-    head.update(grads)
+    if head.draws.next():
+        head.update(grads)
     return loss, correct, g
 
 

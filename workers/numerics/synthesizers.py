@@ -26,20 +26,22 @@ class Synthesizer:
     steps of ~1e-4 of its weights' size).
     """
 
-    def __init__(self, n: int, rng: np.random.Generator, n_classes: int = 0, hidden: int = 0, dtype=np.float32):
+    def __init__(self, n: int, rng: np.random.Generator, n_classes: int = 0, hidden: int = 0, dtype=np.float32,
+                 n_out: int = 0):
+        """n: the width of what it sees; n_out: of what it predicts (0: n, a gradient for its input)."""
         self.conditioned, self.hidden = n_classes > 0, hidden
         # The parameters M learns: the readout, and the class bias when it is part of the readout.
         self.learned = ("A", "c", "E") if self.conditioned and not hidden else ("A", "c")
         self.mean_square = 0.0  # running mean square of the per-example targets' elements (0: none seen yet)
-        n_last = hidden or n
-        self.params = {"A": np.zeros((n_last, n), dtype), "c": np.zeros(n, dtype)}
+        n_last, n_out = hidden or n, n_out or n
+        self.params = {"A": np.zeros((n_last, n_out), dtype), "c": np.zeros(n_out, dtype)}
         if hidden:
             self.params["U"] = (rng.standard_normal((n, hidden)) * np.sqrt(2.0 / n)).astype(dtype)
             self.params["d"] = np.zeros(hidden, dtype)
         if self.conditioned:
             # Linear: the class bias is part of the output, so it starts at zero like A.
             # MLP: it feeds the hidden layer, where a small random start breaks symmetry.
-            self.params["E"] = (np.zeros((n_classes, n), dtype) if not hidden else
+            self.params["E"] = (np.zeros((n_classes, n_out), dtype) if not hidden else
                                 (rng.standard_normal((n_classes, hidden)) * 0.1).astype(dtype))
 
     def _hidden(self, h: np.ndarray, y) -> np.ndarray:
@@ -84,7 +86,10 @@ class Synthesizer:
 
         target is a gradient of the batch-mean loss (dL/dh of a batch of B rows).
         """
-        per_example = target * len(target)  # a new array: target may be a read-only wire buffer
+        return self.scaled(target * len(target))  # a new array: target may be a read-only wire buffer
+
+    def scaled(self, per_example: np.ndarray) -> np.ndarray:
+        """Per-example targets (a new array, scaled in place) over sigma, after updating sigma with them."""
         ms = float(np.mean(np.square(per_example, dtype=np.float64)))
         self.mean_square = ms if self.mean_square == 0 else SCALE_DECAY * self.mean_square + (1 - SCALE_DECAY) * ms
         per_example *= 1.0 / self.sigma
@@ -101,7 +106,7 @@ class Synthesizer:
         """(loss, grads) of M regressed on the normalised target; the loss is per element
         (0.5 = no better than predicting zero), so it reads the same for every task."""
         loss, grads = self.loss_and_grads(h, y, self.normalised_target(target))
-        return loss / h.shape[1], grads
+        return loss / target.shape[1], grads
 
     def loss_and_grads(self, h: np.ndarray, y, target: np.ndarray):
         """Regression of M(h, y) onto its target: 0.5 * mean_rows ||M - target||^2; the grads of what M learns."""

@@ -13,8 +13,9 @@ from protocol import Kind, Message
 from workers.numerics.optimizers import finite
 
 FLOAT = np.dtype(np.float32)   # what every stage computes in, and sends
+DATA = frozenset({np.dtype(np.uint8), FLOAT})   # what a dataset's examples are: pixels, or floats
 # Kinds whose ids are training batch ids: they start where the run starts (0, or a resumed step).
-BATCH_IDS = frozenset({Kind.FORWARD, Kind.GRAD, Kind.PUSH})
+BATCH_IDS = frozenset({Kind.FORWARD, Kind.INPUT, Kind.GRAD, Kind.PUSH})
 # The one reason to drop that a real message may have: it came late, its batch evicted.
 NOT_IN_FLIGHT = "gradient for a batch not in flight"
 # Streams that count from 1 (a box's pulls, and the service's answers to them); evaluation ids from where the
@@ -46,6 +47,20 @@ def batch_fault(msg: Message, width: int, classes: int) -> str | None:
     if x.dtype != FLOAT or x.ndim != 2 or x.shape[1] != width or len(x) == 0:
         return "input of the wrong shape or dtype"
     return labels_fault(y, len(x), classes) or values_fault(x)
+
+
+def network_input(msg: Message) -> np.ndarray:
+    """An INPUT's examples: its pixels, or its float values."""
+    return msg.arrays["pixels"] if "pixels" in msg.arrays else msg.arrays["x"]
+
+
+def input_fault(msg: Message, width: int, classes: int, other: np.ndarray | None) -> str | None:
+    """An INPUT: a batch of the network's input, as the data's own bytes (uint8 pixels, or float32), with its
+    labels; `other`: the batch's real input, if it came first, whose rows it must match."""
+    x, y = network_input(msg), msg.arrays["y"]
+    if x.dtype not in DATA or x.shape[1] != width or len(x) == 0 or other is not None and len(other) != len(x):
+        return "network input of the wrong shape or dtype"
+    return labels_fault(y, len(x), classes) or (values_fault(x) if x.dtype == FLOAT else None)
 
 
 def grad_fault(g: np.ndarray, h: np.ndarray) -> str | None:

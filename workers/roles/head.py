@@ -26,11 +26,12 @@ class HeadWorker(Role):
         def send_back(g):   # the true gradient, sent before the head's own update
             self.to_peer("prev", Kind.GRAD, b, g=g)
 
+        updates = self.stage.updates
         loss, correct, _ = head_step(self.stage, msg.arrays["x"], y, send_back)
         latency = time.perf_counter() - t
         self.to_coordinator(Kind.DONE, b, {"loss": loss, "correct": correct, "n": len(y)})
-        self.record({"step": b, "time": time.time(), "latency_ms": latency * 1e3, "loss": loss,
-                     "accuracy": correct / len(y)})
+        made = {"time": time.time(), "latency_ms": latency * 1e3} if self.stage.updates > updates else {"skipped": True}
+        self.record({"step": b, **made, "loss": loss, "accuracy": correct / len(y)})
 
     def on_eval(self, msg: Message, t: float) -> None:
         loss_sum, correct = self.stage.evaluate(msg.arrays["x"], msg.arrays["y"])
@@ -43,3 +44,6 @@ class HeadWorker(Role):
 
     def numerics(self):
         return self.stage
+
+    def tallies(self) -> dict:
+        return {"updates": self.stage.updates}

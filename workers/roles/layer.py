@@ -88,3 +88,6 @@ class LayerWorker(Role):
 
     def numerics(self):
         return self.stage
+
+    def tallies(self) -> dict:
+        return {"updates": self.stage.updates}

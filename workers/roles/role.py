@@ -33,9 +33,13 @@ class Diverged(RuntimeError):
     """A non-finite loss or gradient, caught before it changed the model: the run must stop."""
 
 
-def update_record(b: int, batch: Batch, fit: Fit | None = None, param_staleness: bool = False) -> dict:
-    """Batch b's metrics record once done with: its update latency and, when M was fitted to its target, how M did."""
-    rec = {"step": b, "time": batch.updated_at, "latency_ms": batch.latency * 1e3}
+def update_record(b: int, batch: Batch | None = None, fit: Fit | None = None, param_staleness: bool = False) -> dict:
+    """Batch b's metrics record once done with: its update latency and wall-clock time (or that --p-update skipped
+    it) and, when M was fitted to its target, how M did (batch None: the fit's record alone)."""
+    rec = {"step": b}
+    if batch is not None:
+        made = {"time": batch.updated_at, "latency_ms": batch.latency * 1e3}
+        rec.update({"skipped": True} if batch.skipped else made)
     if param_staleness:
         rec["param_staleness"] = batch.param_staleness
     if fit is not None:
@@ -256,8 +260,12 @@ class Role:
     def goodbye(self, error: str | None = None) -> dict:
         """BYE's meta: counters, drops by reason, the time breakdown, bytes sent, peak memory, and why it gives up."""
         meta = {**self.counters, "dropped": dict(self.drops.counts), "time_s": self.clock.report(),
-                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_rss_mb()}
+                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_rss_mb(), **self.tallies()}
         return meta if error is None else {**meta, "error": error}
+
+    def tallies(self) -> dict:
+        """What a role adds to its goodbye (summary.json's `workers`): a stage, the updates it made."""
+        return {}
 
     def on_stop(self, msg: Message, t: float) -> None:
         self.flush_metrics()

@@ -22,11 +22,13 @@ from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
 from workers.roles.pipedream import PipeDreamWorker
 from workers.roles.role import CoordinatorLost, Diverged
+from workers.roles.unlocked import UnlockedHeadWorker, UnlockedLayerWorker
 from workers.runtime import proctitle
 
 ROLES = {LAYER: LayerWorker, HEAD: HeadWorker, BOX: TimeBoxWorker, PARAMS: ParamService}
 MODE_ROLES = {"gpipe": {LAYER: GPipeLayerWorker, HEAD: GPipeHeadWorker},   # modes whose stages have their own loop
               "pipedream": {LAYER: PipeDreamWorker}}
+UNLOCKED_ROLES = {LAYER: UnlockedLayerWorker, HEAD: UnlockedHeadWorker}   # --synthetic-inputs, above stage 1
 log = logging.getLogger("dni.worker")
 
 
@@ -206,9 +208,10 @@ def assigned_title(meta: dict) -> tuple[str, str]:
 
 def role_class(meta: dict) -> type:
     """The loop of the assigned role, under the run's mode."""
-    config = meta.get("config")
-    mode = config.get("mode") if isinstance(config, dict) else None
-    return MODE_ROLES.get(mode, {}).get(meta["role"]) or ROLES[meta["role"]]
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if config.get("synthetic_inputs") is True and meta["stage"] > 1:
+        return UNLOCKED_ROLES[meta["role"]]
+    return MODE_ROLES.get(config.get("mode"), {}).get(meta["role"]) or ROLES[meta["role"]]
 
 
 def oversized(state: dict) -> str:
