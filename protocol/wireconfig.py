@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, field, fields, make_dataclass
 
 from protocol.codec import ProtocolError
-from protocol.options import BOTH, OPTIONS
+from protocol.options import BOTH, OPTIONS, SYNTHETIC
 
 # The fields the coordinator derives for the workers, besides the `wire` options: (name, type, default).
 DERIVED = (
@@ -31,6 +31,11 @@ class _Wire:
     are saved with every checkpoint (config.json), so a checkpoint can be rebuilt in one process.
     """
     __slots__ = ()
+
+    @property
+    def synthetic(self) -> bool:
+        """The stages update from their synthesizers (dni, cdni), not from the true gradient."""
+        return self.mode in SYNTHETIC
 
     def to_meta(self) -> dict:
         """As msgpack and JSON carry it."""

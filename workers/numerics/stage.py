@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from protocol.options import SYNTHETIC
 from workers.numerics.draws import UpdateDraws
 from workers.numerics.inflight import Batch, Fit, InFlight
 from workers.numerics.layers import Dense, Head
@@ -28,7 +27,7 @@ class Stage:
     def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
         rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
         self.index = index
-        self.locked = cfg.mode not in SYNTHETIC   # the true gradient: backprop, or a pipeline (gpipe, pipedream)
+        self.locked = not cfg.synthetic   # the true gradient: backprop, or a pipeline (gpipe, pipedream)
         self.first = index == 1  # stage 1's input is data: no gradient to send for it
         # BP(lambda): 0 sends stage k-1 its target at once, this stage's synthetic gradient pushed
         # back (the paper's bootstrap); above 0 it waits for this stage's own target (see `learn`).
