@@ -69,7 +69,7 @@ OPTIONS = (
            model=FF, wire=True, before=0.0, low=0.0, high=1.0),
     # recurrent
     Option("task", str, "mnist01", "recurrent", "the sequence task", model=RNN, wire=True, summary=True,
-           choices=("mnist01", "mnist01-chunks", "seqmnist", "copy")),
+           choices=("mnist01", "mnist01-chunks", "seqmnist", "copy", "repeat-copy")),
     Option("boxes", int, 4, "recurrent", "time boxes K, a worker process each", model=RNN, wire=True,
            summary=True, low=1),
     Option("steps_per_box", int, 1, "recurrent", "recurrent steps T in each box (the truncation)", model=RNN,
@@ -85,7 +85,9 @@ OPTIONS = (
     Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "
-           "curriculum stops (2L+1 <= K*T)", model=RNN, saved=True, low=1),
+           "curriculum stops (copy: 2L+1 <= K*T; repeat-copy: (R+1)L+1 <= K*T)", model=RNN, saved=True, low=1),
+    Option("copy_repeats", int, 2, "recurrent", "repeat-copy: the most times R a sequence is written (each "
+           "sequence draws its own from 1..R)", model=RNN, saved=True, before=2, low=1),
     Option("copy_batches", int, 200, "recurrent", "the copy task's training batches per epoch", model=RNN,
            saved=True, low=1),
     # schedule

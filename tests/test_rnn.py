@@ -82,6 +82,20 @@ def test_copy_task_curriculum_with_untied_lstm_boxes(tmp_path):
     assert summary["copy_solved"] == max(solved, default=0) >= 1
 
 
+def test_repeat_copy_curriculum_over_tied_lstm_boxes(tmp_path):
+    """Repeat Copy on 4 tied LSTM boxes and the service: the same curriculum, from length 1, solved and grown."""
+    summary = rnn_run(tmp_path, "--task", "repeat-copy", "--mode", "dni", "--cell", "lstm", "--units", "32",
+                      "--boxes", "4", "--steps-per-box", "2", "--copy-length", "2", "--copy-repeats", "2",
+                      "--copy-batches", "60", "--batch-size", "32", "--epochs", "3", "--lr", "1e-2",
+                      "--schedule", "constant")
+    assert summary["task"] == "repeat-copy" and set(summary["workers"]) == {"1", "2", "3", "4", "5"}
+    history = summary["history"]
+    assert history[0]["copy_length"] == 1
+    for before, after in zip(history, history[1:]):
+        assert after["copy_length"] == min(before["copy_length"] + (before["bits"] < 0.15), 2)
+    assert summary["copy_solved"] >= 1
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--mode", "truncated"], "--mode: 'truncated' is not one of dni, cdni, backprop"),
     (["--model", "rnn", "--task", "seqmnist", "--boxes", "3", "--steps-per-box", "7"], "28 steps"),
@@ -89,6 +103,8 @@ def test_copy_task_curriculum_with_untied_lstm_boxes(tmp_path):
     (["--model", "rnn", "--task", "copy", "--copy-length", "10", "--boxes", "4", "--steps-per-box", "5"],
      "takes 21 steps"),
     (["--model", "rnn", "--task", "copy", "--mode", "cdni", "--boxes", "10", "--steps-per-box", "3"], "cdni"),
+    (["--model", "rnn", "--task", "repeat-copy", "--copy-length", "3", "--boxes", "3", "--steps-per-box", "3"],
+     "--task repeat-copy: length 3 takes 10 steps"),
     (["--model", "rnn", "--cell", "gru"], "--cell"),
     (["--model", "rnn", "--task", "mnist01"], "give --data DIR"),
 ])

@@ -13,6 +13,7 @@ import numpy as np
 from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
+from workers.numerics.sequence_tasks import PER_STEP_TASKS
 from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
@@ -65,9 +66,10 @@ class TimeBoxWorker(Role):
         return self.labels_fault(a["y"], len(h)) or values_fault(h, a["stats"]) or self.stats_fault(a["stats"], len(h))
 
     def labels_fault(self, y: np.ndarray, n: int) -> str | None:
-        """One label per sequence; the Copy task's, one per step of the whole sequence, -1 where none is scored."""
+        """One label per sequence; Copy and Repeat Copy's, one per step of the whole sequence, -1 where none is
+        scored."""
         c = self.cfg
-        copy = c.task == "copy"
+        copy = c.task in PER_STEP_TASKS
         if y.shape[1:] != ((c.boxes * c.steps_per_box,) if copy else ()):
             return "labels of the wrong shape"
         return labels_fault(y, n, c.n_classes, -1 if copy else 0)
