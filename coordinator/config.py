@@ -42,6 +42,8 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
     def _validate_rnn(self) -> None:
         if self.eval_every:
             raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
+        if self.shared_synth and self.untied:
+            raise ConfigError("--shared-synth holds one synthesizer with the tied weights: it cannot go with --untied")
         steps = self.boxes * self.steps_per_box
         if self.task == "seqmnist" and steps != 28:
             raise ConfigError(f"--task seqmnist has 28 steps (rows): --boxes x --steps-per-box is {steps}")

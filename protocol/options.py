@@ -64,9 +64,12 @@ OPTIONS = (
            "features of h with a learned linear readout", wire=True, low=0),
     Option("synth_lr", float, 0.3, "synthesizers", "Adam rate of every synthesizer (its targets are scaled "
            "to unit RMS)", wire=True, positive=True),
-    Option("bp_lambda", float, 1.0, "synthesizers", "the target a stage sends to the synthesizer below: its "
-           "received target (1) or its synthetic gradient (0), or a mix, backpropagated: BP(lambda)",
-           model=FF, wire=True, before=0.0, low=0.0, high=1.0),
+    Option("bp_lambda", float, 1.0, "synthesizers", "the target a stage (or time box) sends to the synthesizer "
+           "below (before): its received target (1) or its synthetic gradient (0), or a mix, backpropagated: "
+           "BP(lambda)", wire=True, before=0.0, low=0.0, high=1.0),
+    Option("shared_synth", bool, False, "synthesizers", "one synthesizer for every box boundary, held and "
+           "updated with the tied weights (each box keeps its own target scale)", model=RNN, wire=True,
+           summary=True, before=False),
     # recurrent
     Option("task", str, "mnist01", "recurrent", "the sequence task", model=RNN, wire=True, summary=True,
            choices=("mnist01", "mnist01-chunks", "seqmnist", "copy", "repeat-copy")),

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from workers.numerics.cells import LSTMCell, TanhCell
-from workers.numerics.inflight import Batch, InFlight
+from workers.numerics.inflight import Batch, Fit, InFlight, make_synthesizer
 from workers.numerics.layers import Head
-from workers.numerics.optimizers import Scheduled
+from workers.numerics.optimizers import SYNTH, Scheduled
 from workers.numerics.snapshot import copy_into, join, part
 
 if TYPE_CHECKING:
@@ -26,6 +26,24 @@ def make_model(cfg: WireConfig, index: int) -> tuple:
     rng = np.random.default_rng([cfg.seed, index])
     cell = CELLS[cfg.cell](cfg.n_in, cfg.units, rng)
     return cell, Head(cfg.units, cfg.n_classes, rng)
+
+
+def synth_rng(cfg: WireConfig, index: int) -> np.random.Generator:
+    """Box `index`'s synthesizer's; index 0: the shared synthesizer's (--shared-synth), the same in every process."""
+    return np.random.default_rng([cfg.seed, index, 1])
+
+
+def shares_synth(cfg: WireConfig) -> bool:
+    """One synthesizer for every boundary, held with the tied weights (--shared-synth)."""
+    return cfg.shared_synth and cfg.mode in ("dni", "cdni")
+
+
+def tied_groups(cfg: WireConfig, cell, readout) -> dict[str, dict[str, np.ndarray]]:
+    """The parameter service's groups: the cell and readout, and with --shared-synth the synthesizer."""
+    if not shares_synth(cfg):
+        return groups(cell, readout)
+    return {**groups(cell, readout), SYNTH: make_synthesizer(cfg, cell.state_size, cfg.n_classes,
+                                                             synth_rng(cfg, 0)).params}
 
 
 def groups(cell, readout) -> dict[str, dict[str, np.ndarray]]:
@@ -101,17 +119,26 @@ class TimeBox:
         self.locked = self.mode == "backprop"
         # Tied: every box starts from the service's initial weights (version 0) without a transfer.
         self.cell, self.readout = make_model(cfg, 0 if self.tied else index)
-        self.groups = groups(self.cell, self.readout)
         self.version = 0
-        self.opt = None if self.tied else Scheduled(self.groups, cfg)
+        self.opt = None if self.tied else Scheduled(groups(self.cell, self.readout), cfg)
         # The last box's future gradient is exactly zero (the sequence ends): it needs no synthesizer.
         learns = self.mode in ("dni", "cdni") and not self.last
+        shared = shares_synth(cfg)
+        # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`); box 1 has no box before it.
+        self.bp_lambda = cfg.bp_lambda
+        self.defers = learns and not self.first and self.bp_lambda > 0
         self.inflight = InFlight(cfg, self.cell.state_size, cfg.n_classes,
-                                 np.random.default_rng([cfg.seed, index, 1]) if learns else None)
+                                 synth_rng(cfg, 0 if shared else index) if learns else None,
+                                 shared=shared, keep_tape=self.defers)
+        self.groups = groups(self.cell, self.readout)
+        if shared:
+            # Every box reads the one M with the tied weights, the last box too (it only carries it).
+            self.groups[SYNTH] = (self.inflight.synth or make_synthesizer(cfg, self.cell.state_size, cfg.n_classes,
+                                                                          synth_rng(cfg, 0))).params
         self.synth_scale = cfg.synth_scale
 
     def params(self) -> dict[str, np.ndarray]:
-        return flat(self.cell, self.readout)
+        return named(self.groups)
 
     def load(self, arrays: dict[str, np.ndarray], version: int) -> None:
         """Use these weights from now on, as given (not copied: tied copies off the wire are read-only)."""
@@ -180,8 +207,29 @@ class TimeBox:
         else:
             grads, d_state0 = self.cell.backward(tape, d_states, d_last)
             out = named({"cell": grads, "readout": readout_grads or {}})
-        batch.tape = None  # free the unroll early
-        return out, None if self.first else d_state0
+        if not self.defers:
+            batch.tape = None  # free the unroll early
+        # A shared M's fits since the last push go with this one.
+        out.update(named({SYNTH: self.inflight.take_pending()}))
+        return out, None if self.first or self.defers else d_state0
+
+    def learn(self, b: int, target: np.ndarray) -> tuple[Fit | None, np.ndarray | None]:
+        """M_j fitted to b's target (the gradient at h_end from box j+1); and, with BP(lambda > 0), box j-1's
+        target: lambda * target + (1 - lambda) * ĝ_b, pushed back through this box's unroll of b with its
+        current weights, together with the box's own loss (None: box 1, bootstrapping, or b gone).
+
+        At lambda 1 every M_j regresses on the true boundary gradient, later by a trip back along the
+        boxes; at 0 (the paper's bootstrap, sent at the update) on a discounted sum of its successors'
+        predictions, whose errors compound box by box.
+        """
+        fit = self.inflight.fit(b, target)
+        if fit is None or not self.defers:
+            return fit, None
+        tape, d_states, _ = fit.batch.tape
+        fit.batch.tape = None
+        g = target if self.bp_lambda == 1 else (self.bp_lambda * target
+                                                 + (1 - self.bp_lambda) * self.synth_scale * fit.batch.g_hat)
+        return fit, self.cell.backward(tape, d_states, g)[1]
 
     def update(self, b: int, grads: dict[str, np.ndarray]) -> Batch:
         """Take the update for batch b: locally when untied (tied: the caller pushed grads to the service).

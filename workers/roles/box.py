@@ -12,9 +12,9 @@ import numpy as np
 
 from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
-from workers.numerics.optimizers import check_loss
+from workers.numerics.optimizers import SYNTH, check_loss
 from workers.numerics.sequence_tasks import PER_STEP_TASKS
-from workers.numerics.timebox import TimeBox, train_step, update_step
+from workers.numerics.timebox import TimeBox, named, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
@@ -33,6 +33,7 @@ class TimeBoxWorker(Role):
         self.job: tuple | None = None            # a joined input waiting for weights from the service
         self.pulls = 0
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
+        self.latest = 0     # the last of them: the id a shared M's fits go under at a barrier
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
                               Kind.PARAMS: self.on_params, Kind.SYNC: self.on_sync,
                               Kind.SYNC_BACK: self.on_sync_back})
@@ -167,6 +168,7 @@ class TimeBoxWorker(Role):
     def finished(self, b: int, batch: Batch) -> dict | None:
         """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
         self.trained += 1
+        self.latest = b
         self.stamp(batch)
         return None if self.box.inflight.learns else update_record(b, batch, param_staleness=self.box.tied)
 
@@ -178,7 +180,9 @@ class TimeBoxWorker(Role):
             rec = self.finished(b, batch)
             self.blocked = False
         else:
-            fit = self.box.inflight.fit(b, g)   # the bootstrapped target for M_j(h_end of b)
+            fit, below = self.box.learn(b, g)   # M_j(h_end of b) fitted; BP(lambda > 0): box j-1's target now
+            if below is not None:
+                self.to_peer("prev", Kind.GRAD, b, g=below)
             rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
         self.record(rec)
 
@@ -203,6 +207,9 @@ class TimeBoxWorker(Role):
         self.turn_back(msg.id)
 
     def turn_back(self, token: int) -> None:
+        pending = self.box.inflight.take_pending()
+        if pending:   # a shared M's last fits: in the service before the barrier ends (and a checkpoint)
+            self.senders(self.latest)[1](named({SYNTH: pending}))
         if self.box.tied:
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
