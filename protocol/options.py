@@ -70,6 +70,9 @@ OPTIONS = (
     Option("shared_synth", bool, False, "synthesizers", "one synthesizer for every box boundary, held and "
            "updated with the tied weights (each box keeps its own target scale)", model=RNN, wire=True,
            summary=True, before=False),
+    Option("aux", bool, False, "synthesizers", "DNI + Aux: each box's core also learns to predict, from its last "
+           "state, the synthetic gradient one box further ahead (the paper's auxiliary task)", model=RNN, wire=True,
+           summary=True, before=False),
     # recurrent
     Option("task", str, "mnist01", "recurrent", "the sequence task", model=RNN, wire=True, summary=True,
            choices=("mnist01", "mnist01-chunks", "seqmnist", "copy", "repeat-copy")),

@@ -53,7 +53,8 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.BYE: Schema({"time_s": dict}, optional={"error": str}),   # error: why a worker gives up
     Kind.RESET: Schema(),
     Kind.FORWARD: Schema(variants=_BATCH),
-    Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
+    # A target; with DNI + Aux, also the sender's synthetic gradient of the batch, for the receiver to predict.
+    Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))}, {"g": (FLOAT, (2,)), "a": (FLOAT, (2,))})),
     Kind.EVAL: Schema(variants=_BATCH),
     Kind.SYNC: Schema(),
     Kind.SYNC_BACK: Schema(),

@@ -99,18 +99,20 @@ def test_repeat_copy_curriculum_over_tied_lstm_boxes(tmp_path):
 
 def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path):
     """--shared-synth: one M in the service's checkpoint (with its Adam), none in the boxes' (their target
-    scale only); a resumed run goes on from the saved M and its optimizer, not from zero."""
+    scale only); a resumed run goes on from the saved M and its optimizer, not from zero. With --aux, P is
+    held there too, and learned over the processes."""
     K = 3
-    job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--cell", "lstm", "--units", "16", "--boxes", str(K),
-           "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30", "--batch-size", "32",
+    job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--aux", "--cell", "lstm", "--units", "16",
+           "--boxes", str(K), "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30", "--batch-size", "32",
            "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
     summary = rnn_run(tmp_path, *job, "--epochs", "2")
-    assert summary["shared_synth"] is True
+    assert summary["shared_synth"] is True and summary["aux"] is True
     cfg, states = checkpoint.load(tmp_path)
     service = states[K + 1]
     assert service["synth.A"].shape == (32, 32) and np.abs(service["synth.A"]).max() > 0   # it learned
     steps = int(service["opt.synth.t"])
     assert 0 < steps <= service["version"]   # Adam steps on M: pushes that carried its fits
+    assert np.abs(service["aux.A"]).max() > 0 and int(service["opt.aux.t"]) > 0
     for j in range(1, K + 1):
         assert not any(k.startswith(("synth.", "synth_opt.")) for k in states[j]), j
     assert all("synth_scale.mean_square" in states[j] for j in range(1, K))

@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workers.numerics.boxmodel import grouped, make_model, model_groups, named
 from workers.numerics.optimizers import Scheduled
 from workers.numerics.snapshot import copy_into, counter, join, part
-from workers.numerics.timebox import grouped, make_model, named, tied_groups
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -23,7 +23,7 @@ class ParamStore:
 
     def __init__(self, cfg: WireConfig):
         self.cell, self.readout = make_model(cfg, 0)
-        self.groups = tied_groups(cfg, self.cell, self.readout)
+        self.groups = model_groups(cfg, self.cell, self.readout)
         self.opt = Scheduled(self.groups, cfg)
         self.per_step = cfg.boxes if cfg.mode == "backprop" else 1
         self.version = 0

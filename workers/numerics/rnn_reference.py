@@ -11,15 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workers.numerics.boxmodel import named
 from workers.numerics.paramstore import ParamStore
-from workers.numerics.timebox import (
-    TimeBox,
-    flat,
-    named,
-    score,
-    train_step,
-    update_step,
-)
+from workers.numerics.timebox import TimeBox, score, train_step, update_step
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -56,10 +50,12 @@ def step(boxes: list[TimeBox], store: ParamStore | None, b: int, parts: dict[int
         for box in reversed(boxes[:-1]):
             target, _ = update_step(box, b, target, push=push(box))
         return stats
+    ahead = None   # box j+1's synthetic gradient of b, for DNI + Aux (none from the last box)
     for box in reversed(boxes[:-1]):   # each M_j fitted to box j+1's target, latest box first
         if box.inflight.learns:
-            _, below = box.learn(b, sent[box.index + 1])
+            fit, below = box.learn(b, sent[box.index + 1], ahead)
             sent[box.index] = sent[box.index] if below is None else below
+            ahead = fit.batch.g_hat
     return stats
 
 
@@ -97,7 +93,7 @@ def load_checkpoint(boxes: list[TimeBox], store: ParamStore | None, states: dict
             a[...] = saved[k]
         return
     for box in boxes:
-        want = flat(box.cell, box.readout)
+        want = box.params()
         saved = {k: v for k, v in states.get(box.index, {}).items() if k in want}
         if set(saved) != set(want):
             raise ValueError(f"box {box.index}: checkpoint holds {sorted(saved)}, expected {sorted(want)}")

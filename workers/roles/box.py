@@ -12,9 +12,9 @@ import numpy as np
 
 from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
-from workers.numerics.optimizers import SYNTH, check_loss
+from workers.numerics.optimizers import check_loss
 from workers.numerics.sequence_tasks import PER_STEP_TASKS
-from workers.numerics.timebox import TimeBox, named, train_step, update_step
+from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
@@ -83,8 +83,16 @@ class TimeBoxWorker(Role):
         return None
 
     def grad_fault(self, msg: Message) -> str | None:
+        """A target for a state in flight; with --aux, maybe the next box's synthetic gradient of it as well."""
         batch = self.box.inflight.batches.get(msg.id)
-        return NOT_IN_FLIGHT if batch is None else grad_fault(msg.arrays["g"], batch.h)
+        if batch is None:
+            return NOT_IN_FLIGHT
+        ahead = msg.arrays.get("a")
+        if ahead is None:
+            return grad_fault(msg.arrays["g"], batch.h)
+        if self.box.aux is None:
+            return "a synthetic gradient to predict, and no --aux"
+        return grad_fault(msg.arrays["g"], batch.h) or grad_fault(ahead, batch.h)
 
     def dispatch(self, msg: Message, t: float) -> None:
         super().dispatch(msg, t)
@@ -158,12 +166,16 @@ class TimeBoxWorker(Role):
     def senders(self, b: int) -> tuple:
         """How batch b's update step sends: the target back to box j-1, the gradients to the service."""
         def send_back(g):
-            self.to_peer("prev", Kind.GRAD, b, g=g)
+            self.to_peer("prev", Kind.GRAD, b, g=g, **self.ahead(self.box.inflight.batches.get(b)))
 
         def push(grads):
             self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
 
         return send_back if self.sends_back else None, push if self.box.tied else None
+
+    def ahead(self, batch: Batch | None) -> dict[str, np.ndarray]:
+        """What box j-1's DNI + Aux predicts, sent with its target: this box's synthetic gradient of the batch."""
+        return {"a": batch.g_hat} if self.cfg.aux and batch is not None and batch.g_hat is not None else {}
 
     def finished(self, b: int, batch: Batch) -> dict | None:
         """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
@@ -180,9 +192,10 @@ class TimeBoxWorker(Role):
             rec = self.finished(b, batch)
             self.blocked = False
         else:
-            fit, below = self.box.learn(b, g)   # M_j(h_end of b) fitted; BP(lambda > 0): box j-1's target now
+            # M_j(h_end of b) fitted (--aux: P too); BP(lambda > 0): box j-1's target now
+            fit, below = self.box.learn(b, g, msg.arrays.get("a"))
             if below is not None:
-                self.to_peer("prev", Kind.GRAD, b, g=below)
+                self.to_peer("prev", Kind.GRAD, b, g=below, **self.ahead(fit.batch))
             rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
         self.record(rec)
 
@@ -207,10 +220,10 @@ class TimeBoxWorker(Role):
         self.turn_back(msg.id)
 
     def turn_back(self, token: int) -> None:
-        pending = self.box.inflight.take_pending()
-        if pending:   # a shared M's last fits: in the service before the barrier ends (and a checkpoint)
-            self.senders(self.latest)[1](named({SYNTH: pending}))
         if self.box.tied:
+            pending = self.box.take_pending()
+            if pending:   # a shared M's last fits, DNI + Aux's: in the service before the barrier ends
+                self.senders(self.latest)[1](pending)
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
             self.to_peer("params", Kind.SYNC, token)
