@@ -84,15 +84,13 @@ class TimeBoxWorker(Role):
 
     def grad_fault(self, msg: Message) -> str | None:
         """A target for a state in flight; with --aux, maybe the next box's synthetic gradient of it as well."""
+        ahead = msg.arrays.get("a")
+        if ahead is not None and self.box.aux is None:
+            return "a synthetic gradient to predict, and no --aux"
         batch = self.box.inflight.batches.get(msg.id)
         if batch is None:
             return NOT_IN_FLIGHT
-        ahead = msg.arrays.get("a")
-        if ahead is None:
-            return grad_fault(msg.arrays["g"], batch.h)
-        if self.box.aux is None:
-            return "a synthetic gradient to predict, and no --aux"
-        return grad_fault(msg.arrays["g"], batch.h) or grad_fault(ahead, batch.h)
+        return grad_fault(msg.arrays["g"], batch.h) or (None if ahead is None else grad_fault(ahead, batch.h))
 
     def dispatch(self, msg: Message, t: float) -> None:
         super().dispatch(msg, t)
