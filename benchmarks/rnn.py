@@ -8,7 +8,8 @@ usage: python benchmarks/rnn.py seeds|seqmnist|copy|repeat-copy [--data DIR] [--
                (dni+aux), truncated and full BPTT (backprop), boxes of T steps (2 and 4)
   repeat-copy  the same for Repeat Copy (each sequence written 1 or 2 times)
 Each run's directory (summary.json, metrics.jsonl) stays under --out; the table is printed and
-written next to them as table.json. --quick shrinks every budget (a smoke test of the script).
+written next to them as table.json (rows of earlier calls with other --modes or --steps-per-box kept).
+--quick shrinks every budget (a smoke test of the script).
 --seed and --modes apply to seqmnist and copy (another seed's runs go to runs/rnn-EXPERIMENT-seedN;
 the seed task has its own 10 seeds).
 """
@@ -130,7 +131,10 @@ def main() -> None:
     a.budget = ["--epochs", "1", "--train-subset", "2000", "--copy-batches", "20"] if a.quick else []
     table = {"seeds": seeds, "seqmnist": seqmnist, "copy": copy, "repeat-copy": copy}[a.experiment](a)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    # Rows of an earlier call (other --modes or --steps-per-box) that this one did not run are kept.
+    path = a.out / "table.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**kept, **table}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
