@@ -88,7 +88,7 @@ OPTIONS = (
            "service)", model=RNN, wire=True, summary=True),
     Option("max_staleness", int, 4, "recurrent", "with tied weights, a box computes with weights at "
            "most this many updates old", model=RNN, wire=True, summary=True, low=0),
-    Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
+    Option("synth_scale", float, 1.0, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "
            "curriculum stops (copy: 2L+1 <= K*T; repeat-copy: (R+1)L+1 <= K*T)", model=RNN, saved=True, low=1),
