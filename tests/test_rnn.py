@@ -104,8 +104,7 @@ def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path
     K = 3
     job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--aux", "--cell", "lstm", "--units", "16",
            "--boxes", str(K), "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30",
-           "--batch-size", "32",
-           "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
+           "--batch-size", "32", "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
     summary = rnn_run(tmp_path, *job, "--epochs", "2")
     assert summary["shared_synth"] is True and summary["aux"] is True
     cfg, states = checkpoint.load(tmp_path)
