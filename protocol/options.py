@@ -64,9 +64,12 @@ OPTIONS = (
            "features of h with a learned linear readout", wire=True, low=0),
     Option("synth_lr", float, 0.3, "synthesizers", "Adam rate of every synthesizer (its targets are scaled "
            "to unit RMS)", wire=True, positive=True),
-    Option("bp_lambda", float, 1.0, "synthesizers", "the target a stage (or time box) sends to the synthesizer "
-           "below (before): its received target (1) or its synthetic gradient (0), or a mix, backpropagated: "
-           "BP(lambda)", wire=True, before=0.0, low=0.0, high=1.0),
+    Option("bp_lambda", float, 1.0, "synthesizers", "the target a stage sends to the synthesizer below: its "
+           "received target (1) or its synthetic gradient (0), or a mix, backpropagated: BP(lambda)",
+           model=FF, wire=True, before=0.0, low=0.0, high=1.0),
+    Option("box_lambda", float, 0.0, "synthesizers", "BP(lambda) between time boxes: the target a box sends to the "
+           "synthesizer of the box before, once its own came (1: the true boundary gradient) or at once (0: its "
+           "synthetic one)", model=RNN, wire=True, before=0.0, low=0.0, high=1.0),
     Option("shared_synth", bool, False, "synthesizers", "one synthesizer for every box boundary, held and "
            "updated with the tied weights (each box keeps its own target scale)", model=RNN, wire=True,
            summary=True, before=False),
@@ -88,7 +91,7 @@ OPTIONS = (
            "service)", model=RNN, wire=True, summary=True),
     Option("max_staleness", int, 4, "recurrent", "with tied weights, a box computes with weights at "
            "most this many updates old", model=RNN, wire=True, summary=True, low=0),
-    Option("synth_scale", float, 1.0, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
+    Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "
            "curriculum stops (copy: 2L+1 <= K*T; repeat-copy: (R+1)L+1 <= K*T)", model=RNN, saved=True, low=1),

@@ -12,11 +12,11 @@ from workers.numerics.timebox import score, train_step
 K, T, B, UNITS, SYMBOLS = 4, 2, 8, 6, 3
 
 
-def _setup(bp_lambda: float, shared: bool = False, aux: bool = False, lr: float = 1e-30):
+def _setup(box_lambda: float, shared: bool = False, aux: bool = False, lr: float = 1e-30):
     # By default a rate too small to move a float32 weight: every box computes with the weights the probe uses.
     cfg = WireConfig(seed=3, cell="lstm", n_in=SYMBOLS + 1, units=UNITS, n_classes=SYMBOLS, optimizer="adam",
                      lr=lr, schedule="constant", total_steps=10, boxes=K, steps_per_box=T, mode="dni",
-                     model="rnn", synth_lr=1e-3, synth_hidden=0, synth_scale=0.1, bp_lambda=bp_lambda,
+                     model="rnn", synth_lr=1e-3, synth_hidden=0, synth_scale=0.1, box_lambda=box_lambda,
                      shared_synth=shared, aux=aux, log_every=1, cache=4)
     boxes, store = rnn_reference.build(cfg)
     xs, ys, mask = copy_task(np.random.default_rng(0), B, 3, SYMBOLS)   # 7 steps, padded to K*T = 8

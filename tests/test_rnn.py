@@ -100,10 +100,10 @@ def test_repeat_copy_curriculum_over_tied_lstm_boxes(tmp_path):
 def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path):
     """--shared-synth: one M in the service's checkpoint (with its Adam), none in the boxes' (their target
     scale only); a resumed run goes on from the saved M and its optimizer, not from zero. With --aux, P is
-    held there too, and learned over the processes."""
+    held there too, and learned over the processes (at BP(1): each box's target waits for its own)."""
     K = 3
-    job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--aux", "--cell", "lstm", "--units", "16",
-           "--boxes", str(K), "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30",
+    job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--aux", "--box-lambda", "1", "--cell", "lstm",
+           "--units", "16", "--boxes", str(K), "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30",
            "--batch-size", "32", "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
     summary = rnn_run(tmp_path, *job, "--epochs", "2")
     assert summary["shared_synth"] is True and summary["aux"] is True

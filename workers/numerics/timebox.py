@@ -82,8 +82,8 @@ class TimeBox:
         shared = shares_synth(cfg)
         self.aux = AuxHead(self.cell.state_size) if has_aux(cfg) and learns else None
         # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`); box 1 has no box before it.
-        self.bp_lambda = cfg.bp_lambda
-        self.defers = learns and not self.first and self.bp_lambda > 0
+        self.box_lambda = cfg.box_lambda
+        self.defers = learns and not self.first and self.box_lambda > 0
         self.inflight = InFlight(cfg, self.cell.state_size, cfg.n_classes,
                                  synth_rng(cfg, 0 if shared else index) if learns else None,
                                  shared=shared, keep_tape=self.defers or self.aux is not None)
@@ -195,8 +195,8 @@ class TimeBox:
             self._aux_task(tape, batch.h, ahead)
         if not self.defers:
             return fit, None
-        g = target if self.bp_lambda == 1 else (self.bp_lambda * target
-                                                 + (1 - self.bp_lambda) * self.synth_scale * batch.g_hat)
+        g = target if self.box_lambda == 1 else (self.box_lambda * target
+                                                 + (1 - self.box_lambda) * self.synth_scale * batch.g_hat)
         return fit, self.cell.backward(tape, d_states, g)[1]
 
     def _aux_task(self, tape, h: np.ndarray, ahead: np.ndarray | None) -> None:
