@@ -1,11 +1,15 @@
 """Issue 4's figures for recurrent time boxes: every run a real `dni run`, one after another (2 cores).
 
-usage: python benchmarks/rnn.py seeds|seqmnist|copy [--data DIR] [--out DIR] [--quick] [--seed N] [--modes M,...]
-  seeds     the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
-  seqmnist  sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
-  copy      the Copy task's curriculum: longest length solved by dni, truncated and full BPTT, boxes of T steps
+usage: python benchmarks/rnn.py seeds|seqmnist|copy|repeat-copy [--data DIR] [--out DIR] [--quick] [--seed N]
+                                [--modes M,...] [--steps-per-box T,...]
+  seeds        the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
+  seqmnist     sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
+  copy         the Copy task's curriculum: longest length solved by dni (at its defaults), DNI + Aux
+               (dni+aux), truncated and full BPTT (backprop), boxes of T steps (2 and 4)
+  repeat-copy  the same for Repeat Copy (each sequence written 1 or 2 times)
 Each run's directory (summary.json, metrics.jsonl) stays under --out; the table is printed and
-written next to them as table.json. --quick shrinks every budget (a smoke test of the script).
+written next to them as table.json (rows of earlier calls with other --modes or --steps-per-box kept).
+--quick shrinks every budget (a smoke test of the script).
 --seed and --modes apply to seqmnist and copy (another seed's runs go to runs/rnn-EXPERIMENT-seedN;
 the seed task has its own 10 seeds).
 """
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 from coordinator.lists import parse
+from workers.numerics.sequence_tasks import copy_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 DNI = [sys.executable, "-m", "coordinator", "run", "--model", "rnn", "--no-progress"]
@@ -29,9 +34,12 @@ SEED_TASK = ["--boxes", "4", "--steps-per-box", "1", "--cell", "tanh", "--units"
              "--lr", "1e-3", "--epochs", "3"]
 SEQ_MNIST = ["--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--cell", "lstm", "--units", "128",
              "--lr", "1e-3", "--epochs", "10"]
-COPY = ["--task", "copy", "--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "3e-3",
+COPY = ["--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "3e-3",
         "--schedule", "constant", "--copy-batches", "100", "--epochs", "50"]
-COPY_PLAN = {2: 10, 4: 21}   # box length T -> the longest length the boxes are sized for (K = ceil((2L+1)/T))
+# Box length T -> the longest length the boxes are sized for: K = ceil(steps / T) = 11 boxes in each.
+COPY_PLAN = {"copy": {2: 10, 4: 21}, "repeat-copy": {2: 7, 4: 14}}
+MODES = {"dni": ["--mode", "dni"], "dni+aux": ["--mode", "dni", "--aux"], "truncated": ["--mode", "truncated"],
+         "backprop": ["--mode", "backprop"]}   # backprop: full BPTT, the ceiling
 
 
 def run(out: Path, args: list[str]) -> dict:
@@ -72,16 +80,33 @@ def seqmnist(a) -> dict:
     return table
 
 
+def late_cosines(out: Path, share: float = 0.2) -> dict[str, float]:
+    """Box -> the mean cosine of its synthetic gradient to its target over the run's last `share` of records.
+    At BP(1) the target is the true boundary gradient (a trip back along the boxes late)."""
+    cos: dict[str, list[float]] = {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "cos" in r:
+            cos.setdefault(str(r["stage"]), []).append(r["cos"])
+    return {box: round(statistics.fmean(v[int(len(v) * (1 - share)):]), 3) for box, v in cos.items()}
+
+
 def copy(a) -> dict:
+    """Copy or Repeat Copy (a.experiment): the longest length each mode solves at each T, same budget."""
     table = {}
-    for T, longest in COPY_PLAN.items():
-        boxes = -(-(2 * longest + 1) // T)
-        for mode in a.modes or ("dni", "truncated", "backprop"):   # backprop: full BPTT, the ceiling
-            s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--mode", mode, "--seed", str(a.seed),
-                                            "--steps-per-box", str(T), "--boxes", str(boxes),
+    for T, longest in COPY_PLAN[a.experiment].items():
+        if a.steps_per_box and T not in a.steps_per_box:
+            continue
+        boxes = -(-copy_steps(longest, 2 if a.experiment == "repeat-copy" else 0) // T)
+        for mode in a.modes or MODES:
+            s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--task", a.experiment, *MODES[mode],
+                                            "--seed", str(a.seed), "--steps-per-box", str(T), "--boxes", str(boxes),
                                             "--copy-length", str(longest)])
             table[f"T={T} {mode}"] = {"solved": s["copy_solved"], "boxes": boxes,
-                                      "lengths": [h["copy_length"] for h in s["history"]]}
+                                      "lengths": [h["copy_length"] for h in s["history"]],
+                                      "bits": [round(h["bits"], 3) for h in s["history"]],
+                                      "train_seconds": round(s["train_seconds"]),
+                                      "cos": late_cosines(a.out / f"T{T}-{mode}")}
             print(f"T={T} ({boxes} boxes)  {mode:9}  longest length solved {s['copy_solved']}  "
                   f"({s['train_seconds']:.0f} s)", flush=True)
     return table
@@ -89,21 +114,27 @@ def copy(a) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=("seeds", "seqmnist", "copy"))
+    p.add_argument("experiment", choices=("seeds", "seqmnist", "copy", "repeat-copy"))
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     p.add_argument("--out", type=Path, help="default runs/rnn-EXPERIMENT")
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the script, not the claims")
     p.add_argument("--seed", type=int, default=0, help="seqmnist and copy: the runs' seed")
     p.add_argument("--modes", type=lambda v: parse(v, "--modes", str),
-                   help="seqmnist and copy: only these modes, comma-separated")
+                   help="seqmnist and copy: only these modes, comma-separated (copy: dni, dni+aux, truncated, "
+                        "backprop)")
+    p.add_argument("--steps-per-box", type=lambda v: parse(v, "--steps-per-box"),
+                   help="copy: only these T, comma-separated (2, 4)")
     a = p.parse_args()
     suffix = f"-seed{a.seed}" if a.seed else ""
     a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}{suffix}").resolve()
     a.data = str(Path(a.data).resolve())
     a.budget = ["--epochs", "1", "--train-subset", "2000", "--copy-batches", "20"] if a.quick else []
-    table = {"seeds": seeds, "seqmnist": seqmnist, "copy": copy}[a.experiment](a)
+    table = {"seeds": seeds, "seqmnist": seqmnist, "copy": copy, "repeat-copy": copy}[a.experiment](a)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    # Rows of an earlier call (other --modes or --steps-per-box) that this one did not run are kept.
+    path = a.out / "table.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**kept, **table}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

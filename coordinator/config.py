@@ -9,6 +9,7 @@ from pathlib import Path
 
 from coordinator import lists
 from protocol.options import BOTH, BY_NAME, GROUPS, OPTIONS, SYNTHETIC, Option
+from workers.numerics.sequence_tasks import PER_STEP_TASKS, copy_steps
 
 
 class ConfigError(ValueError):
@@ -62,17 +63,21 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
     def _validate_rnn(self) -> None:
         if self.eval_every:
             raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
+        if self.shared_synth and self.untied:
+            raise ConfigError("--shared-synth holds one synthesizer with the tied weights: it cannot go with --untied")
         steps = self.boxes * self.steps_per_box
         if self.task == "seqmnist" and steps != 28:
             raise ConfigError(f"--task seqmnist has 28 steps (rows): --boxes x --steps-per-box is {steps}")
         if self.task == "mnist01-chunks" and 784 % steps:
             raise ConfigError(f"--task mnist01-chunks cuts 784 pixels into --boxes x --steps-per-box = {steps} "
                               f"chunks: {steps} must divide 784")
-        if self.task == "copy" and steps < 2 * self.copy_length + 1:
-            raise ConfigError(f"--task copy: length {self.copy_length} takes {2 * self.copy_length + 1} steps, "
-                              f"more than --boxes x --steps-per-box = {steps}")
-        if self.task == "copy" and self.mode == "cdni":
-            raise ConfigError("--mode cdni conditions on a label per sequence; the copy task has none")
+        if self.task in PER_STEP_TASKS:
+            need = copy_steps(self.copy_length, self.copy_repeats if self.task == "repeat-copy" else 0)
+            if steps < need:
+                raise ConfigError(f"--task {self.task}: length {self.copy_length} takes {need} steps, "
+                                  f"more than --boxes x --steps-per-box = {steps}")
+            if self.mode == "cdni":
+                raise ConfigError(f"--mode cdni conditions on a label per sequence; --task {self.task} has none")
         if self.task.startswith("mnist01") and self.classes not in ("", "0,1"):
             raise ConfigError(f"--classes: --task {self.task} is the digits 0 and 1, got {self.classes!r}")
 

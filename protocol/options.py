@@ -74,9 +74,18 @@ OPTIONS = (
     Option("synthetic_inputs", bool, False, "synthesizers", "every stage above the first also learns its input "
            "from the network's input, I(x), and updates from it without waiting for the stage below (dni, cdni)",
            model=FF, wire=True, summary=True, before=False),
+    Option("box_lambda", float, 0.0, "synthesizers", "BP(lambda) between time boxes: the target a box sends to the "
+           "synthesizer of the box before, once its own came (1: the true boundary gradient) or at once (0: its "
+           "synthetic one)", model=RNN, wire=True, before=0.0, low=0.0, high=1.0),
+    Option("shared_synth", bool, False, "synthesizers", "one synthesizer for every box boundary, held and "
+           "updated with the tied weights (each box keeps its own target scale)", model=RNN, wire=True,
+           summary=True, before=False),
+    Option("aux", bool, False, "synthesizers", "DNI + Aux: each box's core also learns to predict, from its last "
+           "state, the synthetic gradient one box further ahead (the paper's auxiliary task)", model=RNN, wire=True,
+           summary=True, before=False),
     # recurrent
     Option("task", str, "mnist01", "recurrent", "the sequence task", model=RNN, wire=True, summary=True,
-           choices=("mnist01", "mnist01-chunks", "seqmnist", "copy")),
+           choices=("mnist01", "mnist01-chunks", "seqmnist", "copy", "repeat-copy")),
     Option("boxes", int, 4, "recurrent", "time boxes K, a worker process each", model=RNN, wire=True,
            summary=True, low=1),
     Option("steps_per_box", int, 1, "recurrent", "recurrent steps T in each box (the truncation)", model=RNN,
@@ -92,7 +101,9 @@ OPTIONS = (
     Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "
-           "curriculum stops (2L+1 <= K*T)", model=RNN, saved=True, low=1),
+           "curriculum stops (copy: 2L+1 <= K*T; repeat-copy: (R+1)L+1 <= K*T)", model=RNN, saved=True, low=1),
+    Option("copy_repeats", int, 2, "recurrent", "repeat-copy: the most times R a sequence is written (each "
+           "sequence draws its own from 1..R)", model=RNN, saved=True, before=2, low=1),
     Option("copy_batches", int, 200, "recurrent", "the copy task's training batches per epoch", model=RNN,
            saved=True, low=1),
     # schedule

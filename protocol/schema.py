@@ -58,7 +58,8 @@ SCHEMAS: dict[Kind, Schema] = {
     # ahead: fed ahead of the batch's real input (a stall below): the stage updates from it at once.
     Kind.INPUT: Schema(optional={"ahead": bool},
                        variants=({"pixels": (PIXELS, (2,)), "y": (INT, (1,))}, {"x": (FLOAT, (2,)), "y": (INT, (1,))})),
-    Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))},)),
+    # A target; with DNI + Aux, also the sender's synthetic gradient of the batch, for the receiver to predict.
+    Kind.GRAD: Schema(variants=({"g": (FLOAT, (2,))}, {"g": (FLOAT, (2,)), "a": (FLOAT, (2,))})),
     Kind.EVAL: Schema(variants=_BATCH),
     Kind.SYNC: Schema(),
     Kind.SYNC_BACK: Schema(),

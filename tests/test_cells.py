@@ -6,7 +6,15 @@ from gradcheck import numeric_grad
 
 from workers.numerics.cells import LSTMCell, TanhCell
 from workers.numerics.layers import Head
-from workers.numerics.sequence_tasks import chunk_sequences, copy_task, copy_task_dims, row_sequences
+from workers.numerics.sequence_tasks import (
+    chunk_sequences,
+    copy_steps,
+    copy_task,
+    copy_task_dims,
+    repeat_copy_task,
+    row_sequences,
+)
+from workers.numerics.timebox import score
 
 T, B, N_IN, N_H = 4, 3, 5, 4
 CELLS = [TanhCell, LSTMCell]
@@ -144,6 +152,46 @@ def test_copy_task_layout():
     # Targets echo the inputs in order.
     np.testing.assert_array_equal(ys[L + 1:], xs[:L].argmax(-1))
     assert ys.max() < n_classes and ys.min() >= 0
+
+
+def test_repeat_copy_task_on_hand_made_sequences():
+    """Symbols (3, 1) and (0, 2), written 2 and 1 times of at most 2: the exact inputs, targets and mask."""
+    class Drawn:   # the draws the generator makes, in its order: the symbols (L, batch), then the counts
+        def __init__(self):
+            self.draws = [np.array([[3, 0], [1, 2]]), np.array([2, 1])]
+
+        def integers(self, low, high, size):
+            out = self.draws.pop(0)
+            assert out.shape == np.shape(np.empty(size)) and low <= out.min() and out.max() < high
+            return out
+
+    n_sym, L, R = 4, 2, 2
+    xs, ys, mask = repeat_copy_task(Drawn(), 2, L, R, n_sym)
+    assert copy_task_dims(n_sym, R) == (n_sym + 2, n_sym) and copy_steps(L, R) == 7
+    assert xs.shape == (7, 2, n_sym + 2)
+    one = np.eye(n_sym + 2, dtype=np.float32)
+    np.testing.assert_array_equal(xs[:, 0], [one[3], one[1], one[4] + one[5], *np.zeros((4, 6))])
+    np.testing.assert_array_equal(xs[:, 1], [one[0], one[2], one[4] + 0.5 * one[5], *np.zeros((4, 6))])
+    np.testing.assert_array_equal(mask.T, [[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(ys[3:].T, [[3, 1, 3, 1], [0, 2, 0, 2]])
+
+
+def test_repeat_copy_is_scored_on_its_written_steps_only():
+    """The scorer over a hand-made Repeat Copy sequence: a readout sure of the right symbol scores 0 bits and
+    counts exactly the R*L written steps; a uniform one scores log2(symbols) bits on them."""
+    n_sym, L, R, B = 4, 2, 2, 3
+    xs, ys, mask = repeat_copy_task(np.random.default_rng(0), B, L, R, n_sym)
+    y = np.where(mask.T > 0, ys.T, -1)
+    cell, readout = TanhCell(1, n_sym, np.random.default_rng(1)), Head(n_sym, n_sym, np.random.default_rng(2))
+    readout.params["W"][...] = 50 * np.eye(n_sym)
+    readout.params["b"][...] = 0
+    states = np.eye(n_sym, dtype=np.float32)[np.maximum(ys, 0)]   # h = onehot(target) at every step (tanh: h)
+    (loss_sum, correct, n), _, _ = score(cell, readout, states, y, 0, True)
+    assert n == correct == int(mask.sum()) and n == L * int(xs[L, :, n_sym + 1].sum() * R)
+    assert loss_sum / n < 1e-6
+    readout.params["W"][...] = 0
+    (loss_sum, _, n), _, _ = score(cell, readout, states, y, 0, True)
+    assert loss_sum / n / np.log(2) == pytest.approx(np.log2(n_sym))
 
 
 def test_mnist_sequence_shapes():

@@ -12,6 +12,7 @@ from protocol.wireconfig import WireConfig
 from workers.numerics.paramstore import ParamStore
 from workers.numerics.rnn_reference import bptt_step
 from workers.numerics.sequence_tasks import chunk_sequences
+from workers.numerics.snapshot import restore
 
 
 def rnn_run(tmp_path, *args):
@@ -82,6 +83,49 @@ def test_copy_task_curriculum_with_untied_lstm_boxes(tmp_path):
     assert summary["copy_solved"] == max(solved, default=0) >= 1
 
 
+def test_repeat_copy_curriculum_over_tied_lstm_boxes(tmp_path):
+    """Repeat Copy on 4 tied LSTM boxes and the service: the same curriculum, from length 1, solved and grown."""
+    summary = rnn_run(tmp_path, "--task", "repeat-copy", "--mode", "dni", "--cell", "lstm", "--units", "32",
+                      "--boxes", "4", "--steps-per-box", "2", "--copy-length", "2", "--copy-repeats", "2",
+                      "--copy-batches", "60", "--batch-size", "32", "--epochs", "3", "--lr", "1e-2",
+                      "--schedule", "constant")
+    assert summary["task"] == "repeat-copy" and set(summary["workers"]) == {"1", "2", "3", "4", "5"}
+    history = summary["history"]
+    assert history[0]["copy_length"] == 1
+    for before, after in zip(history, history[1:]):
+        assert after["copy_length"] == min(before["copy_length"] + (before["bits"] < 0.15), 2)
+    assert summary["copy_solved"] >= 1
+
+
+def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path):
+    """--shared-synth: one M in the service's checkpoint (with its Adam), none in the boxes' (their target
+    scale only); a resumed run goes on from the saved M and its optimizer, not from zero. With --aux, P is
+    held there too, and learned over the processes (at BP(1): each box's target waits for its own)."""
+    K = 3
+    job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--aux", "--box-lambda", "1", "--cell", "lstm",
+           "--units", "16", "--boxes", str(K), "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30",
+           "--batch-size", "32", "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
+    summary = rnn_run(tmp_path, *job, "--epochs", "2")
+    assert summary["shared_synth"] is True and summary["aux"] is True
+    cfg, states = checkpoint.load(tmp_path)
+    service = states[K + 1]
+    assert service["synth.A"].shape == (32, 32) and np.abs(service["synth.A"]).max() > 0   # it learned
+    steps = int(service["opt.synth.t"])
+    assert 0 < steps <= service["version"]   # Adam steps on M: pushes that carried its fits
+    assert np.abs(service["aux.A"]).max() > 0 and int(service["opt.aux.t"]) > 0
+    for j in range(1, K + 1):
+        assert not any(k.startswith(("synth.", "synth_opt.")) for k in states[j]), j
+    assert all("synth_scale.mean_square" in states[j] for j in range(1, K))
+    # Restored as saved (the names, shapes and values check against a fresh service's), and trained on.
+    store = ParamStore(WireConfig.from_meta(cfg))
+    restore(store, service, "the service")
+    np.testing.assert_array_equal(store.params()["synth.A"], service["synth.A"])
+    assert main(["run", "--resume", str(tmp_path), *FAST, "--epochs", "3"]) == 0
+    _, resumed = checkpoint.load(tmp_path)
+    assert int(resumed[K + 1]["opt.synth.t"]) > steps   # from zero, one epoch would make about half as many
+    assert summary["steps"] < json.loads((tmp_path / "summary.json").read_text())["steps"]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--mode", "truncated"], "--mode: 'truncated' is not one of dni, cdni, backprop"),
     (["--model", "rnn", "--task", "seqmnist", "--boxes", "3", "--steps-per-box", "7"], "28 steps"),
@@ -89,6 +133,9 @@ def test_copy_task_curriculum_with_untied_lstm_boxes(tmp_path):
     (["--model", "rnn", "--task", "copy", "--copy-length", "10", "--boxes", "4", "--steps-per-box", "5"],
      "takes 21 steps"),
     (["--model", "rnn", "--task", "copy", "--mode", "cdni", "--boxes", "10", "--steps-per-box", "3"], "cdni"),
+    (["--model", "rnn", "--task", "repeat-copy", "--copy-length", "3", "--boxes", "3", "--steps-per-box", "3"],
+     "--task repeat-copy: length 3 takes 10 steps"),
+    (["--model", "rnn", "--shared-synth", "--untied"], "--shared-synth holds one synthesizer with the tied weights"),
     (["--model", "rnn", "--cell", "gru"], "--cell"),
     (["--model", "rnn", "--task", "mnist01"], "give --data DIR"),
 ])

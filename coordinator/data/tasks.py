@@ -1,4 +1,4 @@
-"""The tasks a run trains on: a dataset's images (whole, or as sequences for time boxes) and the Copy task."""
+"""The tasks a run trains on: a dataset's images (whole, or as sequences for time boxes), Copy and Repeat Copy."""
 from __future__ import annotations
 
 from typing import Iterator, Protocol
@@ -12,6 +12,7 @@ from workers.numerics.sequence_tasks import (
     chunk_sequences,
     copy_task,
     copy_task_dims,
+    repeat_copy_task,
     row_sequences,
 )
 
@@ -49,7 +50,7 @@ class ImageTask:
 
 
 class CopyTask:
-    """The Copy task with the paper's curriculum: the length grows by one each time it is solved.
+    """The Copy task, or Repeat Copy, with the paper's curriculum: the length grows by one each time it is solved.
 
     Sequences are batch-major here, x (n, steps, n_in) and y (n, steps) with -1 where nothing is
     scored, padded with silence to fill all K*T steps of the boxes, so the processes stay the same
@@ -60,15 +61,17 @@ class CopyTask:
         """length: start there (a checkpoint's evaluated length) instead of at 1."""
         self.steps, self.max_length = cfg.boxes * cfg.steps_per_box, cfg.copy_length
         self.per_epoch, self.seed = cfg.copy_batches, cfg.seed
-        self.n_classes = copy_task_dims(COPY_SYMBOLS)[1]
-        self.name = "copy"
+        self.repeats = repeats(cfg)
+        self.n_classes = copy_task_dims(COPY_SYMBOLS, self.repeats)[1]
+        self.name = cfg.task
         self.length = 0
         self.grow()
         while length and self.length < length:
             self.grow()
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys, mask = copy_task(rng, n, self.length, COPY_SYMBOLS)
+        xs, ys, mask = (repeat_copy_task(rng, n, self.length, self.repeats, COPY_SYMBOLS) if self.repeats
+                        else copy_task(rng, n, self.length, COPY_SYMBOLS))
         x = np.zeros((n, self.steps, xs.shape[2]), np.float32)
         x[:, :len(xs)] = xs.transpose(1, 0, 2)
         y = np.full((n, self.steps), -1, np.int64)
@@ -86,10 +89,15 @@ class CopyTask:
         return (self.sample(rng, batch_size) for _ in range(self.per_epoch))
 
 
+def repeats(cfg: Config) -> int:
+    """The most times a Repeat Copy sequence is written; 0 for every other task (Copy: once, with no count)."""
+    return cfg.copy_repeats if cfg.task == "repeat-copy" else 0
+
+
 def n_inputs(task: str, steps: int) -> int:
     """Input width of one recurrent step of `task` over `steps` steps in all."""
-    return {"mnist01": PIXELS, "mnist01-chunks": PIXELS // max(steps, 1),
-            "seqmnist": MNIST_SIDE, "copy": copy_task_dims(COPY_SYMBOLS)[0]}[task]
+    return {"mnist01": PIXELS, "mnist01-chunks": PIXELS // max(steps, 1), "seqmnist": MNIST_SIDE,
+            "copy": copy_task_dims(COPY_SYMBOLS)[0], "repeat-copy": copy_task_dims(COPY_SYMBOLS, 1)[0]}[task]
 
 
 def sequences(task: str, x: np.ndarray, steps: int) -> np.ndarray:

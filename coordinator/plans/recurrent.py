@@ -11,6 +11,7 @@ from coordinator.data.tasks import CopyTask, Task, image_task, n_inputs, sequenc
 from coordinator.plans.base import Plan
 from protocol.roles import BOX, PARAMS
 from protocol.wireconfig import WireConfig
+from workers.numerics.sequence_tasks import PER_STEP_TASKS
 
 SOLVED_BITS = 0.15      # the paper's curriculum: a length is solved below 0.15 bits per output
 
@@ -24,10 +25,11 @@ class Recurrent(Plan):
 
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
-        if cfg.task == "copy":
+        if cfg.task in PER_STEP_TASKS:
             return CopyTask(cfg, eval_length)
         if not cfg.data:
-            raise ConfigError(f"--task {cfg.task} reads MNIST: give --data DIR (--task copy needs no data)")
+            raise ConfigError(f"--task {cfg.task} reads MNIST: give --data DIR (--task {' and '.join(PER_STEP_TASKS)} "
+                              "need no data)")
         return image_task(cfg, [0, 1] if cfg.task.startswith("mnist01") else cfg.class_list())
 
     def derived_fields(self) -> dict:

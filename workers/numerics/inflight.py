@@ -43,6 +43,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b)) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
+def make_synthesizer(cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator) -> Synthesizer:
+    """M for an n-wide h, as the run's options say (cdni: conditioned on n_classes labels)."""
+    return Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
+
+
 class InFlight:
     """A bounded cache of in-flight batches, oldest evicted first, and the synthesizer trained on their targets.
 
@@ -50,12 +55,22 @@ class InFlight:
     at its update; with one, when its target arrives and M is fitted to it.
     """
 
-    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None):
-        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels."""
+    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None,
+                 shared: bool = False, keep_tape: bool = False):
+        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels.
+
+        shared: M is held elsewhere (a time box's --shared-synth, in the parameter service): no optimizer
+        here; a fit's gradients wait in `pending` to be sent there. keep_tape: a batch's tape outlives its
+        update, until its target comes (a time box's BP(lambda > 0) pushes that target back through it).
+        """
         self.synth: Synthesizer | None = None
+        self.synth_opt = None
         if rng is not None:
-            self.synth = Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
-            self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
+            self.synth = make_synthesizer(cfg, n, n_classes, rng)
+            if not shared:
+                self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
+        self.pending: dict[str, np.ndarray] = {}
+        self.keep_tape = keep_tape
         self.batches: OrderedDict[int, Batch] = OrderedDict()
         self.capacity = cfg.cache   # protocol/window.py: in_flight
         self.updates = 0
@@ -85,7 +100,8 @@ class InFlight:
         """Count b's update (made by the owner; or skipped, not made); b is done with here when there is no M to fit."""
         self.updates += made
         batch = self.batches[b]
-        batch.tape = None  # no longer needed; free it early
+        if not self.keep_tape:
+            batch.tape = None  # no longer needed; free it early
         batch.updates, batch.skipped = self.updates, not made
         if not self.learns:
             del self.batches[b]
@@ -102,19 +118,33 @@ class InFlight:
         # below) in noise of the size of the rate.
         loss, grads = self.synth.fit_grads(batch.h, y, target)
         optimizers.check_loss(loss, "the synthesizer's loss")
-        self.synth_opt.step(self.synth.params, grads)
+        if self.synth_opt is not None:
+            self.synth_opt.step(self.synth.params, grads)
+        else:   # shared: summed until the owner sends them to where M is held
+            for k, g in grads.items():
+                self.pending[k] = self.pending[k] + g if k in self.pending else g
         return Fit(batch, loss, cosine(batch.g_hat, target), self.updates - batch.updates)
 
+    def take_pending(self) -> dict[str, np.ndarray]:
+        """A shared M's gradients summed since the last call, to be sent where M is held."""
+        out, self.pending = self.pending, {}
+        return out
+
     def state(self) -> dict[str, np.ndarray]:
-        """M, its optimizer and its targets' running scale, and the update count (the owner's schedule position);
-        never the batches themselves: a checkpoint is taken at a barrier, when none is in flight."""
-        synth = join(synth=self.synth.params, synth_opt=self.synth_opt.state(),
-                     synth_scale=self.synth.scale_state()) if self.synth is not None else {}
+        """M, its optimizer and its targets' running scale (a shared M: the scale only, M is saved where it is
+        held), and the update count (the owner's schedule position); never the batches themselves: a
+        checkpoint is taken at a barrier, when none is in flight (nor any pending gradient: see TimeBox)."""
+        synth = {}
+        if self.synth is not None:
+            synth = join(synth_scale=self.synth.scale_state())
+            if self.synth_opt is not None:
+                synth.update(join(synth=self.synth.params, synth_opt=self.synth_opt.state()))
         return {**synth, "updates": counter(self.updates)}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         if self.synth is not None:
-            copy_into(self.synth.params, part(saved, "synth"))
-            self.synth_opt.load_state(part(saved, "synth_opt"))
             self.synth.load_scale_state(part(saved, "synth_scale"))
+            if self.synth_opt is not None:
+                copy_into(self.synth.params, part(saved, "synth"))
+                self.synth_opt.load_state(part(saved, "synth_opt"))
         self.updates = int(saved["updates"])

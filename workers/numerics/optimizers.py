@@ -96,13 +96,17 @@ def make(name: str, params: dict[str, np.ndarray], lr: float):
     raise ValueError(f"unknown optimizer {name!r} (choose sgd or adam)")
 
 
+SYNTH = "synth"   # the group of a synthesizer held with the layers (--shared-synth): Adam at --synth-lr, unscheduled
+
+
 class Scheduled:
     """The layers' optimizer for each named parameter group, on the run's rate schedule: the one
-    place the schedule is wired."""
+    place the schedule is wired. A SYNTH group is trained as every synthesizer is, not on the schedule."""
 
     def __init__(self, groups: dict[str, dict[str, np.ndarray]], cfg: WireConfig):
         self.groups = groups
-        self.opts = {g: make(cfg.optimizer, p, cfg.lr) for g, p in groups.items()}
+        self.opts = {g: make("adam", p, cfg.synth_lr) if g == SYNTH else make(cfg.optimizer, p, cfg.lr)
+                     for g, p in groups.items()}
         self.base_lr, self.schedule, self.total_steps = cfg.lr, cfg.schedule, cfg.total_steps
 
     def step(self, grads: dict[str, dict[str, np.ndarray]], done: int) -> None:
@@ -118,7 +122,8 @@ class Scheduled:
         for group, opt in self.opts.items():
             if grads.get(group):
                 opt.step(self.groups[group], grads[group])
-            opt.lr = lr
+            if group != SYNTH:
+                opt.lr = lr
 
     def state(self) -> dict[str, np.ndarray]:
         """Every group's moments, step count and current rate: the schedule's position."""

@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workers.numerics.boxmodel import grouped, make_model, model_groups, named
 from workers.numerics.optimizers import Scheduled
 from workers.numerics.snapshot import copy_into, counter, join, part
-from workers.numerics.timebox import flat, grouped, groups, make_model
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -23,14 +23,15 @@ class ParamStore:
 
     def __init__(self, cfg: WireConfig):
         self.cell, self.readout = make_model(cfg, 0)
-        self.opt = Scheduled(groups(self.cell, self.readout), cfg)
+        self.groups = model_groups(cfg, self.cell, self.readout)
+        self.opt = Scheduled(self.groups, cfg)
         self.per_step = cfg.boxes if cfg.mode == "backprop" else 1
         self.version = 0
         self.partial: dict[int, dict[int, dict]] = {}
         self._snapshot: tuple[int, dict] | None = None
 
     def params(self) -> dict[str, np.ndarray]:
-        return flat(self.cell, self.readout)
+        return named(self.groups)
 
     def push(self, b: int, box: int, grads: dict[str, np.ndarray]) -> bool:
         """Box `box`'s gradients for batch b; True if a step was taken (the version moved)."""

@@ -11,15 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workers.numerics.boxmodel import named
 from workers.numerics.paramstore import ParamStore
-from workers.numerics.timebox import (
-    TimeBox,
-    flat,
-    named,
-    score,
-    train_step,
-    update_step,
-)
+from workers.numerics.timebox import TimeBox, score, train_step, update_step
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
@@ -42,20 +36,26 @@ def step(boxes: list[TimeBox], store: ParamStore | None, b: int, parts: dict[int
     """One training step on batch b (parts: box -> its arrays, as the coordinator sends them); returns stats."""
     _share(boxes, store)
     y = parts[1]["y"]
-    state, stats, target = boxes[0].cell.zero_state(len(y)), np.zeros(3), None
+    state, stats = boxes[0].cell.zero_state(len(y)), np.zeros(3)
 
     def push(box: TimeBox):
         return None if store is None else partial(store.push, b, box.index)
 
-    before = None
+    sent = {}   # box j -> the target it handed box j-1 (BP(lambda > 0): on the way back, below)
     for box in boxes:
-        state, stats, target, _ = train_step(box, b, parts[box.index]["x"], state, y, stats, push=push(box))
-        if before is not None and before.inflight.learns:
-            before.inflight.fit(b, target)   # box j's bootstrapped target for M_{j-1}
-        before = box
+        state, stats, sent[box.index], _ = train_step(box, b, parts[box.index]["x"], state, y, stats,
+                                                      push=push(box))
     if boxes[0].locked:   # the true gradient goes back box by box, from the last box's target on
+        target = sent[len(boxes)]
         for box in reversed(boxes[:-1]):
             target, _ = update_step(box, b, target, push=push(box))
+        return stats
+    ahead = None   # box j+1's synthetic gradient of b, for DNI + Aux (none from the last box)
+    for box in reversed(boxes[:-1]):   # each M_j fitted to box j+1's target, latest box first
+        if box.inflight.learns:
+            fit, below = box.learn(b, sent[box.index + 1], ahead)
+            sent[box.index] = sent[box.index] if below is None else below
+            ahead = fit.batch.g_hat
     return stats
 
 
@@ -93,7 +93,7 @@ def load_checkpoint(boxes: list[TimeBox], store: ParamStore | None, states: dict
             a[...] = saved[k]
         return
     for box in boxes:
-        want = flat(box.cell, box.readout)
+        want = box.params()
         saved = {k: v for k, v in states.get(box.index, {}).items() if k in want}
         if set(saved) != set(want):
             raise ValueError(f"box {box.index}: checkpoint holds {sorted(saved)}, expected {sorted(want)}")

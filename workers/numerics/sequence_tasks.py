@@ -1,4 +1,4 @@
-"""Sequence data in time-major layout (T, batch, features): the Copy task and MNIST as sequences."""
+"""Sequence data in time-major layout (T, batch, features): the Copy and Repeat Copy tasks, MNIST as sequences."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ import numpy as np
 MNIST_SIDE = 28
 
 
-def copy_task_dims(n_symbols: int) -> tuple[int, int]:
-    """(n_in, n_classes) of copy_task: one channel per symbol plus the delimiter; outputs are symbols."""
-    return n_symbols + 1, n_symbols
+PER_STEP_TASKS = ("copy", "repeat-copy")   # a label per step, -1 where nothing is scored
+
+
+def copy_task_dims(n_symbols: int, repeats: int = 0) -> tuple[int, int]:
+    """(n_in, n_classes): a channel per symbol and the delimiter (Repeat Copy: and the repeat count); outputs
+    are symbols. repeats 0: the Copy task."""
+    return n_symbols + 1 + (repeats > 0), n_symbols
+
+
+def copy_steps(seq_len: int, repeats: int = 0) -> int:
+    """Steps a sequence of seq_len symbols takes: read, delimiter, write once (Copy) or up to `repeats` times."""
+    return seq_len + 1 + max(repeats, 1) * seq_len
 
 
 def copy_task(rng: np.random.Generator, batch: int, seq_len: int, n_symbols: int = 8,
@@ -25,19 +34,43 @@ def copy_task(rng: np.random.Generator, batch: int, seq_len: int, n_symbols: int
 
     Returns xs (T_total, batch, n_in) in dtype, ys int64 (T_total, batch), mask (T_total, batch) in dtype.
     """
+    return _read_then_write(rng, batch, seq_len, n_symbols, 0, dtype)
+
+
+def repeat_copy_task(rng: np.random.Generator, batch: int, seq_len: int, repeats: int, n_symbols: int = 8,
+                     dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Repeat Copy task (Graves et al. 2014, Jaderberg et al. 2016): read L symbols and a count R, drawn
+    from 1 .. repeats for each sequence, then write the L symbols R times over.
+
+    As copy_task, with T_total = L + 1 + repeats * L and one more input channel (the last): the count,
+    as R / repeats, on the delimiter's step. Steps L+1 .. L+R*L are scored, s_{(t-L-1) mod L}; the
+    steps after them are silence, unscored. Returns xs, ys, mask as copy_task does.
+    """
+    if repeats < 1:
+        raise ValueError(f"need repeats >= 1, got {repeats}")
+    return _read_then_write(rng, batch, seq_len, n_symbols, repeats, dtype)
+
+
+def _read_then_write(rng, batch: int, seq_len: int, n_symbols: int, repeats: int, dtype):
+    """Copy (repeats 0: no count, written once) or Repeat Copy; see their docstrings."""
     if seq_len < 1 or n_symbols < 1:
         raise ValueError(f"need seq_len >= 1 and n_symbols >= 1, got {seq_len}, {n_symbols}")
-    n_in, _ = copy_task_dims(n_symbols)
-    L, T = seq_len, 2 * seq_len + 1
+    n_in, _ = copy_task_dims(n_symbols, repeats)
+    L, T = seq_len, copy_steps(seq_len, repeats)
     symbols = rng.integers(0, n_symbols, size=(L, batch))
+    # Drawn only for Repeat Copy, so that the Copy task's sequences stay those of every seed before it.
+    counts = rng.integers(1, repeats + 1, size=batch) if repeats else np.ones(batch, np.int64)
     xs = np.zeros((T, batch, n_in), dtype)
     t_idx, b_idx = np.indices((L, batch))
     xs[t_idx, b_idx, symbols] = 1.0
     xs[L, :, n_symbols] = 1.0
+    if repeats:
+        xs[L, :, n_symbols + 1] = counts / repeats
+    written = np.arange(T - L - 1)                       # steps since the delimiter
     ys = np.zeros((T, batch), np.int64)
-    ys[L + 1:] = symbols
+    ys[L + 1:] = symbols[written % L]
     mask = np.zeros((T, batch), dtype)
-    mask[L + 1:] = 1.0
+    mask[L + 1:] = written[:, None] < counts * L
     return xs, ys, mask
 
 

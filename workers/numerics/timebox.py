@@ -9,48 +9,23 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from workers.numerics.cells import LSTMCell, TanhCell
-from workers.numerics.inflight import Batch, InFlight
-from workers.numerics.layers import Head
-from workers.numerics.optimizers import Scheduled
+from workers.numerics.auxtask import AUX, AuxHead
+from workers.numerics.boxmodel import (
+    add_into,
+    grouped,
+    has_aux,
+    make_model,
+    model_groups,
+    named,
+    shares_synth,
+    synth_rng,
+)
+from workers.numerics.inflight import Batch, Fit, InFlight
+from workers.numerics.optimizers import SYNTH, Scheduled
 from workers.numerics.snapshot import copy_into, join, part
 
 if TYPE_CHECKING:
     from protocol.wireconfig import WireConfig
-
-CELLS = {"tanh": TanhCell, "lstm": LSTMCell}
-
-
-def make_model(cfg: WireConfig, index: int) -> tuple:
-    """The cell and readout box `index` starts from; index 0 is the tied set every box shares."""
-    rng = np.random.default_rng([cfg.seed, index])
-    cell = CELLS[cfg.cell](cfg.n_in, cfg.units, rng)
-    return cell, Head(cfg.units, cfg.n_classes, rng)
-
-
-def groups(cell, readout) -> dict[str, dict[str, np.ndarray]]:
-    """The two parameter groups, by the prefix their arrays travel under."""
-    return {"cell": cell.params, "readout": readout.params}
-
-
-def named(by_group: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Groups of arrays under one namespace ("cell.Wx", "readout.W", ...), as on the wire."""
-    return {f"{group}.{k}": v for group, arrays in by_group.items() for k, v in arrays.items()}
-
-
-def flat(cell, readout) -> dict[str, np.ndarray]:
-    """Both parameter groups' arrays by their wire names."""
-    return named(groups(cell, readout))
-
-
-def grouped(grads: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Wire-named arrays ("cell.Wx", ...) back into their groups: the inverse of `named`."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, g in grads.items():
-        group, key = name.split(".", 1)
-        out.setdefault(group, {})[key] = g
-    return out
-
 
 def score(cell, readout, states: np.ndarray, y: np.ndarray, first_step: int, last: bool):
     """This stretch of states' share of the sequence's mean loss, or None if it scores nothing.
@@ -101,17 +76,27 @@ class TimeBox:
         self.locked = self.mode == "backprop"
         # Tied: every box starts from the service's initial weights (version 0) without a transfer.
         self.cell, self.readout = make_model(cfg, 0 if self.tied else index)
-        self.groups = groups(self.cell, self.readout)
         self.version = 0
-        self.opt = None if self.tied else Scheduled(self.groups, cfg)
         # The last box's future gradient is exactly zero (the sequence ends): it needs no synthesizer.
         learns = self.mode in ("dni", "cdni") and not self.last
+        shared = shares_synth(cfg)
+        self.aux = AuxHead(self.cell.state_size) if has_aux(cfg) and learns else None
+        # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`); box 1 has no box before it.
+        self.box_lambda = cfg.box_lambda
+        self.defers = learns and not self.first and self.box_lambda > 0
         self.inflight = InFlight(cfg, self.cell.state_size, cfg.n_classes,
-                                 np.random.default_rng([cfg.seed, index, 1]) if learns else None)
+                                 synth_rng(cfg, 0 if shared else index) if learns else None,
+                                 shared=shared, keep_tape=self.defers or self.aux is not None)
+        # Every box holds what the service holds (the last box too: it only carries the shared M and P).
+        self.groups = model_groups(cfg, self.cell, self.readout, self.inflight.synth and self.inflight.synth.params)
+        if self.aux is not None:
+            self.aux.params = self.groups[AUX]
+        self.opt = None if self.tied else Scheduled(self.groups, cfg)
+        self.pending: dict[str, np.ndarray] = {}   # gradients of targets that came after b's update (--aux)
         self.synth_scale = cfg.synth_scale
 
     def params(self) -> dict[str, np.ndarray]:
-        return flat(self.cell, self.readout)
+        return named(self.groups)
 
     def load(self, arrays: dict[str, np.ndarray], version: int) -> None:
         """Use these weights from now on, as given (not copied: tied copies off the wire are read-only)."""
@@ -180,8 +165,49 @@ class TimeBox:
         else:
             grads, d_state0 = self.cell.backward(tape, d_states, d_last)
             out = named({"cell": grads, "readout": readout_grads or {}})
-        batch.tape = None  # free the unroll early
-        return out, None if self.first else d_state0
+        if not self.inflight.keep_tape:
+            batch.tape = None  # free the unroll early
+        return add_into(out, self.take_pending()), None if self.first or self.defers else d_state0
+
+    def take_pending(self) -> dict[str, np.ndarray]:
+        """Gradients made since the last update, for the next (by wire name): a shared M's fits, DNI + Aux's."""
+        out, self.pending = self.pending, {}
+        return add_into(out, named({SYNTH: self.inflight.take_pending()}))
+
+    def learn(self, b: int, target: np.ndarray, ahead: np.ndarray | None = None
+              ) -> tuple[Fit | None, np.ndarray | None]:
+        """M_j fitted to b's target (the gradient at h_end from box j+1); and, with BP(lambda > 0), box j-1's
+        target: lambda * target + (1 - lambda) * ĝ_b, pushed back through this box's unroll of b with its
+        current weights, together with the box's own loss (None: box 1, bootstrapping, or b gone).
+        With --aux, P fitted to `ahead` (box j+1's synthetic gradient of b; None: zero, none comes after).
+
+        At lambda 1 every M_j regresses on the true boundary gradient, later by a trip back along the
+        boxes; at 0 (the paper's bootstrap, sent at the update) on a discounted sum of its successors'
+        predictions, whose errors compound box by box.
+        """
+        fit = self.inflight.fit(b, target)
+        if fit is None or not self.inflight.keep_tape:
+            return fit, None
+        batch = fit.batch
+        tape, d_states, _ = batch.tape
+        batch.tape = None
+        if self.aux is not None:
+            self._aux_task(tape, batch.h, ahead)
+        if not self.defers:
+            return fit, None
+        g = target if self.box_lambda == 1 else (self.box_lambda * target
+                                                 + (1 - self.box_lambda) * self.synth_scale * batch.g_hat)
+        return fit, self.cell.backward(tape, d_states, g)[1]
+
+    def _aux_task(self, tape, h: np.ndarray, ahead: np.ndarray | None) -> None:
+        """DNI + Aux: P's regression on the synthetic gradient a box ahead, in this box's units (as M's
+        targets: per example, over sigma), its gradient into the core through h at the synthetic gradient's
+        size; both join the next update."""
+        sigma = self.inflight.synth.sigma
+        target = np.zeros_like(h) if ahead is None else ahead * h.dtype.type(len(h) / sigma)
+        _, p_grads, d_h = self.aux.loss_and_grads(h, target, self.synth_scale * sigma)
+        cell_grads, _ = self.cell.backward(tape, np.zeros(tape[2].shape, h.dtype), d_h)
+        add_into(self.pending, named({"cell": cell_grads, AUX: p_grads}))
 
     def update(self, b: int, grads: dict[str, np.ndarray]) -> Batch:
         """Take the update for batch b: locally when untied (tied: the caller pushed grads to the service).

@@ -13,6 +13,7 @@ import numpy as np
 from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
+from workers.numerics.sequence_tasks import PER_STEP_TASKS
 from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
@@ -32,6 +33,7 @@ class TimeBoxWorker(Role):
         self.job: tuple | None = None            # a joined input waiting for weights from the service
         self.pulls = 0
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
+        self.latest = 0     # the last of them: the id a shared M's fits go under at a barrier
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
                               Kind.PARAMS: self.on_params, Kind.SYNC: self.on_sync,
                               Kind.SYNC_BACK: self.on_sync_back})
@@ -65,9 +67,10 @@ class TimeBoxWorker(Role):
         return self.labels_fault(a["y"], len(h)) or values_fault(h, a["stats"]) or self.stats_fault(a["stats"], len(h))
 
     def labels_fault(self, y: np.ndarray, n: int) -> str | None:
-        """One label per sequence; the Copy task's, one per step of the whole sequence, -1 where none is scored."""
+        """One label per sequence; Copy and Repeat Copy's, one per step of the whole sequence, -1 where none is
+        scored."""
         c = self.cfg
-        copy = c.task == "copy"
+        copy = c.task in PER_STEP_TASKS
         if y.shape[1:] != ((c.boxes * c.steps_per_box,) if copy else ()):
             return "labels of the wrong shape"
         return labels_fault(y, n, c.n_classes, -1 if copy else 0)
@@ -80,8 +83,14 @@ class TimeBoxWorker(Role):
         return None
 
     def grad_fault(self, msg: Message) -> str | None:
+        """A target for a state in flight; with --aux, maybe the next box's synthetic gradient of it as well."""
+        ahead = msg.arrays.get("a")
+        if ahead is not None and self.box.aux is None:
+            return "a synthetic gradient to predict, and no --aux"
         batch = self.box.inflight.batches.get(msg.id)
-        return NOT_IN_FLIGHT if batch is None else grad_fault(msg.arrays["g"], batch.h)
+        if batch is None:
+            return NOT_IN_FLIGHT
+        return grad_fault(msg.arrays["g"], batch.h) or (None if ahead is None else grad_fault(ahead, batch.h))
 
     def dispatch(self, msg: Message, t: float) -> None:
         super().dispatch(msg, t)
@@ -155,16 +164,21 @@ class TimeBoxWorker(Role):
     def senders(self, b: int) -> tuple:
         """How batch b's update step sends: the target back to box j-1, the gradients to the service."""
         def send_back(g):
-            self.to_peer("prev", Kind.GRAD, b, g=g)
+            self.to_peer("prev", Kind.GRAD, b, g=g, **self.ahead(self.box.inflight.batches.get(b)))
 
         def push(grads):
             self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
 
         return send_back if self.sends_back else None, push if self.box.tied else None
 
+    def ahead(self, batch: Batch | None) -> dict[str, np.ndarray]:
+        """What box j-1's DNI + Aux predicts, sent with its target: this box's synthetic gradient of the batch."""
+        return {"a": batch.g_hat} if self.cfg.aux and batch is not None and batch.g_hat is not None else {}
+
     def finished(self, b: int, batch: Batch) -> dict | None:
         """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
         self.trained += 1
+        self.latest = b
         self.stamp(batch)
         return None if self.box.inflight.learns else update_record(b, batch, param_staleness=self.box.tied)
 
@@ -176,7 +190,10 @@ class TimeBoxWorker(Role):
             rec = self.finished(b, batch)
             self.blocked = False
         else:
-            fit = self.box.inflight.fit(b, g)   # the bootstrapped target for M_j(h_end of b)
+            # M_j(h_end of b) fitted (--aux: P too); BP(lambda > 0): box j-1's target now
+            fit, below = self.box.learn(b, g, msg.arrays.get("a"))
+            if below is not None:
+                self.to_peer("prev", Kind.GRAD, b, g=below, **self.ahead(fit.batch))
             rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
         self.record(rec)
 
@@ -202,6 +219,9 @@ class TimeBoxWorker(Role):
 
     def turn_back(self, token: int) -> None:
         if self.box.tied:
+            pending = self.box.take_pending()
+            if pending:   # a shared M's last fits, DNI + Aux's: in the service before the barrier ends
+                self.senders(self.latest)[1](pending)
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
             self.to_peer("params", Kind.SYNC, token)
