@@ -8,7 +8,8 @@ from enum import StrEnum
 # worker's progress; BYE may carry why a worker gives up.
 # 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
 # 5: TAKEN (link credit: stage 1, not the head, returns the coordinator's credit for a training batch).
-VERSION = 5
+# 6: the parameter service pushes weights (PARAMS says which pull it answers, 0: none); HAVE.
+VERSION = 6
 
 
 class Kind(StrEnum):
@@ -36,9 +37,10 @@ class Kind(StrEnum):
     SYNC = "sync"              # barrier travelling forward through the pipeline
     SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path
     # parameter service (tied recurrent weights)
-    PULL = "pull"              # time box -> service: send me the current weights
-    PARAMS = "params"          # service -> time box: weights and their version
+    PULL = "pull"              # time box -> service: weights no older than the bound, please (and lease them)
+    PARAMS = "params"          # service -> time box: weights and their version, answered or pushed
     PUSH = "push"              # time box -> service: a gradient to apply
+    HAVE = "have"              # time box -> service: the pushed copy it now reads (the lease moves on)
 
 
 # Kinds by the socket they travel on: a receiver takes each only on its own socket.

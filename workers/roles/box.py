@@ -2,9 +2,10 @@
 
 Box j of K gets its slice of the input sequence straight from the coordinator and the boundary
 state (with the labels and the running loss) from box j-1, matched by batch id. With tied
-weights it asks the parameter service for weights no more than --max-staleness updates old
-before each unroll, waiting for the answer as a locked stage waits for its gradient, and
-pushes its gradients there instead of stepping itself.
+weights it computes with the copy the parameter service last sent it (workers/roles/params.py:
+the service keeps a leased copy within --max-staleness and sends new weights unasked), pulls and
+waits only when it holds no lease (at the start, after a barrier) or, in backprop, until the
+weights after every earlier batch have come, and pushes its gradients there instead of stepping.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
-from workers.roles.params import weights_fault
+from workers.roles.params import PUSHES_AHEAD, weights_fault
 from workers.roles.role import Role, update_record
 
 
@@ -30,7 +31,12 @@ class TimeBoxWorker(Role):
         self.states: dict[tuple, Message] = {}   # (kind, b) -> box j-1's state, awaiting the slice
         self.held_sync: Message | None = None
         self.job: tuple | None = None            # a joined input waiting for weights from the service
-        self.pulls = 0
+        # dni/cdni: the service keeps a leased copy in bound (a pull's answer leases it, a barrier ends
+        # it); with bound 0 nothing is leased: every read pulls. Backprop: one pull, then the pushes.
+        self.leasing = self.box.tied and (self.locked or self.cfg.max_staleness > 0)
+        self.leased = False
+        self.pulls, self.asked, self.haves = 0, False, 0
+        self.pushed = self.applied = 0   # pushes sent to the service, and how many it said have landed
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
                               Kind.PARAMS: self.on_params, Kind.SYNC: self.on_sync,
@@ -43,7 +49,7 @@ class TimeBoxWorker(Role):
         if "params" in self.names:
             self.take((Kind.PARAMS,), self.names["params"])
         self.checks.update({Kind.FORWARD: self.input_fault, Kind.EVAL: self.input_fault,
-                            Kind.PARAMS: lambda msg: weights_fault(msg, self.box.params()),
+                            Kind.PARAMS: self.params_fault,
                             Kind.GRAD: self.grad_fault})
 
     def input_fault(self, msg: Message) -> str | None:
@@ -79,6 +85,14 @@ class TimeBoxWorker(Role):
             return "running stats out of range"
         return None
 
+    def params_fault(self, msg: Message) -> str | None:
+        """Weights from the service: the whole tied set or none; sent unasked, newer than the copy held."""
+        if msg.arrays and msg.arrays.keys() != self.box.params().keys():
+            return "weights of the wrong name, shape or dtype"
+        if msg.arrays and not msg.meta["pull"] and msg.meta["version"] <= self.box.version:
+            return "weights no newer than the copy held"
+        return weights_fault(msg, self.box.params())
+
     def grad_fault(self, msg: Message) -> str | None:
         batch = self.box.inflight.batches.get(msg.id)
         return NOT_IN_FLIGHT if batch is None else grad_fault(msg.arrays["g"], batch.h)
@@ -107,25 +121,46 @@ class TimeBoxWorker(Role):
                                     f"{len(state.arrays['h'])}")
             job = (kind, b, part.arrays["x"], state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
         if not self.box.tied:
-            return self.unroll(*job, 0)
-        # Backprop needs exactly the weights after every earlier batch; evaluation the newest.
-        need = self.trained if self.locked and kind is Kind.FORWARD else 0
-        bound = self.cfg.max_staleness if kind is Kind.FORWARD and not self.locked else 0
-        self.pulls += 1
-        self.to_peer("params", Kind.PULL, self.pulls, meta={"have": self.box.version, "need": need, "bound": bound})
+            return self.unroll(*job)
         self.job, self.blocked = job, True
+        if self.leased:
+            return self.start()
+        # Backprop needs exactly the weights after every earlier batch; evaluation the newest.
+        bound = self.cfg.max_staleness if kind is Kind.FORWARD and not self.locked else 0
+        self.pulls, self.asked = self.pulls + 1, True
+        self.to_peer("params", Kind.PULL, self.pulls, meta={"have": self.box.version, "need": self.need(kind),
+                                                             "bound": bound})
+
+    def need(self, kind: Kind) -> int:
+        """The version a read must have: backprop's training, every earlier batch's step."""
+        return self.trained if self.locked and kind is Kind.FORWARD else 0
 
     def on_params(self, msg: Message, t: float) -> None:
-        version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode
-        if self.job is None or msg.id != self.pulls:
+        version, pull = msg.meta["version"], msg.meta["pull"]   # counts, checked at decode
+        if pull and (not self.asked or pull != self.pulls):
             self.counters["unexpected"] += 1
             return
+        self.applied = max(self.applied, msg.meta["applied"])
         if msg.arrays:
             self.box.load(msg.arrays, version)
-        job, self.job, self.blocked = self.job, None, False
-        self.unroll(*job, staleness)
+        if msg.arrays and not pull and self.leased and not self.locked:   # the service may step on from it
+            self.haves += 1
+            self.to_peer("params", Kind.HAVE, self.haves, meta={"version": version})
+        if pull:   # the answer: read now, and (leasing) from now on without asking
+            self.asked, self.leased = False, self.leasing
+            self.start()
+        elif self.leased and self.job is not None:
+            self.start()   # backprop: the weights after the last batch may have come; dni: its pushes landed
 
-    def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float, staleness: int) -> None:
+    def start(self) -> None:
+        if self.box.version < self.need(self.job[0]):
+            return   # backprop: wait for the weights after the last batch
+        if self.job[0] is Kind.FORWARD and self.pushed - self.applied > PUSHES_AHEAD:
+            return   # the service lags: wait for this box's pushes to land
+        job, self.job, self.blocked = self.job, None, False
+        self.unroll(*job)
+
+    def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float) -> None:
         if kind is Kind.EVAL:
             h, stats = self.box.forward(xs, state0, y, stats)
             if self.box.last:
@@ -138,7 +173,7 @@ class TimeBoxWorker(Role):
         def send_on(h, stats):   # the next box starts at once
             self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)
 
-        _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t, staleness,
+        _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t,
                                         None if self.box.last else send_on, *self.senders(b))
         if batch is None:
             self.blocked = True   # backprop: nothing more until the true gradient comes back
@@ -158,6 +193,7 @@ class TimeBoxWorker(Role):
             self.to_peer("prev", Kind.GRAD, b, g=g)
 
         def push(grads):
+            self.pushed += 1
             self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
 
         return send_back if self.sends_back else None, push if self.box.tied else None
@@ -166,7 +202,7 @@ class TimeBoxWorker(Role):
         """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
         self.trained += 1
         self.stamp(batch)
-        return None if self.box.inflight.learns else update_record(b, batch, param_staleness=self.box.tied)
+        return None if self.box.inflight.learns else update_record(b, batch)
 
     # -- gradients back from box j+1 ------------------------------------------------------
     def on_grad(self, msg: Message, t: float) -> None:
@@ -177,7 +213,7 @@ class TimeBoxWorker(Role):
             self.blocked = False
         else:
             fit = self.box.inflight.fit(b, g)   # the bootstrapped target for M_j(h_end of b)
-            rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
+            rec = fit and update_record(b, fit.batch, fit)
         self.record(rec)
 
     # -- the barrier ----------------------------------------------------------------------
@@ -202,6 +238,9 @@ class TimeBoxWorker(Role):
 
     def turn_back(self, token: int) -> None:
         if self.box.tied:
+            # The service applies every held push at the barrier: the lease ends with it (backprop's
+            # pushes go on: its reads wait for their exact version anyway).
+            self.leased = self.leased and self.locked
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
             self.to_peer("params", Kind.SYNC, token)
@@ -211,7 +250,7 @@ class TimeBoxWorker(Role):
             self.to_coordinator(Kind.SYNCED, token)
 
     def on_stop(self, msg: Message, t: float) -> None:
-        self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls)
+        self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls, haves=self.haves)
         super().on_stop(msg, t)
 
     def numerics(self):
