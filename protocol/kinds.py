@@ -8,7 +8,7 @@ from enum import StrEnum
 # worker's progress; BYE may carry why a worker gives up.
 # 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
 # 5: TAKEN (link credit: stage 1, not the head, returns the coordinator's credit for a training batch).
-# 6: the parameter service pushes weights (PARAMS says which pull it answers, 0: none); HAVE.
+# 6: PUSH asks for the weights of the box's next unroll (need, bound); PARAMS are numbered per box.
 VERSION = 6
 
 
@@ -37,10 +37,9 @@ class Kind(StrEnum):
     SYNC = "sync"              # barrier travelling forward through the pipeline
     SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path
     # parameter service (tied recurrent weights)
-    PULL = "pull"              # time box -> service: weights no older than the bound, please (and lease them)
-    PARAMS = "params"          # service -> time box: weights and their version, answered or pushed
-    PUSH = "push"              # time box -> service: a gradient to apply
-    HAVE = "have"              # time box -> service: the pushed copy it now reads (the lease moves on)
+    PULL = "pull"              # time box -> service: send me the current weights
+    PARAMS = "params"          # service -> time box: weights and their version (an answer to a PULL or PUSH)
+    PUSH = "push"              # time box -> service: a gradient to apply, and the weights for the next unroll
 
 
 # Kinds by the socket they travel on: a receiver takes each only on its own socket.

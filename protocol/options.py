@@ -82,9 +82,6 @@ OPTIONS = (
            "service)", model=RNN, wire=True, summary=True),
     Option("max_staleness", int, 4, "recurrent", "with tied weights, a box computes with weights at "
            "most this many updates old", model=RNN, wire=True, summary=True, low=0),
-    Option("push_every", int, 2, "recurrent", "dni/cdni, tied: the parameter service sends a box new weights "
-           "once its copy is this many updates old (capped at --max-staleness)", model=RNN, wire=True,
-           summary=True, before=2, low=1),
     Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "

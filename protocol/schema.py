@@ -58,9 +58,8 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.SYNC: Schema(),
     Kind.SYNC_BACK: Schema(),
     Kind.PULL: Schema({"have": Count, "need": Count, "bound": Count}),
-    Kind.PARAMS: Schema({"version": Count, "pull": Count, "applied": Count}, any_floats=True),   # pull 0: unasked
-    Kind.PUSH: Schema({"version": Count}, any_floats=True),
-    Kind.HAVE: Schema({"version": Count}),
+    Kind.PARAMS: Schema({"version": Count, "staleness": Count}, any_floats=True),
+    Kind.PUSH: Schema({"version": Count, "need": Count, "bound": Count}, any_floats=True),
 }
 # What check() walks, laid out for speed (it runs on every message received): the fields as
 # tuples, and the array variants by their set of names (unique within a kind); None: any arrays

@@ -23,6 +23,7 @@ class Batch:
     y: np.ndarray
     t_received: float = 0.0     # stamped by the role, only carried here: when b's input came off the socket,
     latency: float = 0.0        # and the seconds from then until b's update was made (the update latency)
+    param_staleness: int = 0    # how many updates old the tied weights that made h were
     updates: int = 0            # the owner's update count once b's update was made
     g_hat: np.ndarray | None = None
 

@@ -147,11 +147,11 @@ class TimeBox:
         return states[-1], stats
 
     def forward_and_keep(self, b: int, xs: np.ndarray, state0: np.ndarray, y: np.ndarray, stats: np.ndarray,
-                         t_received: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                         t_received: float = 0.0, param_staleness: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Unroll over the box, keeping b for BPTT; returns (the last state for the next box, running stats)."""
         states, tape, scored, stats = self._unroll(xs, state0, y, stats)
         d_states, r_grads = (scored[2], scored[1]) if scored else (np.zeros_like(states), None)
-        self.inflight.keep(b, Batch((tape, d_states, r_grads), states[-1], y, t_received))
+        self.inflight.keep(b, Batch((tape, d_states, r_grads), states[-1], y, t_received, 0.0, param_staleness))
         return states[-1], stats
 
     def future_gradient(self, b: int) -> np.ndarray | None:
@@ -205,7 +205,7 @@ class TimeBox:
 
 
 def train_step(box: TimeBox, b: int, xs: np.ndarray, state0: np.ndarray, y: np.ndarray, stats: np.ndarray,
-               t_received: float = 0.0, send_on: Callable | None = None,
+               t_received: float = 0.0, param_staleness: int = 0, send_on: Callable | None = None,
                send_back: Callable | None = None, push: Callable | None = None) -> tuple:
     """Box j's part of training batch b, in the one order every driver follows.
 
@@ -215,7 +215,7 @@ def train_step(box: TimeBox, b: int, xs: np.ndarray, state0: np.ndarray, y: np.n
     after 2, but the last: their update waits for the true gradient from box j+1.
     Returns (last state, running stats, δ for box j-1 or None, b's in-flight entry once updated or None).
     """
-    h, stats = box.forward_and_keep(b, xs, state0, y, stats, t_received)
+    h, stats = box.forward_and_keep(b, xs, state0, y, stats, t_received, param_staleness)
     if send_on is not None:
         send_on(h, stats)
     if box.locked and not box.last:

@@ -2,10 +2,11 @@
 
 Box j of K gets its slice of the input sequence straight from the coordinator and the boundary
 state (with the labels and the running loss) from box j-1, matched by batch id. With tied
-weights it computes with the copy the parameter service last sent it (workers/roles/params.py:
-the service keeps a leased copy within --max-staleness and sends new weights unasked), pulls and
-waits only when it holds no lease (at the start, after a barrier) or, in backprop, until the
-weights after every earlier batch have come, and pushes its gradients there instead of stepping.
+weights it pushes its gradients to the parameter service instead of stepping itself, and the
+push asks for the weights of its next unroll (no more than --max-staleness updates old): the
+answer comes while the box waits for its next input anyway, so the unroll starts at once. It
+pulls and waits, as a locked stage waits for its gradient, only with no answer in hand: its
+first unroll, the first after a barrier, evaluations, and after a batch that had no gradient.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
 from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
-from workers.roles.params import PUSHES_AHEAD, weights_fault
+from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
 
 
@@ -31,12 +32,10 @@ class TimeBoxWorker(Role):
         self.states: dict[tuple, Message] = {}   # (kind, b) -> box j-1's state, awaiting the slice
         self.held_sync: Message | None = None
         self.job: tuple | None = None            # a joined input waiting for weights from the service
-        # dni/cdni: the service keeps a leased copy in bound (a pull's answer leases it, a barrier ends
-        # it); with bound 0 nothing is leased: every read pulls. Backprop: one pull, then the pushes.
-        self.leasing = self.box.tied and (self.locked or self.cfg.max_staleness > 0)
-        self.leased = False
-        self.pulls, self.asked, self.haves = 0, False, 0
-        self.pushed = self.applied = 0   # pushes sent to the service, and how many it said have landed
+        self.pulls = self.requests = 0           # PULLs sent; PULLs and PUSHes, each answered once, in order
+        self.asked = False                       # a request is open
+        self.answer: int | None = None           # the staleness of an answer in hand for the next unroll
+        self.expired = False                     # the open request was made before a barrier: not for after it
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
                               Kind.PARAMS: self.on_params, Kind.SYNC: self.on_sync,
@@ -86,11 +85,11 @@ class TimeBoxWorker(Role):
         return None
 
     def params_fault(self, msg: Message) -> str | None:
-        """Weights from the service: the whole tied set or none; sent unasked, newer than the copy held."""
+        """An answer's weights: the whole tied set, of its shapes, no older than the copy held."""
         if msg.arrays and msg.arrays.keys() != self.box.params().keys():
             return "weights of the wrong name, shape or dtype"
-        if msg.arrays and not msg.meta["pull"] and msg.meta["version"] <= self.box.version:
-            return "weights no newer than the copy held"
+        if msg.arrays and msg.meta["version"] < self.box.version:
+            return "weights older than the copy held"
         return weights_fault(msg, self.box.params())
 
     def grad_fault(self, msg: Message) -> str | None:
@@ -121,46 +120,51 @@ class TimeBoxWorker(Role):
                                     f"{len(state.arrays['h'])}")
             job = (kind, b, part.arrays["x"], state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
         if not self.box.tied:
-            return self.unroll(*job)
+            return self.unroll(*job, 0)
         self.job, self.blocked = job, True
-        if self.leased:
+        if self.answer is not None and kind is Kind.FORWARD:
             return self.start()
-        # Backprop needs exactly the weights after every earlier batch; evaluation the newest.
-        bound = self.cfg.max_staleness if kind is Kind.FORWARD and not self.locked else 0
-        self.pulls, self.asked = self.pulls + 1, True
-        self.to_peer("params", Kind.PULL, self.pulls, meta={"have": self.box.version, "need": self.need(kind),
-                                                             "bound": bound})
+        if not self.asked:   # else the answer to the last push is on its way
+            self.pull()
 
-    def need(self, kind: Kind) -> int:
-        """The version a read must have: backprop's training, every earlier batch's step."""
-        return self.trained if self.locked and kind is Kind.FORWARD else 0
+    def request(self, kind: Kind) -> dict:
+        """What an unroll of this kind needs: backprop's training, the weights after every earlier batch (and
+        this one's, asked with its push); evaluation, the newest."""
+        need = self.trained + (kind is Kind.PUSH) if self.locked and kind is not Kind.EVAL else 0
+        bound = self.cfg.max_staleness if kind is not Kind.EVAL and not self.locked else 0
+        return {"need": need, "bound": bound}
+
+    def ask(self, kind: Kind, b: int, have: int, **grads) -> None:
+        self.requests += 1
+        self.asked = True
+        job_kind = self.job[0] if kind is Kind.PULL else Kind.PUSH
+        meta = {"have": have} if kind is Kind.PULL else {"version": have}
+        self.to_peer("params", kind, b, meta={**meta, **self.request(job_kind)}, **grads)
 
     def on_params(self, msg: Message, t: float) -> None:
-        version, pull = msg.meta["version"], msg.meta["pull"]   # counts, checked at decode
-        if pull and (not self.asked or pull != self.pulls):
+        version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode
+        if not self.asked or msg.id != self.requests:
             self.counters["unexpected"] += 1
             return
-        self.applied = max(self.applied, msg.meta["applied"])
         if msg.arrays:
             self.box.load(msg.arrays, version)
-        if msg.arrays and not pull and self.leased and not self.locked:   # the service may step on from it
-            self.haves += 1
-            self.to_peer("params", Kind.HAVE, self.haves, meta={"version": version})
-        if pull:   # the answer: read now, and (leasing) from now on without asking
-            self.asked, self.leased = False, self.leasing
+        self.asked, self.answer = False, None if self.expired else staleness
+        self.expired = False
+        if self.job is not None:
+            if self.answer is None:   # an answer from before the barrier: ask again
+                return self.pull()
             self.start()
-        elif self.leased and self.job is not None:
-            self.start()   # backprop: the weights after the last batch may have come; dni: its pushes landed
+
+    def pull(self) -> None:
+        self.pulls += 1
+        self.ask(Kind.PULL, self.pulls, have=self.box.version)
 
     def start(self) -> None:
-        if self.box.version < self.need(self.job[0]):
-            return   # backprop: wait for the weights after the last batch
-        if self.job[0] is Kind.FORWARD and self.pushed - self.applied > PUSHES_AHEAD:
-            return   # the service lags: wait for this box's pushes to land
         job, self.job, self.blocked = self.job, None, False
-        self.unroll(*job)
+        staleness, self.answer = self.answer, None
+        self.unroll(*job, staleness)
 
-    def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float) -> None:
+    def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float, staleness: int) -> None:
         if kind is Kind.EVAL:
             h, stats = self.box.forward(xs, state0, y, stats)
             if self.box.last:
@@ -173,7 +177,7 @@ class TimeBoxWorker(Role):
         def send_on(h, stats):   # the next box starts at once
             self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)
 
-        _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t,
+        _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t, staleness,
                                         None if self.box.last else send_on, *self.senders(b))
         if batch is None:
             self.blocked = True   # backprop: nothing more until the true gradient comes back
@@ -193,8 +197,7 @@ class TimeBoxWorker(Role):
             self.to_peer("prev", Kind.GRAD, b, g=g)
 
         def push(grads):
-            self.pushed += 1
-            self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
+            self.ask(Kind.PUSH, b, self.box.version, **grads)
 
         return send_back if self.sends_back else None, push if self.box.tied else None
 
@@ -202,7 +205,7 @@ class TimeBoxWorker(Role):
         """b's update is made: its record now, unless M_j is still to be fitted to b's target."""
         self.trained += 1
         self.stamp(batch)
-        return None if self.box.inflight.learns else update_record(b, batch)
+        return None if self.box.inflight.learns else update_record(b, batch, param_staleness=self.box.tied)
 
     # -- gradients back from box j+1 ------------------------------------------------------
     def on_grad(self, msg: Message, t: float) -> None:
@@ -213,7 +216,7 @@ class TimeBoxWorker(Role):
             self.blocked = False
         else:
             fit = self.box.inflight.fit(b, g)   # the bootstrapped target for M_j(h_end of b)
-            rec = fit and update_record(b, fit.batch, fit)
+            rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
         self.record(rec)
 
     # -- the barrier ----------------------------------------------------------------------
@@ -238,9 +241,8 @@ class TimeBoxWorker(Role):
 
     def turn_back(self, token: int) -> None:
         if self.box.tied:
-            # The service applies every held push at the barrier: the lease ends with it (backprop's
-            # pushes go on: its reads wait for their exact version anyway).
-            self.leased = self.leased and self.locked
+            # Updates land at the barrier that no answer before it counted: the next unroll pulls.
+            self.answer, self.expired = None, self.asked
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
             self.to_peer("params", Kind.SYNC, token)
@@ -250,7 +252,7 @@ class TimeBoxWorker(Role):
             self.to_coordinator(Kind.SYNCED, token)
 
     def on_stop(self, msg: Message, t: float) -> None:
-        self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls, haves=self.haves)
+        self.counters.update(evicted=self.box.inflight.evicted, pulls=self.pulls)
         super().on_stop(msg, t)
 
     def numerics(self):

@@ -33,9 +33,11 @@ class Diverged(RuntimeError):
     """A non-finite loss or gradient, caught before it changed the model: the run must stop."""
 
 
-def update_record(b: int, batch: Batch, fit: Fit | None = None) -> dict:
+def update_record(b: int, batch: Batch, fit: Fit | None = None, param_staleness: bool = False) -> dict:
     """Batch b's metrics record once done with: its update latency and, when M was fitted to its target, how M did."""
     rec = {"step": b, "latency_ms": batch.latency * 1e3}
+    if param_staleness:
+        rec["param_staleness"] = batch.param_staleness
     if fit is not None:
         rec.update(synth_loss=fit.synth_loss, cos=fit.cos, staleness=fit.staleness)
     return rec
