@@ -66,6 +66,7 @@ def network(a) -> dict:
     p = {"width": 128, "batch": 128, "epochs": a.epochs, "seed": a.seed, "warmup": 20, "shape": SEQ_MNIST,
          "job": ["--data", a.data, "--train-subset", str(a.train_subset)]}
     table = {}
+    a.out.mkdir(parents=True, exist_ok=True)
     for delay in a.delays:
         s = job.Setting(a.mode, K + 1, delay, 2)   # the hosts: K boxes and the parameter service
         r = job.run(s, p, None, a.out / s.tag(), has_netem)

@@ -4,6 +4,7 @@ usage: python benchmarks/results_page.py [--check]
   depth.json, harder.json: what `python benchmarks/defaults_tables.py depth|harder` writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
+  push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
@@ -160,6 +161,44 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
             *sources(["copy.json"], [copy])]
 
 
+def push_section(push: dict) -> list[str]:
+    """Issue 23: the push answered with the next unroll's weights, against a pull before every unroll."""
+    local, net = push["local"], push["network"]
+    sides = ("before", "after")
+
+    def boxes(lat: dict, key: str) -> str:
+        return " / ".join(ms(lat[str(j)][key]) for j in range(1, 5))
+
+    body = []
+    for side in sides:
+        for run, r in local[side].items():
+            m = r["messages_per_batch"]
+            body.append([f"{side}: {run}", f"{m['total']:.1f}", f"{m['pull'] + m['params']:.1f}",
+                         boxes(r["update_latency_ms"], "p50"), boxes(r["update_latency_ms"], "p99"),
+                         f"{r['samples_per_second']:,.0f}", pct(r["test_accuracy"])])
+    delays = sorted({r["delay_ms"] for side in sides for r in net[side].values()})
+    p50 = {side: {r["delay_ms"]: sum(r["latency_ms"][str(j)]["p50"] for j in range(1, 5)) / 4
+                  for r in net[side].values()} for side in sides}
+    net_body = [[side, *(ms(p50[side][d]) for d in delays), f"{p50[side][delays[-1]] / p50[side][0]:.2f}x"]
+                for side in sides]
+    return ["## Tied weights: the next unroll's weights asked with the push", "",
+            "Sequential MNIST, 4 LSTM boxes of 7 steps, tied, dni (the commands of the table above). Before: a box",
+            "pulled the weights before every unroll and waited for the answer; after: its push asks for them",
+            "(issue 23, [recurrent.md](recurrent.md)). Messages per training batch from the counters (the",
+            "pipeline's 11, the pushes, the pulls and answers); update latency per box 1 / 2 / 3 / 4, ms.", "",
+            "```sh",
+            "python benchmarks/push.py local --out DIR                       # from each checkout, one after the other",
+            "python benchmarks/push.py network --epochs 1 --train-subset 6000 --out DIR   # root: the network lab",
+            "```", "",
+            *table(["run", "messages / batch", "of them pull + answer", "latency p50", "latency p99", "samples/s",
+                    "test accuracy"], ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body),
+            "In the network lab (every link delayed by the same one-way delay; the mean over the 4 boxes of each",
+            "box's p50 update latency, ms; the last column: at the longest delay against none):", "",
+            *table(["", *(f"{d:g} ms" for d in delays), "ratio"], ["---", *("---:" for _ in delays), "---:"],
+                   net_body),
+            *sources(["push.json"], [push])]
+
+
 def machine(result: dict) -> str:
     m = result["machine"]
     blas = m["blas"]
@@ -249,6 +288,7 @@ def render() -> str:
              *depth_section(load("depth.json")), *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
+             *push_section(load("push.json")),
              *race_section([(name, load(name)) for name in RACES]),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]

@@ -8,7 +8,8 @@ from enum import StrEnum
 # worker's progress; BYE may carry why a worker gives up.
 # 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
 # 5: TAKEN (link credit: stage 1, not the head, returns the coordinator's credit for a training batch).
-# 6: PUSH asks for the weights of the box's next unroll (need, bound); PARAMS are numbered per box.
+# 6: PUSH asks for the weights of the box's next unroll (need, bound); PULL and PUSH number the box's requests
+# (ask), and PARAMS answers under that number.
 VERSION = 6
 
 

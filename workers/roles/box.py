@@ -139,7 +139,7 @@ class TimeBoxWorker(Role):
         self.asked = True
         job_kind = self.job[0] if kind is Kind.PULL else Kind.PUSH
         meta = {"have": have} if kind is Kind.PULL else {"version": have}
-        self.to_peer("params", kind, b, meta={**meta, **self.request(job_kind)}, **grads)
+        self.to_peer("params", kind, b, meta={**meta, **self.request(job_kind), "ask": self.requests}, **grads)
 
     def on_params(self, msg: Message, t: float) -> None:
         version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode

@@ -1,14 +1,14 @@
 """The parameter service: one copy of the tied weights for boxes in other processes, with bounded staleness.
 
 Protocol (every message into the service's inbox, every answer into the asking box's inbox):
-  PUSH   {version, need, bound} + grads   a box's gradients, computed with its copy of `version`, and its
-                               request for the weights of its next unroll: at least version `need`
+  PUSH   {version, need, bound, ask} + grads   a box's gradients, computed with its copy of `version`, and
+                               its request number `ask` for the weights of its next unroll: at least version `need`
                                (backprop: this batch applied), at most `bound` updates old (never more
                                than --max-staleness). The answer goes out as soon as `need` is reached:
                                it is in the box before the box's next input, which then starts at once.
-  PULL   {have, need, bound}  the same request alone, waited for: a box's first unroll, the first after
+  PULL   {have, need, bound, ask}  the same request alone, waited for: a box's first unroll, the first after
                                a barrier, every evaluation's, and one after a batch without gradients.
-  PARAMS {version, staleness} the answer, numbered per box from 1: the weights themselves only when the
+  PARAMS {version, staleness} the answer, its id the request's `ask`: the weights themselves only when the
                                box's copy is too old (or too early), else nothing but how old it is.
   SYNC                        a box's barrier marker, behind its pushes: when all K are in, the
                                service tells the coordinator SYNCED.
@@ -42,7 +42,6 @@ class ParamService(Role):
         self.store = ParamStore(self.cfg)
         self.bound, self.boxes = self.cfg.max_staleness, self.cfg.boxes
         self.waiting: list[Message] = []     # requests that need a version not reached yet
-        self.answers: Counter = Counter()    # PARAMS sent to each box: their ids
         self.markers: Counter = Counter()
         self.counters.update(pulls=0, answers=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,
                              pushes=0, steps=0, max_grad_delay=0, grad_delay_sum=0, bound=self.bound)
@@ -71,9 +70,7 @@ class ParamService(Role):
         self.counters["answers"] += 1
         self.counters["read_staleness_sum"] += staleness
         self.counters["max_read_staleness"] = max(self.counters["max_read_staleness"], staleness)
-        self.answers[msg.src] += 1
-        self.to_peer(msg.src, Kind.PARAMS, self.answers[msg.src], meta={"version": have, "staleness": staleness},
-                     **arrays)
+        self.to_peer(msg.src, Kind.PARAMS, msg.meta["ask"], meta={"version": have, "staleness": staleness}, **arrays)
 
     def on_push(self, msg: Message, t: float) -> None:
         used = msg.meta["version"]   # a count: the schema checked it at decode (the arrays: weights_fault)
