@@ -26,25 +26,29 @@ SEQ_MNIST = ["--model", "rnn", "--task", "seqmnist", "--boxes", str(K), "--steps
 
 def messages_per_batch(s: dict) -> dict:
     """Training messages per batch, from the counters: the pipeline's (K slices, K-1 states forward, K-1
-    targets back, one DONE) and the parameter service's (pulls, its answers and pushed weights, gradient
-    pushes, HAVEs). The evaluations' pulls are in too (a few per epoch)."""
+    targets back, one DONE) and the parameter service's (pulls, its answers, gradient pushes). The
+    evaluations' pulls are in too (a pull a box and evaluation batch)."""
     boxes = [s["workers"][str(j)] for j in range(1, K + 1)]
     service = s["workers"][str(K + 1)]
     pipeline = K + 2 * (K - 1) + 1 if s["mode"] in ("dni", "cdni", "backprop") else K + (K - 1) + 1
-    sent = service.get("sent", service["pulls"])   # before the pushes, every PARAMS answered a pull
-    traffic = {"pull": sum(b["pulls"] for b in boxes), "params": sent, "push": service["pushes"],
-               "have": sum(b.get("haves", 0) for b in boxes)}
+    answers = service.get("answers", service["pulls"])   # before issue 23, every PARAMS answered a pull
+    traffic = {"pull": sum(b["pulls"] for b in boxes), "params": answers, "push": service["pushes"]}
     per_batch = {k: v / s["steps"] for k, v in traffic.items()}
     return {"pipeline": pipeline, **per_batch, "total": pipeline + sum(per_batch.values())}
+
+
+def blocked_ms(s: dict) -> dict:
+    """Per box, the ms a batch it waited for the parameter service (or, in backprop, for its gradient too)."""
+    return {str(j): s["workers"][str(j)]["time_s"]["blocked"] * 1e3 / s["steps"] for j in range(1, K + 1)}
 
 
 def figures(s: dict) -> dict:
     service = s["workers"][str(K + 1)]
     return {"test_accuracy": s["test_accuracy"], "samples_per_second": s["samples_per_second"],
             "train_seconds": s["train_seconds"], "update_latency_ms": s["update_latency_ms"],
-            "messages_per_batch": messages_per_batch(s),
-            "service": {k: service.get(k) for k in ("pulls", "transfers", "max_read_staleness", "max_grad_delay",
-                                                    "max_pending", "bound")}}
+            "blocked_ms_per_batch": blocked_ms(s), "messages_per_batch": messages_per_batch(s),
+            "service": {k: service.get(k) for k in ("pulls", "answers", "transfers", "max_read_staleness",
+                                                    "max_grad_delay", "bound")}}
 
 
 def local(a) -> dict:
@@ -70,7 +74,10 @@ def network(a) -> dict:
     for delay in a.delays:
         s = job.Setting(a.mode, K + 1, delay, 2)   # the hosts: K boxes and the parameter service
         r = job.run(s, p, None, a.out / s.tag(), has_netem)
+        run = json.loads((a.out / s.tag() / "summary.json").read_text())
         table[f"{a.mode} {delay:g} ms"] = {"delay_ms": delay, "delay_by": r["delay_by"],
+                                           "blocked_ms_per_batch": blocked_ms(run),
+                                           "messages_per_batch": messages_per_batch(run),
                                            "samples_per_second": r["samples_per_second"],
                                            "test_accuracy": r["test_accuracy"], "latency_ms": r["latency_ms"],
                                            "link_rtt_ms": [x["rtt_ms"]["p50"] for x in r["links"]]}

@@ -173,14 +173,25 @@ def push_section(push: dict) -> list[str]:
     for side in sides:
         for run, r in local[side].items():
             m = r["messages_per_batch"]
+            waited = " / ".join(ms(r["blocked_ms_per_batch"][str(j)]) for j in range(1, 5))
             body.append([f"{side}: {run}", f"{m['total']:.1f}", f"{m['pull'] + m['params']:.1f}",
-                         boxes(r["update_latency_ms"], "p50"), boxes(r["update_latency_ms"], "p99"),
+                         boxes(r["update_latency_ms"], "p50"), boxes(r["update_latency_ms"], "p99"), waited,
                          f"{r['samples_per_second']:,.0f}", pct(r["test_accuracy"])])
     delays = sorted({r["delay_ms"] for side in sides for r in net[side].values()})
-    p50 = {side: {r["delay_ms"]: sum(r["latency_ms"][str(j)]["p50"] for j in range(1, 5)) / 4
-                  for r in net[side].values()} for side in sides}
-    net_body = [[side, *(ms(p50[side][d]) for d in delays), f"{p50[side][delays[-1]] / p50[side][0]:.2f}x"]
-                for side in sides]
+    rounds = sorted({key.rsplit(" ", 1)[1] for side in sides for key in net[side]})
+
+    def cell(r: dict, key: str) -> float:
+        """The mean over the 4 boxes."""
+        return sum((r[key][str(j)]["p50"] if key == "latency_ms" else r[key][str(j)]) for j in range(1, 5)) / 4
+
+    net_body = []
+    for rnd in rounds:
+        for side in sides:
+            runs = {r["delay_ms"]: r for key, r in net[side].items() if key.endswith(" " + rnd)}
+            net_body.append([f"{side} ({rnd})",
+                             *(f"{ms(cell(runs[d], 'latency_ms'))} ({ms(cell(runs[d], 'blocked_ms_per_batch'))})"
+                               for d in delays),
+                             f"{cell(runs[delays[-1]], 'latency_ms') / cell(runs[0.0], 'latency_ms'):.2f}x"])
     return ["## Tied weights: the next unroll's weights asked with the push", "",
             "Sequential MNIST, 4 LSTM boxes of 7 steps, tied, dni (the commands of the table above). Before: a box",
             "pulled the weights before every unroll and waited for the answer; after: its push asks for them",
@@ -190,10 +201,13 @@ def push_section(push: dict) -> list[str]:
             "python benchmarks/push.py local --out DIR                       # from each checkout, one after the other",
             "python benchmarks/push.py network --epochs 1 --train-subset 6000 --out DIR   # root: the network lab",
             "```", "",
-            *table(["run", "messages / batch", "of them pull + answer", "latency p50", "latency p99", "samples/s",
-                    "test accuracy"], ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body),
+            *table(["run", "messages / batch", "of them pull + answer", "latency p50", "latency p99",
+                    "waited for the service, ms / batch", "samples/s", "test accuracy"],
+                   ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"], body),
             "In the network lab (every link delayed by the same one-way delay; the mean over the 4 boxes of each",
-            "box's p50 update latency, ms; the last column: at the longest delay against none):", "",
+            "box's p50 update latency, ms, and in brackets the ms a batch a box waited for the service; the",
+            "jobs alternated before and after, delay by delay, in two rounds r1 and r2; the last column: the p50",
+            "at the longest delay against none, in the same round):", "",
             *table(["", *(f"{d:g} ms" for d in delays), "ratio"], ["---", *("---:" for _ in delays), "---:"],
                    net_body),
             *sources(["push.json"], [push])]

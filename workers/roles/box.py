@@ -129,9 +129,12 @@ class TimeBoxWorker(Role):
 
     def request(self, kind: Kind) -> dict:
         """What an unroll of this kind needs: backprop's training, the weights after every earlier batch (and
-        this one's, asked with its push); evaluation, the newest."""
+        this one's, asked with its push); evaluation, the newest. A push asks for weights that much fresher
+        than the bound as the other boxes will land updates, a push each, before this box's next unroll."""
         need = self.trained + (kind is Kind.PUSH) if self.locked and kind is not Kind.EVAL else 0
-        bound = self.cfg.max_staleness if kind is not Kind.EVAL and not self.locked else 0
+        bound = 0 if kind is Kind.EVAL or self.locked else self.cfg.max_staleness
+        if kind is Kind.PUSH:
+            bound = max(bound - (self.cfg.boxes - 1), 0)
         return {"need": need, "bound": bound}
 
     def ask(self, kind: Kind, b: int, have: int, **grads) -> None:

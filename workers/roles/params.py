@@ -3,8 +3,9 @@
 Protocol (every message into the service's inbox, every answer into the asking box's inbox):
   PUSH   {version, need, bound, ask} + grads   a box's gradients, computed with its copy of `version`, and
                                its request number `ask` for the weights of its next unroll: at least version `need`
-                               (backprop: this batch applied), at most `bound` updates old (never more
-                               than --max-staleness). The answer goes out as soon as `need` is reached:
+                               (backprop: this batch applied), at most `bound` updates old (--max-staleness
+                               less the K-1 pushes the other boxes make before that unroll, at least 0).
+                               The answer goes out as soon as `need` is reached:
                                it is in the box before the box's next input, which then starts at once.
   PULL   {have, need, bound, ask}  the same request alone, waited for: a box's first unroll, the first after
                                a barrier, every evaluation's, and one after a batch without gradients.
