@@ -51,6 +51,33 @@ def figures(s: dict) -> dict:
                                                     "max_grad_delay", "bound")}}
 
 
+def local_rows(push: dict, ms, pct) -> list[list[str]]:
+    """docs/results/push.json's local runs as the results page's rows (per box 1 / 2 / 3 / 4)."""
+    def boxes(values) -> str:
+        return " / ".join(ms(v) for v in values)
+
+    return [[f"{side}: {run}", f"{r['messages_per_batch']['total']:.1f}",
+             f"{r['messages_per_batch']['pull'] + r['messages_per_batch']['params']:.1f}",
+             *(boxes([v[q] for v in r["update_latency_ms"].values()]) for q in ("p50", "p99")),
+             boxes(r["blocked_ms_per_batch"].values()), f"{r['samples_per_second']:,.0f}", pct(r["test_accuracy"])]
+            for side in ("before", "after") for run, r in push["local"][side].items()]
+
+
+def network_rows(push: dict, ms) -> tuple[list[float], list[list[str]]]:
+    """push.json's lab runs: per round and side, over the 4 boxes, the mean p50 (and wait) at each delay, and
+    the p50 at the longest delay against none. Returns (the delays, the rows)."""
+    def mean(r: dict, key: str) -> float:
+        return sum(v["p50"] if key == "latency_ms" else v for v in r[key].values()) / K
+
+    net = {(side, key.rsplit(" ", 1)[1], r["delay_ms"]): r for side, runs in push["network"].items()
+           for key, r in runs.items()}
+    delays, rounds = sorted({k[2] for k in net}), sorted({k[1] for k in net})
+    return delays, [[f"{side} ({rnd})", *(f"{ms(mean(net[side, rnd, d], 'latency_ms'))} "
+                                          f"({ms(mean(net[side, rnd, d], 'blocked_ms_per_batch'))})" for d in delays),
+                     f"{mean(net[side, rnd, delays[-1]], 'latency_ms') / mean(net[side, rnd, 0.0], 'latency_ms'):.2f}x"]
+                    for rnd in rounds for side in ("before", "after")]
+
+
 def local(a) -> dict:
     out = a.out / f"{a.mode}-seed{a.seed}"
     if not (out / "summary.json").exists():

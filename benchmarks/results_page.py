@@ -11,6 +11,7 @@ Copy a new run's JSON over the old one and run this script; --check only says wh
 (tests/test_docs.py checks the same).
 """
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -163,53 +164,20 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
 
 def push_section(push: dict) -> list[str]:
     """Issue 23: the push answered with the next unroll's weights, against a pull before every unroll."""
-    local, net = push["local"], push["network"]
-    sides = ("before", "after")
-
-    def boxes(lat: dict, key: str) -> str:
-        return " / ".join(ms(lat[str(j)][key]) for j in range(1, 5))
-
-    body = []
-    for side in sides:
-        for run, r in local[side].items():
-            m = r["messages_per_batch"]
-            waited = " / ".join(ms(r["blocked_ms_per_batch"][str(j)]) for j in range(1, 5))
-            body.append([f"{side}: {run}", f"{m['total']:.1f}", f"{m['pull'] + m['params']:.1f}",
-                         boxes(r["update_latency_ms"], "p50"), boxes(r["update_latency_ms"], "p99"), waited,
-                         f"{r['samples_per_second']:,.0f}", pct(r["test_accuracy"])])
-    delays = sorted({r["delay_ms"] for side in sides for r in net[side].values()})
-    rounds = sorted({key.rsplit(" ", 1)[1] for side in sides for key in net[side]})
-
-    def cell(r: dict, key: str) -> float:
-        """The mean over the 4 boxes."""
-        return sum((r[key][str(j)]["p50"] if key == "latency_ms" else r[key][str(j)]) for j in range(1, 5)) / 4
-
-    net_body = []
-    for rnd in rounds:
-        for side in sides:
-            runs = {r["delay_ms"]: r for key, r in net[side].items() if key.endswith(" " + rnd)}
-            net_body.append([f"{side} ({rnd})",
-                             *(f"{ms(cell(runs[d], 'latency_ms'))} ({ms(cell(runs[d], 'blocked_ms_per_batch'))})"
-                               for d in delays),
-                             f"{cell(runs[delays[-1]], 'latency_ms') / cell(runs[0.0], 'latency_ms'):.2f}x"])
+    spec = importlib.util.spec_from_file_location("push", Path(__file__).with_name("push.py"))
+    rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rows)   # the script that measures them lays the figures out
+    body, (delays, net_body) = rows.local_rows(push, ms, pct), rows.network_rows(push, ms)
     return ["## Tied weights: the next unroll's weights asked with the push", "",
-            "Sequential MNIST, 4 LSTM boxes of 7 steps, tied, dni (the commands of the table above). Before: a box",
-            "pulled the weights before every unroll and waited for the answer; after: its push asks for them",
-            "(issue 23, [recurrent.md](recurrent.md)). Messages per training batch from the counters (the",
-            "pipeline's 11, the pushes, the pulls and answers); update latency per box 1 / 2 / 3 / 4, ms.", "",
-            "```sh",
-            "python benchmarks/push.py local --out DIR                       # from each checkout, one after the other",
-            "python benchmarks/push.py network --epochs 1 --train-subset 6000 --out DIR   # root: the network lab",
-            "```", "",
+            "Sequential MNIST as above. Before: a box pulled the weights before every unroll and waited; after: its",
+            "push asks for them (issue 23, [recurrent.md](recurrent.md); `python benchmarks/push.py local|network`).",
+            "Messages per training batch from the counters; per box 1 / 2 / 3 / 4, update latency and waits, ms.", "",
             *table(["run", "messages / batch", "of them pull + answer", "latency p50", "latency p99",
                     "waited for the service, ms / batch", "samples/s", "test accuracy"],
-                   ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"], body),
-            "In the network lab (every link delayed by the same one-way delay; the mean over the 4 boxes of each",
-            "box's p50 update latency, ms, and in brackets the ms a batch a box waited for the service; the",
-            "jobs alternated before and after, delay by delay, in two rounds r1 and r2; the last column: the p50",
-            "at the longest delay against none, in the same round):", "",
-            *table(["", *(f"{d:g} ms" for d in delays), "ratio"], ["---", *("---:" for _ in delays), "---:"],
-                   net_body),
+                   ["---", *["---:"] * 7], body),
+            "Network lab, every link delayed: over the 4 boxes, the mean p50 update latency (and wait a batch), ms;",
+            "jobs alternated before and after, in rounds r1-r3; ratio: the p50 at the longest delay against none.", "",
+            *table(["", *(f"{d:g} ms" for d in delays), "ratio"], ["---", *["---:"] * (len(delays) + 1)], net_body),
             *sources(["push.json"], [push])]
 
 
