@@ -8,6 +8,7 @@ usage: python benchmarks/results_page.py [--check]
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
+  push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
   stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
   unlock.json:             what `python benchmarks/unlock.py accuracy|pupdate` writes (OUT/unlock.json), with notes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts and the sections' modules: beside this script
 from results_parts import machine, ms, pct, pp, sources, table  # noqa: E402
+from results_push import push_section  # noqa: E402
 from results_race import race_section, tuning_section  # noqa: E402
 from results_stall import stall_section  # noqa: E402
 from results_unlock import unlock_section  # noqa: E402
@@ -233,6 +235,7 @@ def render() -> str:
              *harder_section(load("harder.json")),
              *network_section(load("network.json")),
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
+             *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
              *unlock_section(load("unlock.json")), *stall_section(load),
              *bench_section(load("latency.json"), load("transport.json")),

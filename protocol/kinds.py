@@ -9,6 +9,8 @@ from enum import StrEnum
 # 4: RESET; ASSIGN may carry the checkpointed state to start from; STATE carries counters too.
 # 5: TAKEN (link credit: stage 1, not the head, returns the coordinator's credit for a training batch).
 # 6: INPUT (--synthetic-inputs: the coordinator sends each stage above the first a batch's network input).
+#    PUSH asks for the weights of the box's next unroll (need, bound); PULL and PUSH number the box's requests
+# (ask), and PARAMS answers under that number.
 VERSION = 6
 
 
@@ -40,8 +42,8 @@ class Kind(StrEnum):
     SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path
     # parameter service (tied recurrent weights)
     PULL = "pull"              # time box -> service: send me the current weights
-    PARAMS = "params"          # service -> time box: weights and their version
-    PUSH = "push"              # time box -> service: a gradient to apply
+    PARAMS = "params"          # service -> time box: weights and their version (an answer to a PULL or PUSH)
+    PUSH = "push"              # time box -> service: a gradient to apply, and the weights for the next unroll
 
 
 # Kinds by the socket they travel on: a receiver takes each only on its own socket.

@@ -10,6 +10,8 @@ from coordinator.bench import fuzz
 from coordinator.cli import main
 from coordinator.data.tasks import n_inputs
 from protocol import Kind, Message, encode, window
+from protocol.wireconfig import WireConfig
+from workers.numerics.paramstore import ParamStore
 from workers.roles.guard import Window
 
 K, T = 3, 3                 # time boxes, steps in each; the service is stage K + 1
@@ -122,3 +124,24 @@ def test_a_forged_first_id_does_not_set_a_streams_mark():
         assert w.admits("box-3", Kind.SYNC, token), token
         w.took("box-3", Kind.SYNC, token)
     assert w.admits("box-1", Kind.PULL, 1) and w.took("box-1", Kind.PULL, 1) == 1   # pulls count from 1
+
+
+def test_pushed_weights_of_the_wrong_shape_or_version_are_dropped_and_counted(tmp_path):
+    """Issue 23: weights the service sends a box (the answer to its push) must be the whole tied set, of its
+    shapes, and no older than the copy the box holds; else the box drops them, counts them, and trains on."""
+    names = ParamStore(WireConfig(seed=0, cell="tanh", n_in=3, units=4, n_classes=2, optimizer="adam", lr=1e-2,
+                                  schedule="constant", total_steps=1, boxes=K, mode="dni", model="rnn",
+                                  synth_lr=0.0, synth_hidden=0, log_every=1, cache=1)).params()
+    job = Job(tmp_path, *COPY, "--epochs", "6").training()
+    wrong_shape = {name: np.zeros(3, np.float32) for name in names}
+    ids = range(1, 400)   # the service's stream to box 2 counts from 1, a message or two a batch
+    sent = job.send(job.inbox[2], [msg(Kind.PARAMS, "params", i, {"version": 10**9, "staleness": 0},
+                                       **wrong_shape) for i in ids] +
+                    [msg(Kind.PARAMS, "params", i, {"version": 0, "staleness": 0}, **wrong_shape)
+                     for i in ids])
+    code, err = job.finish()
+    assert code == 0 and sent == 2 * len(ids), err[-3000:]
+    assert summary(job)["restarts"] == 0, err[-3000:]
+    drops = dropped(job, 2)
+    assert drops.get("weights of the wrong name, shape or dtype", 0) >= 1, drops
+    assert drops.get("weights older than the copy held", 0) >= 1, drops

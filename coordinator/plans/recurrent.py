@@ -104,13 +104,13 @@ class Recurrent(Plan):
         lines = []
         service = summary.get("workers", {}).get(str(summary["boxes"] + 1), {})
         if "pushes" in service:
-            mean = service["read_staleness_sum"] / max(service["pulls"], 1)
+            mean = service["read_staleness_sum"] / max(service["answers"], 1)
             delay = service["grad_delay_sum"] / max(service["pushes"], 1)
             lines.append(f"  parameter service: {service['steps']} steps from {service['pushes']} pushes; "
                          f"boxes computed with weights at most {service['max_read_staleness']} updates old "
                          f"(bound {service['bound']}, mean {mean:.2f}, {service['transfers']} transfers in "
-                         f"{service['pulls']} pulls); gradients landed up to {service['max_grad_delay']} "
-                         f"updates late (mean {delay:.2f})")
+                         f"{service['answers']} answers, {service['pulls']} to pulls); gradients landed up to "
+                         f"{service['max_grad_delay']} updates late (mean {delay:.2f})")
         if "copy_solved" in summary:
             lines.append(f"copy task: longest length solved {summary['copy_solved']} (below {SOLVED_BITS} bits "
                          f"per output), boxes of {summary['steps_per_box']} steps")

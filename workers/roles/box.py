@@ -2,9 +2,11 @@
 
 Box j of K gets its slice of the input sequence straight from the coordinator and the boundary
 state (with the labels and the running loss) from box j-1, matched by batch id. With tied
-weights it asks the parameter service for weights no more than --max-staleness updates old
-before each unroll, waiting for the answer as a locked stage waits for its gradient, and
-pushes its gradients there instead of stepping itself.
+weights it pushes its gradients to the parameter service instead of stepping itself, and the
+push asks for the weights of its next unroll (no more than --max-staleness updates old): the
+answer comes while the box waits for its next input anyway, so the unroll starts at once. It
+pulls and waits, as a locked stage waits for its gradient, only with no answer in hand: its
+first unroll, the first after a barrier, evaluations, and after a batch that had no gradient.
 """
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ class TimeBoxWorker(Role):
         self.states: dict[tuple, Message] = {}   # (kind, b) -> box j-1's state, awaiting the slice
         self.held_sync: Message | None = None
         self.job: tuple | None = None            # a joined input waiting for weights from the service
-        self.pulls = 0
+        self.pulls = self.requests = 0           # PULLs sent; PULLs and PUSHes, each answered once, in order
+        self.asked = False                       # a request is open
+        self.answer: int | None = None           # the staleness of an answer in hand for the next unroll
+        self.expired = False                     # the open request was made before a barrier: not for after it
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
         self.latest = 0     # the last of them: the id a shared M's fits go under at a barrier
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
@@ -45,7 +50,7 @@ class TimeBoxWorker(Role):
         if "params" in self.names:
             self.take((Kind.PARAMS,), self.names["params"])
         self.checks.update({Kind.FORWARD: self.input_fault, Kind.EVAL: self.input_fault,
-                            Kind.PARAMS: lambda msg: weights_fault(msg, self.box.params()),
+                            Kind.PARAMS: self.params_fault,
                             Kind.GRAD: self.grad_fault})
 
     def input_fault(self, msg: Message) -> str | None:
@@ -82,6 +87,14 @@ class TimeBoxWorker(Role):
             return "running stats out of range"
         return None
 
+    def params_fault(self, msg: Message) -> str | None:
+        """An answer's weights: the whole tied set, of its shapes, no older than the copy held."""
+        if msg.arrays and msg.arrays.keys() != self.box.params().keys():
+            return "weights of the wrong name, shape or dtype"
+        if msg.arrays and msg.meta["version"] < self.box.version:
+            return "weights older than the copy held"
+        return weights_fault(msg, self.box.params())
+
     def grad_fault(self, msg: Message) -> str | None:
         """A target for a state in flight; with --aux, maybe the next box's synthetic gradient of it as well."""
         ahead = msg.arrays.get("a")
@@ -117,21 +130,50 @@ class TimeBoxWorker(Role):
             job = (kind, b, part.arrays["x"], state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
         if not self.box.tied:
             return self.unroll(*job, 0)
-        # Backprop needs exactly the weights after every earlier batch; evaluation the newest.
-        need = self.trained if self.locked and kind is Kind.FORWARD else 0
-        bound = self.cfg.max_staleness if kind is Kind.FORWARD and not self.locked else 0
-        self.pulls += 1
-        self.to_peer("params", Kind.PULL, self.pulls, meta={"have": self.box.version, "need": need, "bound": bound})
         self.job, self.blocked = job, True
+        if self.answer is not None and kind is Kind.FORWARD:
+            return self.start()
+        if not self.asked:   # else the answer to the last push is on its way
+            self.pull()
+
+    def request(self, kind: Kind) -> dict:
+        """What an unroll of this kind needs: backprop's training, the weights after every earlier batch (and
+        this one's, asked with its push); evaluation, the newest. A push asks for weights that much fresher
+        than the bound as the other boxes will land updates, a push each, before this box's next unroll."""
+        need = self.trained + (kind is Kind.PUSH) if self.locked and kind is not Kind.EVAL else 0
+        bound = 0 if kind is Kind.EVAL or self.locked else self.cfg.max_staleness
+        if kind is Kind.PUSH:
+            bound = max(bound - (self.cfg.boxes - 1), 0)
+        return {"need": need, "bound": bound}
+
+    def ask(self, kind: Kind, b: int, have: int, **grads) -> None:
+        self.requests += 1
+        self.asked = True
+        job_kind = self.job[0] if kind is Kind.PULL else Kind.PUSH
+        meta = {"have": have} if kind is Kind.PULL else {"version": have}
+        self.to_peer("params", kind, b, meta={**meta, **self.request(job_kind), "ask": self.requests}, **grads)
 
     def on_params(self, msg: Message, t: float) -> None:
         version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode
-        if self.job is None or msg.id != self.pulls:
+        if not self.asked or msg.id != self.requests:
             self.counters["unexpected"] += 1
             return
         if msg.arrays:
             self.box.load(msg.arrays, version)
+        self.asked, self.answer = False, None if self.expired else staleness
+        self.expired = False
+        if self.job is not None:
+            if self.answer is None:   # an answer from before the barrier: ask again
+                return self.pull()
+            self.start()
+
+    def pull(self) -> None:
+        self.pulls += 1
+        self.ask(Kind.PULL, self.pulls, have=self.box.version)
+
+    def start(self) -> None:
         job, self.job, self.blocked = self.job, None, False
+        staleness, self.answer = self.answer, None
         self.unroll(*job, staleness)
 
     def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float, staleness: int) -> None:
@@ -167,7 +209,7 @@ class TimeBoxWorker(Role):
             self.to_peer("prev", Kind.GRAD, b, g=g, **self.ahead(self.box.inflight.batches.get(b)))
 
         def push(grads):
-            self.to_peer("params", Kind.PUSH, b, meta={"version": self.box.version}, **grads)
+            self.ask(Kind.PUSH, b, self.box.version, **grads)
 
         return send_back if self.sends_back else None, push if self.box.tied else None
 
@@ -222,6 +264,8 @@ class TimeBoxWorker(Role):
             pending = self.box.take_pending()
             if pending:   # a shared M's last fits, DNI + Aux's: in the service before the barrier ends
                 self.senders(self.latest)[1](pending)
+            # Updates land at the barrier that no answer before it counted: the next unroll pulls.
+            self.answer, self.expired = None, self.asked
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
             self.to_peer("params", Kind.SYNC, token)

@@ -18,8 +18,8 @@ DATA = frozenset({np.dtype(np.uint8), FLOAT})   # what a dataset's examples are:
 BATCH_IDS = frozenset({Kind.FORWARD, Kind.INPUT, Kind.GRAD, Kind.PUSH})
 # The one reason to drop that a real message may have: it came late, its batch evicted.
 NOT_IN_FLIGHT = "gradient for a batch not in flight"
-# Streams that count from 1 (a box's pulls, and the service's answers to them); evaluation ids from where the
-# assignment says; every other from 0.
+# Streams that count from 1 (a box's pulls, and the service's answers to its requests: pulls and pushes);
+# evaluation ids from where the assignment says; every other from 0.
 FIRST_IDS = {Kind.PULL: 1, Kind.PARAMS: 1}
 
 

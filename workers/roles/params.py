@@ -1,15 +1,20 @@
 """The parameter service: one copy of the tied weights for boxes in other processes, with bounded staleness.
 
 Protocol (every message into the service's inbox, every answer into the asking box's inbox):
-  PULL   {have, need, bound}  a box about to unroll holds version `have`; it needs at least
-                               version `need` (backprop: every earlier batch applied) and a copy
-                               at most `bound` updates old (never more than --max-staleness).
-  PARAMS {version, staleness} the answer: the weights themselves only when the box's copy is too
-                               old (or too early), else nothing but how old the copy is.
-  PUSH   {version} + grads    a box's gradients, computed with weights of `version`.
+  PUSH   {version, need, bound, ask} + grads   a box's gradients, computed with its copy of `version`, and
+                               its request number `ask` for the weights of its next unroll: at least version `need`
+                               (backprop: this batch applied), at most `bound` updates old (--max-staleness
+                               less the K-1 pushes the other boxes make before that unroll, at least 0).
+                               The answer goes out as soon as `need` is reached:
+                               it is in the box before the box's next input, which then starts at once.
+  PULL   {have, need, bound, ask}  the same request alone, waited for: a box's first unroll, the first after
+                               a barrier, every evaluation's, and one after a batch without gradients.
+  PARAMS {version, staleness} the answer, its id the request's `ask`: the weights themselves only when the
+                               box's copy is too old (or too early), else nothing but how old it is.
   SYNC                        a box's barrier marker, behind its pushes: when all K are in, the
                                service tells the coordinator SYNCED.
-The counters it reports (max_read_staleness above all) are what the tests assert the bound with.
+A read's staleness is counted when the service answers (max_read_staleness, never above the bound);
+the updates that land between an answer and the unroll it serves show in grad_delay.
 """
 from __future__ import annotations
 
@@ -37,32 +42,36 @@ class ParamService(Role):
         super().__init__(*args, **kw)
         self.store = ParamStore(self.cfg)
         self.bound, self.boxes = self.cfg.max_staleness, self.cfg.boxes
-        self.waiting: list[Message] = []     # pulls that need a version not reached yet
+        self.waiting: list[Message] = []     # requests that need a version not reached yet
         self.markers: Counter = Counter()
-        self.counters.update(pulls=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,
+        self.counters.update(pulls=0, answers=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,
                              pushes=0, steps=0, max_grad_delay=0, grad_delay_sum=0, bound=self.bound)
         self.handlers.update({Kind.PULL: self.on_pull, Kind.PUSH: self.on_push, Kind.SYNC: self.on_sync})
         self.take((Kind.PULL, Kind.PUSH, Kind.SYNC), *self.names.values())   # only the run's own boxes
         self.checks[Kind.PUSH] = lambda msg: weights_fault(msg, self.store.params())
 
     def on_pull(self, msg: Message, t: float) -> None:
+        self.counters["pulls"] += 1
+        self.request(msg)
+
+    def request(self, msg: Message) -> None:
         if self.store.version < msg.meta["need"]:
-            # A box has one pull open at a time: a newer one from the same name replaces it.
+            # A box has one request open at a time: a newer one from the same name replaces it.
             self.waiting = [m for m in self.waiting if m.src != msg.src] + [msg]
         else:
             self.serve(msg)
 
     def serve(self, msg: Message) -> None:
-        have = msg.meta["have"]
+        have = msg.meta["have"] if msg.kind is Kind.PULL else msg.meta["version"]
         staleness = self.store.version - have
         arrays = {}
         if staleness > min(self.bound, msg.meta["bound"]) or staleness < 0:
             arrays, staleness, have = self.store.snapshot(), 0, self.store.version
             self.counters["transfers"] += 1
-        self.counters["pulls"] += 1
+        self.counters["answers"] += 1
         self.counters["read_staleness_sum"] += staleness
         self.counters["max_read_staleness"] = max(self.counters["max_read_staleness"], staleness)
-        self.to_peer(msg.src, Kind.PARAMS, msg.id, meta={"version": have, "staleness": staleness}, **arrays)
+        self.to_peer(msg.src, Kind.PARAMS, msg.meta["ask"], meta={"version": have, "staleness": staleness}, **arrays)
 
     def on_push(self, msg: Message, t: float) -> None:
         used = msg.meta["version"]   # a count: the schema checked it at decode (the arrays: weights_fault)
@@ -81,6 +90,7 @@ class ParamService(Role):
             self.waiting = [m for m in self.waiting if m.meta["need"] > self.store.version]
             for m in ready:
                 self.serve(m)
+        self.request(msg)   # the weights of the box's next unroll
 
     def on_sync(self, msg: Message, t: float) -> None:
         self.markers[msg.id] += 1

@@ -184,7 +184,9 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
             # CURVE handshake is dropped gives up (a refused connection it would retry).
             argv = dni("coordinator", "--bind", f"tcp://{coord.ip}:{CONTROL_PORT}", "--workers", str(k),
                        *(["--keys", str(keys)] if keys else ["--insecure"]), "--out", str(out),
-                       "--hidden", ",".join([str(p["width"])] * (k - 1)), "--mode", s.mode, "--window", str(s.window),
+                       # the network: feed-forward layers unless the caller names another (time boxes)
+                       *p.get("shape", ["--hidden", ",".join([str(p["width"])] * (k - 1))]),
+                       "--mode", s.mode, "--window", str(s.window),
                        "--credit", s.credit, "--epochs", str(p["epochs"]), "--seed", str(p["seed"]), "--no-progress",
                        "--checkpoint-every", "0", *p["job"])
             logs[0] = open(out.parent / f"{out.name}.coordinator.log", "w")
