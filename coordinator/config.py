@@ -22,6 +22,7 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         for option in OPTIONS:
             _check(option, getattr(self, option.name), self.model)
         self.hidden_sizes()
+        self.conv_filters()
         if self.class_list() and not self.data:
             raise ConfigError("--classes picks MNIST digits: give --data DIR too (the generated task has no digits)")
         if self.model == "rnn":
@@ -64,6 +65,10 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         if not sizes or min(sizes) < 1:
             raise ConfigError(f"--hidden: need one or more positive sizes, got {self.hidden!r}")
         return sizes
+
+    def conv_filters(self) -> list[int]:
+        """--conv: each conv stage's filter count, in order (empty: no conv stage)."""
+        return lists.parse(self.conv, "--conv", low=1, error=ConfigError)
 
     def class_list(self) -> list[int]:
         classes = lists.parse(self.classes, "--classes", error=ConfigError)

@@ -4,6 +4,7 @@ import pytest
 from gradcheck import numeric_grad
 
 from workers.numerics.conv import Conv2D
+from workers.numerics.conv_synthesizer import SYNTH_KERNEL, ConvSynthesizer
 from workers.numerics.layers import ConvBlock
 from workers.numerics.pooling import max_pool, max_pool_backward
 
@@ -96,3 +97,41 @@ def test_conv_block_gradients(pool):
         assert_close(grads[name], numeric_grad(loss, p))
     assert_close(dx, numeric_grad(loss, x))
     assert_close(block.input_gradient(h, upstream, route), dx)
+
+
+@pytest.mark.parametrize("n_classes, hidden", [(0, 0), (3, 0), (0, 4), (3, 4)])
+def test_conv_synthesizer_gradients(n_classes, hidden):
+    synth = ConvSynthesizer((4, 3, 2), RNG, n_classes=n_classes, hidden=hidden, dtype=np.float64)
+    for p in synth.params.values():  # move off the zero init so every path carries gradient
+        p += RNG.standard_normal(p.shape) * 0.3
+    h, target = RNG.standard_normal((5, 24)), RNG.standard_normal((5, 24))
+    y = RNG.integers(0, max(n_classes, 1), 5)
+
+    def loss():
+        return synth.loss_and_grads(h, y, target)[0]
+
+    _, grads = synth.loss_and_grads(h, y, target)
+    assert set(grads) == set(synth.learned) == ({"A", "c"} | ({"E"} if n_classes and not hidden else set()))
+    for name in synth.learned:
+        assert_close(grads[name], numeric_grad(loss, synth.params[name]))
+
+
+def test_conv_synthesizer_label_maps_are_a_conv_of_one_hot_input_maps():
+    """cDNI's label term equals the conv of h concatenated with the one-hot label broadcast as maps."""
+    synth = ConvSynthesizer((4, 5, 2), RNG, n_classes=3, dtype=np.float64)
+    for p in synth.params.values():
+        p += RNG.standard_normal(p.shape)
+    h, y = RNG.standard_normal((2, 40)), np.array([2, 0])
+    x = h / np.sqrt((h * h).sum() / len(h))
+    maps = np.concatenate([x.reshape(2, 4, 5, 2), np.eye(3)[y][:, None, None, :] * np.ones((1, 4, 5, 1))], axis=3)
+    k = SYNTH_KERNEL
+    kernel = np.concatenate([synth.params["A"].reshape(k, k, 2, 2),
+                             synth.params["E"].reshape(3, k, k, 2).transpose(1, 2, 0, 3)], axis=2)
+    expected = direct_conv(maps, kernel.reshape(-1, 2), synth.params["c"], k)
+    np.testing.assert_allclose(synth.predict(h, y), expected.reshape(2, -1), rtol=1e-10, atol=1e-12)
+
+
+def test_conv_synthesizer_starts_at_zero():
+    for n_classes, hidden in [(0, 0), (10, 0), (0, 8), (10, 8)]:
+        synth = ConvSynthesizer((4, 4, 3), RNG, n_classes=n_classes, hidden=hidden)
+        assert not synth.predict(RNG.standard_normal((3, 48)).astype(np.float32), np.array([0, 1, 2])).any()

@@ -37,6 +37,7 @@ class Dataset:
     name: str
     x_val: np.ndarray | None = None   # a validation split held out of the training set (see held_out)
     y_val: np.ndarray | None = None
+    image: tuple[int, ...] = ()       # an example's (height, width, channels) if it is an image (its flat rows NHWC)
 
     @property
     def n_features(self) -> int:
@@ -135,8 +136,9 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
         arrays[f"x_{split}"] = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
         arrays[f"y_{split}"] = labels.astype(np.int64)
 
+    image = (*images.shape[1:], 1)   # from the IDX header: rows, columns; one channel
     if classes is None:
-        return Dataset(**arrays, n_classes=10, name="mnist")
+        return Dataset(**arrays, n_classes=10, name="mnist", image=image)
 
     classes = [int(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):
@@ -154,7 +156,7 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
         keep = new >= 0
         arrays[f"x_{split}"] = np.ascontiguousarray(arrays[f"x_{split}"][keep])
         arrays[f"y_{split}"] = new[keep]
-    return Dataset(**arrays, n_classes=len(classes), name="mnist-" + "".join(map(str, classes)))
+    return Dataset(**arrays, n_classes=len(classes), name="mnist-" + "".join(map(str, classes)), image=image)
 
 
 def generated_task(

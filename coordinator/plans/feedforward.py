@@ -33,16 +33,37 @@ class FeedForward(Plan):
             return max(self.cfg.window, self.n_workers)
         return self.cfg.window
 
+    def maps(self) -> list[tuple[int, int, int]]:
+        """The maps into each conv stage and out of the last (none without --conv); ConfigError if one does not fit."""
+        from workers.numerics.conv import stage_maps
+
+        cfg, image = self.cfg, self.task.dataset.image
+        filters = cfg.conv_filters()
+        if not filters:
+            return []
+        if not image:
+            raise ConfigError(f"--conv: {self.task.dataset.name} has no image shape (the generated task is flat "
+                              "vectors): give --data with MNIST")
+        maps = stage_maps(image, filters, cfg.pool)
+        for k, (height, width, _) in enumerate(maps[:-1], start=1):
+            if cfg.kernel > min(height, width):
+                raise ConfigError(f"--kernel {cfg.kernel} is larger than conv stage {k}'s {height}x{width} input map")
+            if min(height, width) < cfg.pool:
+                raise ConfigError(f"--pool {cfg.pool} leaves conv stage {k} a 0x0 map (its input is "
+                                  f"{height}x{width}): use a smaller --pool or fewer --conv stages")
+        return maps
+
     def sizes(self) -> list[int]:
         dataset = self.task.dataset
-        return [dataset.n_features, *self.cfg.hidden_sizes(), dataset.n_classes]
+        conv = [h * w * c for h, w, c in self.maps()[1:]]
+        return [dataset.n_features, *conv, *self.cfg.hidden_sizes(), dataset.n_classes]
 
     def derived_fields(self) -> dict:
-        return {"sizes": self.sizes()}
+        return {"sizes": self.sizes(), "image": list(self.task.dataset.image) if self.cfg.conv_filters() else []}
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:
-        return [LAYER] * len(cfg.hidden_sizes()) + [HEAD]
+        return [LAYER] * (len(cfg.conv_filters()) + len(cfg.hidden_sizes())) + [HEAD]
 
     def links(self) -> dict[int, dict[str, int | None]]:
         return {k: {"prev": k - 1, "next": k + 1} for k in range(1, self.n_workers + 1)}

@@ -20,6 +20,19 @@ def map_after(shape: tuple[int, int, int], filters: int, pool: int) -> tuple[int
     return height // pool, width // pool, filters
 
 
+def stage_filters(conv: str) -> list[int]:
+    """The filter counts of the --conv option's value (checked by the coordinator), one per conv stage."""
+    return [int(v) for v in conv.split(",") if v.strip()]
+
+
+def stage_maps(image: tuple[int, ...], filters: list[int], pool: int) -> list[tuple[int, int, int]]:
+    """The maps into each conv stage, then out of the last one: the input image first."""
+    maps = [tuple(image)]
+    for f in filters:
+        maps.append(map_after(maps[-1], f, pool))
+    return maps
+
+
 class Conv2D:
     """z = conv(x, W) + b over same-padded K x K windows; x (N, H, W, C), z (N, H, W, F), float32.
 
@@ -51,7 +64,7 @@ class Conv2D:
             self._cols_of = None
         return self._pad[:n], self._cols[:n]
 
-    def _im2col(self, x: np.ndarray) -> np.ndarray:
+    def im2col(self, x: np.ndarray) -> np.ndarray:
         """The (n*H*W, K*K*C) columns of x (n examples), in the reused buffer."""
         n, (height, width, _), p = len(x), self.shape, (self.kernel - 1) // 2
         pad, cols = self._buffers(n)
@@ -70,7 +83,7 @@ class Conv2D:
         z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype)
         flat = z.reshape(-1, self.filters)
         for s, e in self._chunks(n):
-            np.matmul(self._im2col(maps[s:e]), self.params["W"], out=flat[s * rows:e * rows])
+            np.matmul(self.im2col(maps[s:e]), self.params["W"], out=flat[s * rows:e * rows])
         self._cols_of = x if n <= self.chunk else None
         z += self.params["b"]
         return z
@@ -84,7 +97,7 @@ class Conv2D:
         dz_flat = dz.reshape(-1, self.filters)
         grads = {"W": np.zeros_like(self.params["W"]), "b": dz_flat.sum(axis=0)}
         for s, e in self._chunks(n):
-            cols = self._cols[:n].reshape(n * rows, -1) if self._cols_of is x else self._im2col(maps[s:e])
+            cols = self._cols[:n].reshape(n * rows, -1) if self._cols_of is x else self.im2col(maps[s:e])
             grads["W"] += cols.T @ dz_flat[s * rows:e * rows]
         return grads, (self.input_gradient(dz, weights) if need_dx else None)
 

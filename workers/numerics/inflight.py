@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from workers.numerics import optimizers
+from workers.numerics.conv_synthesizer import ConvSynthesizer
 from workers.numerics.snapshot import copy_into, counter, join, part
 from workers.numerics.synthesizers import Synthesizer
 
@@ -26,6 +27,7 @@ class Batch:
     param_staleness: int = 0    # how many updates old the tied weights that made h were
     updates: int = 0            # the owner's update count once b's update was made
     g_hat: np.ndarray | None = None
+    route: object = None        # what the layer's input gradient needs besides h (a conv block's pooling argmax)
 
 
 class Fit(NamedTuple):
@@ -48,11 +50,15 @@ class InFlight:
     at its update; with one, when its target arrives and M is fitted to it.
     """
 
-    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None):
-        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels."""
+    def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None,
+                 maps: tuple[int, int, int] | None = None):
+        """M predicts dL/dh for an n-wide h, the flat rows of (H, W, C) maps if `maps` (a conv stage's: M
+        convolves them); rng None: no synthesizer. cdni conditions M on n_classes labels."""
         self.synth: Synthesizer | None = None
         if rng is not None:
-            self.synth = Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
+            conditioned = n_classes if cfg.mode == "cdni" else 0
+            self.synth = (Synthesizer(n, rng, conditioned, cfg.synth_hidden) if maps is None else
+                          ConvSynthesizer(maps, rng, conditioned, cfg.synth_hidden))
             self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.batches: OrderedDict[int, Batch] = OrderedDict()
         self.capacity = cfg.cache   # protocol/window.py: in_flight

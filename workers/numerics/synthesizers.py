@@ -58,6 +58,10 @@ class Synthesizer:
         """
         rms_row = float(np.sqrt(np.einsum("ij,ij->", h, h, dtype=np.float64) / len(h)))
         x = h * h.dtype.type(1.0 / max(rms_row, 1e-12))  # a new array, h's dtype
+        return self._readout(x, y)
+
+    def _readout(self, x: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+        """(M's output for the normalised input x, the readout's input)."""
         a = self._hidden(x, y) if self.hidden else x
         g = a @ self.params["A"]
         g += self.params["c"]
@@ -110,13 +114,18 @@ class Synthesizer:
         n = len(h)
         loss = 0.5 * float(np.einsum("ij,ij->", err, err)) / n
         err /= n
+        return loss, self._readout_grads(a, y, err)
+
+    def _readout_grads(self, a: np.ndarray, y, err: np.ndarray) -> dict[str, np.ndarray]:
+        """The gradients of what M learns, given the readout's input a and dLoss/dM = err."""
         grads = {"A": a.T @ err, "c": err.sum(axis=0)}
         if "E" in self.learned:
-            grads["E"] = _per_class_sum(err, y, self.params["E"].shape[0])
-        return loss, grads
+            grads["E"] = per_class_sum(err, y, self.params["E"].shape[0])
+        return grads
 
 
-def _per_class_sum(rows: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    out = np.zeros((n_classes, rows.shape[1]), rows.dtype)
+def per_class_sum(rows: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """out[c] = the sum of the rows whose label is c."""
+    out = np.zeros((n_classes, *rows.shape[1:]), rows.dtype)
     np.add.at(out, y, rows)
     return out
