@@ -139,7 +139,7 @@ def progress(saved: dict, config: dict, wire: WireConfig) -> None:
     pos = Position(**saved)
     cfg = checked(pos.config, "its progress's config", complete=True)
     differ = [name for name, value in config.items() if name in pos.config and pos.config[name] != value]
-    if differ or wire.model == "ff" and list(wire.sizes[1:-1]) != cfg.hidden_sizes():
+    if differ or wire.model == "ff" and list(wire.sizes[1 + len(cfg.conv_filters()):-1]) != cfg.hidden_sizes():
         raise ValueError(f"its progress's config and its config differ ({', '.join(differ) or 'hidden'})")
     if pos.step != config["step"]:
         raise ValueError(f"its progress is at step {pos.step}, its config at step {config['step']}")

@@ -4,7 +4,7 @@ import pytest
 from gradcheck import numeric_grad
 
 from workers.numerics.conv import Conv2D
-from workers.numerics.conv_synthesizer import SYNTH_KERNEL, ConvSynthesizer
+from workers.numerics.conv_synthesizer import ConvSynthesizer
 from workers.numerics.layers import ConvBlock
 from workers.numerics.pooling import max_pool, max_pool_backward
 
@@ -114,21 +114,6 @@ def test_conv_synthesizer_gradients(n_classes, hidden):
     assert set(grads) == set(synth.learned) == ({"A", "c"} | ({"E"} if n_classes and not hidden else set()))
     for name in synth.learned:
         assert_close(grads[name], numeric_grad(loss, synth.params[name]))
-
-
-def test_conv_synthesizer_label_maps_are_a_conv_of_one_hot_input_maps():
-    """cDNI's label term equals the conv of h concatenated with the one-hot label broadcast as maps."""
-    synth = ConvSynthesizer((4, 5, 2), RNG, n_classes=3, dtype=np.float64)
-    for p in synth.params.values():
-        p += RNG.standard_normal(p.shape)
-    h, y = RNG.standard_normal((2, 40)), np.array([2, 0])
-    x = h / np.sqrt((h * h).sum() / len(h))
-    maps = np.concatenate([x.reshape(2, 4, 5, 2), np.eye(3)[y][:, None, None, :] * np.ones((1, 4, 5, 1))], axis=3)
-    k = SYNTH_KERNEL
-    kernel = np.concatenate([synth.params["A"].reshape(k, k, 2, 2),
-                             synth.params["E"].reshape(3, k, k, 2).transpose(1, 2, 0, 3)], axis=2)
-    expected = direct_conv(maps, kernel.reshape(-1, 2), synth.params["c"], k)
-    np.testing.assert_allclose(synth.predict(h, y), expected.reshape(2, -1), rtol=1e-10, atol=1e-12)
 
 
 def test_conv_synthesizer_starts_at_zero():

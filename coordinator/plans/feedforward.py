@@ -9,6 +9,8 @@ from coordinator.plans.base import Plan
 from protocol.roles import HEAD, LAYER
 from protocol.wireconfig import WireConfig
 
+CONV_EVAL_BATCH = 128
+
 
 class FeedForward(Plan):
     model = "ff"
@@ -23,6 +25,12 @@ class FeedForward(Plan):
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
         return image_task(cfg, cfg.class_list(), centre=cfg.centre)
+
+    @staticmethod
+    def eval_batch(cfg: Config) -> int:
+        """--eval-batch, but CONV_EVAL_BATCH at most with conv stages: a conv stage's forward of 1000 examples
+        takes seconds on a loaded machine, the liveness timeout's worth, with no heartbeat meanwhile."""
+        return min(cfg.eval_batch, CONV_EVAL_BATCH) if cfg.conv_filters() else cfg.eval_batch
 
     def window(self) -> int:
         """--window; gpipe: a batch's micro-batches (the flush holds the rest); with pipedream under the
@@ -85,9 +93,10 @@ class FeedForward(Plan):
         from workers.numerics.snapshot import restore
 
         # The run's own seed (without --data the task is generated from it), centring and training examples.
-        task = cls.load_task(replace(from_saved(saved, strict=True), data=data or saved["data"]))
+        cfg = replace(from_saved(saved, strict=True), data=data or saved["data"])
+        task = cls.load_task(cfg)
         wire = WireConfig.from_meta(saved)
         stages = [cls.build_stage(wire, k) for k in range(1, len(wire.sizes))]
         for s in stages:
             restore(s, states.get(s.index, {}), f"stage {s.index}")
-        return evaluate(stages, task.x_test, task.y_test, saved["eval_batch"]), len(task.x_test)
+        return evaluate(stages, task.x_test, task.y_test, cls.eval_batch(cfg)), len(task.x_test)
