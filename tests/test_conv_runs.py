@@ -1,10 +1,13 @@
 """Conv stages over real processes on a subset of MNIST: transparency, learning, every mode, checkpoints, bad input."""
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 from conftest import MNIST
-from timing import FAST
+from resumable import assert_same_checkpoint, stage_pid, start, steps_logged, stopped_by_sigterm, summary
+from timing import FAST, wait_until
 
 from coordinator import checkpoint, plans
 from coordinator.cli import main
@@ -14,7 +17,11 @@ from protocol.wireconfig import WireConfig
 from workers.numerics.reference import build_network, step
 
 # A small conv net: two conv stages of small maps, a dense stage, the head.
-SMALL = ["--data", str(MNIST), "--conv", "4,8", "--kernel", "3", "--hidden", "16", "--seed", "3", *FAST]
+NET = ["--data", str(MNIST), "--conv", "4,8", "--kernel", "3", "--hidden", "16", "--seed", "3"]
+SMALL = [*NET, *FAST]
+# Locked backprop: its arithmetic does not depend on timing, so a disturbed run can end bit-exact.
+JOB = [*NET, "--mode", "backprop", "--train-subset", "1280", "--epochs", "3", "--log-every", "1",
+       "--checkpoint-every", "5", "--checkpoint-seconds", "0"]
 
 
 def test_backprop_over_processes_with_conv_stages_equals_the_single_process_reference(tmp_path):
@@ -89,3 +96,23 @@ def test_a_conv_checkpoint_evaluated_as_dense_is_a_one_line_error(tmp_path, caps
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dni: error:") and "conv" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_a_conv_run_stopped_and_resumed_ends_with_the_undisturbed_runs_weights(tmp_path):
+    assert main(["run", *JOB, "--out", str(tmp_path / "undisturbed"), *FAST]) == 0
+    stopped_by_sigterm(tmp_path / "run", *JOB, after=12)
+    assert main(["run", "--resume", str(tmp_path / "run"), *FAST]) == 0
+    assert_same_checkpoint(tmp_path / "undisturbed", tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_conv_stage_killed_mid_run_is_restarted_and_the_run_ends_bit_exact(tmp_path):
+    assert main(["run", *JOB, "--out", str(tmp_path / "undisturbed"), *FAST]) == 0
+    proc = start(tmp_path / "run", *JOB)
+    wait_until(lambda: steps_logged(tmp_path / "run") >= 12, 60, "step 12", proc)
+    os.kill(stage_pid(2), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert summary(tmp_path / "run")["restarts"] == 1
+    assert_same_checkpoint(tmp_path / "undisturbed", tmp_path / "run")
