@@ -102,27 +102,31 @@ class Conv2D:
         return grads, (self.input_gradient(dz, weights) if need_dx else None)
 
     def input_gradient(self, dz: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """dL/dx (N, H, W, C) given dL/dz: the columns' gradient dz W^T, put back by col2im."""
+        """dL/dx (N, H, W, C) given dL/dz: the columns' gradient dz W^T, put back by col2im.
+
+        The columns' gradient is made offset by offset, (K*K, N*H*W, C) in the column buffer: each of
+        col2im's K*K additions then runs over whole rows of the map, not over C floats at a time.
+        """
         n, rows = len(dz), self.shape[0] * self.shape[1]
         w = self.params["W"] if weights is None else weights
+        per_offset = w.reshape(self.kernel * self.kernel, self.shape[2], self.filters).transpose(0, 2, 1)
         dz_flat = dz.reshape(-1, self.filters)
         dx = np.empty((n, *self.shape), w.dtype)
         for s, e in self._chunks(n):
-            _, dcols = self._buffers(e - s)
-            dcols = dcols.reshape((e - s) * rows, -1)
-            np.matmul(dz_flat[s * rows:e * rows], w.T, out=dcols)   # the columns' gradient, in their buffer
+            _, buffer = self._buffers(e - s)
+            dcols = buffer.reshape(self.kernel * self.kernel, (e - s) * rows, self.shape[2])
+            np.matmul(dz_flat[s * rows:e * rows], per_offset, out=dcols)
             self._cols_of = None
             self._col2im(dcols, dx[s:e])
         return dx
 
     def _col2im(self, dcols: np.ndarray, dx: np.ndarray) -> None:
-        """dx = the sum, over the K x K offsets, of each column block put back where im2col took it."""
+        """dx = the sum, over the K x K offsets, of each offset's gradient put back where im2col took it."""
         n, (height, width, channels), k = len(dx), self.shape, self.kernel
         p = (k - 1) // 2
         dpad = self._dpad[:n]
         dpad.fill(0)
-        blocks = dcols.reshape(n, height, width, k, k, channels)
-        for i in range(k):
-            for j in range(k):
-                dpad[:, i:i + height, j:j + width] += blocks[:, :, :, i, j]
+        for offset, block in enumerate(dcols):
+            i, j = divmod(offset, k)
+            dpad[:, i:i + height, j:j + width] += block.reshape(n, height, width, channels)
         dx[...] = dpad[:, p:p + height, p:p + width]
