@@ -116,3 +116,22 @@ def test_a_conv_stage_killed_mid_run_is_restarted_and_the_run_ends_bit_exact(tmp
     assert proc.returncode == 0, err
     assert summary(tmp_path / "run")["restarts"] == 1
     assert_same_checkpoint(tmp_path / "undisturbed", tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_bench_latency_with_conv_stages_reports_each_stages_peak_memory(tmp_path, capsys):
+    out = tmp_path / "latency.json"
+    assert main(["bench", "latency", "--conv", "4", "--width", "16", "--data", str(MNIST), "--batch", "16",
+                 "--steps", "12", "--warmup", "2", "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["params"]["conv"] == "4" and [r["depth"] for r in result["runs"]] == [3, 3]
+    for run in result["runs"]:
+        assert all(s["peak_rss_mb"] > 0 for s in run["stages"])
+    assert result["throughput"]["depth"] == 3 and 0 < result["throughput"]["fraction_of_ideal"]
+    assert "peak RSS MB" in capsys.readouterr().out
+
+
+def test_bench_latency_conv_without_images_is_a_one_line_error(capsys):
+    assert main(["bench", "latency", "--conv", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--conv: conv stages need images" in err and "\n" not in err
