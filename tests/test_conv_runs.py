@@ -79,6 +79,13 @@ def test_conv_shapes_that_do_not_fit_are_one_line_errors(argv, words, capsys, tm
     assert err.startswith("dni: error:") and words in err and "\n" not in err
 
 
+@pytest.mark.parametrize("conv", ["0", "8,x", "-4"])
+def test_a_malformed_conv_list_is_a_one_line_error(conv, capsys, tmp_path):
+    assert main(["run", "--data", str(MNIST), "--conv", conv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dni: error: --conv") and "\n" not in err
+
+
 def test_conv_without_images_is_a_one_line_error(capsys, tmp_path):
     assert main(["run", "--conv", "8", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
