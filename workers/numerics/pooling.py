@@ -13,8 +13,8 @@ def _max_along(z: np.ndarray, p: int, axis: int) -> tuple[np.ndarray, np.ndarray
     better = np.empty(out.shape, bool)
     for k in range(1, p):
         np.greater(entry(k), out, out=better)
-        np.copyto(out, entry(k), where=better)
-        np.copyto(arg, k, where=better)   # not arg[better] = k: boolean indexing is many times slower
+        np.maximum(out, entry(k), out=out)
+        np.putmask(arg, better, k)   # contiguous: a masked copy from the strided entry is many times slower
     return out, arg
 
 
@@ -30,7 +30,7 @@ def max_pool(z: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     h, col_arg = _max_along(rows, p, axis=2)
     row_of = row_arg[:, :, 0::p].copy()   # the winning row within the winning column
     for j in range(1, p):
-        np.copyto(row_of, row_arg[:, :, j::p], where=col_arg == j)
+        row_of = np.where(col_arg == j, row_arg[:, :, j::p], row_of)
     row_of *= p
     row_of += col_arg
     return h, row_of
