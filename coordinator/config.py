@@ -40,6 +40,8 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
                               "into equal micro-batches")
 
     def _validate_rnn(self) -> None:
+        if self.conv_filters():
+            raise ConfigError("--conv: conv stages are feed-forward only (--model ff)")
         if self.eval_every:
             raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
         steps = self.boxes * self.steps_per_box

@@ -86,6 +86,11 @@ def test_a_malformed_conv_list_is_a_one_line_error(conv, capsys, tmp_path):
     assert err.startswith("dni: error: --conv") and "\n" not in err
 
 
+def test_conv_under_the_recurrent_model_is_a_one_line_error(capsys, tmp_path):
+    assert main(["run", "--model", "rnn", "--data", str(MNIST), "--conv", "8", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "dni: error: --conv: conv stages are feed-forward only (--model ff)"
+
+
 def test_conv_without_images_is_a_one_line_error(capsys, tmp_path):
     assert main(["run", "--conv", "8", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
