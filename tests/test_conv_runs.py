@@ -24,6 +24,7 @@ JOB = [*NET, "--mode", "backprop", "--train-subset", "1280", "--epochs", "3", "-
        "--checkpoint-every", "5", "--checkpoint-seconds", "0"]
 
 
+@pytest.mark.slow   # reads the whole of MNIST
 def test_backprop_over_processes_with_conv_stages_equals_the_single_process_reference(tmp_path):
     """Transparency, bit for bit: the conv stages' processes do the reference's arithmetic."""
     assert main(["run", *SMALL, "--mode", "backprop", "--train-subset", "384", "--epochs", "2",
@@ -69,6 +70,7 @@ def test_every_mode_trains_conv_stages_and_evaluates_their_checkpoint(tmp_path, 
     assert f"test accuracy {summary['test_accuracy']:.4f}" in capsys.readouterr().out
 
 
+@pytest.mark.slow   # reads the whole of MNIST
 @pytest.mark.parametrize("argv, words", [
     (["--kernel", "9"], "--kernel 9 is larger than conv stage 3's 7x7 input map"),
     (["--pool", "4", "--kernel", "1"], "--pool 4 leaves conv stage 3 a 0x0 map (its input is 1x1)"),
@@ -97,6 +99,7 @@ def test_conv_without_images_is_a_one_line_error(capsys, tmp_path):
     assert "--conv: generated-0 has no image shape" in err and "\n" not in err
 
 
+@pytest.mark.slow   # reads the whole of MNIST
 def test_a_conv_checkpoint_evaluated_as_dense_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", *SMALL, "--mode", "backprop", "--train-subset", "256", "--epochs", "1",
                  "--out", str(tmp_path)]) == 0
