@@ -100,17 +100,19 @@ def test_conv_without_images_is_a_one_line_error(capsys, tmp_path):
 
 
 @pytest.mark.slow   # reads the whole of MNIST
-def test_a_conv_checkpoint_evaluated_as_dense_is_a_one_line_error(tmp_path, capsys):
+@pytest.mark.parametrize("change, words", [({"conv": "", "image": []}, "differ (conv)"),
+                                           ({"conv": "4,8,8"}, "do not fit its 3 conv stages")],
+                         ids=["as dense", "with a conv stage more"])
+def test_a_conv_checkpoint_evaluated_as_another_network_is_a_one_line_error(tmp_path, capsys, change, words):
     assert main(["run", *SMALL, "--mode", "backprop", "--train-subset", "256", "--epochs", "1",
                  "--out", str(tmp_path)]) == 0
     saved = checkpoint.latest(tmp_path)
-    dense = {**saved.config, "conv": "", "image": []}
     for _ in range(2):   # the newest checkpoint and the previous one
-        checkpoint.save(tmp_path, dense, saved.states, saved.progress)
+        checkpoint.save(tmp_path, {**saved.config, **change}, saved.states, saved.progress)
     capsys.readouterr()
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("dni: error:") and "conv" in err and "\n" not in err
+    assert err.startswith("dni: error:") and words in err and "\n" not in err
 
 
 @pytest.mark.slow
@@ -150,3 +152,14 @@ def test_bench_latency_conv_without_images_is_a_one_line_error(capsys):
     assert main(["bench", "latency", "--conv", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--conv: conv stages need images" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_a_conv_run_with_maps_wider_than_a_dense_stage_may_be_evaluates(tmp_path, capsys):
+    """Without pooling a conv stage's map (28x28x16 = 12,544 values) is wider than a dense stage may be: the
+    checkpoint's checks bound the dense stages' weights, not the maps."""
+    assert main(["run", *SMALL, "--conv", "16", "--pool", "1", "--mode", "backprop", "--train-subset", "128",
+                 "--epochs", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
