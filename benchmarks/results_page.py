@@ -9,6 +9,7 @@ usage: python benchmarks/results_page.py [--check]
   race-*.json:             what `dni bench race --json FILE` writes, one file per run of the bench
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
   push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
+  conv.json, conv-*.json:  benchmarks/conv_accuracy.py, conv_speed.py --json, dni bench latency --conv --json
   stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
   unlock.json:             what `python benchmarks/unlock.py accuracy|pupdate` writes (OUT/unlock.json), with notes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page is current
@@ -20,7 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts and the sections' modules: beside this script
-from results_parts import machine, ms, pct, pp, sources, table  # noqa: E402
+from results_conv import conv_section  # noqa: E402
+from results_parts import machine, ms, pct, pp, sources, table, targets, versus_backprop  # noqa: E402
 from results_push import push_section  # noqa: E402
 from results_race import race_section, tuning_section  # noqa: E402
 from results_stall import stall_section  # noqa: E402
@@ -34,12 +36,6 @@ MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 RACES = sorted(p.name for p in RESULTS.glob("race-*.json"))
 TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
-
-
-def versus_backprop(rows: list[dict], key: str) -> dict:
-    """Each row's test accuracy minus backprop's in the same group (same stages, or same task)."""
-    base = {r[key]: r["test_accuracy"] for r in rows if r["mode"] == "backprop"}
-    return {id(r): r["test_accuracy"] - base[r[key]] for r in rows if r["mode"] != "backprop" and r[key] in base}
 
 
 def accuracy_table(rows: list[dict]) -> list[str]:
@@ -186,11 +182,6 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
             *copy_table(copy), *sources(["copy.json"], [copy])]
 
 
-def targets(result: dict) -> list[str]:
-    return [f"- {'pass' if t['pass'] else '**miss**'}: {t['name']}: {t['value']:.3g} (want {t['op']} {t['limit']:g})"
-            for t in result["targets"]] + [""]
-
-
 def bench_section(latency: dict, transport: dict) -> list[str]:
     body = [[str(h["depth"]), f"{ms(h['dni_p50_ms'])} / {ms(h['dni_p99_ms'])}",
              f"{ms(h['backprop_p50_ms'])} / {ms(h['backprop_p99_ms'])}", f"{h['ratio']:.1f}x",
@@ -237,6 +228,7 @@ def render() -> str:
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
              *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
+             *conv_section(load("conv.json"), load("conv-speed.json"), load("conv-latency.json")),
              *unlock_section(load("unlock.json")), *stall_section(load),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]

@@ -32,3 +32,14 @@ def machine(result: dict) -> str:
     return (f"{m['cpus']} cores, {blas['name']} {blas.get('version', '')} kernel {blas.get('kernel', '?')} with "
             f"{blas.get('threads', '?')} thread, numpy {m['numpy']}, pyzmq {m['pyzmq']}, load average "
             f"{' '.join(f'{x:.2f}' for x in m['load_average'])} at the start")
+
+
+def versus_backprop(rows: list[dict], key: str) -> dict:
+    """Each row's test accuracy minus backprop's in the same group (same stages, or same task)."""
+    base = {r[key]: r["test_accuracy"] for r in rows if r["mode"] == "backprop"}
+    return {id(r): r["test_accuracy"] - base[r[key]] for r in rows if r["mode"] != "backprop" and r[key] in base}
+
+
+def targets(result: dict) -> list[str]:
+    return [f"- {'pass' if t['pass'] else '**miss**'}: {t['name']}: {t['value']:.3g} (want {t['op']} {t['limit']:g})"
+            for t in result["targets"]] + [""]

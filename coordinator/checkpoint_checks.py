@@ -105,8 +105,15 @@ def config(saved: dict) -> WireConfig:
     count(wire.total_steps, "its config's total_steps")
     count(saved.get("step"), "its config's step", wire.total_steps)
     count(saved.get("eval_length", 0), "its config's eval_length", cfg.copy_length)
-    widths = {"sizes": max(wire.sizes, default=0), "units": wire.units, "synth_hidden": wire.synth_hidden,
-              "n_in": wire.n_in, "n_classes": wire.n_classes}
+    # A conv stage's output is a map, whose weights do not grow with it: the first dense stage's do.
+    n_conv = len(cfg.conv_filters()) if wire.model == "ff" else 0
+    if n_conv and (len(wire.sizes) < n_conv + 3 or len(wire.image) != 3):
+        raise ValueError(f"its config's sizes and image do not fit its {n_conv} conv stages")
+    widths = {"sizes": max((*wire.sizes[:1], *wire.sizes[n_conv + 1:]), default=0), "units": wire.units,
+              "synth_hidden": wire.synth_hidden, "n_in": wire.n_in, "n_classes": wire.n_classes}
+    if n_conv and wire.sizes[n_conv] * wire.sizes[n_conv + 1] > MAX_WIDTH ** 2:
+        raise ValueError(f"its config's first dense stage takes {wire.sizes[n_conv]} inputs: its weights are larger "
+                         "than a message can carry")
     for name, width in widths.items():
         if width > MAX_WIDTH:
             raise ValueError(f"its config's {name} holds {width}, wider than any stage a message can carry "
@@ -139,7 +146,7 @@ def progress(saved: dict, config: dict, wire: WireConfig) -> None:
     pos = Position(**saved)
     cfg = checked(pos.config, "its progress's config", complete=True)
     differ = [name for name, value in config.items() if name in pos.config and pos.config[name] != value]
-    if differ or wire.model == "ff" and list(wire.sizes[1:-1]) != cfg.hidden_sizes():
+    if differ or wire.model == "ff" and list(wire.sizes[1 + len(cfg.conv_filters()):-1]) != cfg.hidden_sizes():
         raise ValueError(f"its progress's config and its config differ ({', '.join(differ) or 'hidden'})")
     if pos.step != config["step"]:
         raise ValueError(f"its progress is at step {pos.step}, its config at step {config['step']}")

@@ -23,6 +23,7 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         for option in OPTIONS:
             _check(option, getattr(self, option.name), self.model)
         self.hidden_sizes()
+        self.conv_filters()
         if self.class_list() and not self.data:
             raise ConfigError("--classes picks MNIST digits: give --data DIR too (the generated task has no digits)")
         if self.model == "rnn":
@@ -61,6 +62,8 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
                               "into equal micro-batches")
 
     def _validate_rnn(self) -> None:
+        if self.conv_filters():
+            raise ConfigError("--conv: conv stages are feed-forward only (--model ff)")
         if self.eval_every:
             raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
         if self.shared_synth and self.untied:
@@ -90,6 +93,10 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         if not sizes or min(sizes) < 1:
             raise ConfigError(f"--hidden: need one or more positive sizes, got {self.hidden!r}")
         return sizes
+
+    def conv_filters(self) -> list[int]:
+        """--conv: each conv stage's filter count, in order (empty: no conv stage)."""
+        return lists.parse(self.conv, "--conv", low=1, error=ConfigError)
 
     def class_list(self) -> list[int]:
         classes = lists.parse(self.classes, "--classes", error=ConfigError)

@@ -33,7 +33,7 @@ def validate(plan: Plan, pipe: Pipeline, metrics: MetricsLog, pos: Position) -> 
     """The validation split's accuracy now, at a barrier: a record in metrics.jsonl (as stage 0, the
     coordinator, at the last batch's step) and in the summary. The caller pauses the training clock."""
     task = plan.task
-    accuracy, loss = pipe.evaluate(task.x_val, task.y_val, plan.cfg.eval_batch)
+    accuracy, loss = pipe.evaluate(task.x_val, task.y_val, plan.eval_batch(plan.cfg))
     record = {"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
               "val_accuracy": accuracy, "val_loss": loss}
     metrics.write(0, [record])
@@ -89,7 +89,7 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         if cfg.eval_every and pos.step % cfg.eval_every:
             validate(plan, pipe, metrics, pos)   # where the epoch ends, off the cadence
         if last or not cfg.eval_every:
-            accuracy, loss = pipe.evaluate(task.x_test, task.y_test, cfg.eval_batch)
+            accuracy, loss = pipe.evaluate(task.x_test, task.y_test, plan.eval_batch(cfg))
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
             metrics.noted({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,
                             "test_accuracy": accuracy, "test_loss": loss})

@@ -10,7 +10,8 @@ from protocol.options import BOTH, OPTIONS, SYNTHETIC
 DERIVED = (
     ("total_steps", int, MISSING),   # batches in the whole run: the cosine schedule's length
     ("cache", int, MISSING),         # in-flight batches a stage keeps awaiting their targets (window.py)
-    ("sizes", tuple, ()),            # feed-forward: input, hidden..., classes
+    ("sizes", tuple, ()),            # feed-forward: input, conv stages' outputs (flat), hidden..., classes
+    ("image", tuple, ()),            # feed-forward with --conv: the input's (height, width, channels)
     ("n_in", int, 0),                # recurrent: inputs per step
     ("n_classes", int, 0),           # recurrent: outputs
 )
@@ -39,7 +40,7 @@ class _Wire:
 
     def to_meta(self) -> dict:
         """As msgpack and JSON carry it."""
-        return {**asdict(self), "sizes": list(self.sizes)}
+        return {**asdict(self), "sizes": list(self.sizes), "image": list(self.image)}
 
     @classmethod
     def from_meta(cls, meta: object) -> "WireConfig":

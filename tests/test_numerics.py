@@ -87,8 +87,13 @@ def test_sgd_momentum_matches_the_textbook_update():
     np.testing.assert_allclose(p["w"], [0.71])
 
 
+# Two conv stages (4x4 images, 3x3 kernels, 2x2 pooling): the target goes through a conv stage's Jacobian.
+CONV = {"sizes": (16, 8, 3, 8, 5), "conv": "2,3", "kernel": 3, "pool": 2, "image": (4, 4, 1)}
+
+
+@pytest.mark.parametrize("net_fields", [{"sizes": (20, 16, 12, 8, 5)}, CONV], ids=["dense", "conv"])
 @pytest.mark.parametrize("bp_lambda", [0.0, 1.0])
-def test_bp_lambda_one_hands_each_synthesizer_the_true_gradient(bp_lambda):
+def test_bp_lambda_one_hands_each_synthesizer_the_true_gradient(bp_lambda, net_fields):
     """BP(1): the target that reaches stage 1's M is the true dL/dh1, as locked backprop computes
     it; the bootstrap (BP(0)) hands it stage 2's synthetic gradient pushed back instead, zero at
     the start (M starts at zero). Step 0: the synthetic updates are zero, so the weights agree."""
@@ -97,12 +102,12 @@ def test_bp_lambda_one_hands_each_synthesizer_the_true_gradient(bp_lambda):
     from workers.numerics.stage import head_step, train_step
 
     def net(mode):
-        return build_network(WireConfig(sizes=(20, 16, 12, 8, 5), mode=mode, optimizer="adam", lr=1e-3,
-                                        schedule="constant", total_steps=0, synth_lr=0.3, synth_hidden=0, seed=3,
-                                        log_every=1, cache=8, bp_lambda=bp_lambda))
+        return build_network(WireConfig(**net_fields, mode=mode, optimizer="adam", lr=1e-3, schedule="constant",
+                                        total_steps=0, synth_lr=0.3, synth_hidden=0, seed=3, log_every=1, cache=8,
+                                        bp_lambda=bp_lambda))
 
     rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((32, 20)).astype(np.float32), rng.integers(0, 5, 32)
+    x, y = rng.standard_normal((32, net_fields["sizes"][0])).astype(np.float32), rng.integers(0, 5, 32)
     locked, decoupled = net("backprop"), net("cdni")
     outs = []
     for stages in (locked, decoupled):

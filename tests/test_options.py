@@ -34,7 +34,7 @@ def as_flags(option: Option, value) -> list[str]:
 
 
 # Free text: another value each such option takes (the resume test needs one that differs from the saved run's).
-OTHER_TEXT = {"data": "/elsewhere/mnist", "classes": "0,1", "hidden": "16,8", "out": "runs/other"}
+OTHER_TEXT = {"data": "/elsewhere/mnist", "classes": "0,1", "hidden": "16,8", "conv": "8", "out": "runs/other"}
 
 
 def candidates(option: Option, now):

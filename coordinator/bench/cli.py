@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
                      help="stages of the dni run set against the 2-core ideal")
     lat.add_argument("--repeats", type=int, default=3,
                      help="(serial, pipeline) pairs for the throughput figure; the median pair is reported")
+    lat.add_argument("--conv", default="", help="conv stages' filters, as `dni run --conv`: the net is then these, "
+                     "one dense stage of --width and the head (--depths and --throughput-depth do not apply)")
+    lat.add_argument("--data", default="", help="MNIST directory, for --conv")
     tr = kinds.add_parser("transport", help="the project's messages against raw pyzmq zero-copy, one hop",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     tr.add_argument("--sizes", default="4,16,64,128,256,1024,4096", help="message sizes in KiB")
@@ -85,7 +88,8 @@ def cmd_bench(args) -> int:
         depths = lists.parse(args.depths, "--depths", low=1, required=True)
         result = latency.run(depths=depths, width=args.width, batch=args.batch, steps=args.steps,
                              warmup=args.warmup, window=args.window, throughput_depth=args.throughput_depth,
-                             repeats=args.repeats, seed=args.seed)
+                             repeats=args.repeats, seed=args.seed,
+                             conv=lists.parse(args.conv, "--conv", low=1), data=args.data)
     else:
         from coordinator.bench import transport
         transports = lists.parse(args.transports, "--transports", str, choices=("ipc", "tcp"))

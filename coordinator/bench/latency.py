@@ -5,6 +5,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from coordinator import plans
 from coordinator.bench import report
 from coordinator.config import Config
-from coordinator.data import Dataset, batches, generated_task
+from coordinator.data import Dataset, batches, generated_task, load_mnist
 from coordinator.job import serve
 from coordinator.metrics import percentiles
 from workers.numerics.reference import build_network, step
@@ -22,17 +23,23 @@ from workers.runtime.clock import CATEGORIES
 MODES = ("dni", "backprop")
 
 
-def config(mode: str, depth: int, width: int, batch: int, window: int, seed: int, out: Path) -> Config:
+def config(mode: str, depth: int, p: dict, out: Path) -> Config:
+    """depth - 1 hidden stages of p["width"]; with p["conv"], its conv stages and one dense stage."""
     # One epoch over exactly `steps` batches, one evaluation batch, no intermediate checkpoint:
     # the run is the training it measures.
-    return Config(hidden=",".join([str(width)] * (depth - 1)), mode=mode, epochs=1, batch_size=batch,
-                  eval_batch=batch, window=window, seed=seed, out=str(out), checkpoint_every=0,
+    hidden = ",".join([str(p["width"])] * (1 if p["conv"] else depth - 1))
+    return Config(hidden=hidden, conv=p["conv"], data=p["data"], mode=mode, epochs=1, batch_size=p["batch"],
+                  eval_batch=p["batch"], window=p["window"], seed=p["seed"], out=str(out), checkpoint_every=0,
                   progress=False).validate()
 
 
-def task(width: int, batch: int, steps: int, seed: int) -> Dataset:
-    """The generated task with `width` input features, so every hidden stage does the same work."""
-    return generated_task(seed=seed, n_train=steps * batch, n_test=HELD_OUT, n_features=width)
+def task(p: dict) -> Dataset:
+    """The generated task with `width` input features, so every hidden stage does the same work; with conv
+    stages, MNIST's first training images and its first test images, centred as `dni run` centres them."""
+    if p["conv"]:
+        data = load_mnist(p["data"]).first(p["steps"] * p["batch"])
+        return replace(data, x_test=data.x_test[:HELD_OUT], y_test=data.y_test[:HELD_OUT]).centred()
+    return generated_task(seed=p["seed"], n_train=p["steps"] * p["batch"], n_test=HELD_OUT, n_features=p["width"])
 
 
 HELD_OUT = 2000          # held-out examples each timed configuration is scored on
@@ -84,7 +91,7 @@ MESSAGING = ("send", "receive", "wait", "idle", "other")   # the loop's own CPU 
 def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str = "") -> dict:
     """One real `dni run`-style job: coordinator here, one spawned `dni worker` per stage."""
     out = tmp / f"{mode}-{depth}{tag}"
-    cfg = config(mode, depth, p["width"], p["batch"], p["window"], p["seed"], out)
+    cfg = config(mode, depth, p, out)
     cpu = time.process_time()
     summary = serve(plans.for_config(cfg, data), f"ipc://{tmp}/control-{mode}-{depth}{tag}", spawn_local=True)
     cpu = time.process_time() - cpu
@@ -94,7 +101,8 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
         seconds = summary["workers"][str(k)]["time_s"]
         total = seconds["total"]
         stages.append({"stage": k, "latency_ms": percentiles(latencies[k]), "time_s": seconds,
-                       "time_fraction": {c: seconds[c] / total for c in (*CATEGORIES, "blocked")}})
+                       "time_fraction": {c: seconds[c] / total for c in (*CATEGORIES, "blocked")},
+                       "peak_rss_mb": summary["workers"][str(k)]["peak_rss_mb"]})
     # CPU the whole run cost the machine (workers and coordinator, every thread), per batch:
     # unlike wall time, hardly moved by whatever else runs on the machine. Split by what it
     # paid for: the stages' arithmetic, their loops' messaging, and the helper threads
@@ -115,10 +123,10 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
 def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
     """Stage 1's dni work for one batch in this process alone: forward, synthetic gradient, update
     (what its update latency covers), and the synthesizer's training apart."""
-    cfg = plans.for_config(config("dni", 2, p["width"], p["batch"], p["window"], p["seed"], Path(".")), data).wire
+    cfg = plans.for_config(config("dni", 2, p, Path(".")), data).wire
     stage = Stage(1, cfg.sizes[0], cfg.sizes[1], cfg)
     rng = np.random.default_rng(p["seed"])
-    target = (rng.standard_normal((p["batch"], p["width"])) * 1e-3).astype(np.float32)
+    target = (rng.standard_normal((p["batch"], cfg.sizes[1])) * 1e-3).astype(np.float32)
     update, learn = [], []
     for b, (x, y) in zip(range(n + p["warmup"]), batches(data.x_train, data.y_train, p["batch"], rng)):
         t0 = time.perf_counter()
@@ -134,7 +142,7 @@ def isolated_stage1(data: Dataset, p: dict, n: int = 200) -> dict:
 
 def serial(depth: int, data: Dataset, p: dict) -> dict:
     """The very same dni arithmetic, every stage in turn in this one process: samples/s."""
-    cfg = plans.for_config(config("dni", depth, p["width"], p["batch"], p["window"], p["seed"], Path(".")), data).wire
+    cfg = plans.for_config(config("dni", depth, p, Path(".")), data).wire
     net = build_network(cfg)
     rng = np.random.default_rng(p["seed"])  # the epoch loop's shuffle, so the very same batches
     t0, cpu = time.perf_counter(), time.process_time()
@@ -209,7 +217,13 @@ def targets(result: dict) -> list[dict]:
 
 
 def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, window: int,
-        throughput_depth: int, repeats: int, seed: int) -> dict:
+        throughput_depth: int, repeats: int, seed: int, conv: list[int] = (), data: str = "") -> dict:
+    """conv: conv stages' filters (MNIST from `data`): every run is then that net, its conv stages, one dense
+    stage of `width` and the head, whatever the depths asked."""
+    if conv:
+        if not data:
+            raise ValueError("--conv: conv stages need images: give --data with MNIST")
+        depths, throughput_depth = [len(conv) + 2], len(conv) + 2
     if min(depths) < 2 or throughput_depth < 2:
         raise ValueError("--depths/--throughput-depth: a network needs at least 2 stages (a layer and the head)")
     if min(width, batch, window, repeats) < 1 or not 0 <= warmup < steps:
@@ -217,12 +231,13 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
     depths = sorted(set(depths))
     p = {"depths": depths, "width": width, "batch": batch, "steps": steps, "warmup": warmup, "window": window,
          "throughput_depth": throughput_depth, "repeats": repeats, "seed": seed,
+         "conv": ",".join(map(str, conv)), "data": data,
          "optimizer": Config.optimizer, "lr": Config.lr,
          "synthesizer": (lambda h: f"{h}-unit MLP" if h else "linear")(Config(mode="dni").validate().synth_hidden),
          "learns_if": LEARNS}
     result = {"bench": "latency", "machine": report.machine(), "params": p}
     print(report.describe(result["machine"]))
-    data = task(width, batch, steps, seed)
+    data = task(p)
     result["isolated_stage1"] = isolated_stage1(data, p)
     with tempfile.TemporaryDirectory(prefix="dni-bench-") as tmp:
         runs = []
@@ -249,11 +264,11 @@ def print_run(r: dict) -> None:
     print(f"  training loss {ln['loss_start']:.3f} -> {ln['loss_end']:.3f}, held-out accuracy "
           f"{ln['held_out_accuracy']:.1%} (chance {ln['chance']:.0%}): "
           + ("learns" if ln["learns"] else "DOES NOT LEARN: its latency figures are of a network that does not train"))
-    print("  stage  p50 ms   p99 ms  | " + " ".join(f"{c:>7s}" for c in (*CATEGORIES, "blocked")))
+    print("  stage  p50 ms   p99 ms  | " + " ".join(f"{c:>7s}" for c in (*CATEGORIES, "blocked")) + "  peak RSS MB")
     for s in r["stages"]:
         lat, frac = s["latency_ms"], s["time_fraction"]
         print(f"  {s['stage']:5d} {lat['p50']:7.3f} {lat['p99']:8.3f}  | "
-              + " ".join(f"{frac[c]:7.1%}" for c in (*CATEGORIES, "blocked")))
+              + " ".join(f"{frac[c]:7.1%}" for c in (*CATEGORIES, "blocked")) + f"  {s['peak_rss_mb']:11.0f}")
 
 
 def print_summary(result: dict) -> None:

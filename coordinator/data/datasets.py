@@ -37,6 +37,7 @@ class Dataset:
     name: str
     x_val: np.ndarray | None = None   # a validation split held out of the training set (see held_out)
     y_val: np.ndarray | None = None
+    image: tuple[int, ...] = ()       # an example's (height, width, channels) if it is an image (its flat rows NHWC)
     pixel_scale: float = 0.0          # images: x * pixel_scale are the file's bytes (0: the examples are floats)
     offset: np.ndarray | None = None  # what centred() subtracted
 
@@ -145,8 +146,9 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
         arrays[f"x_{split}"] = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
         arrays[f"y_{split}"] = labels.astype(np.int64)
 
+    image = (*images.shape[1:], 1)   # from the IDX header: rows, columns; one channel
     if classes is None:
-        return Dataset(**arrays, n_classes=10, name="mnist", pixel_scale=255.0)
+        return Dataset(**arrays, n_classes=10, name="mnist", pixel_scale=255.0, image=image)
 
     classes = [int(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):
@@ -164,7 +166,8 @@ def load_mnist(directory: str | Path, classes: Sequence[int] | None = None) -> D
         keep = new >= 0
         arrays[f"x_{split}"] = np.ascontiguousarray(arrays[f"x_{split}"][keep])
         arrays[f"y_{split}"] = new[keep]
-    return Dataset(**arrays, n_classes=len(classes), name="mnist-" + "".join(map(str, classes)), pixel_scale=255.0)
+    return Dataset(**arrays, n_classes=len(classes), name="mnist-" + "".join(map(str, classes)), pixel_scale=255.0,
+                   image=image)
 
 
 def generated_task(

@@ -31,6 +31,11 @@ class Plan:
         """The task this model trains on for `cfg` (eval_length: where a saved curriculum stood)."""
         raise NotImplementedError
 
+    @staticmethod
+    def eval_batch(cfg: Config) -> int:
+        """Examples in one evaluation message: --eval-batch."""
+        return cfg.eval_batch
+
     def credit(self) -> str:
         """How the credit window is held: --credit (link, coordinator)."""
         return self.cfg.credit

@@ -11,6 +11,8 @@ from coordinator.plans.base import Plan
 from protocol.roles import HEAD, LAYER
 from protocol.wireconfig import WireConfig
 
+CONV_EVAL_BATCH = 128
+
 
 class FeedForward(Plan):
     model = "ff"
@@ -25,6 +27,12 @@ class FeedForward(Plan):
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
         return image_task(cfg, cfg.class_list(), centre=cfg.centre)
+
+    @staticmethod
+    def eval_batch(cfg: Config) -> int:
+        """--eval-batch, but CONV_EVAL_BATCH at most with conv stages: a conv stage's forward of 1000 examples
+        takes seconds on a loaded machine, the liveness timeout's worth, with no heartbeat meanwhile."""
+        return min(cfg.eval_batch, CONV_EVAL_BATCH) if cfg.conv_filters() else cfg.eval_batch
 
     def window(self) -> int:
         """--window; gpipe: a batch's micro-batches (the flush holds the rest); with pipedream under the
@@ -45,16 +53,37 @@ class FeedForward(Plan):
         name = "pixels" if stored.dtype == np.uint8 else "x"
         return {k: {name: stored, "y": y} for k in range(2, self.n_workers + 1)}
 
+    def maps(self) -> list[tuple[int, int, int]]:
+        """The maps into each conv stage and out of the last (none without --conv); ConfigError if one does not fit."""
+        from workers.numerics.conv import stage_maps
+
+        cfg, image = self.cfg, self.task.dataset.image
+        filters = cfg.conv_filters()
+        if not filters:
+            return []
+        if not image:
+            raise ConfigError(f"--conv: {self.task.dataset.name} has no image shape (the generated task is flat "
+                              "vectors): give --data with MNIST")
+        maps = stage_maps(image, filters, cfg.pool)
+        for k, (height, width, _) in enumerate(maps[:-1], start=1):
+            if cfg.kernel > min(height, width):
+                raise ConfigError(f"--kernel {cfg.kernel} is larger than conv stage {k}'s {height}x{width} input map")
+            if min(height, width) < cfg.pool:
+                raise ConfigError(f"--pool {cfg.pool} leaves conv stage {k} a 0x0 map (its input is "
+                                  f"{height}x{width}): use a smaller --pool or fewer --conv stages")
+        return maps
+
     def sizes(self) -> list[int]:
         dataset = self.task.dataset
-        return [dataset.n_features, *self.cfg.hidden_sizes(), dataset.n_classes]
+        conv = [h * w * c for h, w, c in self.maps()[1:]]
+        return [dataset.n_features, *conv, *self.cfg.hidden_sizes(), dataset.n_classes]
 
     def derived_fields(self) -> dict:
-        return {"sizes": self.sizes()}
+        return {"sizes": self.sizes(), "image": list(self.task.dataset.image) if self.cfg.conv_filters() else []}
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:
-        return [LAYER] * len(cfg.hidden_sizes()) + [HEAD]
+        return [LAYER] * (len(cfg.conv_filters()) + len(cfg.hidden_sizes())) + [HEAD]
 
     def links(self) -> dict[int, dict[str, int | None]]:
         return {k: {"prev": k - 1, "next": k + 1} for k in range(1, self.n_workers + 1)}
@@ -76,9 +105,10 @@ class FeedForward(Plan):
         from workers.numerics.snapshot import restore
 
         # The run's own seed (without --data the task is generated from it), centring and training examples.
-        task = cls.load_task(replace(from_saved(saved, strict=True), data=data or saved["data"]))
+        cfg = replace(from_saved(saved, strict=True), data=data or saved["data"])
+        task = cls.load_task(cfg)
         wire = WireConfig.from_meta(saved)
         stages = [cls.build_stage(wire, k) for k in range(1, len(wire.sizes))]
         for s in stages:
             restore(s, states.get(s.index, {}), f"stage {s.index}")
-        return evaluate(stages, task.x_test, task.y_test, saved["eval_batch"]), len(task.x_test)
+        return evaluate(stages, task.x_test, task.y_test, cls.eval_batch(cfg)), len(task.x_test)

@@ -56,7 +56,7 @@ class GPipeStage:
         was its batch's last and the update is made, the batch's first micro-batch entry (else None)."""
         s = self.stage
         batch = s.inflight.batches.pop(b)
-        grads, dx = s.layer.backward(batch.tape, batch.h, g, need_dx=not s.first)
+        grads, dx = s.layer.backward(batch.tape, batch.h, g, need_dx=not s.first, route=batch.route)
         if self.grads.count == 0:
             self.opening = batch
         if not self.grads.add(locate(b, self.m)[1], grads):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from workers.numerics import optimizers
+from workers.numerics.conv_synthesizer import ConvSynthesizer
 from workers.numerics.snapshot import copy_into, counter, join, part
 from workers.numerics.synthesizers import Synthesizer
 
@@ -28,6 +29,7 @@ class Batch:
     updates: int = 0            # the owner's update count once b's update was made (or skipped)
     skipped: bool = False       # --p-update drew no update for b
     g_hat: np.ndarray | None = None
+    route: object = None        # what the layer's input gradient needs besides h (a conv block's pooling argmax)
 
 
 class Fit(NamedTuple):
@@ -43,9 +45,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b)) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
-def make_synthesizer(cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator) -> Synthesizer:
-    """M for an n-wide h, as the run's options say (cdni: conditioned on n_classes labels)."""
-    return Synthesizer(n, rng, n_classes if cfg.mode == "cdni" else 0, cfg.synth_hidden)
+def make_synthesizer(cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator,
+                     maps: tuple[int, int, int] | None = None) -> Synthesizer:
+    """M for an n-wide h (the flat rows of (H, W, C) maps if `maps`: a conv stage's M convolves them), as the
+    run's options say (cdni: conditioned on n_classes labels)."""
+    conditioned = n_classes if cfg.mode == "cdni" else 0
+    if maps is None:
+        return Synthesizer(n, rng, conditioned, cfg.synth_hidden)
+    return ConvSynthesizer(maps, rng, conditioned, cfg.synth_hidden)
 
 
 class InFlight:
@@ -56,8 +63,9 @@ class InFlight:
     """
 
     def __init__(self, cfg: WireConfig, n: int, n_classes: int, rng: np.random.Generator | None,
-                 shared: bool = False, keep_tape: bool = False):
-        """M predicts dL/dh for an n-wide h; rng None: no synthesizer. cdni conditions M on n_classes labels.
+                 shared: bool = False, keep_tape: bool = False, maps: tuple[int, int, int] | None = None):
+        """M predicts dL/dh for an n-wide h, the flat rows of (H, W, C) maps if `maps` (a conv stage's: M
+        convolves them); rng None: no synthesizer. cdni conditions M on n_classes labels.
 
         shared: M is held elsewhere (a time box's --shared-synth, in the parameter service): no optimizer
         here; a fit's gradients wait in `pending` to be sent there. keep_tape: a batch's tape outlives its
@@ -66,7 +74,7 @@ class InFlight:
         self.synth: Synthesizer | None = None
         self.synth_opt = None
         if rng is not None:
-            self.synth = make_synthesizer(cfg, n, n_classes, rng)
+            self.synth = make_synthesizer(cfg, n, n_classes, rng, maps)
             if not shared:
                 self.synth_opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.pending: dict[str, np.ndarray] = {}

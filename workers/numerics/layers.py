@@ -1,5 +1,12 @@
-"""Feed-forward layers, each forward next to its backward: a dense ReLU layer and the softmax head."""
+"""Feed-forward layers, each forward next to its backward: a dense ReLU layer, a conv block and the softmax head.
+
+A stage's layer: forward (evaluation), forward_train (h and its route: what the input gradient needs
+besides h, kept until the batch leaves), backward (the update's gradients) and input_gradient (BP(lambda)).
+"""
 import numpy as np
+
+from workers.numerics.conv import Conv2D, map_after
+from workers.numerics.pooling import max_pool, max_pool_backward
 
 
 class Dense:
@@ -18,21 +25,65 @@ class Dense:
             np.maximum(h, 0, out=h)
         return h
 
+    def forward_train(self, x: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.forward(x), None
+
     def _pre_activation_grad(self, h: np.ndarray, g: np.ndarray) -> np.ndarray:
         """dL/dz given dL/dh: relu'(z) from its output, h > 0 exactly where z > 0."""
         return g * (h > 0) if self.relu else g
 
     def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True,
-                 params: dict[str, np.ndarray] | None = None):
+                 params: dict[str, np.ndarray] | None = None, route: None = None):
         """Gradients of the parameters and (optionally) of x, given dL/dh; params: the weights that
-        made h if they are no longer the current ones (PipeDream's weight stashing)."""
+        made h if they are no longer the current ones (PipeDream's weight stashing). A dense layer has no route."""
         g = self._pre_activation_grad(h, g)
         grads = {"W": x.T @ g, "b": g.sum(axis=0)}
         return grads, (g @ (params or self.params)["W"].T if need_dx else None)
 
-    def input_gradient(self, h: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def input_gradient(self, h: np.ndarray, g: np.ndarray, route: None = None) -> np.ndarray:
         """dL/dx given dL/dh, with the current weights, no parameter gradients."""
         return self._pre_activation_grad(h, g) @ self.params["W"].T
+
+
+class ConvBlock:
+    """h = maxpool(relu(conv(x) + b)), a conv stage's layer; x and h are flat rows of NHWC maps, as the wire
+    carries them. Its route is the pooling's argmax (None without pooling)."""
+
+    def __init__(self, shape: tuple[int, int, int], filters: int, kernel: int, pool: int,
+                 rng: np.random.Generator, dtype=np.float32):
+        self.conv = Conv2D(shape, filters, kernel, rng, dtype)
+        self.params = self.conv.params
+        self.pool = pool
+        self.out_shape = map_after(shape, filters, pool)
+
+    def forward_train(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        z = self.conv.forward(x)
+        np.maximum(z, 0, out=z)
+        if self.pool == 1:
+            return z.reshape(len(x), -1), None
+        h, argmax = max_pool(z, self.pool)
+        return h.reshape(len(x), -1), argmax
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.forward_train(x)[0]
+
+    def _pre_activation_grad(self, h: np.ndarray, g: np.ndarray, route: np.ndarray | None) -> np.ndarray:
+        """dL/dz given dL/dh: through the pooling's argmax, then relu' (z > 0 exactly where its max h > 0)."""
+        g = (g * (h > 0)).reshape(len(h), *self.out_shape)
+        if self.pool == 1:
+            return g
+        return max_pool_backward(g, route, self.pool, (len(h), *self.conv.shape[:2], self.conv.filters))
+
+    def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True,
+                 params: dict[str, np.ndarray] | None = None, route: np.ndarray | None = None):
+        """As Dense.backward; route: the argmax forward_train returned with h."""
+        dz = self._pre_activation_grad(h, g, route)
+        grads, dx = self.conv.backward(x, dz, need_dx, (params or self.params)["W"])
+        return grads, (dx.reshape(len(x), -1) if need_dx else None)
+
+    def input_gradient(self, h: np.ndarray, g: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
+        """dL/dx given dL/dh, with the current weights, no parameter gradients."""
+        return self.conv.input_gradient(self._pre_activation_grad(h, g, route)).reshape(len(h), -1)
 
 
 def softmax_xent(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None):

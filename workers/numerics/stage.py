@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from workers.numerics.conv import stage_filters, stage_maps
 from workers.numerics.draws import UpdateDraws
 from workers.numerics.inflight import Batch, Fit, InFlight
-from workers.numerics.layers import Dense, Head
+from workers.numerics.layers import ConvBlock, Dense, Head
 from workers.numerics.optimizers import Scheduled, check_loss
 from workers.numerics.snapshot import copy_into, counter, join, part
 from workers.numerics.unlock import Unlock
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class Stage:
-    """Hidden stage k: h = relu(x W + b), updated from M(h) (dni/cdni) or the true gradient (backprop, pipedream)."""
+    """Hidden stage k: h = relu(x W + b), or for the first len(--conv) stages a conv block (conv, ReLU, pooling);
+    updated from M(h) (dni/cdni) or the true gradient (backprop, pipedream)."""
 
     def __init__(self, index: int, n_in: int, n_out: int, cfg: WireConfig):
         rng = np.random.default_rng([cfg.seed, index])  # same init in every process layout
@@ -33,9 +35,14 @@ class Stage:
         # back (the paper's bootstrap); above 0 it waits for this stage's own target (see `learn`).
         self.bp_lambda = cfg.bp_lambda
         self.bootstraps = not self.locked and self.bp_lambda == 0
-        self.layer = Dense(n_in, n_out, rng)
+        filters = stage_filters(cfg.conv)
+        if index <= len(filters):
+            maps = stage_maps(cfg.image, filters, cfg.pool)
+            self.layer, shape = ConvBlock(maps[index - 1], filters[index - 1], cfg.kernel, cfg.pool, rng), maps[index]
+        else:
+            self.layer, shape = Dense(n_in, n_out, rng), None
         self.opt = Scheduled({"layer": self.layer.params}, cfg)
-        self.inflight = InFlight(cfg, n_out, cfg.sizes[-1], None if self.locked else rng)
+        self.inflight = InFlight(cfg, n_out, cfg.sizes[-1], None if self.locked else rng, maps=shape)
         self.draws = UpdateDraws(cfg.p_update, cfg.seed, index)   # --p-update: whether it updates on a batch
         self.unlock = unlocked(cfg, index, n_in)
 
@@ -48,8 +55,8 @@ class Stage:
         return self.layer.forward(x)
 
     def forward_and_keep(self, b: int, x: np.ndarray, y: np.ndarray, t_received: float = 0.0) -> np.ndarray:
-        h = self.layer.forward(x)
-        self.inflight.keep(b, Batch(x, h, y, t_received))
+        h, route = self.layer.forward_train(x)
+        self.inflight.keep(b, Batch(x, h, y, t_received, route=route))
         return h
 
     def synthetic_gradient(self, b: int) -> np.ndarray:
@@ -66,7 +73,7 @@ class Stage:
         """
         batch = self.inflight[b]
         need_dx = not self.first and (self.locked or self.bootstraps)
-        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx, params=stashed)
+        grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx, params=stashed, route=batch.route)
         self.opt.step({"layer": grads}, self.draws.position(self.inflight.updates + 1))
         return dx, self.inflight.updated(b)
 
@@ -74,7 +81,8 @@ class Stage:
         """No update for batch b (--p-update): b stays in flight for M's fit, and under BP(0) the stage
         below still gets its bootstrapped target, ĝ_b pushed back through this layer."""
         batch = self.inflight[b]
-        dx = self.layer.input_gradient(batch.h, batch.g_hat) if self.bootstraps and not self.first else None
+        bootstrapped = self.bootstraps and not self.first
+        dx = self.layer.input_gradient(batch.h, batch.g_hat, batch.route) if bootstrapped else None
         return dx, self.inflight.updated(b, made=False)
 
     def learn(self, b: int, target: np.ndarray) -> tuple[Fit | None, np.ndarray | None]:
@@ -90,7 +98,7 @@ class Stage:
         if fit is None or self.first or self.bootstraps:
             return fit, None
         g = target if self.bp_lambda == 1 else self.bp_lambda * target + (1 - self.bp_lambda) * batch.g_hat
-        return fit, self.layer.input_gradient(batch.h, g)
+        return fit, self.layer.input_gradient(batch.h, g, batch.route)
 
     def state(self) -> dict[str, np.ndarray]:
         return {**join(layer=self.layer.params, opt=self.opt.state()), **self.inflight.state(), **self.draws.state(),

@@ -44,9 +44,27 @@ class Synthesizer:
             self.params["E"] = (np.zeros((n_classes, n_out), dtype) if not hidden else
                                 (rng.standard_normal((n_classes, hidden)) * 0.1).astype(dtype))
 
-    def _hidden(self, h: np.ndarray, y) -> np.ndarray:
-        z = h @ self.params["U"]  # h: the normalised input
+    # The share of an input row one output of M sees: 1 for a dense M, which sees it all.
+    row_share = 1.0
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """The hidden layer's pre-activation, before the class bias: x U + d (a new array)."""
+        z = x @ self.params["U"]
         z += self.params["d"]
+        return z
+
+    def _linear(self, a: np.ndarray) -> np.ndarray:
+        """The readout, before the class bias: a A + c (a new array)."""
+        g = a @ self.params["A"]
+        g += self.params["c"]
+        return g
+
+    def _linear_grads(self, a: np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
+        """The readout's A and c gradients, given its input a and dLoss/dM = err."""
+        return {"A": a.T @ err, "c": err.sum(axis=0)}
+
+    def _hidden(self, h: np.ndarray, y) -> np.ndarray:
+        z = self._features(h)  # h: the normalised input
         if self.conditioned:
             z += self.params["E"][y]
         return np.maximum(z, 0, out=z)
@@ -58,11 +76,14 @@ class Synthesizer:
         scalar), so Adam's step on A moves the output as much as its step on the biases does,
         whatever the width and the activations' scale.
         """
-        rms_row = float(np.sqrt(np.einsum("ij,ij->", h, h, dtype=np.float64) / len(h)))
+        rms_row = float(np.sqrt(np.einsum("ij,ij->", h, h, dtype=np.float64) / len(h))) * self.row_share
         x = h * h.dtype.type(1.0 / max(rms_row, 1e-12))  # a new array, h's dtype
+        return self._readout(x, y)
+
+    def _readout(self, x: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+        """(M's output for the normalised input x, the readout's input)."""
         a = self._hidden(x, y) if self.hidden else x
-        g = a @ self.params["A"]
-        g += self.params["c"]
+        g = self._linear(a)
         if self.conditioned and not self.hidden:
             g += self.params["E"][y]
         return g, a
@@ -115,13 +136,18 @@ class Synthesizer:
         n = len(h)
         loss = 0.5 * float(np.einsum("ij,ij->", err, err)) / n
         err /= n
-        grads = {"A": a.T @ err, "c": err.sum(axis=0)}
+        return loss, self._readout_grads(a, y, err)
+
+    def _readout_grads(self, a: np.ndarray, y, err: np.ndarray) -> dict[str, np.ndarray]:
+        """The gradients of what M learns, given the readout's input a and dLoss/dM = err."""
+        grads = self._linear_grads(a, err)
         if "E" in self.learned:
-            grads["E"] = _per_class_sum(err, y, self.params["E"].shape[0])
-        return loss, grads
+            grads["E"] = per_class_sum(err, y, self.params["E"].shape[0])
+        return grads
 
 
-def _per_class_sum(rows: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    out = np.zeros((n_classes, rows.shape[1]), rows.dtype)
+def per_class_sum(rows: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """out[c] = the sum of the rows whose label is c."""
+    out = np.zeros((n_classes, *rows.shape[1:]), rows.dtype)
     np.add.at(out, y, rows)
     return out

@@ -31,11 +31,11 @@ def real_step(stage: Stage, b: int, x: np.ndarray, y: np.ndarray, t_received: fl
     entry once updated here, else None."""
     if stage.unlock.on_real(b, x):
         return train_step(stage, b, x, y, t_received, send_on)[2]
-    h = stage.forward(x)
+    h, route = stage.layer.forward_train(x)
     send_on(h)
     batch = stage.inflight.batches.get(b)
     if batch is not None:   # (else evicted: its target will be dropped as late)
-        batch.h = h
+        batch.h, batch.route = h, route   # (a conv stage's pooling argmax: of the real input's maps)
     return None
 
 

@@ -1,0 +1,122 @@
+"""Convolution, pooling and the conv block by finite differences, and the conv against a direct loop."""
+import numpy as np
+import pytest
+from gradcheck import numeric_grad
+
+from workers.numerics.conv import Conv2D
+from workers.numerics.conv_synthesizer import ConvSynthesizer
+from workers.numerics.layers import ConvBlock
+from workers.numerics.pooling import max_pool, max_pool_backward
+
+RNG = np.random.default_rng(0)
+
+
+def assert_close(analytic, numeric):
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+def direct_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """The same-padded convolution as its definition, a loop over every output position."""
+    n, height, width, c = x.shape
+    p = (k - 1) // 2
+    xp = np.zeros((n, height + k - 1, width + k - 1, c))
+    xp[:, p:p + height, p:p + width] = x
+    kernel = w.reshape(k, k, c, -1)
+    z = np.zeros((n, height, width, kernel.shape[-1]))
+    for i in range(height):
+        for j in range(width):
+            z[:, i, j] = np.einsum("nabc,abcf->nf", xp[:, i:i + k, j:j + k], kernel) + b
+    return z
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 4, 5])
+def test_conv_equals_its_definition(kernel):
+    conv = Conv2D((6, 5, 3), 4, kernel, RNG, dtype=np.float64)
+    conv.params["b"][:] = RNG.standard_normal(4)
+    x = RNG.standard_normal((2, 6, 5, 3))
+    np.testing.assert_allclose(conv.forward(x), direct_conv(x, conv.params["W"], conv.params["b"], kernel),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, chunk", [(3, 64), (5, 64), (4, 1)])
+def test_conv_gradients(kernel, chunk):
+    conv = Conv2D((5, 4, 2), 3, kernel, RNG, dtype=np.float64)
+    conv.chunk = chunk   # 1: an example at a time, as a batch too large for the column buffer goes
+    x = RNG.standard_normal((3, 5, 4, 2))
+    upstream = RNG.standard_normal((3, 5, 4, 3))   # L = sum(z * upstream)
+
+    def loss():
+        return float((conv.forward(x) * upstream).sum())
+
+    conv.forward(x)
+    grads, dx = conv.backward(x, upstream)
+    for name, p in conv.params.items():
+        assert_close(grads[name], numeric_grad(loss, p))
+    assert_close(dx, numeric_grad(loss, x))
+    assert_close(conv.input_gradient(upstream), dx)
+
+
+def test_backward_of_another_input_makes_its_own_columns():
+    conv = Conv2D((4, 4, 2), 3, 3, RNG, dtype=np.float64)
+    a, b = RNG.standard_normal((2, 4, 4, 2)), RNG.standard_normal((2, 4, 4, 2))
+    g = RNG.standard_normal((2, 4, 4, 3))
+    conv.forward(a)
+    expected = conv.backward(a, g)[0]["W"]
+    conv.forward(b)   # the buffer now holds b's columns
+    np.testing.assert_array_equal(conv.backward(a, g)[0]["W"], expected)
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_max_pool_keeps_its_argmax_and_its_gradient(p):
+    z = RNG.standard_normal((2, 7, 6, 3))   # 7 rows: the last, past a whole window, is dropped
+    h, argmax = max_pool(z, p)
+    windows = z[:, :7 // p * p, :6 // p * p].reshape(2, 7 // p, p, 6 // p, p, 3)
+    np.testing.assert_array_equal(h, windows.max(axis=(2, 4)))
+    upstream = RNG.standard_normal(h.shape)
+
+    def loss():
+        return float((max_pool(z, p)[0] * upstream).sum())
+
+    assert_close(max_pool_backward(upstream, argmax, p, z.shape), numeric_grad(loss, z))
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_conv_block_gradients(pool):
+    block = ConvBlock((6, 4, 2), 3, 3, pool, RNG, dtype=np.float64)
+    block.params["b"][:] = RNG.standard_normal(3) * 0.1
+    x = RNG.standard_normal((3, 6 * 4 * 2))
+    h, route = block.forward_train(x)
+    assert h.shape == (3, 6 // pool * 4 // pool * 3)
+    upstream = RNG.standard_normal(h.shape)
+
+    def loss():
+        return float((block.forward(x) * upstream).sum())
+
+    grads, dx = block.backward(x, h, upstream, route=route)
+    for name, p in block.params.items():
+        assert_close(grads[name], numeric_grad(loss, p))
+    assert_close(dx, numeric_grad(loss, x))
+    assert_close(block.input_gradient(h, upstream, route), dx)
+
+
+@pytest.mark.parametrize("n_classes, hidden", [(0, 0), (3, 0), (0, 4), (3, 4)])
+def test_conv_synthesizer_gradients(n_classes, hidden):
+    synth = ConvSynthesizer((4, 3, 2), RNG, n_classes=n_classes, hidden=hidden, dtype=np.float64)
+    for p in synth.params.values():  # move off the zero init so every path carries gradient
+        p += RNG.standard_normal(p.shape) * 0.3
+    h, target = RNG.standard_normal((5, 24)), RNG.standard_normal((5, 24))
+    y = RNG.integers(0, max(n_classes, 1), 5)
+
+    def loss():
+        return synth.loss_and_grads(h, y, target)[0]
+
+    _, grads = synth.loss_and_grads(h, y, target)
+    assert set(grads) == set(synth.learned) == ({"A", "c"} | ({"E"} if n_classes and not hidden else set()))
+    for name in synth.learned:
+        assert_close(grads[name], numeric_grad(loss, synth.params[name]))
+
+
+def test_conv_synthesizer_starts_at_zero():
+    for n_classes, hidden in [(0, 0), (10, 0), (0, 8), (10, 8)]:
+        synth = ConvSynthesizer((4, 4, 3), RNG, n_classes=n_classes, hidden=hidden)
+        assert not synth.predict(RNG.standard_normal((3, 48)).astype(np.float32), np.array([0, 1, 2])).any()
