@@ -16,7 +16,6 @@ from coordinator.bench import procfs, stall
 from coordinator.cli import main, parser
 from coordinator.config import Config
 from protocol import liveness
-from protocol.options import BY_NAME
 
 # Long enough that the stall falls in the middle of training, with a stall's length of it on each side.
 SMALL = ["--stages", "4", "--width", "16", "--train-subset", "2048", "--epochs", "60", "--eval-every", "40",
@@ -58,11 +57,8 @@ def test_a_small_stall_bench_writes_every_figure_and_leaves_nothing_behind(tmp_p
     run = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads((tmp_path / "stall.json").read_text())
-    assert result["bench"] == "stall" and result["params"]["stage"] == 2 and result["failed"] == []
-    if "synthetic_inputs" not in BY_NAME:   # until the unlock branch brings the option: refused, in one line
-        assert [r["row"] for r in result["refused"]] == ["cdni-synthetic-inputs"]
-        assert "unrecognized arguments: --synthetic-inputs" in result["refused"][0]["error"]
-        assert "dni bench stall: row cdni-synthetic-inputs not run: dni run refused" in run.stdout
+    assert result["bench"] == "stall" and result["params"]["stage"] == 2
+    assert result["failed"] == [] and result["refused"] == []
     runs = {(r["row"], r["run"]): r for r in result["runs"]}
     free, hit = runs["dni", "unstalled"], runs["dni", "stalled"]
     total = result["params"]["total_steps"]
@@ -84,9 +80,15 @@ def test_a_small_stall_bench_writes_every_figure_and_leaves_nothing_behind(tmp_p
     # Every evaluation is placed on the time line; some fall before the stall, some after it.
     times = [v["time"] for v in hit["validation"]]
     assert times == sorted(times) and times[0] < 0 < hit["stall"]["end"] < times[-1]
-    [row] = result["compare"]
+    row, unlocked = result["compare"]
     assert row["row"] == "dni" and row["kept_during"]["2"] == 0 and set(row["above"]) == {"3", "4"}
     assert row["test_delta_pp"] == pytest.approx(100 * (hit["test_accuracy"] - free["test_accuracy"]))
+    # With synthetic inputs, the stages above the stall go on updating from inputs fed ahead of it: more
+    # updates than the credit would let through; stage 2 still makes none, and every batch updates each stage once.
+    hit = runs["cdni-synthetic-inputs", "stalled"]
+    assert unlocked["row"] == "cdni-synthetic-inputs" and hit["updates_during"]["2"] == 0
+    assert all(hit["updates_during"][k] > window for k in "34"), hit["updates_during"]
+    assert hit["steps"] == total and hit["updates"] == {str(k): total for k in range(1, 5)}
 
 
 @pytest.mark.slow

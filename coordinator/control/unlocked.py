@@ -81,6 +81,11 @@ class UnlockedPipeline(Pipeline):
             self.last_done = now
         self.feed_queued()
 
+    def settled(self) -> bool:
+        """Not while batches are queued ahead of a stall below: a barrier would wait out the stall, and the
+        stages above would stop learning with it; the evaluation waits until the chain has caught up."""
+        return not self.queued
+
     def sync(self) -> None:
         """The barrier goes in behind every queued batch; the pause it makes is no stall."""
         self.wait(lambda: not self.queued, "the queued batches to go in")
