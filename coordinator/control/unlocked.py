@@ -34,13 +34,15 @@ class UnlockedPipeline(Pipeline):
         self.inputs, self.ahead = inputs, ahead
         self.queued: deque[tuple[int, Parts]] = deque()   # training batches whose FORWARD awaits a credit
         self.pace: float | None = None        # seconds between batches through, while they come
-        self.last_done: float | None = None   # when the last came through, or the last barrier ended
+        self.last_done: float | None = None   # when the last came through, or the first since a barrier went in
         self.paced = False                    # last_done is a batch's: the gap to the next one is a batch time
         self.last_input = 0.0                 # when the last INPUT went
 
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray) -> None:
         if kind is not Kind.FORWARD:
             return super().send_batch(kind, b, x, y)
+        if self.last_done is None:   # the first batch since a barrier (or the start): a stall counts from now
+            self.last_done = time.monotonic()
         self.tick = self.pace   # a stall shows as time passing: the wait looks again each batch time
         self.wait(lambda: (len(self.pending) < self.window and not self.queued) or self.stalled_below(),
                   f"a credit for {kind} batch {b}")
@@ -90,11 +92,11 @@ class UnlockedPipeline(Pipeline):
         return not self.queued
 
     def sync(self) -> None:
-        """The barrier goes in behind every queued batch; the pause it makes is no stall, and the refill after
-        it no batch time, but a stall that begins then is one: it counts from the barrier's end."""
+        """The barrier goes in behind every queued batch; the pause it makes (and the evaluation after it) is no
+        stall, and the refill after it no batch time, but a stall that begins then is one."""
         self.wait(lambda: not self.queued, "the queued batches to go in")
         super().sync()
-        self.last_done, self.paced = time.monotonic(), False
+        self.last_done, self.paced = None, False
 
     def reset(self) -> None:
         super().reset()
