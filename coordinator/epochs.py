@@ -41,6 +41,11 @@ def validate(plan: Plan, pipe: Pipeline, metrics: MetricsLog, pos: Position) -> 
     return record
 
 
+def validated_at(pos: Position) -> int:
+    """The batches trained when the validation split was last evaluated (0: not yet)."""
+    return pos.validation[-1]["step"] + 1 if pos.validation else 0
+
+
 def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progress: Progress, pos: Position,
           stop: StopSignals) -> dict:
     """Train from `pos` to cfg.epochs through the pipeline; returns the summary (summary.json, less the workers).
@@ -72,7 +77,9 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
             pos.step += 1
             pos.batch += 1
             pos.samples += len(x)
-            if cfg.eval_every and pos.step % cfg.eval_every == 0:
+            # Due every --eval-every batches; one due in a stall below waits until the pipe has settled.
+            if cfg.eval_every and pos.step // cfg.eval_every > validated_at(pos) // cfg.eval_every \
+                    and pipe.settled():
                 pipe.sync()   # the batches sent are trained first: on the clock
                 pos.train_seconds += time.perf_counter() - t0
                 validate(plan, pipe, metrics, pos)
@@ -86,8 +93,8 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
         pipe.sync()
         pos.train_seconds += time.perf_counter() - t0
         last = pos.epoch + 1 == cfg.epochs
-        if cfg.eval_every and pos.step % cfg.eval_every:
-            validate(plan, pipe, metrics, pos)   # where the epoch ends, off the cadence
+        if cfg.eval_every and validated_at(pos) != pos.step:
+            validate(plan, pipe, metrics, pos)   # where the epoch ends, off the cadence (or one deferred)
         if last or not cfg.eval_every:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, plan.eval_batch(cfg))
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}

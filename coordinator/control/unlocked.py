@@ -34,12 +34,15 @@ class UnlockedPipeline(Pipeline):
         self.inputs, self.ahead = inputs, ahead
         self.queued: deque[tuple[int, Parts]] = deque()   # training batches whose FORWARD awaits a credit
         self.pace: float | None = None        # seconds between batches through, while they come
-        self.last_done: float | None = None   # when the last came through (None: none since the last barrier)
+        self.last_done: float | None = None   # when the last came through, or the first since a barrier went in
+        self.paced = False                    # last_done is a batch's: the gap to the next one is a batch time
         self.last_input = 0.0                 # when the last INPUT went
 
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray) -> None:
         if kind is not Kind.FORWARD:
             return super().send_batch(kind, b, x, y)
+        if self.last_done is None:   # the first batch since a barrier (or the start): a stall counts from now
+            self.last_done = time.monotonic()
         self.tick = self.pace   # a stall shows as time passing: the wait looks again each batch time
         self.wait(lambda: (len(self.pending) < self.window and not self.queued) or self.stalled_below(),
                   f"a credit for {kind} batch {b}")
@@ -56,8 +59,10 @@ class UnlockedPipeline(Pipeline):
         STALL_BELOW_BATCHES batch times, and a batch time since the last INPUT."""
         if self.pace is None or self.last_done is None or len(self.queued) >= self.ahead:
             return False
+        # After a barrier the first batch through has the whole chain to climb: the stall takes twice as long.
+        below = STALL_BELOW_BATCHES * self.pace * (1 if self.paced else 2)
         now = time.monotonic()
-        return now - self.last_done >= STALL_BELOW_BATCHES * self.pace and now - self.last_input >= self.pace
+        return now - self.last_done >= below and now - self.last_input >= self.pace
 
     def feed_queued(self) -> None:
         """FORWARD the queued batches that stage 1's credit lets in."""
@@ -72,22 +77,28 @@ class UnlockedPipeline(Pipeline):
         super().on_done_msg(member, msg)
         if len(self.pending) < before:   # a batch came through
             now = time.monotonic()
-            if self.last_done is not None:
+            if self.paced:
                 gap = now - self.last_done
                 if self.pace is None:
                     self.pace = gap
                 elif gap < STALL_BELOW_BATCHES * self.pace:   # (a stall's gap is no batch time)
                     self.pace += PACE_WEIGHT * (gap - self.pace)
-            self.last_done = now
+            self.last_done, self.paced = now, True
         self.feed_queued()
 
+    def settled(self) -> bool:
+        """Not while batches are queued ahead of a stall below: a barrier would wait out the stall, and the
+        stages above would stop learning with it; the evaluation waits until the chain has caught up."""
+        return not self.queued
+
     def sync(self) -> None:
-        """The barrier goes in behind every queued batch; the pause it makes is no stall."""
+        """The barrier goes in behind every queued batch; the pause it makes (and the evaluation after it) is no
+        stall, and the refill after it no batch time, but a stall that begins then is one."""
         self.wait(lambda: not self.queued, "the queued batches to go in")
         super().sync()
-        self.last_done = None
+        self.last_done, self.paced = None, False
 
     def reset(self) -> None:
         super().reset()
         self.queued.clear()
-        self.last_done = None
+        self.last_done, self.paced = None, False
