@@ -90,10 +90,14 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
                 path = checkpoint_now()
                 if stop:
                     raise Interrupted(stop.signum, pos.step, path)
-        pipe.sync()
-        pos.train_seconds += time.perf_counter() - t0
         last = pos.epoch + 1 == cfg.epochs
-        if cfg.eval_every and validated_at(pos) != pos.step:
+        # In a stall below (batches queued ahead), the epoch's end is no barrier either: its validation is left
+        # to the cadence, and the epoch's entry holds the last one, so the stages above go on learning.
+        deferred = cfg.eval_every and not last and pos.validation and not pipe.settled()
+        if not deferred:
+            pipe.sync()
+        pos.train_seconds += time.perf_counter() - t0
+        if cfg.eval_every and not deferred and validated_at(pos) != pos.step:
             validate(plan, pipe, metrics, pos)   # where the epoch ends, off the cadence (or one deferred)
         if last or not cfg.eval_every:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, plan.eval_batch(cfg))
