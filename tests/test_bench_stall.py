@@ -96,8 +96,10 @@ def test_a_small_stall_bench_writes_every_figure_and_leaves_nothing_behind(tmp_p
 @pytest.mark.slow
 def test_ctrl_c_mid_stall_continues_the_stopped_worker_and_stops_every_process(tmp_path):
     keep = tmp_path / "runs"
-    argv = [sys.executable, "-m", "coordinator", "bench", "stall", *SMALL, "--seconds", "1.9", "--rows", "dni",
-            "--keep", str(keep)]
+    # The longest stall a 2 s heartbeat allows, early in the job: on an idle machine the rest of it would
+    # otherwise be over before the test has seen the stopped worker and sent its Ctrl-C.
+    argv = [sys.executable, "-m", "coordinator", "bench", "stall", *SMALL, "--heartbeat", "2", "--seconds", "3.9",
+            "--at", "0.2", "--rows", "dni", "--keep", str(keep)]
     bench = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def stopped_worker() -> int | None:
