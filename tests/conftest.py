@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives, and the no-orphan check after every test."""
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -43,3 +44,11 @@ def no_orphans():
 def mnist() -> Path:
     assert MNIST.is_dir(), f"MNIST files not found at {MNIST}"
     return MNIST
+
+
+@pytest.fixture(autouse=True)
+def terminal_ctrl_c():
+    """Every test starts its children with Ctrl-C at a terminal's default: a suite started in the background
+    (`cmd &`) inherits SIGINT ignored and would hand that on, and the tests that press Ctrl-C on a child
+    (dni top, dni bench stall) would see it ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
