@@ -109,4 +109,9 @@ def _array(spec: object, frame) -> tuple[str, np.ndarray]:
     expected = prod(shape) * dt.itemsize
     if expected != nbytes:
         raise ProtocolError(f"array {name!r}: frame has {nbytes} bytes, {dtype}{shape} needs {expected}")
-    return name, np.ndarray(shape, dt, frame)  # a view over the frame, as np.frombuffer gives
+    array = np.ndarray(shape, dt, frame)  # a view over the frame, as np.frombuffer gives
+    # ZeroMQ packs small messages one after another into one receive buffer, so a frame may start at
+    # any byte. numpy copies a misaligned operand on every use, and the copy of a transposed one (W.T)
+    # is laid out anew, which changes the BLAS call and the last bits of the result: copied once here,
+    # every array computes as it did in its sender (backprop over processes equals BPTT bit for bit).
+    return name, array if array.flags.aligned else array.copy()

@@ -2,9 +2,11 @@
 import msgpack
 import numpy as np
 import pytest
+import zmq
 
 from protocol import VERSION, Kind, Message, ProtocolError, VersionMismatch, decode, encode, parse
 from protocol.kinds import MAX_HEADER_BYTES
+from protocol.sockets import recv, send
 
 
 def frames_of(**arrays):
@@ -40,6 +42,38 @@ def test_arrays_travel_in_their_own_frames_without_copies():
     assert len(frames) == 2 and np.shares_memory(frames[1], x)
     decoded = parse(frames).arrays["x"]
     assert np.shares_memory(decoded, frames[1])  # np.frombuffer over the received frame
+
+
+def test_a_misaligned_frame_decodes_to_an_aligned_copy():
+    """A frame may start at any byte of ZeroMQ's receive buffer: its array is copied to aligned memory."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    frames = frames_of(x=x)
+    shifted = memoryview(bytearray(x.nbytes + 2))[2:]   # a bytearray starts aligned: 2 bytes on is not
+    shifted[:] = x.tobytes()
+    assert not np.frombuffer(shifted, np.float32).flags.aligned
+    decoded = parse([frames[0], shifted]).arrays["x"]
+    assert decoded.flags.aligned and not np.shares_memory(decoded, np.frombuffer(shifted, np.uint8))
+    np.testing.assert_array_equal(decoded, x)
+
+
+def test_arrays_received_over_tcp_are_aligned():
+    """Messages of a few hundred bytes share ZeroMQ's receive buffer, at any offset (smaller ones are copied,
+    larger ones get their own); every array recv gives is aligned."""
+    ctx = zmq.Context.instance()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push.connect(f"tcp://127.0.0.1:{port}")
+        sent = [np.full(n, n, np.float32) for n in range(64, 1000, 31)]   # frames of 256..4000 bytes
+        for a in sent:   # weight sets, as the parameter service sends them
+            send(push, Message(Kind.PARAMS, "params", len(a), {"version": 1, "staleness": 0}, {"w": a}))
+        got = [recv(pull)[1].arrays["w"] for _ in sent]
+    finally:
+        push.close(0)
+        pull.close(0)
+    assert all(a.flags.aligned for a in got)
+    for a, b in zip(got, sent):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("frames, words", [

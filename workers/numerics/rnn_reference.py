@@ -1,8 +1,8 @@
 """Time boxes in one process, driving the same TimeBox and ParamStore objects; and plain full BPTT.
 
 `step` is the serial arithmetic of a distributed step with no staleness (for quick experiments
-and checkpoint evaluation); `bptt_step` unrolls the whole sequence at once, the transparency
-reference that backprop mode on K processes must reproduce.
+and checkpoint evaluation); `bptt_step` is plain full BPTT over the whole sequence, the
+transparency reference that backprop mode on K processes must reproduce bit for bit.
 """
 from __future__ import annotations
 
@@ -73,13 +73,30 @@ def evaluate(boxes: list[TimeBox], store: ParamStore | None, batches) -> tuple[f
 
 
 def bptt_step(store: ParamStore, xs: np.ndarray, y: np.ndarray) -> float:
-    """Full BPTT: unroll the whole sequence xs (steps, B, n_in) at once, one step; returns the loss."""
-    cell, readout = store.cell, store.readout
-    states, tape = cell.forward(xs, cell.zero_state(xs.shape[1]))
-    (loss_sum, _, n), r_grads, d_states = score(cell, readout, states, y, 0, True)
-    grads, _ = cell.backward(tape, d_states, None)
-    store.step(named({"cell": grads, "readout": r_grads}), store.version + 1)   # one step a batch
-    return loss_sum / n
+    """Full BPTT: the whole sequence xs (steps, B, n_in) unrolled from the zero state and backpropagated
+    from its end to its start, one step; returns the mean loss.
+
+    A weight gradient is a sum over steps, and a float sum depends on its order: the sequence is taken
+    in the K stretches of T steps the boxes take, and each stretch's gradients go to the store as that
+    box's push, which adds them in box order. The true gradient, summed the way backprop over K
+    processes sums it: the two must agree bit for bit.
+    """
+    cell, readout, K = store.cell, store.readout, store.per_step
+    T = xs.shape[0] // K
+    stretches, state = [], cell.zero_state(xs.shape[1])
+    for j in range(K):
+        states, tape = cell.forward(xs[j * T:(j + 1) * T], state)
+        stretches.append((states, tape))
+        state = states[-1]
+    b, total, d_next = store.version, np.zeros(3), None
+    for j in reversed(range(K)):   # the last stretch first: each hands dL/d(its first state) to the one before
+        states, tape = stretches[j]
+        scored = score(cell, readout, states, y, j * T, j == K - 1)
+        d_states, r_grads = (scored[2], scored[1]) if scored else (np.zeros_like(states), {})
+        grads, d_next = cell.backward(tape, d_states, d_next)
+        total += scored[0] if scored else 0
+        store.push(b, j + 1, named({"cell": grads, "readout": r_grads}))   # the step is taken at the K-th
+    return total[0] / total[2]
 
 
 def load_checkpoint(boxes: list[TimeBox], store: ParamStore | None, states: dict[int, dict]) -> None:
