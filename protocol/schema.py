@@ -65,7 +65,7 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.SYNC_BACK: Schema(),
     Kind.PULL: Schema({"have": Count, "need": Count, "bound": Count, "ask": Count}),
     Kind.PARAMS: Schema({"version": Count, "staleness": Count}, any_floats=True),
-    Kind.PUSH: Schema({"version": Count, "need": Count, "bound": Count, "ask": Count}, any_floats=True),
+    Kind.PUSH: Schema({"version": Count, "read": Count, "need": Count, "bound": Count, "ask": Count}, any_floats=True),
 }
 # What check() walks, laid out for speed (it runs on every message received): the fields as
 # tuples, and the array variants by their set of names (unique within a kind); None: any arrays

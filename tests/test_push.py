@@ -73,6 +73,18 @@ def test_boxes_update_on_while_the_parameter_service_is_slowed(mnist, tmp_path):
 
 
 @pytest.mark.slow
+def test_boxes_compute_on_their_copies_while_the_parameter_service_is_stopped(mnist, tmp_path):
+    """Issue 23: the service stopped outright (within the liveness bound) takes no steps, so no copy grows stale:
+    every box goes on updating on its copy, a few batches, until its own pushes waiting there would take the copy
+    past the bound (a box that waited for the answer to its push made one update). Batches of 512 keep the
+    service ahead of the boxes before the stop, so no box starts it at the bound."""
+    run = WatchedRun(tmp_path / "run", *run_args(mnist, "--batch-size", "512"))
+    before, after = slowed(run, SERVICE, 1)
+    assert all(after[j] - before[j] >= 3 for j in before), (before, after)
+    within_the_bound(run)
+
+
+@pytest.mark.slow
 def test_reads_stay_within_the_bound_while_a_box_is_stopped(mnist, tmp_path):
     """Issue 23: the other boxes' updates land while box 2 is stopped; when it reads again, its answer is
     within the bound all the same (fresh weights come with it)."""

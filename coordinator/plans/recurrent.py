@@ -104,7 +104,7 @@ class Recurrent(Plan):
         lines = []
         service = summary.get("workers", {}).get(str(summary["boxes"] + 1), {})
         if "pushes" in service:
-            mean = service["read_staleness_sum"] / max(service["answers"], 1)
+            mean = service["read_staleness_sum"] / max(service["pushes"], 1)
             delay = service["grad_delay_sum"] / max(service["pushes"], 1)
             lines.append(f"  parameter service: {service['steps']} steps from {service['pushes']} pushes; "
                          f"boxes computed with weights at most {service['max_read_staleness']} updates old "

@@ -3,10 +3,11 @@
 Box j of K gets its slice of the input sequence straight from the coordinator and the boundary
 state (with the labels and the running loss) from box j-1, matched by batch id. With tied
 weights it pushes its gradients to the parameter service instead of stepping itself, and the
-push asks for the weights of its next unroll (no more than --max-staleness updates old): the
-answer comes while the box waits for its next input anyway, so the unroll starts at once. It
-pulls and waits, as a locked stage waits for its gradient, only with no answer in hand: its
-first unroll, the first after a barrier, evaluations, and after a batch that had no gradient.
+push asks for the weights of its next unroll: the answer, fresh weights when its copy has
+fallen behind, comes while the box works on. It starts an unroll at once on the copy it holds
+while that is within --max-staleness updates as far as it knows (workers/roles/tiedcopy.py),
+and waits, as a locked stage waits for its gradient, only beyond the bound and where exact
+weights are needed: its first unroll, the first after a barrier, evaluations, and backprop.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from workers.numerics.timebox import TimeBox, train_step, update_step
 from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
 from workers.roles.params import weights_fault
 from workers.roles.role import Role, update_record
+from workers.roles.tiedcopy import TiedCopy
 
 
 class TimeBoxWorker(Role):
@@ -33,10 +35,9 @@ class TimeBoxWorker(Role):
         self.states: dict[tuple, Message] = {}   # (kind, b) -> box j-1's state, awaiting the slice
         self.held_sync: Message | None = None
         self.job: tuple | None = None            # a joined input waiting for weights from the service
-        self.pulls = self.requests = 0           # PULLs sent; PULLs and PUSHes, each answered once, in order
-        self.asked = False                       # a request is open
-        self.answer: int | None = None           # the staleness of an answer in hand for the next unroll
-        self.expired = False                     # the open request was made before a barrier: not for after it
+        self.copy = TiedCopy(self.cfg.max_staleness)
+        self.pulls = 0
+        self.read = 0       # the staleness of the copy the latest unroll read, as the box knew it: its pushes say it
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
         self.latest = 0     # the last of them: the id a shared M's fits go under at a barrier
         self.handlers.update({Kind.FORWARD: self.on_input, Kind.EVAL: self.on_input, Kind.GRAD: self.on_grad,
@@ -131,9 +132,15 @@ class TimeBoxWorker(Role):
         if not self.box.tied:
             return self.unroll(*job, 0)
         self.job, self.blocked = job, True
-        if self.answer is not None and kind is Kind.FORWARD:
+        self.proceed()
+
+    def proceed(self) -> None:
+        """Start the waiting unroll if the copy will do; else see that an answer is on its way."""
+        if self.copy.ready(self.box.version, fresh=self.locked or self.job[0] is Kind.EVAL):
+            if not self.copy.in_hand and not self.copy.outstanding():
+                self.pull()   # nothing heard since the last unroll (it pushed nothing): ask, and go on
             return self.start()
-        if not self.asked:   # else the answer to the last push is on its way
+        if not self.copy.outstanding():
             self.pull()
 
     def request(self, kind: Kind) -> dict:
@@ -147,25 +154,21 @@ class TimeBoxWorker(Role):
         return {"need": need, "bound": bound}
 
     def ask(self, kind: Kind, b: int, have: int, **grads) -> None:
-        self.requests += 1
-        self.asked = True
         job_kind = self.job[0] if kind is Kind.PULL else Kind.PUSH
-        meta = {"have": have} if kind is Kind.PULL else {"version": have}
-        self.to_peer("params", kind, b, meta={**meta, **self.request(job_kind), "ask": self.requests}, **grads)
+        meta = {"have": have} if kind is Kind.PULL else {"version": have, "read": self.read}
+        ask = self.copy.ask(kind is Kind.PUSH)
+        self.to_peer("params", kind, b, meta={**meta, **self.request(job_kind), "ask": ask}, **grads)
 
     def on_params(self, msg: Message, t: float) -> None:
         version, staleness = msg.meta["version"], msg.meta["staleness"]   # counts, checked at decode
-        if not self.asked or msg.id != self.requests:
+        if not self.copy.expects(msg.id):
             self.counters["unexpected"] += 1
             return
         if msg.arrays:
             self.box.load(msg.arrays, version)
-        self.asked, self.answer = False, None if self.expired else staleness
-        self.expired = False
+        self.copy.answer(msg.id, version, staleness)
         if self.job is not None:
-            if self.answer is None:   # an answer from before the barrier: ask again
-                return self.pull()
-            self.start()
+            self.proceed()
 
     def pull(self) -> None:
         self.pulls += 1
@@ -173,8 +176,9 @@ class TimeBoxWorker(Role):
 
     def start(self) -> None:
         job, self.job, self.blocked = self.job, None, False
-        staleness, self.answer = self.answer, None
-        self.unroll(*job, staleness)
+        self.read = self.copy.lag(self.box.version)
+        self.copy.started()
+        self.unroll(*job, self.read)
 
     def unroll(self, kind: Kind, b: int, xs, state0, y, stats, t: float, staleness: int) -> None:
         if kind is Kind.EVAL:
@@ -264,8 +268,7 @@ class TimeBoxWorker(Role):
             pending = self.box.take_pending()
             if pending:   # a shared M's last fits, DNI + Aux's: in the service before the barrier ends
                 self.senders(self.latest)[1](pending)
-            # Updates land at the barrier that no answer before it counted: the next unroll pulls.
-            self.answer, self.expired = None, self.asked
+            self.copy.barrier()
             # Behind this box's pushes on the same socket: the service answers the coordinator
             # once all K boxes' markers are in, so every update is applied when the barrier ends.
             self.to_peer("params", Kind.SYNC, token)

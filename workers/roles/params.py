@@ -1,20 +1,21 @@
 """The parameter service: one copy of the tied weights for boxes in other processes, with bounded staleness.
 
 Protocol (every message into the service's inbox, every answer into the asking box's inbox):
-  PUSH   {version, need, bound, ask} + grads   a box's gradients, computed with its copy of `version`, and
+  PUSH   {version, read, need, bound, ask} + grads   a box's gradients, computed with its copy of `version`,
+                               `read` updates old as far as the box knew when it read it (tiedcopy.py); and
                                its request number `ask` for the weights of its next unroll: at least version `need`
                                (backprop: this batch applied), at most `bound` updates old (--max-staleness
                                less the K-1 pushes the other boxes make before that unroll, at least 0).
-                               The answer goes out as soon as `need` is reached:
-                               it is in the box before the box's next input, which then starts at once.
-  PULL   {have, need, bound, ask}  the same request alone, waited for: a box's first unroll, the first after
-                               a barrier, every evaluation's, and one after a batch without gradients.
+                               The answer goes out as soon as `need` is reached. A decoupled box does not
+                               wait for it while its copy is within the bound.
+  PULL   {have, need, bound, ask}  the same request alone: a box's first unroll, the first after a barrier,
+                               every evaluation's, and one after a batch without gradients.
   PARAMS {version, staleness} the answer, its id the request's `ask`: the weights themselves only when the
                                box's copy is too old (or too early), else nothing but how old it is.
   SYNC                        a box's barrier marker, behind its pushes: when all K are in, the
                                service tells the coordinator SYNCED.
-A read's staleness is counted when the service answers (max_read_staleness, never above the bound);
-the updates that land between an answer and the unroll it serves show in grad_delay.
+A read's staleness is counted from the push it led to (max_read_staleness, never above the bound); the
+updates that landed between the read and the push show in grad_delay.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class ParamService(Role):
         self.store = ParamStore(self.cfg)
         self.bound, self.boxes = self.cfg.max_staleness, self.cfg.boxes
         self.waiting: list[Message] = []     # requests that need a version not reached yet
+        # Box -> the newest version sent it: answers go out in order, so the box holds it by the next answer
+        # (its requests may say an older copy: it does not wait for an answer before its next push).
+        self.sent: dict[str, int] = {}
         self.markers: Counter = Counter()
         self.counters.update(pulls=0, answers=0, transfers=0, max_read_staleness=0, read_staleness_sum=0,
                              pushes=0, steps=0, max_grad_delay=0, grad_delay_sum=0, bound=self.bound)
@@ -62,15 +66,14 @@ class ParamService(Role):
             self.serve(msg)
 
     def serve(self, msg: Message) -> None:
-        have = msg.meta["have"] if msg.kind is Kind.PULL else msg.meta["version"]
+        have = max(msg.meta["have"] if msg.kind is Kind.PULL else msg.meta["version"], self.sent.get(msg.src, 0))
         staleness = self.store.version - have
         arrays = {}
         if staleness > min(self.bound, msg.meta["bound"]) or staleness < 0:
             arrays, staleness, have = self.store.snapshot(), 0, self.store.version
+            self.sent[msg.src] = have
             self.counters["transfers"] += 1
         self.counters["answers"] += 1
-        self.counters["read_staleness_sum"] += staleness
-        self.counters["max_read_staleness"] = max(self.counters["max_read_staleness"], staleness)
         self.to_peer(msg.src, Kind.PARAMS, msg.meta["ask"], meta={"version": have, "staleness": staleness}, **arrays)
 
     def on_push(self, msg: Message, t: float) -> None:
@@ -81,6 +84,8 @@ class ParamService(Role):
         # How many updates landed between the weights this gradient was computed with and now.
         delay = self.store.version - used
         self.counters["pushes"] += 1
+        self.counters["read_staleness_sum"] += msg.meta["read"]
+        self.counters["max_read_staleness"] = max(self.counters["max_read_staleness"], msg.meta["read"])
         self.counters["grad_delay_sum"] += delay
         self.counters["max_grad_delay"] = max(self.counters["max_grad_delay"], delay)
         self.record({"step": msg.id, "box": box, "grad_delay": delay})
