@@ -57,11 +57,11 @@ class ConvBlock:
         self.out_shape = map_after(shape, filters, pool)
 
     def forward_train(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """ReLU after the pooling, on a p*p times smaller map: max and ReLU commute, and a window that only
+        ReLU's zero could tie has h = 0, so no gradient goes through its argmax."""
         z = self.conv.forward(x)
-        np.maximum(z, 0, out=z)
-        if self.pool == 1:
-            return z.reshape(len(x), -1), None
-        h, argmax = max_pool(z, self.pool)
+        h, argmax = (z, None) if self.pool == 1 else max_pool(z, self.pool)
+        np.maximum(h, 0, out=h)
         return h.reshape(len(x), -1), argmax
 
     def forward(self, x: np.ndarray) -> np.ndarray:
