@@ -66,7 +66,8 @@ class Conv2D:
             self._dpad = np.empty_like(self._pad)
         return self._pad[:n], self._cols[:n], self._dpad[:n]
 
-    def _chunks(self, n: int):
+    def chunks(self, n: int):
+        """(start, end) of each chunk of n examples, in order."""
         return ((s, min(s + self.chunk, n)) for s in range(0, n, self.chunk))
 
     def im2col(self, x: np.ndarray) -> np.ndarray:
@@ -85,7 +86,7 @@ class Conv2D:
         maps = x.reshape(n, *self.shape)
         z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype)
         flat = z.reshape(-1, self.filters)
-        for s, e in self._chunks(n):
+        for s, e in self.chunks(n):
             out = flat[s * rows:e * rows]
             np.matmul(self.im2col(maps[s:e]), self.params["W"], out=out)
             out += self.params["b"]   # while the chunk's output is in cache
@@ -103,7 +104,7 @@ class Conv2D:
         grads = {"W": np.zeros_like(w), "b": np.ones(len(dz_flat), w.dtype) @ dz_flat}
         part = np.empty_like(w)
         dx = np.empty((n, *self.shape), w.dtype) if need_dx else None
-        for s, e in self._chunks(n):
+        for s, e in self.chunks(n):
             np.matmul(self.im2col(maps[s:e]).T, dz_flat[s * rows:e * rows], out=part)
             grads["W"] += part
             if need_dx:
@@ -116,7 +117,7 @@ class Conv2D:
         dz_flat = dz.reshape(-1, self.filters)
         dx = np.empty((len(dz), *self.shape), w.dtype)
         rows = self.shape[0] * self.shape[1]
-        for s, e in self._chunks(len(dz)):
+        for s, e in self.chunks(len(dz)):
             self._input_gradient(dz_flat[s * rows:e * rows], w, dx[s:e])
         return dx
 

@@ -10,16 +10,20 @@ def _windows(z: np.ndarray, p: int) -> np.ndarray:
     return z[:, :height // p * p, :width // p * p].reshape(n, height // p, p, width // p, p, channels)
 
 
-def max_pool(z: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+def max_pool(z: np.ndarray, p: int, out: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """(h, argmax): h (N, H//p, W//p, C) the window maxima, argmax (same shape, uint8) which of the window's
-    p*p cells (row-major) held it, the first on ties. Rows and columns past the last whole window are dropped.
+    p*p cells (row-major) held it, the first on ties, written into `out` if given. Rows and columns past the
+    last whole window are dropped.
 
     One pass per cell over a view of the windows: each reads whole runs of C floats, and the cells
     compared so far are the running maximum (no temporary the size of z).
     """
     windows = _windows(z, p)
-    h = windows[:, :, 0, :, 0].copy()
-    argmax = np.zeros(h.shape, np.uint8)
+    first = windows[:, :, 0, :, 0]
+    h, argmax = out or (np.empty(first.shape, z.dtype), np.empty(first.shape, np.uint8))
+    h[...] = first
+    argmax.fill(0)
     better = np.empty(h.shape, bool)
     for cell in range(1, p * p):
         i, j = divmod(cell, p)
