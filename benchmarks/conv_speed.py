@@ -3,7 +3,8 @@
 usage: python benchmarks/conv_speed.py [--batch 128] [--repeats 20] [--json FILE]
 One BLAS thread on both sides (numpy's pinned before it loads, torch.set_num_threads(1)); the default
 MNIST net's two conv stages (28x28x1 -> 32 and 14x14x32 -> 64, 5x5 kernels). The two are timed in
-alternation, repeat by repeat, so a loaded machine slows both alike; the medians are compared.
+alternation, repeat by repeat, so a loaded machine slows both alike; the medians of their CPU times are
+compared (on a shared machine a wall time also counts the waits for a core), the wall times kept beside.
 PyTorch is a benchmark-only extra (`pip install -e '.[bench]'`): nothing in the trainer imports it.
 """
 import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
@@ -25,19 +26,22 @@ STAGES = (((28, 28, 1), 32), ((14, 14, 32), 64))   # the default MNIST net's con
 KERNEL, POOL, TARGET = 5, 2, 2.0                    # the target: within 2x of PyTorch's time
 
 
-def time_ours(block: ConvBlock, x: np.ndarray, need_dx: bool) -> float:
-    t0 = time.perf_counter()
+def timed(step) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one step()."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    step()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def ours(block: ConvBlock, x: np.ndarray, need_dx: bool) -> None:
     h, route = block.forward_train(x)
     block.backward(x, h, np.ones_like(h), need_dx=need_dx, route=route)
-    return time.perf_counter() - t0
 
 
-def time_torch(torch, conv, x, need_dx: bool) -> float:
+def theirs(torch, conv, x, need_dx: bool) -> None:
     x.requires_grad_(need_dx)
-    t0 = time.perf_counter()
     h = torch.nn.functional.max_pool2d(torch.relu(conv(x)), POOL)
     h.backward(torch.ones_like(h))
-    return time.perf_counter() - t0
 
 
 def stage(torch, shape: tuple[int, int, int], filters: int, batch: int, repeats: int, first: bool) -> dict:
@@ -46,13 +50,15 @@ def stage(torch, shape: tuple[int, int, int], filters: int, batch: int, repeats:
     x = rng.standard_normal((batch, int(np.prod(shape)))).astype(np.float32)
     conv = torch.nn.Conv2d(shape[2], filters, KERNEL, padding=KERNEL // 2)
     xt = torch.from_numpy(x.reshape(batch, *shape)).permute(0, 3, 1, 2).contiguous()
-    ours, theirs = [], []
+    times = {"ours": [], "torch": []}
     for _ in range(repeats + 2):   # the first two warm both up (buffers, page faults)
-        ours.append(time_ours(block, x, not first))
-        theirs.append(time_torch(torch, conv, xt, not first))
-    ours_ms, torch_ms = statistics.median(ours[2:]) * 1e3, statistics.median(theirs[2:]) * 1e3
-    return {"input": list(shape), "filters": filters, "ours_ms": ours_ms, "torch_ms": torch_ms,
-            "ratio": ours_ms / torch_ms}
+        times["ours"].append(timed(lambda: ours(block, x, not first)))
+        times["torch"].append(timed(lambda: theirs(torch, conv, xt, not first)))
+    row = {"input": list(shape), "filters": filters}
+    for side, t in times.items():
+        row[f"{side}_ms"] = statistics.median(cpu for cpu, _ in t[2:]) * 1e3
+        row[f"{side}_wall_ms"] = statistics.median(wall for _, wall in t[2:]) * 1e3
+    return {**row, "ratio": row["ours_ms"] / row["torch_ms"]}
 
 
 def main() -> int:
@@ -70,10 +76,12 @@ def main() -> int:
     rows = [stage(torch, shape, filters, args.batch, args.repeats, first=k == 0)
             for k, (shape, filters) in enumerate(STAGES)]
     for r in rows:
-        print(f"{'x'.join(map(str, r['input']))} -> {r['filters']}: ours {r['ours_ms']:.1f} ms, "
-              f"torch {r['torch_ms']:.1f} ms, {r['ratio']:.2f}x")
+        print(f"{'x'.join(map(str, r['input']))} -> {r['filters']}: CPU ours {r['ours_ms']:.1f} ms, "
+              f"torch {r['torch_ms']:.1f} ms, {r['ratio']:.2f}x (wall {r['ours_wall_ms']:.1f} and "
+              f"{r['torch_wall_ms']:.1f} ms)")
     worst = max(r["ratio"] for r in rows)
     result = {"machine": machine(), "torch": torch.__version__, "batch": args.batch, "repeats": args.repeats,
+              "clock": "cpu",
               "stages": rows, "targets": [{"name": "slowest conv stage's time over PyTorch's", "value": worst,
                                            "op": "<=", "limit": TARGET, "pass": worst <= TARGET}]}
     if args.json:

@@ -1,4 +1,5 @@
-"""The conv stages' section of docs/results.md: accuracy by mode, speed against PyTorch, the pipeline's share."""
+"""The conv stages' section of docs/results.md: accuracy by mode, speed against PyTorch, the pipeline's share and
+memory."""
 from results_parts import machine, ms, pct, pp, sources, table, targets, versus_backprop
 
 
@@ -9,8 +10,7 @@ def conv_section(rows: list[dict], speed: dict, latency: dict) -> list[str]:
              f"{r['samples_per_second']:,.0f}", ms(r["stage1_p50_ms"]),
              " / ".join(f"{r['peak_rss_mb'][k]:.0f}" for k in sorted(r["peak_rss_mb"], key=int))] for r in rows]
     fast = [[f"{'x'.join(map(str, s['input']))} -> {s['filters']}", ms(s["ours_ms"]), ms(s["torch_ms"]),
-             f"{s['ratio']:.2f}x"] for s in speed["stages"]]
-    t, rss = latency["throughput"], ", ".join(f"{s['peak_rss_mb']:.0f}" for s in latency["runs"][0]["stages"])
+             f"{s['ratio']:.2f}x", f"{ms(s['ours_wall_ms'])} / {ms(s['torch_wall_ms'])}"] for s in speed["stages"]]
     return ["## Conv stages", "",
             f"`--conv {rows[0]['conv']}` on MNIST (sizes {rows[0]['sizes']}), seed 0, "
             "each mode one run after another ([training.md](training.md#conv-stages)); stage-1 update latency p50 "
@@ -18,11 +18,31 @@ def conv_section(rows: list[dict], speed: dict, latency: dict) -> list[str]:
             *table(["epochs", "mode", "test", "against backprop", "samples/s", "stage-1 p50 ms", "peak RSS MB, stages"],
                    ["---:", "---", *["---:"] * 5], body), *sources(["conv.json"], rows),
             f"A conv stage's forward + backward, batch {speed['batch']}, 1 thread, against PyTorch {speed['torch']}'s "
-            f"CPU conv on the same shapes (median of {speed['repeats']}, in alternation; {machine(speed)}):", "",
-            *table(["stage (input -> filters)", "ours ms", "PyTorch ms", "ours / PyTorch"], ["---", *["---:"] * 3],
-                   fast), *targets(speed),
-            f"`dni bench latency --conv {latency['params']['conv']}` ({machine(latency)}): the "
+            f"CPU conv on the same shapes: CPU time, median of {speed['repeats']}, in alternation (the wall times "
+            f"beside count the waits for a core on the shared machine; {machine(speed)}):", "",
+            *table(["stage (input -> filters)", "ours ms", "PyTorch ms", "ours / PyTorch", "wall ms, ours / PyTorch"],
+                   ["---", *["---:"] * 4], fast), *targets(speed),
+            *pipeline_lines(latency), *sources(["conv-speed.json", "conv-latency.json"], [speed, latency])]
+
+
+def pipeline_lines(latency: dict) -> list[str]:
+    """The conv dni pipeline's share of the 2-core ideal, where its arithmetic goes, and each stage's memory."""
+    t, stages = latency["throughput"], latency["runs"][0]["stages"]
+    work = [sum(s["time_s"]["main_cpu"][c] for c in ("compute", "synth")) for s in stages]
+    shares = [w / sum(work) for w in work]
+    memory = [[str(r["stage"]) + (" (conv)" if r["conv"] else ""), f"{r['weights_mb']:.2f}", f"{r['inflight_mb']:.1f}",
+               f"{r['bound_mb']:.1f}", f"{r['start_rss_mb']:.0f}", f"{r['growth_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+              for r in latency["memory"]]
+    return [f"`dni bench latency --conv {latency['params']['conv']}` ({machine(latency)}): the "
             f"{t['depth']}-stage conv dni run made {t['fraction_of_ideal']:.2f} of the 2-core ideal "
-            f"({t['pipeline_samples_per_second']:,.0f} against {t['ideal_samples_per_second']:,.0f} samples/s); the "
-            f"CPU it spent would allow {t['cpu_bound_fraction']:.2f}. Peak RSS by stage (MB): {rss}.", "",
-            *sources(["conv-speed.json", "conv-latency.json"], [speed, latency])]
+            f"(median of {t['repeats']} pairs; {t['pipeline_samples_per_second']:,.0f} against "
+            f"{t['ideal_samples_per_second']:,.0f} samples/s); the CPU it spent would allow "
+            f"{t['cpu_bound_fraction']:.2f}. Its stages' shares of the arithmetic (compute and synthesizer, CPU): "
+            + ", ".join(f"{pct(x)}" for x in shares) + f": with one stage doing {pct(max(shares))} of the work, two "
+            f"cores can make at most {min(1.0, 1 / (2 * max(shares))):.2f} of the ideal.", "",
+            "Memory by stage (MB) in the dni run: the bound is 4x the weights (layer and synthesizer) plus the "
+            "activations in flight (`--window` batches of the stage's input and output rows), held against the "
+            "growth of the worker's RSS from its start (the process's baseline, no stage yet) to its peak:", "",
+            *table(["stage", "weights", "in flight", "bound", "start", "growth", "peak RSS"],
+                   ["---", *["---:"] * 6], memory),
+            *targets({"targets": [x for x in latency["targets"] if "peak RSS" in x["name"]]})]

@@ -146,6 +146,16 @@ def test_bench_latency_with_conv_stages_reports_each_stages_peak_memory(tmp_path
         assert all(s["peak_rss_mb"] > 0 for s in run["stages"])
     assert result["throughput"]["depth"] == 3 and 0 < result["throughput"]["fraction_of_ideal"]
     assert "peak RSS MB" in capsys.readouterr().out
+    # Each stage's bound: 4 x 4 weights + 16 biases and M's 3 x 3 x 4 x 4 + 4 (floats), 2 batches of 16 of
+    # its input (28 x 28) and output (14 x 14 x 4) rows in flight; beside what its worker grew by.
+    first = result["memory"][0]
+    weights = (25 * 4 + 4 + 36 * 4 + 4) * 4 / 2**20
+    assert first["conv"] and first["weights_mb"] == pytest.approx(weights)
+    assert first["bound_mb"] == pytest.approx(4 * weights + 2 * 16 * (784 + 784) * 4 / 2**20)
+    for row in result["memory"]:
+        assert 0 < row["start_rss_mb"] < row["peak_rss_mb"]
+        assert row["growth_mb"] == pytest.approx(row["peak_rss_mb"] - row["start_rss_mb"])
+    assert [t for t in result["targets"] if t["name"].startswith("conv stages' peak RSS")]
 
 
 def test_bench_latency_conv_without_images_is_a_one_line_error(capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator import plans
-from coordinator.bench import report
+from coordinator.bench import report, stagememory
 from coordinator.config import Config
 from coordinator.data import Dataset, batches, generated_task, load_mnist
 from coordinator.job import serve
@@ -102,7 +102,7 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
         total = seconds["total"]
         stages.append({"stage": k, "latency_ms": percentiles(latencies[k]), "time_s": seconds,
                        "time_fraction": {c: seconds[c] / total for c in (*CATEGORIES, "blocked")},
-                       "peak_rss_mb": summary["workers"][str(k)]["peak_rss_mb"]})
+                       **{f: summary["workers"][str(k)].get(f) for f in ("peak_rss_mb", "start_rss_mb")}})
     # CPU the whole run cost the machine (workers and coordinator, every thread), per batch:
     # unlike wall time, hardly moved by whatever else runs on the machine. Split by what it
     # paid for: the stages' arithmetic, their loops' messaging, and the helper threads
@@ -208,12 +208,12 @@ def targets(result: dict) -> list[dict]:
     stuck = [f"{r['mode']} at {r['depth']}" for r in result["runs"] if not r["learning"]["learns"]]
     not_learning = f" (not: {', '.join(stuck)})" if stuck else ""
     out += [report.target("fraction of timed configurations that learn" + not_learning,
-                          1 - len(stuck) / len(result["runs"]), ">=", 1.0)]
-    out += [report.target(f"backprop / dni stage-1 p50 at {hi} stages",
+                          1 - len(stuck) / len(result["runs"]), ">=", 1.0),
+            report.target(f"backprop / dni stage-1 p50 at {hi} stages",
                           p50("backprop", hi) / p50("dni", hi), ">=", 3.0),
             report.target(f"{result['throughput']['depth']}-stage dni samples/s / 2-core ideal",
                          result["throughput"]["fraction_of_ideal"], ">=", 0.85)]
-    return out
+    return out + stagememory.targets(result.get("memory"))
 
 
 def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, window: int,
@@ -247,6 +247,9 @@ def run(depths: list[int], width: int, batch: int, steps: int, warmup: int, wind
                 print_run(runs[-1])
         result["runs"] = runs
         result["throughput"] = throughput(throughput_depth, data, p, Path(tmp))
+    if conv:   # the dni run's stages
+        cfg = plans.for_config(config("dni", depths[0], p, Path(".")), data).wire
+        result["memory"] = stagememory.measure(cfg, batch, window, runs[0]["stages"])
     result["headline"] = [headline(runs, d) for d in depths]
     result["targets"] = targets(result)
     print_summary(result)

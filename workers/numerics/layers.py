@@ -47,7 +47,10 @@ class Dense:
 
 class ConvBlock:
     """h = maxpool(relu(conv(x) + b)), a conv stage's layer; x and h are flat rows of NHWC maps, as the wire
-    carries them. Its route is the pooling's argmax (None without pooling)."""
+    carries them. Its route is the pooling's argmax (None without pooling).
+
+    Forward and backward go a chunk of examples at a time (the conv's chunks): the map before the
+    pooling and its gradient exist a chunk at a time, in cache, never for the whole batch."""
 
     def __init__(self, shape: tuple[int, int, int], filters: int, kernel: int, pool: int,
                  rng: np.random.Generator, dtype=np.float32):
@@ -57,33 +60,51 @@ class ConvBlock:
         self.out_shape = map_after(shape, filters, pool)
 
     def forward_train(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        z = self.conv.forward(x)
-        np.maximum(z, 0, out=z)
-        if self.pool == 1:
-            return z.reshape(len(x), -1), None
-        h, argmax = max_pool(z, self.pool)
+        """ReLU after the pooling, on a p*p times smaller map: max and ReLU commute, and a window that only
+        ReLU's zero could tie has h = 0, so no gradient goes through its argmax."""
+        h = np.empty((len(x), *self.out_shape), self.params["W"].dtype)
+        argmax = None if self.pool == 1 else np.empty(h.shape, np.uint8)
+        for s, e in self.conv.chunks(len(x)):
+            z = self.conv.forward(x[s:e])
+            if self.pool == 1:
+                h[s:e] = z
+            else:
+                max_pool(z, self.pool, out=(h[s:e], argmax[s:e]))
+        np.maximum(h, 0, out=h)
         return h.reshape(len(x), -1), argmax
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.forward_train(x)[0]
 
-    def _pre_activation_grad(self, h: np.ndarray, g: np.ndarray, route: np.ndarray | None) -> np.ndarray:
-        """dL/dz given dL/dh: through the pooling's argmax, then relu' (z > 0 exactly where its max h > 0)."""
-        g = (g * (h > 0)).reshape(len(h), *self.out_shape)
+    def _pre_activation_grad(self, h: np.ndarray, g: np.ndarray, route: np.ndarray | None, s: int, e: int
+                             ) -> np.ndarray:
+        """dL/dz of examples s:e given dL/dh: through the pooling's argmax, then relu' (z > 0 exactly where its
+        max h > 0)."""
+        g = (g[s:e] * (h[s:e] > 0)).reshape(e - s, *self.out_shape)
         if self.pool == 1:
             return g
-        return max_pool_backward(g, route, self.pool, (len(h), *self.conv.shape[:2], self.conv.filters))
+        return max_pool_backward(g, route[s:e], self.pool, (e - s, *self.conv.shape[:2], self.conv.filters))
 
     def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True,
                  params: dict[str, np.ndarray] | None = None, route: np.ndarray | None = None):
         """As Dense.backward; route: the argmax forward_train returned with h."""
-        dz = self._pre_activation_grad(h, g, route)
-        grads, dx = self.conv.backward(x, dz, need_dx, (params or self.params)["W"])
-        return grads, (dx.reshape(len(x), -1) if need_dx else None)
+        grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        dx = np.empty_like(x) if need_dx else None
+        for s, e in self.conv.chunks(len(x)):
+            part, dx_part = self.conv.backward(x[s:e], self._pre_activation_grad(h, g, route, s, e), need_dx,
+                                               (params or self.params)["W"])
+            for name in grads:
+                grads[name] += part[name]
+            if need_dx:
+                dx[s:e] = dx_part.reshape(e - s, -1)
+        return grads, dx
 
     def input_gradient(self, h: np.ndarray, g: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         """dL/dx given dL/dh, with the current weights, no parameter gradients."""
-        return self.conv.input_gradient(self._pre_activation_grad(h, g, route)).reshape(len(h), -1)
+        dx = np.empty((len(h), int(np.prod(self.conv.shape))), h.dtype)
+        for s, e in self.conv.chunks(len(h)):
+            dx[s:e] = self.conv.input_gradient(self._pre_activation_grad(h, g, route, s, e)).reshape(e - s, -1)
+        return dx
 
 
 def softmax_xent(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None):

@@ -18,7 +18,7 @@ from workers.numerics.optimizers import NonFinite, finite
 from workers.numerics.snapshot import Stateful, restore
 from workers.roles.guard import NOT_IN_FLIGHT, Window
 from workers.runtime.clock import Clock
-from workers.runtime.memory import peak_rss_mb
+from workers.runtime.memory import peak_rss_mb, status_mb
 
 # Kinds that travel the forward direction; a held stage (locked backprop waiting for its
 # gradient, or a link out of credit) defers them, so the barrier and evaluation keep their place.
@@ -51,6 +51,7 @@ class Role:
     """Base of the worker loops: subclasses fill `self.handlers` (kind -> method), dask-style."""
 
     def __init__(self, ctx: zmq.Context, control: zmq.Socket, inbox: zmq.Socket, assign: Message, curve=None):
+        self.start_rss_mb = status_mb("VmRSS")   # the process's baseline: interpreter, libraries, sockets; no stage yet
         meta = assign.meta
         self.name = worker_name(meta["role"], meta["stage"])
         self.stage_index = meta["stage"]
@@ -258,9 +259,11 @@ class Role:
         self.to_coordinator(Kind.STATE, msg.id, meta=self.counters, arrays=self.state())
 
     def goodbye(self, error: str | None = None) -> dict:
-        """BYE's meta: counters, drops by reason, the time breakdown, bytes sent, peak memory, and why it gives up."""
+        """BYE's meta: counters, drops by reason, the time breakdown, bytes sent, peak memory (and the memory it
+        started with), and why it gives up."""
         meta = {**self.counters, "dropped": dict(self.drops.counts), "time_s": self.clock.report(),
-                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_rss_mb(), **self.tallies()}
+                "bytes_sent": dict(self.bytes_sent), "peak_rss_mb": peak_rss_mb(),
+                "start_rss_mb": self.start_rss_mb, **self.tallies()}
         return meta if error is None else {**meta, "error": error}
 
     def tallies(self) -> dict:
