@@ -52,6 +52,7 @@ class Unlock:
         self.synth = InputSynthesizer(cfg.sizes[0], rng, n_classes, cfg.synth_hidden, n_out=n_in)
         self.opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.capacity = cfg.cache
+        self.again = cfg.ahead_update == "again"   # a batch updated through I updates again from its real input
         self.data: OrderedDict[int, tuple] = OrderedDict()   # b -> (x, y, whether b updated from I)
         self.real: OrderedDict[int, np.ndarray] = OrderedDict()   # b -> real input: updated from it, I not fitted
         self.evicted = 0            # halves whose other half never came in time
@@ -88,14 +89,14 @@ class Unlock:
 
     def on_real(self, b: int, real: np.ndarray) -> bool:
         """b's real input: I fitted to it if b's network input came; whether the stage is to update from it
-        (not if it did from I)."""
+        (not if it did from I, unless --ahead-update again)."""
         data = self.data.pop(b, None)
         if data is None:
             self.keep(self.real, b, real)
             return True
         x, y, updated = data
         self.fit(x, y, real)
-        return not updated
+        return not updated or self.again
 
     def state(self) -> dict[str, np.ndarray]:
         """I, its optimizer and its targets' scale; never the halves (a checkpoint is taken at a barrier)."""
