@@ -18,6 +18,8 @@ from protocol.liveness import MISSED_HEARTBEATS
 from protocol.options import OPTIONS
 from protocol.wireconfig import WireConfig
 from workers.numerics.draws import UpdateDraws
+from workers.numerics.optimizers import scheduled_lr
+from workers.numerics.snapshot import restore
 from workers.numerics.stage import build
 from workers.numerics.unlock import InputSynthesizer
 from workers.numerics.unlock_steps import data_step, head_data_step, head_real_step, real_step
@@ -144,9 +146,17 @@ def test_with_ahead_update_again_a_batch_fed_ahead_updates_through_i_and_again_f
     assert stage.inflight[0].h is sent[0] and np.any(stage.unlock.synth.params["A"] != 0)
     head_real_step(head, 0, sent[0], y, sent.append)
     assert (stage.updates, head.updates, stage.unlock.synthetic, head.unlock.synthetic) == (2, 2, 1, 1)
+    # The rate schedule counts the batch once: it stands where one update a batch puts it.
+    for s in (stage, head):
+        assert s.opt.opts["layer"].lr == scheduled_lr(wire.lr, wire.schedule, 1, wire.total_steps)
     # A batch not fed ahead updates once, from its real input, as ever.
     assert data_step(stage, 1, x, y, ahead=False) is None
     assert real_step(stage, 1, real, y, 0.0, sent.append).updates == 3
+    assert stage.opt.opts["layer"].lr == scheduled_lr(wire.lr, wire.schedule, 2, wire.total_steps)
+    # The batches taken again are in the checkpoint: a stage built from it stands at the same place.
+    again = build(2, wire)
+    restore(again, stage.state(), "stage 2")
+    assert again.unlock.retaken == 1 and again.unlock.position(3) == 2
 
 
 @pytest.mark.slow   # a run of some seconds, one stage stopped for most of a second
@@ -199,7 +209,10 @@ def test_input_synthesizers_are_checkpointed_and_a_resumed_run_takes_them_back(t
 
 @pytest.mark.slow   # a run, a worker killed, every stage restarted from the last checkpoint
 def test_a_killed_stage_is_replaced_and_every_stage_takes_its_input_synthesizer_back(tmp_path):
-    proc = start(tmp_path, *UNLOCKED, "--epochs", "3", "--checkpoint-every", "40", "--checkpoint-seconds", "0")
+    # Once: a batch fed ahead while stage 3 is down updates the stages through I only, so each stage's count, taken
+    # back from the checkpoint, is one a batch (again would add one for each, and no count of them survives).
+    proc = start(tmp_path, *UNLOCKED, "--epochs", "3", "--checkpoint-every", "40", "--checkpoint-seconds", "0",
+                 "--ahead-update", "once")
     wait_until(lambda: steps_logged(tmp_path) >= 60, 60, "step 60", proc)
     os.kill(stage_pid(3), signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
