@@ -80,6 +80,9 @@ OPTIONS = (
     Option("synthetic_inputs", bool, False, "synthesizers", "every stage above the first also learns its input "
            "from the network's input, I(x), and updates from it without waiting for the stage below (dni, cdni)",
            model=FF, wire=True, summary=True, before=False),
+    Option("ahead_update", str, "again", "synthesizers", "--synthetic-inputs: a stage on a batch fed ahead through a "
+           "stall below updates through I(x) at once (once), and again from its real input when that comes (again)",
+           model=FF, wire=True, before="once", choices=("once", "again")),
     Option("box_lambda", float, 0.0, "synthesizers", "BP(lambda) between time boxes: the target a box sends to the "
            "synthesizer of the box before, once its own came (1: the true boundary gradient) or at once (0: its "
            "synthetic one)", model=RNN, wire=True, before=0.0, low=0.0, high=1.0),

@@ -86,11 +86,15 @@ def test_a_small_stall_bench_writes_every_figure_and_leaves_nothing_behind(tmp_p
     assert row["test_delta_pp"] == pytest.approx(100 * (hit["test_accuracy"] - free["test_accuracy"]))
     # With synthetic inputs, the stages above the stall go on updating from inputs fed ahead of it, past the
     # evaluation due in it (which waits for the chain) and past the epoch's end (no barrier in a stall either);
-    # stage 2 still makes none, and every batch updates each stage once.
+    # stage 2 still makes none. Every batch updates each stage once from its real input, and once more through I
+    # if it was fed ahead (--ahead-update again); stage 2 took those fed ahead of its own stop up late, behind
+    # each other, and waited for their real input instead.
     hit = runs["cdni-synthetic-inputs", "stalled"]
     assert unlocked["row"] == "cdni-synthetic-inputs" and hit["updates_during"]["2"] == 0
     assert all(hit["updates_during"][k] > 896 - total // 2 for k in "34"), hit["updates_during"]
-    assert hit["steps"] == total and hit["updates"] == {str(k): total for k in range(1, 5)}
+    through_i = {k: hit["unlock"][k]["synthetic_updates"] for k in "234"}
+    assert hit["steps"] == total and hit["updates"] == {"1": total, **{k: total + through_i[k] for k in "234"}}
+    assert hit["unlock"]["2"]["ahead_late"] > through_i["2"] and free["unlock"] == {}, hit["unlock"]
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ from protocol.liveness import MISSED_HEARTBEATS
 from protocol.options import OPTIONS
 from protocol.wireconfig import WireConfig
 from workers.numerics.draws import UpdateDraws
+from workers.numerics.optimizers import scheduled_lr
+from workers.numerics.snapshot import restore
 from workers.numerics.stage import build
 from workers.numerics.unlock import InputSynthesizer
 from workers.numerics.unlock_steps import data_step, head_data_step, head_real_step, real_step
@@ -109,7 +111,7 @@ def test_the_input_synthesizers_fit_has_the_gradient_of_its_loss(n_classes, hidd
 
 def test_a_stage_updates_once_a_batch_through_i_when_fed_ahead_else_from_its_real_input_and_fits_i_to_it():
     wire = WireConfig.from_meta({**{o.name: o.default for o in OPTIONS if o.wire}, "synthetic_inputs": True,
-                                 "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
+                                 "ahead_update": "once", "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
     stage, head = build(2, wire), build(3, wire)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (4, 6)).astype(np.uint8), np.array([0, 1, 2, 0])
@@ -128,6 +130,33 @@ def test_a_stage_updates_once_a_batch_through_i_when_fed_ahead_else_from_its_rea
     assert real_step(stage, 2, real, y, 0.0, sent.append).updates == 3
     assert data_step(stage, 2, x, y, ahead=True) is None and stage.updates == 3
     assert stage.unlock.synthetic == 1 and not stage.unlock.data and not stage.unlock.real
+
+
+def test_with_ahead_update_again_a_batch_fed_ahead_updates_through_i_and_again_from_its_real_input():
+    wire = WireConfig.from_meta({**{o.name: o.default for o in OPTIONS if o.wire}, "synthetic_inputs": True,
+                                 "ahead_update": "again", "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
+    stage, head = build(2, wire), build(3, wire)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (4, 6)).astype(np.uint8), np.array([0, 1, 2, 0])
+    sent = []
+    assert data_step(stage, 0, x, y, ahead=True).updates == 1 and head_data_step(head, 0, x, y, ahead=True)
+    real = rng.random((4, 5)).astype(np.float32)
+    # The real input: I fitted, the output sent on, and the layer updated once more, from it (b kept for M's target).
+    assert real_step(stage, 0, real, y, 0.0, sent.append).updates == 2 and len(sent) == 1
+    assert stage.inflight[0].h is sent[0] and np.any(stage.unlock.synth.params["A"] != 0)
+    head_real_step(head, 0, sent[0], y, sent.append)
+    assert (stage.updates, head.updates, stage.unlock.synthetic, head.unlock.synthetic) == (2, 2, 1, 1)
+    # The rate schedule counts the batch once: it stands where one update a batch puts it.
+    for s in (stage, head):
+        assert s.opt.opts["layer"].lr == scheduled_lr(wire.lr, wire.schedule, 1, wire.total_steps)
+    # A batch not fed ahead updates once, from its real input, as ever.
+    assert data_step(stage, 1, x, y, ahead=False) is None
+    assert real_step(stage, 1, real, y, 0.0, sent.append).updates == 3
+    assert stage.opt.opts["layer"].lr == scheduled_lr(wire.lr, wire.schedule, 2, wire.total_steps)
+    # The batches taken again are in the checkpoint: a stage built from it stands at the same place.
+    again = build(2, wire)
+    restore(again, stage.state(), "stage 2")
+    assert again.unlock.retaken == 1 and again.unlock.position(3) == 2
 
 
 @pytest.mark.slow   # a run of some seconds, one stage stopped for most of a second
@@ -150,9 +179,15 @@ def test_a_stage_keeps_updating_while_the_stage_below_it_is_stopped(tmp_path):
     assert all(n >= 10 for n in during.values()), during
     done = summary(job.out)
     assert done["synthetic_inputs"] and done["restarts"] == 0
-    for k in ("2", "3", "4"):
-        assert done["workers"][k]["updates"] == done["steps"], k
-        assert 0 < done["workers"][k]["synthetic_updates"] <= done["steps"], k
+    workers = done["workers"]
+    for k in ("2", "3", "4"):   # a batch updated through I updates again from its real input (--ahead-update again)
+        assert workers[k]["updates"] == done["steps"] + workers[k]["synthetic_updates"], k
+    for k in ("3", "4"):   # fed ahead at the pace batches came through at, and updated through I at once
+        assert 0 < workers[k]["synthetic_updates"] <= done["steps"], k
+        assert workers[k]["ahead_late"] < workers[k]["synthetic_updates"], k
+    # The stopped stage found the batches fed ahead of its own stall queued when it went on: it waited for their
+    # real input (stage 1 was not stopped) rather than update through I; the last of them may have had none behind.
+    assert workers["2"]["ahead_late"] > workers["2"]["synthetic_updates"], workers["2"]
 
 
 @pytest.mark.slow   # a run stopped and resumed
@@ -174,7 +209,10 @@ def test_input_synthesizers_are_checkpointed_and_a_resumed_run_takes_them_back(t
 
 @pytest.mark.slow   # a run, a worker killed, every stage restarted from the last checkpoint
 def test_a_killed_stage_is_replaced_and_every_stage_takes_its_input_synthesizer_back(tmp_path):
-    proc = start(tmp_path, *UNLOCKED, "--epochs", "3", "--checkpoint-every", "40", "--checkpoint-seconds", "0")
+    # Once: a batch fed ahead while stage 3 is down updates the stages through I only, so each stage's count, taken
+    # back from the checkpoint, is one a batch (again would add one for each, and no count of them survives).
+    proc = start(tmp_path, *UNLOCKED, "--epochs", "3", "--checkpoint-every", "40", "--checkpoint-seconds", "0",
+                 "--ahead-update", "once")
     wait_until(lambda: steps_logged(tmp_path) >= 60, 60, "step 60", proc)
     os.kill(stage_pid(3), signal.SIGKILL)
     _, err = proc.communicate(timeout=120)

@@ -50,6 +50,9 @@ def figures(row: str, flags: tuple[str, ...], stalled: bool, job: dict, stages: 
             "updates": {str(k): len(t) for k, t in times.items()},
             "rates": {str(k): {name: rate(t, *span) for name, span in spans.items()} for k, t in times.items()},
             "updates_during": {str(k): count(t, *spans["during"]) for k, t in times.items()},
+            # --synthetic-inputs: each stage's updates through I, and the batches fed ahead it took up late
+            "unlock": {k: {name: w[name] for name in ("synthetic_updates", "ahead_late")}
+                       for k, w in summary["workers"].items() if "ahead_late" in w},
             "windows_s": {name: [lo - start, hi - start] for name, (lo, hi) in spans.items()},
             # An evaluation follows a barrier at its step: it happened once the head had trained that batch.
             "validation": [{"step": r["step"], "time": head_time[r["step"]] - start, "val_accuracy": r["val_accuracy"]}

@@ -36,21 +36,26 @@ class UnlockedPipeline(Pipeline):
         self.pace: float | None = None        # seconds between batches through, while they come
         self.last_done: float | None = None   # when the last came through, or the first since a barrier went in
         self.paced = False                    # last_done is a batch's: the gap to the next one is a batch time
-        self.last_input = 0.0                 # when the last INPUT went
+        self.last_input = 0.0                 # when the last INPUT went, or fell due if fed ahead
 
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray) -> None:
         if kind is not Kind.FORWARD:
             return super().send_batch(kind, b, x, y)
         if self.last_done is None:   # the first batch since a barrier (or the start): a stall counts from now
             self.last_done = time.monotonic()
-        self.tick = self.pace   # a stall shows as time passing: the wait looks again each batch time
+        # A stall shows as time passing: the wait looks again each half batch time.
+        self.tick = None if self.pace is None else self.pace / 2
         self.wait(lambda: (len(self.pending) < self.window and not self.queued) or self.stalled_below(),
                   f"a credit for {kind} batch {b}")
         self.tick = None
         ahead = {"ahead": bool(self.queued) or len(self.pending) >= self.window}   # (its FORWARD cannot go yet)
         for stage, arrays in self.inputs(x, y).items():
             send(self.feed_to(stage), Message(Kind.INPUT, "coordinator", b, ahead, arrays))
-        self.last_input = time.monotonic()
+        now = time.monotonic()
+        # A batch fed ahead falls due a batch time after the last one fell due, not after it went: the wait wakes
+        # a little late each time, and counting from the send fed at about half the pace (the wait then woke
+        # each batch time, just short of it). Up to half a batch time late is made up, not more.
+        self.last_input = max(self.last_input + self.pace, now - self.pace / 2) if ahead["ahead"] else now
         self.queued.append((b, self.split(x, y)))
         self.feed_queued()
 

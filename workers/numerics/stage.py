@@ -74,7 +74,7 @@ class Stage:
         batch = self.inflight[b]
         need_dx = not self.first and (self.locked or self.bootstraps)
         grads, dx = self.layer.backward(batch.tape, batch.h, g, need_dx=need_dx, params=stashed, route=batch.route)
-        self.opt.step({"layer": grads}, self.draws.position(self.inflight.updates + 1))
+        self.opt.step({"layer": grads}, schedule_position(self.unlock, self.draws.position(self.inflight.updates + 1)))
         return dx, self.inflight.updated(b)
 
     def skip(self, b: int) -> tuple[np.ndarray | None, Batch]:
@@ -153,7 +153,7 @@ class HeadStage:
 
     def update(self, grads: dict[str, np.ndarray]) -> None:
         self.updates += 1
-        self.opt.step({"layer": grads}, self.draws.position(self.updates))
+        self.opt.step({"layer": grads}, schedule_position(self.unlock, self.draws.position(self.updates)))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """(summed loss, correct count), no update."""
@@ -175,6 +175,11 @@ class HeadStage:
 def unlocked(cfg: WireConfig, index: int, n_in: int) -> Unlock | None:
     """--synthetic-inputs: every stage above the first learns I(x) for its input (workers/numerics/unlock.py)."""
     return Unlock(cfg, index, n_in) if cfg.synthetic_inputs and index > 1 else None
+
+
+def schedule_position(unlock: Unlock | None, taken: int) -> int:
+    """Where the rate schedule stands after `taken` updates or draws: one step a batch (Unlock.position)."""
+    return taken if unlock is None else unlock.position(taken)
 
 
 def unlock_state(unlock: Unlock | None) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workers.numerics import optimizers
-from workers.numerics.snapshot import copy_into, join, part
+from workers.numerics.snapshot import copy_into, counter, join, part
 from workers.numerics.synthesizers import Synthesizer
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ class Unlock:
         self.synth = InputSynthesizer(cfg.sizes[0], rng, n_classes, cfg.synth_hidden, n_out=n_in)
         self.opt = optimizers.make("adam", self.synth.params, cfg.synth_lr)
         self.capacity = cfg.cache
+        self.again = cfg.ahead_update == "again"   # a batch updated through I updates again from its real input
+        self.retaken = 0            # such batches taken again: the rate schedule counts a batch once (`position`)
         self.data: OrderedDict[int, tuple] = OrderedDict()   # b -> (x, y, whether b updated from I)
         self.real: OrderedDict[int, np.ndarray] = OrderedDict()   # b -> real input: updated from it, I not fitted
         self.evicted = 0            # halves whose other half never came in time
@@ -88,20 +90,32 @@ class Unlock:
 
     def on_real(self, b: int, real: np.ndarray) -> bool:
         """b's real input: I fitted to it if b's network input came; whether the stage is to update from it
-        (not if it did from I)."""
+        (not if it did from I, unless --ahead-update again)."""
         data = self.data.pop(b, None)
         if data is None:
             self.keep(self.real, b, real)
             return True
         x, y, updated = data
         self.fit(x, y, real)
-        return not updated
+        self.retaken += updated and self.again
+        return not updated or self.again
+
+    def position(self, taken: int) -> int:
+        """The layers' rate schedule's position after `taken` updates or draws (UpdateDraws.position): less the
+        batches taken again, else every stall would move the schedule on by the batches fed ahead through it
+        (the rate annealed to 0 that many batches early)."""
+        return taken - self.retaken
 
     def state(self) -> dict[str, np.ndarray]:
-        """I, its optimizer and its targets' scale; never the halves (a checkpoint is taken at a barrier)."""
-        return join(isynth=self.synth.params, isynth_opt=self.opt.state(), isynth_scale=self.synth.scale_state())
+        """I, its optimizer and its targets' scale, and (--ahead-update again) the batches taken again; never the
+        halves (a checkpoint is taken at a barrier)."""
+        retaken = {"isynth_retaken": counter(self.retaken)} if self.again else {}
+        return {**join(isynth=self.synth.params, isynth_opt=self.opt.state(), isynth_scale=self.synth.scale_state()),
+                **retaken}
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         copy_into(self.synth.params, part(saved, "isynth"))
         self.opt.load_state(part(saved, "isynth_opt"))
         self.synth.load_scale_state(part(saved, "isynth_scale"))
+        if self.again:
+            self.retaken = int(saved["isynth_retaken"])

@@ -3,12 +3,17 @@
 Each takes a training batch's network input (INPUT, from the coordinator) and its real input
 (FORWARD, from the stage below), and updates on the real input, or at once on the network input
 fed ahead of it through a stall below (workers/numerics/unlock.py).
+An INPUT fed ahead that the stage finds with more input queued behind it was fed ahead of the stage's
+own stall (it is the one behind): its real input comes at the chain's pace, and it waits for that
+rather than update from I (tallied as `ahead_late`).
 Every update has its metrics record at once, marked with the input it used (`input`: synthetic or
 real), so a stall below shows in metrics.jsonl as it happens; a fit of M has a record of its own.
 """
 from __future__ import annotations
 
 import time
+
+import zmq
 
 from protocol import Kind, Message
 from workers.numerics.unlock_steps import data_step, head_data_step, head_real_step, real_step
@@ -23,10 +28,22 @@ class Unlocked:
 
     def unlock_setup(self) -> None:
         sizes, k, unlock = self.cfg.sizes, self.stage_index, self.stage.unlock
+        self.ahead_late = 0   # INPUTs fed ahead that came with more input behind them: the real input was waited for
         self.handlers[Kind.INPUT] = self.on_input
         self.take((Kind.INPUT,), "coordinator")
         self.checks[Kind.INPUT] = lambda msg: input_fault(msg, sizes[0], sizes[-1], unlock.real.get(msg.id))
         self.checks[Kind.FORWARD] = lambda msg: batch_fault(msg, sizes[k - 1], sizes[-1]) or self.halves_fault(msg)
+
+    def fed_ahead(self, msg: Message) -> bool:
+        """Whether INPUT msg is to be taken as fed ahead: marked so, and no input queued behind it. Input queued
+        behind it means the stage itself is behind (it stalled, or is catching up): stage 1 was not stalled, and
+        the real input of msg's batch comes at the chain's pace; updating from I now instead cost accuracy
+        (docs/benchmarks.md, the stall)."""
+        if not msg.meta.get("ahead", True):
+            return False
+        late = bool(self.inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        self.ahead_late += late
+        return not late
 
     def halves_fault(self, msg: Message) -> str | None:
         """A real input must match the rows of its network input, if that came first (as INPUT must, input_fault)."""
@@ -35,7 +52,8 @@ class Unlocked:
 
     def tallies(self) -> dict:
         unlock = self.stage.unlock
-        return {"updates": self.stage.updates, "synthetic_updates": unlock.synthetic, "halves_evicted": unlock.evicted}
+        return {"updates": self.stage.updates, "synthetic_updates": unlock.synthetic, "halves_evicted": unlock.evicted,
+                "ahead_late": self.ahead_late}
 
 
 class UnlockedLayerWorker(Unlocked, LayerWorker):
@@ -44,7 +62,7 @@ class UnlockedLayerWorker(Unlocked, LayerWorker):
         self.unlock_setup()
 
     def on_input(self, msg: Message, t: float) -> None:
-        batch = data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], msg.meta.get("ahead", True), t)
+        batch = data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], self.fed_ahead(msg), t)
         if batch is not None:
             self.stamp(batch)
             self.record({**update_record(msg.id, batch), "input": "synthetic"})
@@ -81,7 +99,7 @@ class UnlockedHeadWorker(Unlocked, HeadWorker):
 
     def on_input(self, msg: Message, t: float) -> None:
         taken, updates = self.stage.draws.taken, self.stage.updates
-        head_data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], msg.meta.get("ahead", True))
+        head_data_step(self.stage, msg.id, network_input(msg), msg.arrays["y"], self.fed_ahead(msg))
         if made := self.decided(taken, updates, t, "synthetic"):
             self.record({"step": msg.id, **made})
 
