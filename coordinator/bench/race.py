@@ -39,6 +39,8 @@ ROWS = {
     "pipedream": "--mode pipedream --lr 5e-4",
     "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 4",
     "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 4",
+    # BP(1) under link credit that frees as the next stage takes a batch (not yet tuned: --tune tries it)
+    "cdni-taken": "--mode cdni --credit taken --window 2",
 }
 
 
