@@ -1,5 +1,57 @@
-"""The race's sections of docs/results.md: the tuning of its rows, and each run's tables (from `dni bench race`)."""
+"""The race's sections of docs/results.md (the tuning of its rows, each run's tables) and the README's race table."""
 from results_parts import machine, ms, pct, sources, table
+
+PIPELINES, OURS = ("gpipe", "pipedream"), ("dni", "cdni")   # the modes the README's table sets against each other
+
+
+def mode(run: dict) -> str:
+    """The mode a run trained in: its last --mode flag (dni run's default, cdni, without one)."""
+    at = [i for i, f in enumerate(run["flags"]) if f == "--mode"]
+    return run["flags"][at[-1] + 1] if at else "cdni"
+
+
+def setting_runs(result: dict, k: int, d: float) -> list[dict]:
+    """The runs of one depth and delay; the single process (no links) in every delay's."""
+    return [r for r in result["runs"] if r["stages"] == k and (r["delay_ms"] == d or r["single_process"])]
+
+
+def soonest(runs: list[dict], modes: tuple[str, ...]) -> dict | None:
+    """The run of these modes that reached the target first (None: none did)."""
+    reached = [r for r in runs if not r["single_process"] and mode(r) in modes and r["time_to_target_s"] is not None]
+    return min(reached, key=lambda r: r["time_to_target_s"], default=None)
+
+
+def seconds(r: dict | None) -> str:
+    return "never" if r is None or r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f} s"
+
+
+def verdict(pipe: dict | None, ours: dict | None) -> str:
+    if ours is None or pipe is None:
+        return "dni only" if pipe is None and ours else "pipeline only" if ours is None and pipe else "neither"
+    factor = pipe["time_to_target_s"] / max(ours["time_to_target_s"], 1e-9)
+    return f"**dni {factor:.2f}x sooner**" if factor >= 1 else f"pipeline {1 / factor:.2f}x sooner"
+
+
+def headline(results: list[tuple[str, dict]]) -> list[str]:
+    """The README's race table: per network, depth and delay, the soonest pipeline against the soonest dni/cdni."""
+    body, notes = [], []
+    for name, result in results:
+        p = result["params"]
+        net = f"conv {','.join(map(str, p['conv']))}" if p.get("conv") else f"MLP {p['width']}"
+        notes.append(f"[{name}](docs/results/{name}): {net}, target {pct(p['target'])}, {machine(result)}")
+        for board in result["settings"]:
+            k, d = board["stages"], board["delay_ms"]
+            runs = setting_runs(result, k, d)
+            pipe, ours = soonest(runs, PIPELINES), soonest(runs, OURS)
+            single = next((r for r in runs if r["single_process"]), None)
+            body.append([net, str(k), f"{d:g}", pipe and f"{pipe['row']} {seconds(pipe)}" or "never",
+                         ours and f"{ours['row']} {seconds(ours)}" or "never", verdict(pipe, ours),
+                         "" if single is None else seconds(single), board["first"] or "none"])
+    return [*table(["network", "stages", "ms per link", "soonest pipeline to target", "soonest dni/cdni",
+                    "dni against the pipelines", "one process", "first of all"],
+                   ["---", "---:", "---:", "---", "---", "---", "---:", "---"], body),
+            "Time to the target validation accuracy, training seconds with evaluations paused; "
+            + "; ".join(notes) + ".", ""]
 
 
 def tuning_section(name: str, result: dict) -> list[str]:
@@ -34,15 +86,17 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
            "coordinator/bench/race.py now holds the settings the tuning above kept.", ""]
     for name, result in results:
         p = result["params"]
-        out += [f"From [results/{name}](results/{name}): {p['width']}-wide hidden layers on MNIST's first "
-                f"{p['train_subset']:,} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
+        images = f"first {p['train_subset']:,}" if p["train_subset"] else "50,000"
+        net = f"the conv net ({','.join(map(str, p['conv']))} filters, then)" if p.get("conv") else ""
+        out += [f"From [results/{name}](results/{name}): {net}{' ' if net else ''}{p['width']}-wide hidden layers "
+                f"on MNIST's {images} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
                 f"validation every {p['eval_every']} batches; links through the {result['where']}. "
                 f"{machine(result)}: read the ratios, not the rates.", ""]
         for board in result["settings"]:
             k, d = board["stages"], board["delay_ms"]
             # the single process has no links: its one run stands in every delay's table
-            here = [r for r in result["runs"] if r["stages"] == k and (r["delay_ms"] == d or r["single_process"])]
-            runs = sorted(here, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
+            runs = sorted(setting_runs(result, k, d),
+                          key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
             body = [[r["row"], "never" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}",
                      pct(r["best_val_accuracy"]), pct(r["test_accuracy"]), f"{r['samples_per_second']:,.0f}",
                      ms(r["stage1_latency_ms"]["p50"]) if r.get("stage1_latency_ms") else "",

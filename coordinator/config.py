@@ -36,6 +36,9 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
     def _validate_unlock(self) -> None:
         """The options that unlock a stage further need its synthesizers: a feed-forward dni or cdni run."""
         unlocks = self.model == "ff" and self.mode in SYNTHETIC
+        if self.credit == "taken" and not unlocks:
+            raise ConfigError("--credit taken returns a link's credit before the batch's target: it needs --mode "
+                              f"dni or cdni (stages that learn from their synthesizers), not --mode {self.mode}")
         if self.p_update != 1 and not unlocks:
             raise ConfigError(f"--p-update {self.p_update:g} skips updates of stages that learn from "
                               "synthesizers: it needs --model ff and --mode dni or cdni, "
@@ -48,7 +51,7 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
                               f"not --model {self.model} --mode {self.mode}")
         if self.credit != "coordinator":
             raise ConfigError("--synthetic-inputs: the coordinator feeds every stage, under its own credit: "
-                              "give --credit coordinator, not --credit link")
+                              f"give --credit coordinator, not --credit {self.credit}")
         if self.bp_lambda == 0:
             raise ConfigError("--synthetic-inputs with --bp-lambda 0 would bootstrap the targets below from "
                               "synthetic inputs: give --bp-lambda above 0")

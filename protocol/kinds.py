@@ -11,7 +11,8 @@ from enum import StrEnum
 # 6: INPUT (--synthetic-inputs: the coordinator sends each stage above the first a batch's network input).
 #    PUSH asks for the weights of the box's next unroll (need, bound); PULL and PUSH number the box's requests
 # (ask), and PARAMS answers under that number.
-VERSION = 6
+# 7: CREDIT (--credit taken: a stage tells the stage below it took a training batch on, before its target).
+VERSION = 7
 
 
 class Kind(StrEnum):
@@ -37,6 +38,7 @@ class Kind(StrEnum):
     INPUT = "input"            # coordinator -> a stage above the first (--synthetic-inputs): a training batch's
                                # network input, as the data's own bytes, and labels
     GRAD = "grad"              # gradient for a stage's output: its synthesizer's target (BP(lambda))
+    CREDIT = "credit"          # a stage -> the stage below (--credit taken): it took a training batch on
     EVAL = "eval"              # activations of an evaluation batch: forward only, no updates
     SYNC = "sync"              # barrier travelling forward through the pipeline
     SYNC_BACK = "sync_back"    # the same barrier travelling back along the gradient path

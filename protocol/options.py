@@ -129,8 +129,9 @@ OPTIONS = (
            "above the first before stage 1 takes them (so they keep learning through a stall below them)",
            model=FF, saved=True, before=0, low=0),
     Option("credit", str, "coordinator", "schedule", "who holds --window: the coordinator (until the head "
-           "reports a batch; rnn always) or each link (ff: a stage until its next sends the batch's target)",
-           wire=True, resumable=True, before="coordinator", choices=("link", "coordinator")),
+           "reports a batch; rnn always) or each link (ff: a stage until its next sends the batch's target, or, "
+           "taken: until its next takes the batch on, the target free to come later, as BP(1)'s does)",
+           wire=True, resumable=True, before="coordinator", choices=("link", "coordinator"), ff_choices=("taken",)),
     Option("seed", int, 0, "schedule", "seed of every initialisation and shuffle", wire=True, low=0),
     # failures
     Option("checkpoint_every", int, 1000, "failures", "steps between checkpoints (0: no limit in steps)",

@@ -45,6 +45,7 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.HEARTBEAT: Schema(optional={"seen": dict, "load": dict}),
     Kind.DONE: Schema({"loss": float, "correct": Count, "n": Count}),
     Kind.TAKEN: Schema(),
+    Kind.CREDIT: Schema(),
     Kind.EVALUATED: Schema({"loss_sum": float, "correct": Count, "n": Count}),
     Kind.METRICS: Schema({"records": list}),
     Kind.SYNCED: Schema(),

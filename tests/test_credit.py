@@ -1,4 +1,5 @@
-"""Per-link credit at the coordinator: stage 1's TAKEN frees a feed, and the stall watchdog names a held batch."""
+"""Per-link credit: stage 1's TAKEN frees a feed, the stall watchdog names a held batch, a CREDIT frees a link."""
+import json
 import threading
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import zmq
 
 from coordinator.bench.netlab import projection
+from coordinator.cli import main
 from coordinator.control import Hub, Membership, Pipeline
 from coordinator.control.pipeline import Stalled
 from protocol import Kind, Message
@@ -95,3 +97,33 @@ def test_the_projection_bounds_link_credit_by_its_slowest_link_not_by_the_whole_
     # a slow coordinator is one end of the first link only
     slow = projection.project(stages, 5.0, link, "dni", 2, 128, credit="link")
     assert slow["period_ms"]["credit window"] == pytest.approx((2 * 10.0 + 5.0 + 1.5) / 2)
+
+
+def stage1_staleness(out) -> list[int]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["staleness"] for r in records if r["stage"] == 1 and "staleness" in r]
+
+
+def test_with_credit_taken_a_link_frees_when_the_next_stage_takes_a_batch_not_when_its_target_comes(tmp_path):
+    # BP(1) at 4 stages, a window of 1 per link: stage 1's target for a batch comes after the head's.
+    runs = {}
+    for credit in ("link", "taken"):
+        out = tmp_path / credit
+        assert main(["run", "--mode", "dni", "--credit", credit, "--window", "1", "--hidden", "32,32,32",
+                     "--train-subset", "2048", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        # every stage made every update and dropped nothing: no credit or target came for a batch not in flight
+        assert all(w["updates"] == 16 and w["dropped"] == {} for w in summary["workers"].values())
+        runs[credit] = stage1_staleness(out)
+    assert len(runs["link"]) == len(runs["taken"]) == 16
+    # link: stage 1 sends nothing on until its last batch's target came, so no target is late
+    assert set(runs["link"]) == {0}
+    # taken: stage 1 went on as soon as stage 2 took its batch, and targets came back updates later
+    assert max(runs["taken"]) >= 1
+
+
+def test_credit_taken_is_for_stages_that_learn_from_their_synthesizers(capsys, tmp_path):
+    assert main(["run", "--mode", "backprop", "--credit", "taken", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--credit taken returns a link's credit before the batch's target: it needs " \
+        "--mode dni or cdni" in err, err

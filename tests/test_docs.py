@@ -55,6 +55,14 @@ def test_results_page_is_generated():
         "docs/results.md is stale: run python benchmarks/results_page.py"
 
 
+def test_the_readmes_results_open_with_the_generated_race_table():
+    page = results_page()
+    readme = (ROOT / "README.md").read_text()
+    assert readme == page.readme(), "README.md's race table is stale: run python benchmarks/results_page.py"
+    results = readme.partition("## Results\n\n")[2]
+    assert results.startswith(page.BEGIN) and "| network | stages | ms per link |" in results
+
+
 def test_a_fresh_run_renders_without_a_source_note():
     """A command's own JSON has no "source" (only transcribed figures say where they came from)."""
     page = results_page()

@@ -66,6 +66,7 @@ def test_the_validation_split_is_the_last_training_examples_centred_with_the_tra
     (["bench", "race", "--rows", "dni,nope"], "--rows: expected some of"),
     (["bench", "race", "--target", "1.5"], "--target 1.5: a validation accuracy"),
     (["bench", "race", "--settings", "/nonexistent.json"], "--settings /nonexistent.json: not a readable JSON"),
+    (["bench", "race", "--conv", "32,64", "--stages", "3,4"], "--stages 3,4: with --conv 32,64, each network needs"),
 ])
 def test_bad_input_is_one_line_naming_the_option(argv, says, capsys):
     assert main(argv) == 2
@@ -165,6 +166,24 @@ def test_tuning_a_row_with_no_settings_to_try_is_one_line(tmp_path, capsys):
     assert err == "dni: error: --tune: no settings to try for row mine (rows with some: " + ", ".join(racetune.GRID) \
         + ")\n"
     assert all(len(tries) == racetune.TRIES for tries in racetune.GRID.values())   # the same budget for every row
+
+
+@pytest.mark.slow   # two jobs of a small conv net: ~10 s
+def test_the_conv_net_reaches_every_row_of_the_race(tmp_path, mnist):
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",
+            "--rows", "single,cdni", "--conv", "4", "--width", "8", "--data", str(mnist), "--epochs", "1",
+            "--train-subset", "256", "--eval-every", "2", "--target", "0.05", "--keep", str(tmp_path / "jobs"),
+            "--json", str(tmp_path / "race.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads((tmp_path / "race.json").read_text())
+    assert result["params"]["conv"] == [4] and [r["row"] for r in result["runs"]] == ["single", "cdni"]
+    for row in ("single", "cdni"):   # a conv stage, a dense one of 8, the head: 3 stages, in one process or three
+        summary = json.loads((tmp_path / "jobs" / f"{row}-k3-d0" / "summary.json").read_text())
+        assert summary["conv"] == "4" and summary["stages"] == 3 and summary["steps"] == 2
+    (cdni,) = [r for r in result["runs"] if r["row"] == "cdni"]
+    # a 28x28x4 map pooled to 14x14x4 float32 (and the labels) up the first link
+    assert cdni["bytes_per_batch"]["1-2"]["forward"] == 128 * 14 * 14 * 4 * 4 + 128 * 8
 
 
 def test_without_root_the_0_ms_race_runs_and_the_rest_is_refused_in_one_line(tmp_path):

@@ -36,7 +36,9 @@ def flag(flags: tuple[str, ...], name: str, default: str) -> str:
 
 def common(job: Job, p: dict) -> list[str]:
     """The `dni run` flags every row shares at this depth: the race's network, data, budget and cadence."""
-    return ["--hidden", ",".join([str(p["width"])] * (job.stages - 1)), "--epochs", str(p["epochs"]),
+    conv = p.get("conv", [])
+    return [*(["--conv", ",".join(map(str, conv))] if conv else []),
+            "--hidden", ",".join([str(p["width"])] * (job.stages - 1 - len(conv))), "--epochs", str(p["epochs"]),
             "--batch-size", str(p["batch"]), "--seed", str(p["seed"]), "--eval-every", str(p["eval_every"]),
             "--train-subset", str(p["train_subset"]), *(["--data", p["data"]] if p["data"] else [])]
 

@@ -3,7 +3,7 @@
 Each row gets TRIES settings, laid over its flags (argparse takes the last of a flag): the rate
 for the rows that train on true gradients (the single process, backprop, pipedream), the
 micro-batches for gpipe (its gradient is backprop's, summed in another order, so its rate is
-backprop's), the window for dni and cdni, BP(lambda) and the window for the link rows. A row's
+backprop's), the window for dni, cdni and cdni-taken, BP(lambda) and the window for the link rows. A row's
 best setting is the one that reached the target in the most of the race's settings (depths and
 delays), then in the least time summed over them, then with the highest mean best validation
 accuracy. The result is a --settings file: the race run with it uses the settings and prints them.
@@ -20,7 +20,7 @@ WINDOWS = ("--window 2", "--window 4", "--window 6")
 LINK = ("--bp-lambda 0 --window 2", "--bp-lambda 0 --window 8", "--bp-lambda 0.5 --window 4")
 GRID = {"single": RATES, "backprop": RATES, "pipedream": RATES, "dni": WINDOWS, "cdni": WINDOWS,
         "gpipe": ("--micro-batches 2", "--micro-batches 4", "--micro-batches 8"),
-        "dni-link": LINK, "cdni-link": LINK}
+        "dni-link": LINK, "cdni-link": LINK, "cdni-taken": ("--window 1", "--window 2", "--window 4")}
 SEP = "#"   # a candidate's name: its row, SEP, its place in the row's grid (1-based)
 
 

@@ -43,7 +43,7 @@ def train(plan: plans.Plan) -> dict:
                 validate()
     if cfg.eval_every and b % cfg.eval_every:
         validate()
-    return {"mode": cfg.mode, "stages": len(net), "steps": b, "train_seconds": seconds,
+    return {"mode": cfg.mode, "conv": cfg.conv, "stages": len(net), "steps": b, "train_seconds": seconds,
             "samples_per_second": samples / max(seconds, 1e-9), "validation": validation,
             "test_accuracy": evaluate(net, task.x_test, task.y_test, cfg.eval_batch),
             "update_latency_ms": {"1": percentiles(step_ms)},

@@ -1,9 +1,9 @@
 """Driving the pipeline: feed batches under a credit window, barriers, evaluation totals, state collection.
 
 Credits are counted per batch id: a report for an id that is not in flight (never fed, or
-already reported) changes nothing. With per-link credit (`credit="link"`) a training batch's
-credit comes back when stage 1 takes it on (TAKEN), each stage holding its own window for the
-next; the head's DONE still reports every batch, and a barrier still waits for them all.
+already reported) changes nothing. With per-link credit (`credit="link"` or `"taken"`) a training
+batch's credit comes back when stage 1 takes it on (TAKEN), each stage holding its own window for
+the next; the head's DONE still reports every batch, and a barrier still waits for them all.
 No wait lasts forever: when nothing progresses for the stall timeout while every worker is
 alive, the run stops and says where the batch stopped.
 """
@@ -60,7 +60,7 @@ class Pipeline:
     which stage gets which part of a batch (each time box its slice of the sequence); both fixed for the run.
     path: the stages a batch crosses, in order (the last one reports it); None: any member reports.
     max_records: the most metric records one METRICS message may carry (a worker's --log-every).
-    credit: "coordinator" (a training batch's credit is the head's DONE) or "link" (stage 1's TAKEN).
+    credit: "coordinator" (a training batch's credit is the head's DONE), or "link" or "taken" (stage 1's TAKEN).
     """
 
     def __init__(self, hub: Hub, roster: Roster, window: int, split: Split = to_stage_one, on_metrics=None,
@@ -145,7 +145,7 @@ class Pipeline:
 
     def send_batch(self, kind: Kind, b: int, x: np.ndarray, y: np.ndarray) -> None:
         """Feed a batch, split across the stages it enters, once a credit is free: at most `window` in flight."""
-        link = kind is Kind.FORWARD and self.credit == "link"
+        link = kind is Kind.FORWARD and self.credit != "coordinator"
         self.wait(lambda: len(self.untaken if link else self.pending) < self.window, f"a credit for {kind} batch {b}")
         for stage, arrays in self.split(x, y).items():
             send(self.feed_to(stage), Message(kind, "coordinator", b, {}, arrays))

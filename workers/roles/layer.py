@@ -13,17 +13,23 @@ class LayerWorker(Role):
         self.stage: Stage = build(self.stage_index, self.cfg)
         self.handlers.update({Kind.FORWARD: self.on_forward, Kind.GRAD: self.on_grad,
                               Kind.EVAL: self.on_eval, Kind.SYNC: self.on_sync,
-                              Kind.SYNC_BACK: self.on_sync_back})
+                              Kind.SYNC_BACK: self.on_sync_back, Kind.CREDIT: self.on_credit})
         sizes, k = self.cfg.sizes, self.stage_index
         self.take((Kind.FORWARD, Kind.EVAL, Kind.SYNC), self.upstream())
         self.take((Kind.GRAD, Kind.SYNC_BACK), self.names["next"])
         for kind in (Kind.FORWARD, Kind.EVAL):
             self.checks[kind] = lambda msg: batch_fault(msg, sizes[k - 1], sizes[-1])
         self.checks[Kind.GRAD] = self.grad_fault
-        # Per-link credit: the batches sent on with no target back from the next stage yet. A
-        # target for b says the next stage has taken b (it sends it when it processes b).
-        self.link = self.cfg.credit == "link"
+        # Per-link credit: the batches sent on that the next stage has not answered yet. A target for b
+        # says it has taken b (it sends it when it processes b); with credit "taken", so does a CREDIT,
+        # sent as it takes b, so that BP(lambda > 0), whose target waits on every stage above, does not
+        # make each link wait on the whole pipeline's round trip.
+        self.link = self.cfg.credit != "coordinator"
         self.unanswered: set[int] = set()
+        self.credits_below = self.cfg.credit == "taken" and not self.stage.first
+        if self.cfg.credit == "taken":
+            self.take((Kind.CREDIT,), self.names["next"])
+            self.checks[Kind.CREDIT] = lambda msg: None if msg.id in self.unanswered else "a credit for no batch sent"
 
     def held(self) -> bool:
         """Locked and awaiting the gradient, or `window` batches sent on that no target has answered:
@@ -40,6 +46,8 @@ class LayerWorker(Role):
         b, y = msg.id, msg.arrays["y"]
         if self.link and self.stage.first:
             self.to_coordinator(Kind.TAKEN, b)   # the coordinator's credit, at once: it may feed the next
+        if self.credits_below:
+            self.to_peer("prev", Kind.CREDIT, b)   # the link's credit, at once: the stage below may send the next
 
         def send_on(h):   # downstream starts at once
             self.to_peer("next", Kind.FORWARD, b, x=h, y=y)
@@ -72,6 +80,9 @@ class LayerWorker(Role):
             if target_below is not None:   # BP(lambda) > 0: the stage below's target, only now
                 self.to_peer("prev", Kind.GRAD, b, g=target_below)
             self.record(fit and update_record(b, fit.batch, fit))
+
+    def on_credit(self, msg: Message, t: float) -> None:
+        self.unanswered.discard(msg.id)   # (the target for it comes when it comes)
 
     def on_eval(self, msg: Message, t: float) -> None:
         self.to_peer("next", Kind.EVAL, msg.id, x=self.stage.forward(msg.arrays["x"]), y=msg.arrays["y"])
