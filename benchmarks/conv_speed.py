@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.bench.report import machine
+from workers.numerics.conv import Conv2D
 from workers.numerics.layers import ConvBlock
 
 STAGES = (((28, 28, 1), 32), ((14, 14, 32), 64))   # the default MNIST net's conv stages: (input map, filters)
@@ -38,6 +39,20 @@ def ours(block: ConvBlock, x: np.ndarray, need_dx: bool) -> None:
     block.backward(x, h, np.ones_like(h), need_dx=need_dx, route=route)
 
 
+def gemms(conv: Conv2D, x: np.ndarray, need_dx: bool) -> None:
+    """Our conv's GEMMs alone, at their shapes chunk by chunk (one chunk's columns, made beforehand, for every
+    chunk): the forward, the weight gradient and, with need_dx, the columns' gradient as one GEMM. What
+    OpenBLAS needs for them bounds what im2col, col2im and pooling may add."""
+    cols = conv.im2col(x[:conv.chunk].reshape(-1, *conv.shape)).copy()
+    w = conv.params["W"]
+    dz = np.ones((len(cols), conv.filters), w.dtype)
+    for _ in conv.chunks(len(x)):
+        np.matmul(cols, w)
+        np.matmul(cols.T, dz)
+        if need_dx:
+            np.matmul(dz, w.T)
+
+
 def theirs(torch, conv, x, need_dx: bool) -> None:
     x.requires_grad_(need_dx)
     h = torch.nn.functional.max_pool2d(torch.relu(conv(x)), POOL)
@@ -50,10 +65,11 @@ def stage(torch, shape: tuple[int, int, int], filters: int, batch: int, repeats:
     x = rng.standard_normal((batch, int(np.prod(shape)))).astype(np.float32)
     conv = torch.nn.Conv2d(shape[2], filters, KERNEL, padding=KERNEL // 2)
     xt = torch.from_numpy(x.reshape(batch, *shape)).permute(0, 3, 1, 2).contiguous()
-    times = {"ours": [], "torch": []}
+    times = {"ours": [], "torch": [], "gemm": []}
     for _ in range(repeats + 2):   # the first two warm both up (buffers, page faults)
         times["ours"].append(timed(lambda: ours(block, x, not first)))
         times["torch"].append(timed(lambda: theirs(torch, conv, xt, not first)))
+        times["gemm"].append(timed(lambda: gemms(block.conv, x, not first)))
     row = {"input": list(shape), "filters": filters}
     for side, t in times.items():
         row[f"{side}_ms"] = statistics.median(cpu for cpu, _ in t[2:]) * 1e3
@@ -78,7 +94,7 @@ def main() -> int:
     for r in rows:
         print(f"{'x'.join(map(str, r['input']))} -> {r['filters']}: CPU ours {r['ours_ms']:.1f} ms, "
               f"torch {r['torch_ms']:.1f} ms, {r['ratio']:.2f}x (wall {r['ours_wall_ms']:.1f} and "
-              f"{r['torch_wall_ms']:.1f} ms)")
+              f"{r['torch_wall_ms']:.1f} ms); our GEMMs alone {r['gemm_ms']:.1f} ms")
     worst = max(r["ratio"] for r in rows)
     result = {"machine": machine(), "torch": torch.__version__, "batch": args.batch, "repeats": args.repeats,
               "clock": "cpu",
