@@ -16,6 +16,12 @@ def stall_run(name: str, result: dict) -> list[str]:
     pairs = [[c["row"], pct(c["test_stalled"]), pct(c["test_unstalled"]), pp(c["test_delta_pp"] / 100),
               ", ".join(f"{k}: {'−' if v is None else f'{100 * v:.0f}%'}" for k, v in c["above"].items())]
              for c in result["compare"]]
+    # --synthetic-inputs (runs since the JSON has them): each stage's updates through I, and the inputs fed ahead
+    # it took up late (its own stall: it waited for their real input instead)
+    through_i = [r for r in result["runs"] if r.get("unlock")]
+    stages = sorted({k for r in through_i for k in r["unlock"]}, key=int)
+    unlocked = [[r["row"], r["run"], *(f"{r['unlock'][k]['synthetic_updates']} / {r['unlock'][k]['ahead_late']}"
+                                       for k in stages)] for r in through_i]
     refused = "; ".join(f"{f['row']} (`{' '.join(f['flags'])}`): {f['error']}" for f in result["refused"])
     how = f"slowed to {p['share']:g} of a core" if p["how"] == "quota" else "stopped (SIGSTOP)"
     return [f"**Stage {p['stage']} of {p['stages']} {how}** for {p['seconds']:g} s "
@@ -25,6 +31,8 @@ def stall_run(name: str, result: dict) -> list[str]:
                     "test"], ["---", "---", *["---:"] * (p["stages"] + 1)], body),
             *table(["row", "test stalled", "unstalled", "difference", "stages above it during the stall, of their "
                     "unstalled rate"], ["---", "---:", "---:", "---:", "---"], pairs),
+            *(table(["row", "run", *(f"stage {k}: updates through I / fed ahead, taken up late" for k in stages)],
+                    ["---", "---", *["---:"] * len(stages)], unlocked) if unlocked else []),
             *([f"Not run, refused by `dni run`: {refused}.", ""] if refused else []),
             *sources([name], [result])]
 

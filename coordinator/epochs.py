@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +45,25 @@ def validate(plan: Plan, pipe: Pipeline, metrics: MetricsLog, pos: Position) -> 
 def validated_at(pos: Position) -> int:
     """The batches trained when the validation split was last evaluated (0: not yet)."""
     return pos.validation[-1]["step"] + 1 if pos.validation else 0
+
+
+class EpochEnd(NamedTuple):
+    """What an epoch's end does: a barrier, a validation off the cadence, the test set."""
+    sync: bool
+    validate: bool
+    test: bool
+
+
+def epoch_end(eval_every: int, pos: Position, settled: bool, last: bool) -> EpochEnd:
+    """What the end of an epoch (the last one if `last`) evaluates. Without a validation split: a barrier and
+    the test set. With one (--eval-every): the test set only at the last; a validation where the cadence made
+    none at this step; but in a stall below (batches queued ahead, the pipe not `settled`) neither barrier nor
+    validation, left to the cadence, once there is a validation for the epoch's entry to hold: the stages above
+    go on learning."""
+    if not eval_every:
+        return EpochEnd(sync=True, validate=False, test=True)
+    deferred = not last and bool(pos.validation) and not settled
+    return EpochEnd(sync=not deferred, validate=not deferred and validated_at(pos) != pos.step, test=last)
 
 
 def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progress: Progress, pos: Position,
@@ -91,15 +111,13 @@ def train(plan: Plan, pipe: Pipeline, run_dir: Path, metrics: MetricsLog, progre
                 if stop:
                     raise Interrupted(stop.signum, pos.step, path)
         last = pos.epoch + 1 == cfg.epochs
-        # In a stall below (batches queued ahead), the epoch's end is no barrier either: its validation is left
-        # to the cadence, and the epoch's entry holds the last one, so the stages above go on learning.
-        deferred = cfg.eval_every and not last and pos.validation and not pipe.settled()
-        if not deferred:
+        end = epoch_end(cfg.eval_every, pos, pipe.settled(), last)
+        if end.sync:
             pipe.sync()
         pos.train_seconds += time.perf_counter() - t0
-        if cfg.eval_every and not deferred and validated_at(pos) != pos.step:
+        if end.validate:
             validate(plan, pipe, metrics, pos)   # where the epoch ends, off the cadence (or one deferred)
-        if last or not cfg.eval_every:
+        if end.test:
             accuracy, loss = pipe.evaluate(task.x_test, task.y_test, plan.eval_batch(cfg))
             entry = {"epoch": pos.epoch + 1, "test_accuracy": accuracy, "test_loss": loss}
             metrics.noted({"step": pos.step - 1, "samples": pos.samples, "train_seconds": pos.train_seconds,

@@ -14,6 +14,8 @@ from coordinator.bench import raceboard, racetune
 from coordinator.cli import main
 from coordinator.data import DataError, generated_task
 from coordinator.data.tasks import VALIDATION
+from coordinator.epochs import EpochEnd, epoch_end
+from coordinator.position import Position
 
 TINY = ["--hidden", "16,16", "--train-subset", "512", "--no-progress"]
 
@@ -47,6 +49,20 @@ def test_a_run_with_a_validation_split_resumes_with_its_records(tmp_path):
     assert [sorted(h) for h in summary["history"]] == [["epoch", "val_accuracy", "val_loss"],
                                                        *[["epoch", "test_accuracy", "test_loss"]] * 2]
     assert summary["history"][0]["val_accuracy"] == summary["validation"][1]["val_accuracy"]
+
+
+@pytest.mark.parametrize("eval_every, validated, settled, last, want", [
+    (0, None, True, False, (True, False, True)),    # no validation split: a barrier and the test set, every epoch
+    (3, 6, True, False, (True, True, False)),       # the epoch ends off the cadence: a validation here
+    (3, 8, True, False, (True, False, False)),      # the cadence validated at this very batch
+    (3, 6, False, False, (False, False, False)),    # a stall below: no barrier, the validation left to the cadence
+    (3, None, False, False, (True, True, False)),   # ... unless there is none yet for the epoch's entry to hold
+    (3, 6, False, True, (True, True, True)),        # the last epoch: a barrier, a validation, the test set
+])
+def test_an_epochs_end_evaluates_what_its_split_and_a_stall_below_call_for(eval_every, validated, settled, last,
+                                                                            want):
+    pos = Position("run", {}, step=8, validation=[] if validated is None else [{"step": validated - 1}])
+    assert epoch_end(eval_every, pos, settled, last) == EpochEnd(*want)
 
 
 def test_the_validation_split_is_the_last_training_examples_centred_with_the_training_mean():

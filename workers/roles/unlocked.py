@@ -37,8 +37,8 @@ class Unlocked:
     def fed_ahead(self, msg: Message) -> bool:
         """Whether INPUT msg is to be taken as fed ahead: marked so, and no input queued behind it. Input queued
         behind it means the stage itself is behind (it stalled, or is catching up): stage 1 was not stalled, and
-        the real input of msg's batch comes at the chain's pace; updating from I now instead cost accuracy
-        (docs/benchmarks.md, the stall)."""
+        the real input of msg's batch comes at the chain's pace, so an update through I now keeps no stage
+        learning that would otherwise wait (docs/benchmarks.md, the stall)."""
         if not msg.meta.get("ahead", True):
             return False
         late = bool(self.inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN)
