@@ -52,7 +52,7 @@ def figures(s: dict) -> dict:
 
 
 def local_rows(push: dict, ms, pct) -> list[list[str]]:
-    """docs/results/push.json's local runs as the results page's rows (per box 1 / 2 / 3 / 4)."""
+    """docs/results/push.json's local runs as the results page's rows (per box 1 / 2 / 3 / 4), design by design."""
     def boxes(values) -> str:
         return " / ".join(ms(v) for v in values)
 
@@ -60,7 +60,7 @@ def local_rows(push: dict, ms, pct) -> list[list[str]]:
              f"{r['messages_per_batch']['pull'] + r['messages_per_batch']['params']:.1f}",
              *(boxes([v[q] for v in r["update_latency_ms"].values()]) for q in ("p50", "p99")),
              boxes(r["blocked_ms_per_batch"].values()), f"{r['samples_per_second']:,.0f}", pct(r["test_accuracy"])]
-            for side in ("before", "after") for run, r in push["local"][side].items()]
+            for side, runs in push["local"].items() for run, r in runs.items()]
 
 
 def network_rows(push: dict, ms) -> tuple[list[float], list[list[str]]]:
