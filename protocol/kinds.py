@@ -11,7 +11,8 @@ from enum import StrEnum
 # 6: INPUT (--synthetic-inputs: the coordinator sends each stage above the first a batch's network input).
 #    PUSH asks for the weights of the box's next unroll (need, bound); PULL and PUSH number the box's requests
 # (ask), and PARAMS answers under that number.
-# 7: CREDIT (--credit taken: a stage tells the stage below it took a training batch on, before its target).
+# 7: CREDIT (--credit taken: a stage tells the stage below it took a training batch on, before its target);
+#    PUSH says how stale the box's read was as it knew it (read): the service counts its staleness from it.
 VERSION = 7
 
 
