@@ -12,7 +12,9 @@ with, per boundary j whose true gradient is not zero (box j's end, on --fresh fr
   best   the cosine the best linear map of the state reaches: least squares on half the fresh
          batches, in the synthesizer's own units, scored on the other half (what M could learn now)
   far    the share of the true gradient's norm that comes from beyond box j+1 (what truncation loses)
-and a last line with the longest length solved.
+and a last line with the longest length solved. --frozen N holds the core still instead: it is trained by
+full BPTT for N batches at --copy-length, and then only the synthesizers learn, online, each regressing on
+the true gradient at its boundary (can M learn the future's gradient when the core does not move under it?).
 """
 from __future__ import annotations
 
@@ -86,10 +88,31 @@ def probe(plan, boxes, store, rng, fresh: int) -> dict:
             for j, r in sorted(seen.items())}
 
 
+def frozen(plan, boxes, store, rng, fresh_rng, a) -> None:
+    """--frozen: the core trained by full BPTT, then held; the synthesizers fitted online to the true gradient."""
+    c = plan.cfg
+    while plan.task.length < c.copy_length:
+        plan.task.grow()
+    for _ in range(a.frozen):
+        x, y = plan.task.sample(rng, c.batch_size)
+        rnn_reference.bptt_step(store, np.ascontiguousarray(x.transpose(1, 0, 2)), y)
+    for b in range(1, c.epochs * c.copy_batches + 1):
+        x, y = plan.task.sample(rng, c.batch_size)
+        for j, (h, g, _) in true_gradients(store.cell, store.readout, x, y, c.boxes, c.steps_per_box).items():
+            inflight = boxes[j - 1].inflight
+            if inflight.learns and np.any(g):
+                inflight.synth_opt.step(inflight.synth.params, inflight.synth.fit_grads(h, None, g)[1])
+        if b % a.every == 0:
+            print(json.dumps({"batch": b, "length": plan.task.length, "frozen": a.frozen,
+                              "boundaries": probe(plan, boxes, store, fresh_rng, a.fresh)}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--every", type=int, default=500, help="batches between probes")
     p.add_argument("--fresh", type=int, default=24, help="fresh batches each probe scores on")
+    p.add_argument("--frozen", type=int, default=0, metavar="N",
+                   help="train the core by full BPTT for N batches at --copy-length, then hold it still")
     add_arguments(p)
     task = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--task"), "copy")
     T = int(next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--steps-per-box"), 2))
@@ -102,6 +125,8 @@ def main() -> None:
     plan = Recurrent(cfg, Recurrent.load_task(cfg))
     boxes, store = rnn_reference.build(plan.wire)
     rng, fresh_rng = np.random.default_rng(cfg.seed), np.random.default_rng([cfg.seed, 2])
+    if a.frozen:
+        return frozen(plan, boxes, store, rng, fresh_rng, a)
     b = solved = 0
     for epoch in range(cfg.epochs):
         for x, y in plan.task.train_batches(rng, cfg.batch_size):
