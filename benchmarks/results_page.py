@@ -4,7 +4,8 @@ usage: python benchmarks/results_page.py [--check]
   depth.json, pipelines.json, harder.json: what `python benchmarks/defaults_tables.py depth|pipelines|harder`
                            writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
-  seqmnist*.json, copy.json: what `python benchmarks/rnn.py seqmnist|copy [--seed N]` writes (table.json)
+  seqmnist*.json, copy.json, repeat-copy.json: what `python benchmarks/rnn.py seqmnist|copy|repeat-copy
+                           [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race*.json:              what `dni bench race --json FILE` writes, one file per run of the bench; race.json and
                            race-conv.json (the race at its defaults) also make the table the README's results open with
@@ -163,8 +164,9 @@ def copy_table(result: dict) -> list[str]:
               if tried else [])]
 
 
-def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
-    """seqmnist: one table.json per seed (seed 0 first); copy: the Copy task's table.json."""
+def recurrent_section(seqmnist: list[dict], copy: dict, repeat_copy: dict) -> list[str]:
+    """seqmnist: one table.json per seed (seed 0 first); copy, repeat_copy: the Copy and Repeat Copy tasks'
+    table.json."""
     names = {"backprop": "backprop (full BPTT, locked)", "truncated": "truncated (BPTT cut every box)"}
     body = []
     for mode in ("backprop", "cdni", "dni", "truncated"):
@@ -181,10 +183,13 @@ def recurrent_section(seqmnist: list[dict], copy: dict) -> list[str]:
             "```sh",
             "python benchmarks/rnn.py seqmnist    # and --modes dni --seed 1, --seed 2",
             "python benchmarks/rnn.py copy",
+            "python benchmarks/rnn.py repeat-copy",
             "```", "",
             *table(["mode", "test accuracy", "train s"], ["---", "---:", "---:"], body),
             *sources(SEQMNIST, seqmnist),
-            *copy_table(copy), *sources(["copy.json"], [copy])]
+            *copy_table(copy), *sources(["copy.json"], [copy]),
+            "Repeat Copy, on the same budget (each sequence written 1 or 2 times, its count given with the",
+            "delimiter):", "", *copy_table(repeat_copy), *sources(["repeat-copy.json"], [repeat_copy])]
 
 
 def bench_section(latency: dict, transport: dict) -> list[str]:
@@ -230,7 +235,7 @@ def render() -> str:
              *depth_section(load("depth.json")), *pipelines_section(load("pipelines.json")),
              *harder_section(load("harder.json")),
              *network_section(load("network.json")),
-             *recurrent_section([load(name) for name in SEQMNIST], load("copy.json")),
+             *recurrent_section([load(name) for name in SEQMNIST], load("copy.json"), load("repeat-copy.json")),
              *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
              *conv_section(load("conv.json"), load("conv-speed.json"), load("conv-latency.json")),

@@ -104,10 +104,12 @@ def test_repeat_copy_curriculum_over_tied_lstm_boxes(tmp_path):
 def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path):
     """--shared-synth: one M in the service's checkpoint (with its Adam), none in the boxes' (their target
     scale only); a resumed run goes on from the saved M and its optimizer, not from zero. With --aux, P is
-    held there too, and learned over the processes (at BP(1): each box's target waits for its own)."""
+    held there too, and learned over the processes (at BP(1): each box's target waits for its own). Boxes of
+    one step: the sequence fills them, so box 2 has a future to predict and box 1's P a target that is not
+    zero (after a sequence's end both are exactly zero)."""
     K = 3
     job = ["--task", "copy", "--mode", "dni", "--shared-synth", "--aux", "--box-lambda", "1", "--cell", "lstm",
-           "--units", "16", "--boxes", str(K), "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", "30",
+           "--units", "16", "--boxes", str(K), "--steps-per-box", "1", "--copy-length", "1", "--copy-batches", "30",
            "--batch-size", "32", "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
     summary = rnn_run(tmp_path, *job, "--epochs", "2")
     assert summary["shared_synth"] is True and summary["aux"] is True
@@ -179,3 +181,15 @@ def test_a_box_whose_first_push_comes_late_is_heard_by_the_parameter_service():
         w.took("box-4", Kind.PUSH, b)
     assert w.admits("box-3", Kind.PUSH, 100) and not w.admits("box-3", Kind.PUSH, 100 + 8 + 1)
     assert not w.admits("box-3", Kind.PULL, 100)   # other streams stay the sender's own
+
+
+def test_a_box_after_the_copy_sequence_ends_pushes_nothing(tmp_path):
+    """Copy at length 1 is 3 steps, over 5 boxes of 1: boxes 4 and 5 come after the sequence ends. Box 4's
+    future gradient is exactly zero, so it seeds its BPTT with nothing (not with M's guess), has no gradient
+    and pushes nothing: the service steps on the pushes of boxes 1 to 3 only (1 and 2 seeded by M, 3 with
+    the loss), three a batch."""
+    summary = rnn_run(tmp_path, "--task", "copy", "--mode", "dni", "--cell", "lstm", "--units", "8", "--boxes", "5",
+                      "--steps-per-box", "1", "--copy-length", "1", "--copy-batches", "20", "--batch-size", "16",
+                      "--epochs", "2")
+    service = summary["workers"]["6"]
+    assert service["pushes"] == service["steps"] == 3 * 2 * 20

@@ -148,7 +148,18 @@ class TimeBox:
         """
         if not self.inflight.learns:
             return None
-        return self.inflight.predict(b) * self.synth_scale
+        batch = self.inflight[b]
+        # A sequence that has ended (Copy's, padded to fill the boxes) has no future: its gradient from
+        # there is exactly zero. M's guess of it would still reach the core, and every push of it is a step
+        # of the tied weights' Adam, at its full rate whatever the gradient's size.
+        ahead = batch.y[:, self.index * self.steps:] >= 0 if batch.y.ndim == 2 else None
+        if ahead is not None and not ahead.any():
+            batch.g_hat = np.zeros_like(batch.h)
+            return None
+        g_hat = self.inflight.predict(b)
+        if ahead is not None:
+            g_hat[~ahead.any(axis=1)] = 0.0   # Repeat Copy: the sequences written fewer times end sooner
+        return g_hat * self.synth_scale
 
     def bptt(self, b: int, d_last: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """BPTT through the box seeded with d_last: (gradients by wire name, dL/dstate0 or None for box 1).
