@@ -82,8 +82,9 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
            "`dni bench race` ([benchmarks.md](benchmarks.md#dni-bench-race-time-to-accuracy)): the same network",
            "trained by each row on the same processes and links, validation accuracy every `--eval-every` batches",
            "with the clock paused, the test set read once at the end. Each run's rows are printed with it (`rows`",
-           "in its JSON): the first race ran defaults and untuned slow-link settings; `ROWS` in",
-           "coordinator/bench/race.py now holds the settings the tuning above kept.", ""]
+           "in its JSON): race-reduced.json, the first race, ran defaults and untuned slow-link settings on 20,000",
+           "images; race-taken.json measured `--credit taken` beside pipedream and cdni; race.json is the race at",
+           "its defaults (one epoch of 50,000 images to 90%, the rows of `ROWS` in coordinator/bench/race.py).", ""]
     for name, result in results:
         p = result["params"]
         images = f"first {p['train_subset']:,}" if p["train_subset"] else "50,000"
@@ -91,7 +92,8 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
         out += [f"From [results/{name}](results/{name}): {net}{' ' if net else ''}{p['width']}-wide hidden layers "
                 f"on MNIST's {images} training images, {p['epochs']} epoch(s), target {pct(p['target'])}, "
                 f"validation every {p['eval_every']} batches; links through the {result['where']}. "
-                f"{machine(result)}: read the ratios, not the rates.", ""]
+                f"{machine(result)}: read the ratios, not the rates."
+                + (f" Assembled from {result['assembled']}." if result.get("assembled") else ""), ""]
         for board in result["settings"]:
             k, d = board["stages"], board["delay_ms"]
             # the single process has no links: its one run stands in every delay's table
@@ -103,9 +105,10 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
                      f"{max(r['peak_rss_mb']):.0f}" if r.get("peak_rss_mb") else ""] for r in runs]
             failed = [f"{f['row']} ({f['error']})" for f in result["failed"]
                       if f["stages"] == k and f["delay_ms"] == d]
-            out += [f"**{k} stages, {d:g} ms per link**: {board['first']} first, {board['factor']:.2f}x sooner than "
-                    f"{board['next']}; the highest target every row reached: {pct(board['reached_by_all'])}."
-                    + (f" Failed: {', '.join(failed)}." if failed else ""), "",
+            lead = "no row reached the target" if board["first"] is None else f"{board['first']} first" + (
+                f", {board['factor']:.2f}x sooner than {board['next']}" if board["next"] else ", the only one")
+            out += [f"**{k} stages, {d:g} ms per link**: {lead}; the highest target every row reached: "
+                    f"{pct(board['reached_by_all'])}." + (f" Failed: {', '.join(failed)}." if failed else ""), "",
                     *table(["row", f"s to {pct(p['target'])}", "best validation", "test", "samples/s",
                             "stage-1 p50 ms", "peak RSS MB (largest stage)"],
                            ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
