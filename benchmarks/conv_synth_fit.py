@@ -1,7 +1,7 @@
 """How well can a synthesizer of each form predict a conv stage's gradient? Fitted offline on a checkpoint's net.
 
-usage: python benchmarks/conv_synth_fit.py RUN_DIR [--data DIR] [--batches 120] [--json FILE]
-The net of RUN_DIR's checkpoint is held fixed; for each batch of its training images the true dL/dh of every
+usage: python benchmarks/conv_synth_fit.py RUN_DIR [--batches 120] [--synth-lr 0.3] [--json FILE]
+The net of RUN_DIR's checkpoint is held fixed; for each batch of the images it trained on the true dL/dh of every
 conv stage is computed, and M is fitted to it as a stage fits it (predict, score, then one Adam step at
 --synth-lr), from zero. Printed per stage and form: the cosine of M's prediction to the true gradient, and of the
 stage's weight gradient made from it to the true weight gradient, over the last third of the batches.
@@ -14,26 +14,29 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from coordinator.data.datasets import load_mnist  # noqa: E402
+from coordinator import checkpoint, plans  # noqa: E402
+from coordinator.config import from_saved  # noqa: E402
 from protocol.wireconfig import WireConfig  # noqa: E402
 from workers.numerics import optimizers  # noqa: E402
 from workers.numerics.conv import stage_filters, stage_maps  # noqa: E402
 from workers.numerics.conv_synthesizer import ConvSynthesizer  # noqa: E402
 from workers.numerics.inflight import cosine  # noqa: E402
 from workers.numerics.reference import build_network  # noqa: E402
+from workers.numerics.snapshot import copy_into, part  # noqa: E402
 from workers.numerics.synthesizers import Synthesizer  # noqa: E402
 
 DENSE_MAX = 4096   # a dense M over a wider map (6,272 values at stage 1: 39M weights) is left out
 
 
-def load_net(run: Path) -> tuple[WireConfig, list]:
-    """The run's stages with the checkpoint's layer weights (its synthesizers are not needed)."""
-    cfg = WireConfig.from_meta(json.loads((run / "config.json").read_text()))
-    net, saved = build_network(cfg), np.load(run / "model.npz")
-    for k, stage in enumerate(net, 1):
-        for name, a in (stage.layer.params if hasattr(stage, "layer") else stage.head.params).items():
-            a[...] = saved[f"stage{k}/layer.{name}"]
-    return cfg, net
+def load_net(run: Path):
+    """The run's config, its stages with the checkpoint's layer weights (M is fitted afresh), and its dataset."""
+    saved, states = checkpoint.load(run)
+    cfg = WireConfig.from_meta(saved)
+    net = build_network(cfg)
+    for stage in net:
+        layer = stage.layer if hasattr(stage, "layer") else stage.head
+        copy_into(layer.params, part(states[stage.index], "layer"))
+    return cfg, net, plans.for_checkpoint(saved).load_task(from_saved(saved, strict=True)).dataset
 
 
 def true_gradients(net: list, x: np.ndarray, y: np.ndarray, stage: int):
@@ -68,13 +71,11 @@ def fit(batches: list, layer, make, lr: float) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path)
-    p.add_argument("--data", default="../shared/data/mnist")
     p.add_argument("--batches", type=int, default=120)
     p.add_argument("--synth-lr", type=float, default=0.3)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    cfg, net = load_net(args.run)
-    data = load_mnist(args.data).centred()
+    cfg, net, data = load_net(args.run)
     order = np.random.default_rng(1).permutation(len(data.x_train))[:args.batches * 128].reshape(args.batches, 128)
     maps, rows = stage_maps(cfg.image, stage_filters(cfg.conv), cfg.pool), []
     for stage in range(1, len(maps)):
