@@ -6,7 +6,15 @@ def cosines(by_stage: dict) -> str:
     return " / ".join(f"{by_stage[k]:.2f}" for k in sorted(by_stage, key=int))
 
 
-def conv_choice_section(choice: dict) -> list[str]:
+def five_epochs(run: dict, conv_rows: list[dict]) -> str:
+    """A candidate run as long as the conv stages' table's, against its rows of the same epochs."""
+    same = {r["mode"]: pct(r["test_accuracy"]) for r in conv_rows if r["epochs"] == run["epochs"]}
+    return (f"{run['epochs']} epochs on the whole training set, {run['candidate']} (`{run['command']}`): test "
+            f"{pct(run['test_accuracy'])}, cosine {cosines(run['synth_cosine'])}; at the defaults cdni reached "
+            f"{same['cdni']} and backprop {same['backprop']} (the conv stages' table above).")
+
+
+def conv_choice_section(choice: dict, conv_rows: list[dict]) -> list[str]:
     """The offline fits of M's forms to a fixed net's true gradients, then the candidates on the validation split."""
     fits = [[str(f["stage"]), f["form"], f["mode"], f"{f['element_cosine']:.3f}", f"{f['weight_cosine']:.3f}"]
             for f in choice["fits"]["fits"]]
@@ -28,4 +36,5 @@ def conv_choice_section(choice: dict) -> list[str]:
             "synthesizer cosine, stage 2's update latency p50 and peak RSS.", "",
             *table(["candidate", "validation", "test", "cosine, stages 1 / 2 / 3", "stage-2 p50 ms",
                     "stage-2 peak RSS MB"], ["---", "---:", "---:", "---:", "---:", "---:"], runs),
+            *(five_epochs(r, conv_rows) for r in choice.get("five_epochs", [])), "",
             *sources(["conv-choice.json"], [choice])]

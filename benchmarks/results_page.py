@@ -231,7 +231,7 @@ def render() -> str:
              *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
              *conv_section(load("conv.json"), load("conv-speed.json"), load("conv-latency.json")),
-             *conv_choice_section(load("conv-choice.json")),
+             *conv_choice_section(load("conv-choice.json"), load("conv.json")),
              *unlock_section(load("unlock.json")), *stall_section(load),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]
