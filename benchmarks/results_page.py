@@ -12,6 +12,7 @@ usage: python benchmarks/results_page.py [--check]
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
   push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
   conv.json, conv-*.json:  benchmarks/conv_accuracy.py, conv_speed.py --json, dni bench latency --conv --json
+  conv-choice.json:        benchmarks/conv_synth_fit.py --json (fits) and the candidates' runs (runs)
   stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
   unlock.json:             what `python benchmarks/unlock.py accuracy|pupdate` writes (OUT/unlock.json), with notes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page and the README's
@@ -24,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # results_parts and the sections' modules: beside this script
 from results_conv import conv_section  # noqa: E402
+from results_convchoice import conv_choice_section  # noqa: E402
 from results_parts import machine, ms, pct, pp, sources, table, targets, versus_backprop  # noqa: E402
 from results_push import push_section  # noqa: E402
 from results_race import headline, race_section, tuning_section  # noqa: E402
@@ -239,6 +241,7 @@ def render() -> str:
              *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
              *conv_section(load("conv.json"), load("conv-speed.json"), load("conv-latency.json")),
+             *conv_choice_section(load("conv-choice.json"), load("conv.json")),
              *unlock_section(load("unlock.json")), *stall_section(load),
              *bench_section(load("latency.json"), load("transport.json")),
              "[Back to the README](../README.md)"]

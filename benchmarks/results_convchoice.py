@@ -1,0 +1,40 @@
+"""The conv stages' synthesizer section of docs/results.md: why cdni trails backprop, the candidates tried."""
+from results_parts import ms, pct, sources, table
+
+
+def cosines(by_stage: dict) -> str:
+    return " / ".join(f"{by_stage[k]:.2f}" for k in sorted(by_stage, key=int))
+
+
+def five_epochs(run: dict, conv_rows: list[dict]) -> str:
+    """A candidate run as long as the conv stages' table's, against its rows of the same epochs."""
+    same = {r["mode"]: pct(r["test_accuracy"]) for r in conv_rows if r["epochs"] == run["epochs"]}
+    return (f"{run['epochs']} epochs on the whole training set, {run['candidate']} (`{run['command']}`): test "
+            f"{pct(run['test_accuracy'])}, cosine {cosines(run['synth_cosine'])}; at the defaults cdni reached "
+            f"{same['cdni']} and backprop {same['backprop']} (the conv stages' table above).")
+
+
+def conv_choice_section(choice: dict, conv_rows: list[dict]) -> list[str]:
+    """The offline fits of M's forms to a fixed net's true gradients, then the candidates on the validation split."""
+    fits = [[str(f["stage"]), f["form"], f["mode"], f"{f['element_cosine']:.3f}", f"{f['weight_cosine']:.3f}"]
+            for f in choice["fits"]["fits"]]
+    runs = [[r["candidate"], " / ".join(pct(v["val_accuracy"]) for v in r["validation"]), pct(r["test_accuracy"]),
+             cosines(r["synth_cosine"]), ms(r["stage2_p50_ms"]), f"{r['peak_rss_mb']['2']:.0f}"]
+            for r in choice["runs"]]
+    return ["## Conv stages: cdni's synthesizers", "",
+            "Why cdni trails backprop on the conv net. A fixed net (the 1-epoch cdni run's checkpoint), the true "
+            "gradient of each conv stage's output, and M fitted to it from zero as a stage fits it, "
+            f"{choice['fits']['batches']} batches; the cosine of M's prediction to the true gradient, and of the "
+            "stage's weight gradient made from it to the true one (the last third of the batches; "
+            "`python benchmarks/conv_synth_fit.py RUN_DIR`; `dense`: one linear map of the whole flat map, "
+            "as for a dense stage, left out where the map has more than 4,096 values):", "",
+            *table(["stage", "M", "mode", "cosine", "weight-gradient cosine"], ["---:", "---", "---", "---:", "---:"],
+                   fits),
+            "The candidates on the validation split (`--eval-every 100`: the last 10,000 training images held "
+            "out), one epoch each, seed 0, one run after another on a machine other jobs loaded (load average "
+            "17-25): validation accuracy at 100 / 200 / 300 / 391 batches, test accuracy, each stage's mean "
+            "synthesizer cosine, stage 2's update latency p50 and peak RSS.", "",
+            *table(["candidate", "validation", "test", "cosine, stages 1 / 2 / 3", "stage-2 p50 ms",
+                    "stage-2 peak RSS MB"], ["---", "---:", "---:", "---:", "---:", "---:"], runs),
+            *(five_epochs(r, conv_rows) for r in choice.get("five_epochs", [])), "",
+            *sources(["conv-choice.json"], [choice])]
