@@ -109,12 +109,17 @@ def test_the_input_synthesizers_fit_has_the_gradient_of_its_loss(n_classes, hidd
     np.testing.assert_allclose(synth.input(x, y), synth.predict(x, y) * synth.sigma)
 
 
-def test_a_stage_updates_once_a_batch_through_i_when_fed_ahead_else_from_its_real_input_and_fits_i_to_it():
+def unlocked_pair(ahead_update: str):
+    """A small unlocked net's config, its stage 2 and head, a seeded stream, and a batch of uint8 inputs and labels."""
     wire = WireConfig.from_meta({**{o.name: o.default for o in OPTIONS if o.wire}, "synthetic_inputs": True,
-                                 "ahead_update": "once", "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
-    stage, head = build(2, wire), build(3, wire)
+                                 "ahead_update": ahead_update, "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (4, 6)).astype(np.uint8), np.array([0, 1, 2, 0])
+    x = rng.integers(0, 256, (4, 6)).astype(np.uint8)
+    return wire, build(2, wire), build(3, wire), rng, x, np.array([0, 1, 2, 0])
+
+
+def test_a_stage_updates_once_a_batch_through_i_when_fed_ahead_else_from_its_real_input_and_fits_i_to_it():
+    _, stage, head, rng, x, y = unlocked_pair("once")
     sent = []
     # Fed ahead: the update at once, through I; the real input then goes on and I is fitted to it.
     assert data_step(stage, 0, x, y, ahead=True).updates == 1 and head_data_step(head, 0, x, y, ahead=True)
@@ -133,11 +138,7 @@ def test_a_stage_updates_once_a_batch_through_i_when_fed_ahead_else_from_its_rea
 
 
 def test_with_ahead_update_again_a_batch_fed_ahead_updates_through_i_and_again_from_its_real_input():
-    wire = WireConfig.from_meta({**{o.name: o.default for o in OPTIONS if o.wire}, "synthetic_inputs": True,
-                                 "ahead_update": "again", "sizes": [6, 5, 4, 3], "total_steps": 10, "cache": 8})
-    stage, head = build(2, wire), build(3, wire)
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (4, 6)).astype(np.uint8), np.array([0, 1, 2, 0])
+    wire, stage, head, rng, x, y = unlocked_pair("again")
     sent = []
     assert data_step(stage, 0, x, y, ahead=True).updates == 1 and head_data_step(head, 0, x, y, ahead=True)
     real = rng.random((4, 5)).astype(np.float32)
