@@ -31,28 +31,20 @@ from coordinator.plans.recurrent import SOLVED_BITS, Recurrent
 from workers.numerics import rnn_reference
 from workers.numerics.inflight import cosine
 from workers.numerics.sequence_tasks import copy_steps
-from workers.numerics.timebox import score
 
 RIDGE = 1.0   # the least squares' ridge, in the units of the normalised state: keeps a 2*units-wide fit sane
 
 
-def true_gradients(cell, readout, x: np.ndarray, y: np.ndarray, K: int, T: int):
+def true_gradients(cell, readout, x: np.ndarray, y: np.ndarray, K: int):
     """Full BPTT over a batch (x batch-major, as the task samples it): per boundary j = 1 .. K-1, the last
     state of box j, the true gradient of the batch-mean loss there, and its part from box j+1's loss alone."""
-    xs, state = x.transpose(1, 0, 2), cell.zero_state(len(y))
-    tapes, ends = [], []
-    for j in range(K):
-        states, tape = cell.forward(np.ascontiguousarray(xs[j * T:(j + 1) * T]), state)
-        scored = score(cell, readout, states, y, j * T, j == K - 1)
-        tapes.append((tape, scored[2] if scored else np.zeros_like(states)))
-        ends.append(states[-1])
-        state = states[-1]
+    stretches = rnn_reference.unrolled(cell, readout, np.ascontiguousarray(x.transpose(1, 0, 2)), y, K)
     out, g = {}, None
-    for j in range(K - 1, 0, -1):   # box j+1 (tapes[j]) hands boundary j its gradient
-        tape, d_states = tapes[j]
+    for j in range(K - 1, 0, -1):   # box j+1 (stretches[j]) hands boundary j its gradient
+        tape, d_states = stretches[j].tape, stretches[j].d_states
         near = cell.backward(tape, d_states, None)[1]
         g = cell.backward(tape, d_states, g)[1]
-        out[j] = (ends[j - 1], g, near)
+        out[j] = (stretches[j - 1].states[-1], g, near)
     return out
 
 
@@ -73,7 +65,7 @@ def probe(plan, boxes, store, rng, fresh: int) -> dict:
     seen: dict[int, dict[str, list]] = {}
     for _ in range(fresh):
         x, y = plan.task.sample(rng, c.batch_size)
-        for j, (h, g, near) in true_gradients(store.cell, store.readout, x, y, c.boxes, c.steps_per_box).items():
+        for j, (h, g, near) in true_gradients(store.cell, store.readout, x, y, c.boxes).items():
             if not np.any(g):
                 continue
             r = seen.setdefault(j, {"cos": [], "far": [], "h": [], "g": []})
@@ -98,7 +90,7 @@ def frozen(plan, boxes, store, rng, fresh_rng, a) -> None:
         rnn_reference.bptt_step(store, np.ascontiguousarray(x.transpose(1, 0, 2)), y)
     for b in range(1, c.epochs * c.copy_batches + 1):
         x, y = plan.task.sample(rng, c.batch_size)
-        for j, (h, g, _) in true_gradients(store.cell, store.readout, x, y, c.boxes, c.steps_per_box).items():
+        for j, (h, g, _) in true_gradients(store.cell, store.readout, x, y, c.boxes).items():
             inflight = boxes[j - 1].inflight
             if inflight.learns and np.any(g):
                 inflight.synth_opt.step(inflight.synth.params, inflight.synth.fit_grads(h, None, g)[1])

@@ -7,7 +7,7 @@ transparency reference that backprop mode on K processes must reproduce bit for 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -72,6 +72,26 @@ def evaluate(boxes: list[TimeBox], store: ParamStore | None, batches) -> tuple[f
     return total[1] / total[2], total[0] / total[2]
 
 
+class Stretch(NamedTuple):
+    """One box's stretch of an unrolled sequence: its states and tape, its score (None where it has no loss)
+    and dL/d(its states) from its own loss."""
+    states: np.ndarray
+    tape: object
+    scored: tuple | None
+    d_states: np.ndarray
+
+
+def unrolled(cell, readout, xs: np.ndarray, y: np.ndarray, K: int) -> list[Stretch]:
+    """The sequence xs (steps, B, n_in) unrolled from the zero state in the K stretches K boxes take it in."""
+    T, out, state = xs.shape[0] // K, [], cell.zero_state(xs.shape[1])
+    for j in range(K):
+        states, tape = cell.forward(xs[j * T:(j + 1) * T], state)
+        scored = score(cell, readout, states, y, j * T, j == K - 1)
+        out.append(Stretch(states, tape, scored, scored[2] if scored else np.zeros_like(states)))
+        state = states[-1]
+    return out
+
+
 def bptt_step(store: ParamStore, xs: np.ndarray, y: np.ndarray) -> float:
     """Full BPTT: the whole sequence xs (steps, B, n_in) unrolled from the zero state and backpropagated
     from its end to its start, one step; returns the mean loss.
@@ -81,20 +101,14 @@ def bptt_step(store: ParamStore, xs: np.ndarray, y: np.ndarray) -> float:
     box's push, which adds them in box order. The true gradient, summed the way backprop over K
     processes sums it: the two must agree bit for bit.
     """
-    cell, readout, K = store.cell, store.readout, store.per_step
-    T = xs.shape[0] // K
-    stretches, state = [], cell.zero_state(xs.shape[1])
-    for j in range(K):
-        states, tape = cell.forward(xs[j * T:(j + 1) * T], state)
-        stretches.append((states, tape))
-        state = states[-1]
+    cell, K = store.cell, store.per_step
+    stretches = unrolled(cell, store.readout, xs, y, K)
     b, total, d_next = store.version, np.zeros(3), None
     for j in reversed(range(K)):   # the last stretch first: each hands dL/d(its first state) to the one before
-        states, tape = stretches[j]
-        scored = score(cell, readout, states, y, j * T, j == K - 1)
-        d_states, r_grads = (scored[2], scored[1]) if scored else (np.zeros_like(states), {})
-        grads, d_next = cell.backward(tape, d_states, d_next)
-        total += scored[0] if scored else 0
+        stretch = stretches[j]
+        grads, d_next = cell.backward(stretch.tape, stretch.d_states, d_next)
+        r_grads = stretch.scored[1] if stretch.scored else {}
+        total += stretch.scored[0] if stretch.scored else 0
         store.push(b, j + 1, named({"cell": grads, "readout": r_grads}))   # the step is taken at the K-th
     return total[0] / total[2]
 
