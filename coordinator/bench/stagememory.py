@@ -36,9 +36,12 @@ def bounds(cfg: WireConfig, batch: int, window: int) -> list[dict]:
 def against(bound: list[dict], stages: list[dict]) -> list[dict]:
     """Each stage's bound beside what its worker used: its peak RSS, the RSS it started with (the process's
     baseline: interpreter, numpy, ZeroMQ; no stage yet), and the growth between, which the bound is for."""
-    return [{**b, "peak_rss_mb": s["peak_rss_mb"], "start_rss_mb": s["start_rss_mb"],
-             "growth_mb": s["peak_rss_mb"] - s["start_rss_mb"],
-             "within": s["peak_rss_mb"] - s["start_rss_mb"] <= b["bound_mb"]} for b, s in zip(bound, stages)]
+    rows = []
+    for b, s in zip(bound, stages):
+        growth = s["peak_rss_mb"] - s["start_rss_mb"]
+        rows.append({**b, "peak_rss_mb": s["peak_rss_mb"], "start_rss_mb": s["start_rss_mb"], "growth_mb": growth,
+                     "within": growth <= b["bound_mb"]})
+    return rows
 
 
 def measure(cfg: WireConfig, batch: int, window: int, stages: list[dict]) -> list[dict]:
