@@ -48,8 +48,8 @@ def test_forged_slices_states_and_weights_are_dropped_and_no_box_crashes(tmp_pat
         msg(Kind.EVAL, "coordinator", 0, x=np.zeros((T, n), f32), y=np.zeros(T, np.int64)),
         msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n, width + 1), f32), y=per_step),
         msg(Kind.FORWARD, "coordinator", b + 3, x=np.zeros((T, n, width), f32), y=per_step[:, :2]),
-        msg(Kind.GRAD, "box-2", b + 1, g=np.zeros((n, UNITS), f32)),
-        msg(Kind.GRAD, "box-2", b + 1, g=np.zeros((n, UNITS), f32), a=np.zeros((n, UNITS), f32))])   # no --aux
+        msg(Kind.GRAD, "box-2", b + 1, g=np.zeros((n, UNITS), f32))] + [
+        msg(Kind.GRAD, "box-2", i, g=np.zeros((n, UNITS), f32), a=np.zeros((n, UNITS), f32)) for i in near])  # no --aux
     state = np.zeros((n, UNITS), f32)
     job.send(job.inbox[2], [msg(Kind.FORWARD, "box-1", i, h=state, y=per_step, stats=np.array([0, 1e30, 1e30]))
                             for i in near] + [
@@ -63,9 +63,9 @@ def test_forged_slices_states_and_weights_are_dropped_and_no_box_crashes(tmp_pat
     assert summary(job)["restarts"] == 0, err[-3000:]   # no box crashed and was replaced
     workers = summary(job)["workers"]
     assert dropped(job, 1).get("input of the wrong shape or dtype", 0) >= 1, workers
-    assert dropped(job, 1).get("a synthetic gradient to predict, and no --aux", 0) == 1, workers
+    assert dropped(job, 1).get("a synthetic gradient to predict, and no --aux", 0) >= 1, workers
     assert dropped(job, 2).get("running stats out of range", 0) >= 1, workers
-    assert sum(dropped(job, 1).values()) >= len(near) + 5 and sum(dropped(job, 2).values()) >= len(near), workers
+    assert sum(dropped(job, 1).values()) >= 2 * len(near) + 4 and sum(dropped(job, 2).values()) >= len(near), workers
     assert sum(dropped(job, K + 1).values()) >= 2, workers
 
 

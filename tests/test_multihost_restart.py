@@ -13,6 +13,11 @@ from protocol.liveness import MISSED_HEARTBEATS, SWEEP_FRACTION
 pytestmark = NETWORK_LAB
 
 
+def outputs(*processes) -> str:
+    """Each process's exit code (None: still running) and output, for a failure's message."""
+    return "\n".join(f"--- exit {p.proc.poll()}:\n{p.text}" for p in processes)
+
+
 def test_a_killed_remote_worker_is_replaced_from_another_host_and_the_run_completes(mnist, tmp_path):
     keys = generate(tmp_path / "keys", workers=3)
     run = tmp_path / "run"
@@ -31,7 +36,7 @@ def test_a_killed_remote_worker_is_replaced_from_another_host_and_the_run_comple
         assert wait_for(lambda: "restart 1 of 1" in coord.text, named), coord.text
         # The same key on another host: CURVE admits it as it would any worker of the run.
         replacement = worker(spare, c, keys / "worker-1.key_secret", keys / "coordinator.key")
-        assert coord.wait(120) == 0, coord.text
+        assert coord.wait(120) == 0, outputs(coord, *workers, replacement)
         assert [workers[0].wait(), workers[2].wait(), replacement.wait()] == [0, 0, 0], replacement.text
         assert workers[1].wait() == -signal.SIGKILL
     lost = next(line for line in coord.lines if "restart 1 of 1" in line)
