@@ -92,23 +92,45 @@ class Gate(ThreadAuthenticator):
         # without a ZAP handler admits every client.
         self.start()
         self.configure_curve_callback("*", credentials_provider=self)
-        self._watch = None
+        self._watching: tuple[threading.Thread, threading.Event] | None = None
+        self._watches = 0
         self._open: set[int] = set()   # descriptors of the watched socket's connections
         self.budget = descriptors.connection_budget()
         if watch is not None:
-            monitor = watch.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-            self._watch = threading.Thread(target=self._watched, args=(monitor,), name="zap-watch", daemon=True)
-            self._watch.start()
+            self.watch(watch)
 
     def admit(self, keys) -> None:
         """Admit exactly these Z85 public keys from now on."""
         self._keys = frozenset(k.encode() if isinstance(k, str) else bytes(k) for k in keys)
 
+    def forget(self) -> None:
+        """Hold handshakes again until the next admit() (a worker between two assignments)."""
+        self._keys = None
+
+    def watch(self, sock: zmq.Socket) -> None:
+        """Watch this socket from now on instead of the one watched so far (a worker's fresh inbox after a reset)."""
+        self.unwatch()
+        self._open, self._watches = set(), self._watches + 1
+        # A name of our own: the default one holds the socket's descriptor number, which a socket closed
+        # just before may have had, and ZeroMQ frees an inproc name only once it has reaped its socket.
+        monitor = sock.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED,
+                                          addr=f"inproc://gate-{id(self)}-watch-{self._watches}")
+        done = threading.Event()
+        thread = threading.Thread(target=self._watched, args=(monitor, done), name="zap-watch", daemon=True)
+        self._watching = (thread, done)
+        thread.start()
+
+    def unwatch(self) -> None:
+        if self._watching is not None:
+            thread, done = self._watching
+            done.set()
+            thread.join()
+            self._watching = None
+
     def close(self) -> None:
         self._closing.set()
         self.stop()
-        if self._watch is not None:
-            self._watch.join()
+        self.unwatch()
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         if len(msg) > 3:
@@ -125,9 +147,9 @@ class Gate(ThreadAuthenticator):
                    self._address, abbreviate(key), self.why_not)
         return False
 
-    def _watched(self, monitor: zmq.Socket) -> None:
+    def _watched(self, monitor: zmq.Socket, done: threading.Event) -> None:
         try:
-            while not self._closing.is_set():
+            while not done.is_set():
                 if not monitor.poll(int(_TICK_S * 1000)):
                     continue
                 event = recv_monitor_message(monitor)

@@ -1,5 +1,6 @@
 """Tests for protocol.keys and `dni keys generate`: file layout and modes, loading, and a real CURVE handshake."""
 
+import logging
 import os
 import stat
 import subprocess
@@ -12,7 +13,9 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from coordinator.cli import main
+from protocol.auth import Gate
 from protocol.keys import KeyFileError, allowed_workers, generate, load_client, load_public, load_server, remove
+from protocol.sockets import make_socket
 
 TIMEOUT_MS = 5000
 
@@ -231,3 +234,30 @@ def test_remove_deletes_what_generate_wrote_and_nothing_else(tmp_path):
         with pytest.raises(KeyFileError, match=f"{keys / stray} is not a file of `dni keys generate`"):
             remove(keys)
         assert (keys / stray).read_text() == "mine"
+
+
+def test_one_gate_guards_each_fresh_inbox_of_a_worker_across_resets(tmp_path):
+    """A worker's Gate lives as long as the process: made anew at a reset, its ZAP socket's name was often still
+    taken by the one just closed (ZeroMQ frees it when it reaps the socket), and the worker died on the rejoin.
+    Each round: a fresh inbox, watched; its handshakes wait after forget() and go through after admit()."""
+    keys = generate(tmp_path, workers=1)
+    ctx = zmq.Context()
+    gate = Gate(ctx, logging.getLogger("test"), "not a member")
+    client = load_client(keys / "worker-0.key_secret")
+    try:
+        for round_ in range(5):
+            gate.forget()
+            inbox = make_socket(ctx, zmq.PULL, {"server": load_server(keys)})
+            gate.watch(inbox)
+            port = inbox.bind_to_random_port("tcp://127.0.0.1")
+            peer = make_socket(ctx, zmq.PUSH, {"client": (*client, load_server(keys)[0])})
+            peer.connect(f"tcp://127.0.0.1:{port}")
+            peer.send(b"round %d" % round_, zmq.NOBLOCK)
+            assert inbox.poll(300) == 0, "a handshake went through before the members were known"
+            gate.admit([client[0]])
+            assert inbox.poll(TIMEOUT_MS) and inbox.recv(zmq.NOBLOCK) == b"round %d" % round_
+            peer.close(linger=0)
+            inbox.close(linger=0)
+    finally:
+        gate.close()
+        ctx.destroy(linger=0)

@@ -125,7 +125,10 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     ctx = zmq.Context()
     control = make_socket(ctx, zmq.DEALER, {"client": curve["client"]} if curve else None)
     monitor = control.get_monitor_socket(HANDSHAKE_FAILED)
-    inbox = gate = role = assign = None
+    inbox = role = assign = None
+    # One ZAP handler for the process's life: ZeroMQ frees its inproc name only once it has reaped the
+    # handler's socket, so a handler made anew at a reset could find the name still taken.
+    gate = Gate(ctx, log, "not a member of this run") if curve else None
     dropped = Counter()   # by the roles this worker dropped for a restart: its BYE still counts them
     try:
         control.connect(coordinator)
@@ -134,7 +137,8 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             # A fresh inbox each time round: whatever the old pipeline still had on its way
             # to this worker dies with the old socket, and cannot reach the restarted one.
             inbox = make_socket(ctx, zmq.PULL, {"server": curve["own"]} if curve else None)
-            gate = Gate(ctx, log, "not a member of this run", watch=inbox) if curve else None
+            if gate is not None:
+                gate.watch(inbox)
             endpoint = bind_inbox(inbox, coordinator, host, generation)
             proctitle.set_title(*proctitle.waiting(stage))
             assign = register(control, monitor, endpoint, stage, timeout, curve["own"][0].decode() if curve else "")
@@ -152,7 +156,9 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             # A stage was lost: rejoin for the same stage, which only we may take.
             stage, generation, dropped = assign.meta["stage"], generation + 1, Counter(role.drops.counts)
             role.log.info("reset: rejoining for a restart from the last checkpoint")
-            role = inbox = gate = close(role, inbox, gate)
+            role = inbox = close(role, inbox)
+            if gate is not None:
+                gate.forget()   # the next assignment names the members
     except (WorkerError, Diverged) as exc:
         # Once assigned, the coordinator hears why (else it would only see the connection go).
         if assign is not None:
@@ -166,7 +172,9 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
     except KeyboardInterrupt:
         return 130
     finally:
-        close(role, inbox, gate)
+        close(role, inbox)
+        if gate is not None:
+            gate.close()
         if monitor is not None:
             monitor.close(linger=0)
         # Every socket of the context, the role's links to its neighbours too, even those of a
@@ -234,10 +242,8 @@ def give_up(control: zmq.Socket, role, error: str) -> None:
         pass
 
 
-def close(role, inbox, gate) -> None:
+def close(role, inbox) -> None:
     if role is not None:
         role.close()
     if inbox is not None:
         inbox.close(linger=0)
-    if gate is not None:
-        gate.close()
