@@ -27,10 +27,17 @@ def stage_filters(conv: str) -> list[int]:
     return [int(v) for v in conv.split(",") if v.strip()]
 
 
-def stage_maps(image: tuple[int, ...], filters: list[int], pool: int) -> list[tuple[int, int, int]]:
+def stage_pools(pool: str, stages: int) -> list[int]:
+    """The pooling of each of `stages` conv stages from the --pool option's value (checked by the coordinator):
+    one entry per stage, or a single one for all of them."""
+    pools = [int(v) for v in pool.split(",") if v.strip()]
+    return pools * stages if len(pools) == 1 else pools
+
+
+def stage_maps(image: tuple[int, ...], filters: list[int], pools: list[int]) -> list[tuple[int, int, int]]:
     """The maps into each conv stage, then out of the last one: the input image first."""
     maps = [tuple(image)]
-    for f in filters:
+    for f, pool in zip(filters, pools, strict=True):
         maps.append(map_after(maps[-1], f, pool))
     return maps
 
