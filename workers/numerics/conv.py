@@ -9,11 +9,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-# The column buffer's size at most: a batch is convolved a chunk of examples at a time, so a stage's memory
-# does not grow with its batch (the default net's second stage kept 80 MiB of columns for a batch of 128;
-# in chunks it ran as fast, within a shared machine's noise, and its first stage 15% faster). The backward
-# makes each chunk's columns again rather than keep the forward's: one more im2col, 5-8% of that stage's time.
-COLS_BYTES = 4 * 2**20
+# A batch is convolved a chunk of examples at a time, so a stage's memory does not grow with its batch (the
+# default net's second stage kept 80 MiB of columns for a batch of 128). A chunk's columns take COLS_BYTES at
+# most, unless that leaves its GEMMs fewer than GEMM_ROWS rows: the default net's second stage (196 rows an
+# example) ran 20% slower in chunks of 1 or 2 examples than of 6, while its first stage ran as fast in chunks
+# of 13 as of 53 and holds 9 MiB less (its columns, its map before the pooling, its synthesizer's columns).
+# The backward makes each chunk's columns again rather than keep the forward's: 5-8% of that stage's time.
+COLS_BYTES = 2**20
+GEMM_ROWS = 1024
 
 
 def map_after(shape: tuple[int, int, int], filters: int, pool: int) -> tuple[int, int, int]:
@@ -58,7 +61,8 @@ class Conv2D:
         self.params = {"W": (np.zeros((fan_in, filters), dtype) if rng is None else
                              (rng.standard_normal((fan_in, filters)) * np.sqrt(2.0 / fan_in)).astype(dtype)),
                        "b": np.zeros(filters, dtype)}
-        self.chunk = max(1, COLS_BYTES // (height * width * fan_in * np.dtype(dtype).itemsize))
+        rows = height * width
+        self.chunk = max(-(-GEMM_ROWS // rows), COLS_BYTES // (rows * fan_in * np.dtype(dtype).itemsize))
         self._pad = np.zeros((0, height + kernel - 1, width + kernel - 1, channels), dtype)
         self._cols = np.empty((0, height * width, fan_in), dtype)
         self._dpad = np.empty_like(self._pad)
@@ -86,11 +90,12 @@ class Conv2D:
         np.copyto(cols.reshape(n, height, width, k, k, -1), windows.transpose(0, 1, 2, 4, 5, 3))
         return cols.reshape(n * height * width, -1)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """z (N, H, W, F), a new array; x (N, H, W, C), or its flat rows (N, H*W*C)."""
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """z (N, H, W, F), written into `out` if given (contiguous), else a new array; x (N, H, W, C), or its
+        flat rows (N, H*W*C)."""
         n, rows = len(x), self.shape[0] * self.shape[1]
         maps = x.reshape(n, *self.shape)
-        z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype)
+        z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype) if out is None else out
         flat = z.reshape(-1, self.filters)
         for s, e in self.chunks(n):
             out = flat[s * rows:e * rows]
