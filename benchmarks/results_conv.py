@@ -28,8 +28,8 @@ def conv_section(rows: list[dict], speed: dict, latency: dict) -> list[str]:
             f"A conv stage's forward + backward, batch {speed['batch']}, 1 thread, against PyTorch {speed['torch']}'s "
             f"CPU conv on the same shapes: CPU time, median of {speed['repeats']}, in alternation (the wall times "
             f"beside count the waits for a core on the shared machine; {machine(speed)}). Our GEMMs alone (the "
-            "forward's, the weight gradient's, the columns' gradient's, at their shapes) bound what the rest "
-            "(im2col, col2im, pooling) may add:", "",
+            "forward's, the weight gradient's, the input gradient's, at their shapes) bound what the rest "
+            "(im2col, the input gradient's windows and additions, pooling) may add:", "",
             *table(["stage (input -> filters)", "ours ms", "PyTorch ms", "ours / PyTorch", "our GEMMs alone ms",
                     "wall ms, ours / PyTorch"], ["---", *["---:"] * 5], fast), *targets(speed),
             *pipeline_lines(latency), *sources(["conv-speed.json", "conv-latency.json"], [speed, latency])]

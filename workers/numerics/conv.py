@@ -6,6 +6,8 @@ of every output and of every incoming gradient.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -67,12 +69,13 @@ class Conv2D:
         self._held: dict[str, np.ndarray] = {}
 
     def _buffer(self, name: str, n: int, shape: tuple[int, ...], zero: bool = False) -> np.ndarray:
-        """Buffer `name` for a chunk of n examples of `shape` each, grown (never shrunk) as chunks need;
-        zero: made of zeros, for a padded buffer whose border no chunk writes."""
+        """Buffer `name` as n examples of `shape` each, grown (never shrunk) as requests need; zero: made of
+        zeros, for a padded buffer whose border no chunk writes (asked for in one shape only)."""
+        size = n * math.prod(shape)
         held = self._held.get(name)
-        if held is None or len(held) < n:
-            held = self._held[name] = (np.zeros if zero else np.empty)((n, *shape), self.params["W"].dtype)
-        return held[:n]
+        if held is None or len(held) < size:
+            held = self._held[name] = (np.zeros if zero else np.empty)(size, self.params["W"].dtype)
+        return held[:size].reshape(n, *shape)
 
     def chunks(self, n: int):
         """(start, end) of each chunk of n examples, in order."""
@@ -149,8 +152,11 @@ class Conv2D:
         p = (k - 1) // 2
         q = k - 1 - p   # dz's left border: a window starting at column X holds dz at X - q .. X - q + K - 1
         dz_pad = self._buffer("dz_pad", n, (height, width + k - 1, filters), zero=True)
-        windows = self._buffer("dz_rows", n, (height, width, k, filters))
-        sums = self._buffer("row_sums", n, (height * width, k * channels))
+        # The windows and their sums in the column buffer, free once the weight gradient is made.
+        space = self._buffer("cols", n, (height * width * k * (filters + channels),)).reshape(-1)
+        split = n * height * width * k * filters
+        windows = space[:split].reshape(n, height, width, k, filters)
+        sums = space[split:].reshape(n, height * width, k * channels)
         dx_pad = self._buffer("dx_pad", n, (height + k - 1, width, channels))
         dz_pad[:, :, q:q + width] = dz_flat.reshape(n, height, width, filters)
         np.copyto(windows, sliding_window_view(dz_pad, k, axis=2).transpose(0, 1, 2, 4, 3))
