@@ -41,16 +41,19 @@ def ours(block: ConvBlock, x: np.ndarray, need_dx: bool) -> None:
 
 def gemms(conv: Conv2D, x: np.ndarray, need_dx: bool) -> None:
     """Our conv's GEMMs alone, at their shapes chunk by chunk (one chunk's columns, made beforehand, for every
-    chunk): the forward, the weight gradient and, with need_dx, the columns' gradient as one GEMM. What
-    OpenBLAS needs for them bounds what im2col, col2im and pooling may add."""
+    chunk): the forward, the weight gradient and, with need_dx, the input gradient's (dz's windows along its
+    rows times the row weights). What OpenBLAS needs for them bounds what im2col, the windows, the additions
+    and pooling may add."""
     cols = conv.im2col(x[:conv.chunk].reshape(-1, *conv.shape)).copy()
     w = conv.params["W"]
     dz = np.ones((len(cols), conv.filters), w.dtype)
+    windows = np.ones((len(cols), conv.kernel * conv.filters), w.dtype)
+    by_rows = np.ones((conv.kernel * conv.filters, conv.kernel * conv.shape[2]), w.dtype)
     for _ in conv.chunks(len(x)):
         np.matmul(cols, w)
         np.matmul(cols.T, dz)
         if need_dx:
-            np.matmul(dz, w.T)
+            np.matmul(windows, by_rows)
 
 
 def theirs(torch, conv, x, need_dx: bool) -> None:

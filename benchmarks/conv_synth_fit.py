@@ -18,7 +18,7 @@ from coordinator import checkpoint, plans  # noqa: E402
 from coordinator.config import from_saved  # noqa: E402
 from protocol.wireconfig import WireConfig  # noqa: E402
 from workers.numerics import optimizers  # noqa: E402
-from workers.numerics.conv import stage_filters, stage_maps  # noqa: E402
+from workers.numerics.conv import stage_filters, stage_maps, stage_pools  # noqa: E402
 from workers.numerics.conv_synthesizer import ConvSynthesizer  # noqa: E402
 from workers.numerics.inflight import cosine  # noqa: E402
 from workers.numerics.reference import build_network  # noqa: E402
@@ -77,7 +77,8 @@ def main() -> int:
     args = p.parse_args()
     cfg, net, data = load_net(args.run)
     order = np.random.default_rng(1).permutation(len(data.x_train))[:args.batches * 128].reshape(args.batches, 128)
-    maps, rows = stage_maps(cfg.image, stage_filters(cfg.conv), cfg.pool), []
+    filters, rows = stage_filters(cfg.conv), []
+    maps = stage_maps(cfg.image, filters, stage_pools(cfg.pool, len(filters)))
     for stage in range(1, len(maps)):
         shape, n = maps[stage], int(np.prod(maps[stage]))
         batches = [(*true_gradients(net, data.x_train[i], data.y_train[i], stage), data.y_train[i]) for i in order]

@@ -3,26 +3,33 @@ memory."""
 from results_parts import machine, ms, pct, pp, sources, table, targets, versus_backprop
 
 
+def net(row: dict) -> str:
+    """The conv stages a row trained: --conv and --pool (rows from before --pool took a list: 2)."""
+    return f"{row['conv']}, pool {row.get('pool', '2')}"
+
+
 def conv_section(rows: list[dict], speed: dict, latency: dict) -> list[str]:
-    """Accuracy of the conv net by mode, a conv stage's speed against PyTorch, the pipeline's share of the ideal."""
-    diff = versus_backprop(rows, "epochs")
-    body = [[str(r["epochs"]), r["mode"], pct(r["test_accuracy"]), pp(diff[id(r)]) if id(r) in diff else "",
+    """Accuracy of the conv nets by mode, a conv stage's speed against PyTorch, the pipeline's share of the ideal."""
+    rows = [{**r, "group": (net(r), r["epochs"])} for r in rows]
+    diff = versus_backprop(rows, "group")
+    body = [[net(r), str(r["epochs"]), r["mode"], pct(r["test_accuracy"]), pp(diff[id(r)]) if id(r) in diff else "",
              f"{r['samples_per_second']:,.0f}", ms(r["stage1_p50_ms"]),
              " / ".join(f"{r['peak_rss_mb'][k]:.0f}" for k in sorted(r["peak_rss_mb"], key=int))] for r in rows]
     fast = [[f"{'x'.join(map(str, s['input']))} -> {s['filters']}", ms(s["ours_ms"]), ms(s["torch_ms"]),
              f"{s['ratio']:.2f}x", ms(s["gemm_ms"]), f"{ms(s['ours_wall_ms'])} / {ms(s['torch_wall_ms'])}"]
             for s in speed["stages"]]
     return ["## Conv stages", "",
-            f"`--conv {rows[0]['conv']}` on MNIST (sizes {rows[0]['sizes']}), seed 0, "
-            "each mode one run after another ([training.md](training.md#conv-stages)); stage-1 update latency p50 "
-            "and each stage's peak RSS (MB) from the same runs, on a machine other jobs shared: read the ratios.", "",
-            *table(["epochs", "mode", "test", "against backprop", "samples/s", "stage-1 p50 ms", "peak RSS MB, stages"],
-                   ["---:", "---", *["---:"] * 5], body), *sources(["conv.json"], rows),
+            "The conv nets (`--conv`, `--pool`) on MNIST, then `--hidden 256` and the head, seed 0, each mode one "
+            "run after another ([training.md](training.md#conv-stages)); stage-1 update latency p50 and each "
+            "stage's peak RSS (MB) from the same runs, on a machine other jobs shared: read the ratios.", "",
+            *table(["conv, pool", "epochs", "mode", "test", "against backprop", "samples/s", "stage-1 p50 ms",
+                    "peak RSS MB, stages"], ["---", "---:", "---", *["---:"] * 5], body),
+            *sources(["conv.json"], rows),
             f"A conv stage's forward + backward, batch {speed['batch']}, 1 thread, against PyTorch {speed['torch']}'s "
             f"CPU conv on the same shapes: CPU time, median of {speed['repeats']}, in alternation (the wall times "
             f"beside count the waits for a core on the shared machine; {machine(speed)}). Our GEMMs alone (the "
-            "forward's, the weight gradient's, the columns' gradient's, at their shapes) bound what the rest "
-            "(im2col, col2im, pooling) may add:", "",
+            "forward's, the weight gradient's, the input gradient's, at their shapes) bound what the rest "
+            "(im2col, the input gradient's windows and additions, pooling) may add:", "",
             *table(["stage (input -> filters)", "ours ms", "PyTorch ms", "ours / PyTorch", "our GEMMs alone ms",
                     "wall ms, ours / PyTorch"], ["---", *["---:"] * 5], fast), *targets(speed),
             *pipeline_lines(latency), *sources(["conv-speed.json", "conv-latency.json"], [speed, latency])]

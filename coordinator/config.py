@@ -9,6 +9,7 @@ from pathlib import Path
 
 from coordinator import lists
 from protocol.options import BOTH, BY_NAME, GROUPS, OPTIONS, SYNTHETIC, Option
+from workers.numerics.conv import stage_pools
 from workers.numerics.sequence_tasks import PER_STEP_TASKS, copy_steps
 
 
@@ -23,7 +24,7 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         for option in OPTIONS:
             _check(option, getattr(self, option.name), self.model)
         self.hidden_sizes()
-        self.conv_filters()
+        self.conv_pools()
         if self.class_list() and not self.data:
             raise ConfigError("--classes picks MNIST digits: give --data DIR too (the generated task has no digits)")
         if self.model == "rnn":
@@ -101,6 +102,15 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         """--conv: each conv stage's filter count, in order (empty: no conv stage)."""
         return lists.parse(self.conv, "--conv", low=1, error=ConfigError)
 
+    def conv_pools(self) -> list[int]:
+        """--pool: each conv stage's pooling, in order (one value: every stage's)."""
+        pools = lists.parse(self.pool, "--pool", low=1, required=True, error=ConfigError)
+        stages = len(self.conv_filters())
+        if len(pools) > 1 and len(pools) != stages:
+            raise ConfigError(f"--pool {self.pool}: {len(pools)} entries for --conv's {stages} stages "
+                              "(give one per conv stage, or one for all)")
+        return stage_pools(self.pool, stages)
+
     def class_list(self) -> list[int]:
         classes = lists.parse(self.classes, "--classes", error=ConfigError)
         digits = len(classes) >= 2 and 0 <= min(classes) and max(classes) <= 9
@@ -166,7 +176,7 @@ def from_saved(saved: dict, strict: bool = False) -> Config:
              and o.name not in saved and o.name not in before]
     if lacks:
         raise KeyError(lacks[0])
-    return Config(**{**before, **{k: v for k, v in saved.items() if k in BY_NAME}})
+    return Config(**{**before, **{k: _coerced(BY_NAME[k], v) for k, v in saved.items() if k in BY_NAME}})
 
 
 def checked(saved: dict, where: str, complete: bool = False) -> Config:
@@ -228,8 +238,16 @@ def load_toml(path: Path) -> dict:
 
 
 def typed(option: Option, value, where: str):
-    """value as the option's type (an int where a float goes becomes one); ConfigError naming `where` if not."""
-    expected = (int, float) if option.type is float else option.type
-    if isinstance(value, bool) and option.type is not bool or not isinstance(value, expected):
+    """value as the option's type (`_coerced`); ConfigError naming `where` if it is not."""
+    value = _coerced(option, value)
+    if isinstance(value, bool) and option.type is not bool or not isinstance(value, option.type):
         raise ConfigError(f"{where} should be {option.type.__name__}, got {value!r}")
-    return float(value) if option.type is float else value
+    return value
+
+
+def _coerced(option: Option, value):
+    """An int where a float goes as that float; an int where text goes as its text (TOML's `pool = 2`, and a
+    --pool saved before it took a list per conv stage); anything else as it is."""
+    if type(value) is int and option.type in (float, str):
+        return option.type(value)
+    return value

@@ -53,8 +53,8 @@ OPTIONS = (
            "ones: each a --kernel conv (same padding), ReLU, --pool max pooling (images only)", model=FF, wire=True,
            summary=True, before=""),
     Option("kernel", int, 5, "network", "the conv stages' kernel: K x K", model=FF, wire=True, before=5, low=1),
-    Option("pool", int, 2, "network", "the conv stages' max pooling: P x P windows, stride P (1: none)", model=FF,
-           wire=True, before=2, low=1),
+    Option("pool", str, "2", "network", "the conv stages' max pooling: P x P windows, stride P (1: none); one P "
+           "for every conv stage or one per stage, e.g. 1,2,1,2", model=FF, wire=True, summary=True, before="2"),
     Option("hidden", str, "256,256", "network", "hidden layer sizes, a worker process each", model=FF),
     Option("mode", str, "cdni", "network", "the gradient a stage trains on: synthetic (dni), synthetic "
            "conditioned on the labels (cdni), true (backprop), ff: true, over micro-batches with one update a "

@@ -67,6 +67,8 @@ WireConfig = make_dataclass(
 def _typed(name: str, value: object, kind: type):
     if kind is float and type(value) is int:
         value = float(value)
+    if kind is str and type(value) is int:   # --pool, saved as one int before it took a list
+        value = str(value)
     if kind is tuple:
         if not (isinstance(value, (list, tuple)) and all(type(v) is int and v > 0 for v in value)):
             raise ProtocolError(f"wire config field {name!r} is not a list of positive integers")

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Pinned before numpy loads, as in every worker: a reference computed here must sum in the workers' order
+# (OpenBLAS splits a large GEMV across threads, which changes its last bits).
+from workers.runtime import blas  # noqa: F401, I001
+
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 # Every process a test starts inherits this tag, so leftovers can be found even after
 # they were re-parented to init.

@@ -77,7 +77,7 @@ def test_max_pool_keeps_its_argmax_and_its_gradient(p):
     def loss():
         return float((max_pool(z, p)[0] * upstream).sum())
 
-    assert_close(max_pool_backward(upstream, argmax, p, z.shape), numeric_grad(loss, z))
+    assert_close(max_pool_backward(upstream, argmax, p, np.empty_like(z)), numeric_grad(loss, z))
 
 
 @pytest.mark.parametrize("pool", [1, 2])
@@ -109,3 +109,20 @@ def test_conv_synthesizer_starts_at_zero():
     for n_classes, hidden in [(0, 0), (10, 0), (0, 8), (10, 8)]:
         synth = ConvSynthesizer((4, 4, 3), RNG, n_classes=n_classes, hidden=hidden)
         assert not synth.predict(RNG.standard_normal((3, 48)).astype(np.float32), np.array([0, 1, 2])).any()
+
+
+def test_a_conv_block_reuses_its_working_arrays_across_batches():
+    """After a first batch, forward and backward (with the input gradient) make no new working array: the
+    columns, the padded maps, the map before the pooling and the input gradient's windows are buffers."""
+    block = ConvBlock((6, 6, 4), 8, 3, 2, RNG)
+    block.conv.chunk = 2   # batches of 5 go in chunks of 2, 2 and 1
+
+    def batch():
+        x = RNG.standard_normal((5, 6 * 6 * 4)).astype(np.float32)
+        h, route = block.forward_train(x)
+        block.backward(x, h, np.ones_like(h), route=route)
+        return {name: a.ctypes.data for name, a in {**block.conv._held, "map": block._map}.items()}
+
+    first = batch()
+    assert set(first) == {"pad", "cols", "dz_pad", "dx_pad", "map"}
+    assert batch() == first

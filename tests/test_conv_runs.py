@@ -25,10 +25,13 @@ JOB = [*NET, "--mode", "backprop", "--train-subset", "1280", "--epochs", "3", "-
 
 
 @pytest.mark.slow   # reads the whole of MNIST
-def test_backprop_over_processes_with_conv_stages_equals_the_single_process_reference(tmp_path):
-    """Transparency, bit for bit: the conv stages' processes do the reference's arithmetic."""
-    assert main(["run", *SMALL, "--mode", "backprop", "--train-subset", "384", "--epochs", "2",
+@pytest.mark.parametrize("pool", ["2", "1,2"])
+def test_backprop_over_processes_with_conv_stages_equals_the_single_process_reference(tmp_path, pool):
+    """Transparency, bit for bit: the conv stages' processes do the reference's arithmetic (with a pooling for
+    every stage, and one per stage)."""
+    assert main(["run", *SMALL, "--pool", pool, "--mode", "backprop", "--train-subset", "384", "--epochs", "2",
                  "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["pool"] == pool
     saved, states = checkpoint.load(tmp_path)
     task = plans.for_checkpoint(saved).load_task(from_saved(saved, strict=True))
     net = build_network(WireConfig.from_meta(saved))
@@ -74,6 +77,7 @@ def test_every_mode_trains_conv_stages_and_evaluates_their_checkpoint(tmp_path, 
 @pytest.mark.parametrize("argv, words", [
     (["--kernel", "9"], "--kernel 9 is larger than conv stage 3's 7x7 input map"),
     (["--pool", "4", "--kernel", "1"], "--pool 4 leaves conv stage 3 a 0x0 map (its input is 1x1)"),
+    (["--pool", "2,2,8"], "--pool 2,2,8 leaves conv stage 3 a 0x0 map (its input is 7x7)"),
 ])
 def test_conv_shapes_that_do_not_fit_are_one_line_errors(argv, words, capsys, tmp_path):
     assert main(["run", "--data", str(MNIST), "--conv", "4,8,8", "--out", str(tmp_path), *argv]) == 2
@@ -86,6 +90,14 @@ def test_a_malformed_conv_list_is_a_one_line_error(conv, capsys, tmp_path):
     assert main(["run", "--data", str(MNIST), "--conv", conv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dni: error: --conv") and "\n" not in err
+
+
+@pytest.mark.parametrize("pool, words", [("2,2,2", "--pool 2,2,2: 3 entries for --conv's 2 stages"),
+                                         ("2,0", "--pool: expected integers >= 1"), ("", "--pool: expected one")])
+def test_a_pool_list_that_does_not_fit_conv_is_a_one_line_error(pool, words, capsys, tmp_path):
+    assert main(["run", "--data", str(MNIST), "--conv", "4,8", "--pool", pool, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dni: error: {words}") and "\n" not in err
 
 
 def test_conv_under_the_recurrent_model_is_a_one_line_error(capsys, tmp_path):

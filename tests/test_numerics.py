@@ -76,7 +76,7 @@ def test_sgd_momentum_matches_the_textbook_update():
 
 
 # Two conv stages (4x4 images, 3x3 kernels, 2x2 pooling): the target goes through a conv stage's Jacobian.
-CONV = {"sizes": (16, 8, 3, 8, 5), "conv": "2,3", "kernel": 3, "pool": 2, "image": (4, 4, 1)}
+CONV = {"sizes": (16, 8, 3, 8, 5), "conv": "2,3", "kernel": 3, "pool": "2", "image": (4, 4, 1)}
 
 
 @pytest.mark.parametrize("net_fields", [{"sizes": (20, 16, 12, 8, 5)}, CONV], ids=["dense", "conv"])

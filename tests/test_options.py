@@ -7,7 +7,7 @@ from conftest import MNIST
 
 from coordinator import plans
 from coordinator.cli import main
-from coordinator.config import Config, ConfigError, add_arguments, from_args, from_saved, resumed
+from coordinator.config import Config, ConfigError, add_arguments, checked, from_args, from_saved, resumed
 from protocol import Kind, Message, ProtocolError, decode, encode
 from protocol.options import BOTH, GROUPS, OPTIONS, RNN, Option
 from protocol.wireconfig import WireConfig
@@ -34,7 +34,8 @@ def as_flags(option: Option, value) -> list[str]:
 
 
 # Free text: another value each such option takes (the resume test needs one that differs from the saved run's).
-OTHER_TEXT = {"data": "/elsewhere/mnist", "classes": "0,1", "hidden": "16,8", "conv": "8", "out": "runs/other"}
+OTHER_TEXT = {"data": "/elsewhere/mnist", "classes": "0,1", "hidden": "16,8", "conv": "8", "pool": "1",
+              "out": "runs/other"}
 
 
 def candidates(option: Option, now):
@@ -173,3 +174,14 @@ def test_a_config_json_saved_before_the_newer_options_reads_as_it_was_trained():
     assert (wire.model, wire.bp_lambda, wire.window, wire.credit) == ("ff", 0.0, 1, "coordinator")
     cfg = from_saved(old)
     assert (cfg.model, cfg.centre, cfg.bp_lambda, cfg.mode, cfg.eval_batch) == ("ff", False, 0.0, "cdni", 1000)
+
+
+def test_a_pool_saved_or_written_as_one_integer_reads_as_its_text(tmp_path):
+    """--pool took one integer before it took a list per conv stage: runs saved then, and TOML's `pool = 2`."""
+    wire = plans.for_config(from_args(parse(BASE["ff"]))).wire.to_meta()
+    assert WireConfig.from_meta({**wire, "pool": 2}).pool == "2"
+    assert checked({**asdict(Config()), "pool": 2}, "its config").pool == "2"
+    toml = tmp_path / "run.toml"
+    for text, pools in (("pool = 2", [2, 2]), ("pool = [1, 2]", [1, 2])):
+        toml.write_text(f'conv = "8,8"\n{text}\n')
+        assert from_args(parse(["--config", str(toml)])).conv_pools() == pools

@@ -64,11 +64,12 @@ class FeedForward(Plan):
         if not image:
             raise ConfigError(f"--conv: {self.task.dataset.name} has no image shape (the generated task is flat "
                               "vectors): give --data with MNIST")
-        maps = stage_maps(image, filters, cfg.pool)
-        for k, (height, width, _) in enumerate(maps[:-1], start=1):
+        pools = cfg.conv_pools()
+        maps = stage_maps(image, filters, pools)
+        for k, ((height, width, _), pool) in enumerate(zip(maps, pools), start=1):
             if cfg.kernel > min(height, width):
                 raise ConfigError(f"--kernel {cfg.kernel} is larger than conv stage {k}'s {height}x{width} input map")
-            if min(height, width) < cfg.pool:
+            if min(height, width) < pool:
                 raise ConfigError(f"--pool {cfg.pool} leaves conv stage {k} a 0x0 map (its input is "
                                   f"{height}x{width}): use a smaller --pool or fewer --conv stages")
         return maps

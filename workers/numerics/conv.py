@@ -6,14 +6,19 @@ of every output and of every incoming gradient.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-# The column buffer's size at most: a batch is convolved a chunk of examples at a time, so a stage's memory
-# does not grow with its batch (the default net's second stage kept 80 MiB of columns for a batch of 128;
-# in chunks it ran as fast, within a shared machine's noise, and its first stage 15% faster). The backward
-# makes each chunk's columns again rather than keep the forward's: one more im2col, 5-8% of that stage's time.
-COLS_BYTES = 4 * 2**20
+# A batch is convolved a chunk of examples at a time, so a stage's memory does not grow with its batch (the
+# default net's second stage kept 80 MiB of columns for a batch of 128). A chunk's columns take COLS_BYTES at
+# most, unless that leaves its GEMMs fewer than GEMM_ROWS rows: the default net's second stage (196 rows an
+# example) ran 20% slower in chunks of 1 or 2 examples than of 6, while its first stage ran as fast in chunks
+# of 13 as of 53 and holds 9 MiB less (its columns, its map before the pooling, its synthesizer's columns).
+# The backward makes each chunk's columns again rather than keep the forward's: 5-8% of that stage's time.
+COLS_BYTES = 2**20
+GEMM_ROWS = 1024
 
 
 def map_after(shape: tuple[int, int, int], filters: int, pool: int) -> tuple[int, int, int]:
@@ -27,10 +32,17 @@ def stage_filters(conv: str) -> list[int]:
     return [int(v) for v in conv.split(",") if v.strip()]
 
 
-def stage_maps(image: tuple[int, ...], filters: list[int], pool: int) -> list[tuple[int, int, int]]:
+def stage_pools(pool: str, stages: int) -> list[int]:
+    """The pooling of each of `stages` conv stages from the --pool option's value (checked by the coordinator):
+    one entry per stage, or a single one for all of them."""
+    pools = [int(v) for v in pool.split(",") if v.strip()]
+    return pools * stages if len(pools) == 1 else pools
+
+
+def stage_maps(image: tuple[int, ...], filters: list[int], pools: list[int]) -> list[tuple[int, int, int]]:
     """The maps into each conv stage, then out of the last one: the input image first."""
     maps = [tuple(image)]
-    for f in filters:
+    for f, pool in zip(filters, pools, strict=True):
         maps.append(map_after(maps[-1], f, pool))
     return maps
 
@@ -39,7 +51,8 @@ class Conv2D:
     """z = conv(x, W) + b over same-padded K x K windows; x (N, H, W, C), z (N, H, W, F), float32.
 
     W is kept as the GEMM's (K*K*C, F) matrix, rows in (ky, kx, c) order. The padded input, the
-    columns and the padded input gradient are buffers of `chunk` examples, reused across batches.
+    columns and the input gradient's working arrays are buffers of `chunk` examples, reused across
+    batches (those of the input gradient made on its first use: a first stage never needs them).
     """
 
     def __init__(self, shape: tuple[int, int, int], filters: int, kernel: int, rng: np.random.Generator | None,
@@ -51,19 +64,18 @@ class Conv2D:
         self.params = {"W": (np.zeros((fan_in, filters), dtype) if rng is None else
                              (rng.standard_normal((fan_in, filters)) * np.sqrt(2.0 / fan_in)).astype(dtype)),
                        "b": np.zeros(filters, dtype)}
-        self.chunk = max(1, COLS_BYTES // (height * width * fan_in * np.dtype(dtype).itemsize))
-        self._pad = np.zeros((0, height + kernel - 1, width + kernel - 1, channels), dtype)
-        self._cols = np.empty((0, height * width, fan_in), dtype)
-        self._dpad = np.empty_like(self._pad)
+        rows = height * width
+        self.chunk = max(-(-GEMM_ROWS // rows), COLS_BYTES // (rows * fan_in * np.dtype(dtype).itemsize))
+        self._held: dict[str, np.ndarray] = {}
 
-    def _buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The padded-input, column and padded-gradient buffers for a chunk of n examples, grown (never
-        shrunk) as chunks need."""
-        if len(self._pad) < n:
-            self._pad = np.zeros((n, *self._pad.shape[1:]), self._pad.dtype)   # the border stays zero
-            self._cols = np.empty((n, *self._cols.shape[1:]), self._cols.dtype)
-            self._dpad = np.empty_like(self._pad)
-        return self._pad[:n], self._cols[:n], self._dpad[:n]
+    def _buffer(self, name: str, n: int, shape: tuple[int, ...], zero: bool = False) -> np.ndarray:
+        """Buffer `name` as n examples of `shape` each, grown (never shrunk) as requests need; zero: made of
+        zeros, for a padded buffer whose border no chunk writes (asked for in one shape only)."""
+        size = n * math.prod(shape)
+        held = self._held.get(name)
+        if held is None or len(held) < size:
+            held = self._held[name] = (np.zeros if zero else np.empty)(size, self.params["W"].dtype)
+        return held[:size].reshape(n, *shape)
 
     def chunks(self, n: int):
         """(start, end) of each chunk of n examples, in order."""
@@ -71,19 +83,21 @@ class Conv2D:
 
     def im2col(self, x: np.ndarray) -> np.ndarray:
         """The (n*H*W, K*K*C) columns of x (n <= chunk examples), in the reused buffer."""
-        n, (height, width, _), k = len(x), self.shape, self.kernel
+        n, (height, width, channels), k = len(x), self.shape, self.kernel
         p = (k - 1) // 2
-        pad, cols, _ = self._buffers(n)
+        pad = self._buffer("pad", n, (height + k - 1, width + k - 1, channels), zero=True)
+        cols = self._buffer("cols", n, (height * width, k * k * channels))
         pad[:, p:p + height, p:p + width] = x
         windows = sliding_window_view(pad, (k, k), axis=(1, 2))   # (n, H, W, C, K, K)
         np.copyto(cols.reshape(n, height, width, k, k, -1), windows.transpose(0, 1, 2, 4, 5, 3))
         return cols.reshape(n * height * width, -1)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """z (N, H, W, F), a new array; x (N, H, W, C), or its flat rows (N, H*W*C)."""
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """z (N, H, W, F), written into `out` if given (contiguous), else a new array; x (N, H, W, C), or its
+        flat rows (N, H*W*C)."""
         n, rows = len(x), self.shape[0] * self.shape[1]
         maps = x.reshape(n, *self.shape)
-        z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype)
+        z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype) if out is None else out
         flat = z.reshape(-1, self.filters)
         for s, e in self.chunks(n):
             out = flat[s * rows:e * rows]
@@ -103,36 +117,51 @@ class Conv2D:
         grads = {"W": np.zeros_like(w), "b": np.ones(len(dz_flat), w.dtype) @ dz_flat}
         part = np.empty_like(w)
         dx = np.empty((n, *self.shape), w.dtype) if need_dx else None
+        by_rows = self._row_weights(w if weights is None else weights) if need_dx else None
         for s, e in self.chunks(n):
             np.matmul(self.im2col(maps[s:e]).T, dz_flat[s * rows:e * rows], out=part)
             grads["W"] += part
             if need_dx:
-                self._input_gradient(dz_flat[s * rows:e * rows], w if weights is None else weights, dx[s:e])
+                self._input_gradient(dz_flat[s * rows:e * rows], by_rows, dx[s:e])
         return grads, dx
 
     def input_gradient(self, dz: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """dL/dx (N, H, W, C) given dL/dz, with the current weights (or `weights`), no parameter gradients."""
-        w = self.params["W"] if weights is None else weights
+        by_rows = self._row_weights(self.params["W"] if weights is None else weights)
         dz_flat = dz.reshape(-1, self.filters)
-        dx = np.empty((len(dz), *self.shape), w.dtype)
+        dx = np.empty((len(dz), *self.shape), by_rows.dtype)
         rows = self.shape[0] * self.shape[1]
         for s, e in self.chunks(len(dz)):
-            self._input_gradient(dz_flat[s * rows:e * rows], w, dx[s:e])
+            self._input_gradient(dz_flat[s * rows:e * rows], by_rows, dx[s:e])
         return dx
 
-    def _input_gradient(self, dz_flat: np.ndarray, w: np.ndarray, dx: np.ndarray) -> None:
-        """dx (a chunk) given its dL/dz rows: the columns' gradient dz W^T, put back by col2im.
+    def _row_weights(self, w: np.ndarray) -> np.ndarray:
+        """W as the (K*F, K*C) matrix of _input_gradient: row (t, f), column (ky, c) holds W's (ky, K-1-t, c, f),
+        position t of a window along a row of dz meeting column offset K-1-t."""
+        k, channels, filters = self.kernel, self.shape[2], self.filters
+        return w.reshape(k, k, channels, filters)[:, ::-1].transpose(1, 3, 0, 2).reshape(k * filters, k * channels)
 
-        The columns' gradient is made offset by offset, (K*K, n*H*W, C) in the column buffer: each of
-        col2im's K*K additions then runs over whole rows of the map, not over C floats at a time.
+    def _input_gradient(self, dz_flat: np.ndarray, by_rows: np.ndarray, dx: np.ndarray) -> None:
+        """dx (a chunk) given its dL/dz rows, by a GEMM over dz's windows along each row.
+
+        Each pixel's K windows of dz along its row (K*F values) times the row weights give, in one GEMM,
+        what each of the K row offsets sends to it (K*C values); K additions of those blocks, each moved
+        by its row offset, make dx. col2im of dz W^T took K*K additions and ran 1.6x as long.
         """
-        n, (height, width, channels), k = len(dx), self.shape, self.kernel
+        n, (height, width, channels), k, filters = len(dx), self.shape, self.kernel, self.filters
         p = (k - 1) // 2
-        _, cols, dpad = self._buffers(n)
-        dcols = cols.reshape(k * k, n * height * width, channels)
-        np.matmul(dz_flat, w.reshape(k * k, channels, self.filters).transpose(0, 2, 1), out=dcols)
-        dpad.fill(0)
-        for offset, block in enumerate(dcols):
-            i, j = divmod(offset, k)
-            dpad[:, i:i + height, j:j + width] += block.reshape(n, height, width, channels)
-        dx[...] = dpad[:, p:p + height, p:p + width]
+        q = k - 1 - p   # dz's left border: a window starting at column X holds dz at X - q .. X - q + K - 1
+        dz_pad = self._buffer("dz_pad", n, (height, width + k - 1, filters), zero=True)
+        # The windows and their sums in the column buffer, free once the weight gradient is made.
+        space = self._buffer("cols", n, (height * width * k * (filters + channels),)).reshape(-1)
+        split = n * height * width * k * filters
+        windows = space[:split].reshape(n, height, width, k, filters)
+        sums = space[split:].reshape(n, height * width, k * channels)
+        dx_pad = self._buffer("dx_pad", n, (height + k - 1, width, channels))
+        dz_pad[:, :, q:q + width] = dz_flat.reshape(n, height, width, filters)
+        np.copyto(windows, sliding_window_view(dz_pad, k, axis=2).transpose(0, 1, 2, 4, 3))
+        np.matmul(windows.reshape(n * height * width, -1), by_rows, out=sums.reshape(n * height * width, -1))
+        dx_pad.fill(0)
+        for i, block in enumerate(sums.reshape(n, height, width, k, channels).transpose(3, 0, 1, 2, 4)):
+            dx_pad[:, i:i + height] += block
+        dx[...] = dx_pad[:, p:p + height]

@@ -50,7 +50,8 @@ class ConvBlock:
     carries them. Its route is the pooling's argmax (None without pooling).
 
     Forward and backward go a chunk of examples at a time (the conv's chunks): the map before the
-    pooling and its gradient exist a chunk at a time, in cache, never for the whole batch."""
+    pooling and its gradient exist a chunk at a time, in one buffer reused across chunks and batches
+    (a forward and a backward never run at once), never for the whole batch."""
 
     def __init__(self, shape: tuple[int, int, int], filters: int, kernel: int, pool: int,
                  rng: np.random.Generator, dtype=np.float32):
@@ -58,6 +59,13 @@ class ConvBlock:
         self.params = self.conv.params
         self.pool = pool
         self.out_shape = map_after(shape, filters, pool)
+        self._map = np.empty((0, *shape[:2], filters), dtype)
+
+    def _chunk_map(self, n: int) -> np.ndarray:
+        """The buffer of n examples' maps before the pooling (z, then dL/dz), grown as chunks need."""
+        if len(self._map) < n:
+            self._map = np.empty((n, *self._map.shape[1:]), self._map.dtype)
+        return self._map[:n]
 
     def forward_train(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """ReLU after the pooling, on a p*p times smaller map: max and ReLU commute, and a window that only
@@ -65,11 +73,10 @@ class ConvBlock:
         h = np.empty((len(x), *self.out_shape), self.params["W"].dtype)
         argmax = None if self.pool == 1 else np.empty(h.shape, np.uint8)
         for s, e in self.conv.chunks(len(x)):
-            z = self.conv.forward(x[s:e])
             if self.pool == 1:
-                h[s:e] = z
+                self.conv.forward(x[s:e], out=h[s:e])
             else:
-                max_pool(z, self.pool, out=(h[s:e], argmax[s:e]))
+                max_pool(self.conv.forward(x[s:e], out=self._chunk_map(e - s)), self.pool, out=(h[s:e], argmax[s:e]))
         np.maximum(h, 0, out=h)
         return h.reshape(len(x), -1), argmax
 
@@ -83,7 +90,7 @@ class ConvBlock:
         g = (g[s:e] * (h[s:e] > 0)).reshape(e - s, *self.out_shape)
         if self.pool == 1:
             return g
-        return max_pool_backward(g, route[s:e], self.pool, (e - s, *self.conv.shape[:2], self.conv.filters))
+        return max_pool_backward(g, route[s:e], self.pool, self._chunk_map(e - s))
 
     def backward(self, x: np.ndarray, h: np.ndarray, g: np.ndarray, need_dx: bool = True,
                  params: dict[str, np.ndarray] | None = None, route: np.ndarray | None = None):

@@ -33,10 +33,11 @@ def max_pool(z: np.ndarray, p: int, out: tuple[np.ndarray, np.ndarray] | None = 
     return h, argmax
 
 
-def max_pool_backward(g: np.ndarray, argmax: np.ndarray, p: int, shape: tuple[int, ...]) -> np.ndarray:
-    """dL/dz (shape) given dL/dh: each window's gradient goes to the cell that held its maximum."""
-    whole = shape[1] % p == 0 and shape[2] % p == 0
-    dz = np.empty(shape, g.dtype) if whole else np.zeros(shape, g.dtype)   # every cell is written when whole
+def max_pool_backward(g: np.ndarray, argmax: np.ndarray, p: int, dz: np.ndarray) -> np.ndarray:
+    """dL/dz, written into dz (the map before the pooling), given dL/dh: each window's gradient goes to the
+    cell that held its maximum."""
+    if dz.shape[1] % p or dz.shape[2] % p:
+        dz.fill(0)   # the rows and columns past the last whole window get none (else every cell is written)
     windows = _windows(dz, p)
     for cell in range(p * p):
         i, j = divmod(cell, p)

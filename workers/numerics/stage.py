@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from workers.numerics.conv import stage_filters, stage_maps
+from workers.numerics.conv import stage_filters, stage_maps, stage_pools
 from workers.numerics.draws import UpdateDraws
 from workers.numerics.inflight import Batch, Fit, InFlight
 from workers.numerics.layers import ConvBlock, Dense, Head
@@ -37,8 +37,10 @@ class Stage:
         self.bootstraps = not self.locked and self.bp_lambda == 0
         filters = stage_filters(cfg.conv)
         if index <= len(filters):
-            maps = stage_maps(cfg.image, filters, cfg.pool)
-            self.layer, shape = ConvBlock(maps[index - 1], filters[index - 1], cfg.kernel, cfg.pool, rng), maps[index]
+            pools = stage_pools(cfg.pool, len(filters))
+            maps = stage_maps(cfg.image, filters, pools)
+            self.layer = ConvBlock(maps[index - 1], filters[index - 1], cfg.kernel, pools[index - 1], rng)
+            shape = maps[index]
         else:
             self.layer, shape = Dense(n_in, n_out, rng), None
         self.opt = Scheduled({"layer": self.layer.params}, cfg)

@@ -132,7 +132,7 @@ class Synthesizer:
     def loss_and_grads(self, h: np.ndarray, y, target: np.ndarray):
         """Regression of M(h, y) onto its target: 0.5 * mean_rows ||M - target||^2; the grads of what M learns."""
         g, a = self._forward(h, y)
-        err = g - target
+        err = np.subtract(g, target, out=g)
         n = len(h)
         loss = 0.5 * float(np.einsum("ij,ij->", err, err)) / n
         err /= n
