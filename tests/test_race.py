@@ -267,3 +267,24 @@ def test_resuming_a_race_with_other_options_is_one_line_naming_them(tmp_path, ca
     assert main([*args, "--width", "32", "--budgets", "5", "--resume"]) == 2
     err = capsys.readouterr().err
     assert err == f"dni: error: --resume: the race in {path} ran with other options (budgets, width)\n"
+
+
+@pytest.mark.slow   # three small jobs: ~8 s
+def test_the_race_races_every_row_fed_by_stage_one_too(tmp_path):
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",
+            "--rows", "single,backprop", "--feeds", "coordinator,stage", "--width", "16", "--epochs", "1",
+            "--train-subset", "512", "--eval-every", "2", "--target", "0.05", "--json", str(tmp_path / "race.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads((tmp_path / "race.json").read_text())
+    assert result["params"]["rows"]["backprop@stage"] == "--mode backprop --lr 2e-3 --feed stage"
+    single, fed, read = result["runs"]
+    assert (single["row"], fed["row"], read["row"]) == ("single", "backprop", "backprop@stage")
+    # The same batches in the same order: the same evaluations.
+    assert [v["val_accuracy"] for v in read["validation"]] == [v["val_accuracy"] for v in fed["validation"]]
+
+
+def test_a_race_of_feeds_that_are_none_is_one_line(capsys):
+    assert main(["bench", "race", "--feeds", "disk"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--feeds" in err, err

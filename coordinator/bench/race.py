@@ -52,6 +52,9 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     race.add_argument("--settings", metavar="FILE", help="JSON {row: \"dni run flags\"}: rows to add or replace")
     race.add_argument("--tune", metavar="FILE", help=f"race {racetune.TRIES} settings of every row instead "
                       "(coordinator/bench/racetune.py) and write the best of each to FILE, for --settings")
+    race.add_argument("--feeds", default="coordinator", help="who feeds stage 1 its training batches in every row "
+                      "but the single process: coordinator, stage (dni run --feed stage: the row named ROW@stage), "
+                      "or both")
     race.add_argument("--stages", default="3,6", help="stages per network")
     race.add_argument("--delays", default="0,5,20", help="one-way delay per link, ms (above 0: the network lab)")
     race.add_argument("--one-host", action="store_true", help="run on this host, no network lab (0 ms only)")
@@ -91,7 +94,19 @@ def rows(args) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"--settings {args.settings}: want an object of row names to `dni run` flags")
         known.update(extra)
     picked = parse(args.rows, "--rows", str, choices=tuple(known))
-    return {name: tuple(shlex.split(known[name])) for name in dict.fromkeys(picked)}
+    feeds = parse(args.feeds, "--feeds", str, choices=("coordinator", "stage"), required=True)
+    return fed({name: tuple(shlex.split(known[name])) for name in dict.fromkeys(picked)}, feeds)
+
+
+def fed(rows: dict[str, tuple[str, ...]], feeds: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each row under each of `feeds`: fed by the coordinator under its own name, by stage 1 (--feed stage) as
+    ROW@stage; the single process, one process with no feed, once."""
+    out = {}
+    for name, flags in rows.items():
+        for feed in dict.fromkeys(feeds if racetune.row_of(name) != SINGLE else ["coordinator"]):
+            out[name if feed == "coordinator" else f"{name}@stage"] = \
+                flags if feed == "coordinator" else (*flags, "--feed", "stage")
+    return out
 
 
 def params(args) -> dict:

@@ -23,6 +23,9 @@ class FeedForward(Plan):
         if cfg.mode == "gpipe" and 0 < tail < cfg.micro_batches:
             raise ConfigError(f"--micro-batches {cfg.micro_batches}: each epoch's last batch has only {tail} "
                               f"examples ({len(task.dataset.x_train)} in all, --batch-size {cfg.batch_size})")
+        if cfg.feed == "stage" and task.spec is None:
+            raise ConfigError("--feed stage: stage 1 reads the training set the options name, and this run's "
+                              "was made in code: give --feed coordinator")
 
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
@@ -79,7 +82,14 @@ class FeedForward(Plan):
         return [dataset.n_features, *conv, *self.cfg.hidden_sizes(), dataset.n_classes]
 
     def derived_fields(self) -> dict:
-        return {"sizes": self.sizes(), "image": list(self.task.dataset.image) if self.cfg.conv_filters() else []}
+        shard = {"shard": self.task.spec} if self.cfg.feed == "stage" else {}
+        return {"sizes": self.sizes(), "image": list(self.task.dataset.image) if self.cfg.conv_filters() else [],
+                **shard}
+
+    def split(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+        """The whole batch to stage 1; a training batch under --feed stage (the task's by_index: x holds its
+        examples' indices, integers) as those indices alone."""
+        return {1: {"index": x}} if x.dtype.kind in "iu" else super().split(x, y)
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:
