@@ -6,13 +6,17 @@ that no worker is left behind.
 """
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from resumable import WatchedRun, assert_same_checkpoint, stage_pid, steps_logged, stopped_by_sigterm, summary
 from timing import FAST, wait_for, wait_until
 
+from coordinator import plans
 from coordinator.cli import main
+from coordinator.config import Config
+from coordinator.plans.feedforward import FEED_AHEAD
 from protocol import Kind, Message
 from workers.data.shard import SPEC, Shard
 
@@ -113,3 +117,21 @@ def test_stage_one_takes_only_batches_of_its_own_shard():
     unreadable = Shard({**spec, "data": "/nonexistent"})
     assert wait_for(unreadable.loaded) and unreadable.error.startswith(
         "--feed stage: stage 1 cannot read its training set: /nonexistent: missing train-images-idx3-ubyte[.gz]")
+
+
+@pytest.mark.parametrize("options, window", [
+    ({"mode": "cdni", "credit": "taken"}, 2 + FEED_AHEAD),   # stage 1 holds its link's credit
+    ({"mode": "pipedream"}, 3 + FEED_AHEAD),                 # ... its 1F1B limit (the stages, here 3)
+    ({"mode": "backprop", "credit": "link"}, 2 + FEED_AHEAD),
+    ({"mode": "cdni"}, 2),                                   # the coordinator's credit is all there is
+])
+def test_the_coordinator_names_batches_ahead_only_where_stage_one_holds_its_own_limit(options, window):
+    cfg = Config(hidden="8,8", train_subset=256, feed="stage", **options).validate()
+    assert plans.for_config(cfg).window() == window
+    assert plans.for_config(replace(cfg, feed="coordinator")).window() == (window - FEED_AHEAD if window > 2 else 2)
+
+
+@pytest.mark.parametrize("row", [["--credit", "taken"], ["--credit", "link", "--bp-lambda", "0.5"]])
+def test_stage_one_holds_the_batches_named_ahead_under_link_credit_and_drops_none(row, tmp_path):
+    done = run(tmp_path / "r", *JOB, "--mode", "cdni", "--window", "1", *row, "--epochs", "2", "--feed", "stage")
+    assert done["steps"] == 16 and all(not w["dropped"] for w in done["workers"].values())

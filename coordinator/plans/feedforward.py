@@ -12,6 +12,10 @@ from protocol.roles import HEAD, LAYER
 from protocol.wireconfig import WireConfig
 
 CONV_EVAL_BATCH = 128
+# Training batches the coordinator may name to stage 1 beyond its credit window under --feed stage, where stage 1
+# holds its own limit: they wait at stage 1 (deferred), so that its next batch is there when its credit frees,
+# not a round trip over the coordinator's link later. Enough for that round trip at a pipeline's rate.
+FEED_AHEAD = 4
 
 
 class FeedForward(Plan):
@@ -39,12 +43,19 @@ class FeedForward(Plan):
 
     def window(self) -> int:
         """--window; gpipe: a batch's micro-batches (the flush holds the rest); with pipedream under the
-        coordinator's credit, the stages at least: stage 1's 1F1B limit."""
+        coordinator's credit, the stages at least: stage 1's 1F1B limit; FEED_AHEAD more where stage 1 reads
+        its own data and holds its own limit (feeds_ahead)."""
         if self.cfg.mode == "gpipe":
             return self.cfg.micro_batches
+        ahead = FEED_AHEAD if self.feeds_ahead() else 0
         if self.cfg.mode == "pipedream" and self.cfg.credit == "coordinator":
-            return max(self.cfg.window, self.n_workers)
-        return self.cfg.window
+            return max(self.cfg.window, self.n_workers) + ahead
+        return self.cfg.window + ahead
+
+    def feeds_ahead(self) -> bool:
+        """Whether the coordinator names batches ahead of its credit: under --feed stage (a batch named is 1 KB)
+        where stage 1 holds its own limit, which then spaces them alone: link credit, or pipedream's 1F1B."""
+        return self.cfg.feed == "stage" and (self.cfg.credit != "coordinator" or self.cfg.mode == "pipedream")
 
     def ahead(self) -> int:
         return self.cfg.run_ahead if self.cfg.synthetic_inputs else 0
