@@ -53,6 +53,9 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
         if self.credit != "coordinator":
             raise ConfigError("--synthetic-inputs: the coordinator feeds every stage, under its own credit: "
                               f"give --credit coordinator, not --credit {self.credit}")
+        if self.feed == "stage":
+            raise ConfigError("--synthetic-inputs: the coordinator feeds every stage the network input: give "
+                              "--feed coordinator, not --feed stage")
         if self.bp_lambda == 0:
             raise ConfigError("--synthetic-inputs with --bp-lambda 0 would bootstrap the targets below from "
                               "synthetic inputs: give --bp-lambda above 0")
@@ -70,6 +73,9 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
             raise ConfigError("--conv: conv stages are feed-forward only (--model ff)")
         if self.eval_every:
             raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
+        if self.feed != "coordinator":
+            raise ConfigError(f"--feed {self.feed}: stage 1 of a feed-forward network reads the training set itself; "
+                              "the coordinator feeds every time box (--model ff only)")
         if self.shared_synth and self.untied:
             raise ConfigError("--shared-synth holds one synthesizer with the tied weights: it cannot go with --untied")
         steps = self.boxes * self.steps_per_box

@@ -13,7 +13,8 @@ from enum import StrEnum
 # (ask), and PARAMS answers under that number.
 # 7: CREDIT (--credit taken: a stage tells the stage below it took a training batch on, before its target);
 #    PUSH says how stale the box's read was as it knew it (read): the service counts its staleness from it.
-VERSION = 7
+# 8: FORWARD may carry a training batch as its examples' indices (--feed stage: stage 1 holds the training set).
+VERSION = 8
 
 
 class Kind(StrEnum):

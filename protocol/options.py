@@ -46,6 +46,10 @@ OPTIONS = (
            before=0, low=0),
     Option("centre", bool, True, "data", "subtract each input feature's training-set mean", model=FF,
            saved=True, before=False),
+    Option("feed", str, "coordinator", "data", "who reads the training batches: the coordinator, which sends each "
+           "to stage 1, or stage 1 itself, from the same files in the same order (the coordinator sends a batch's "
+           "example indices)", model=FF, wire=True, summary=True, resumable=True, before="coordinator",
+           choices=("coordinator", "stage")),
     # network
     Option("model", str, "ff", "network", "ff: a process per layer; rnn: a process per time box",
            wire=True, summary=True, before="ff", choices=("ff", "rnn")),

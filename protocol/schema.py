@@ -54,7 +54,8 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.STOP: Schema(),
     Kind.BYE: Schema({"time_s": dict}, optional={"error": str}),   # error: why a worker gives up
     Kind.RESET: Schema(),
-    Kind.FORWARD: Schema(variants=_BATCH),
+    # With --feed stage, stage 1 is sent a training batch as its examples' indices into the training set it holds.
+    Kind.FORWARD: Schema(variants=(*_BATCH, {"index": (INT, (1,))})),
     # A batch's network input as the data's own bytes: an image's pixels (uint8), or a float task's values.
     # ahead: fed ahead of the batch's real input (a stall below): the stage updates from it at once.
     Kind.INPUT: Schema(optional={"ahead": bool},

@@ -14,6 +14,7 @@ DERIVED = (
     ("image", tuple, ()),            # feed-forward with --conv: the input's (height, width, channels)
     ("n_in", int, 0),                # recurrent: inputs per step
     ("n_classes", int, 0),           # recurrent: outputs
+    ("shard", dict, None),           # feed-forward, --feed stage: what names the training set (workers/data/shard.py)
 )
 
 
@@ -65,6 +66,8 @@ WireConfig = make_dataclass(
 
 
 def _typed(name: str, value: object, kind: type):
+    if kind is dict and value is None:   # an optional map, absent
+        return value
     if kind is float and type(value) is int:
         value = float(value)
     if kind is str and type(value) is int:   # --pool, saved as one int before it took a list

@@ -4,14 +4,16 @@ The autouse no_orphans fixture (conftest.py) asserts that no worker is left behi
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from timing import wait_until
 
-from coordinator.bench import raceboard, racetune
-from coordinator.cli import main
+from coordinator.bench import race, raceboard, racetune
+from coordinator.cli import main, parser
 from coordinator.data import DataError, generated_task
 from coordinator.data.tasks import VALIDATION
 from coordinator.epochs import EpochEnd, epoch_end
@@ -219,3 +221,70 @@ def test_without_root_the_0_ms_race_runs_and_the_rest_is_refused_in_one_line(tmp
     # A job that fails is reported, and the race goes on.
     (failed,) = result["failed"]
     assert failed["row"] == "broken" and failed["error"].startswith("broken-k2-d0: the job failed (exit 2)")
+
+
+@pytest.mark.slow   # three small jobs, one of them twice: ~15 s
+def test_a_stopped_race_keeps_the_jobs_it_ran_and_goes_on_from_them(tmp_path):
+    race = tmp_path / "race.json"
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",
+            "--rows", "backprop,dni,cdni", "--width", "16", "--epochs", "1", "--train-subset", "512",
+            "--eval-every", "2", "--target", "0.05", "--json", str(race)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Stopped once its first job is written, in the middle of the second.
+    wait_until(lambda: race.exists() and json.loads(race.read_text())["runs"], 120, "the first job written", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    stopped = json.loads(race.read_text())
+    assert [r["row"] for r in stopped["runs"]] == ["backprop"] and "settings" not in stopped
+    again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"[1/3] backprop K=3 0 ms: in {race} already" in again.stdout
+    result = json.loads(race.read_text())
+    assert [r["row"] for r in result["runs"]] == ["backprop", "dni", "cdni"] and not result["failed"]
+    assert result["runs"][0] == stopped["runs"][0]   # not run again: its very figures (times too)
+    assert sorted(result["settings"][0]["order"]) == ["backprop", "cdni", "dni"]
+    assert len(result["continued"]) == 1 and result["machine"] == stopped["machine"]
+
+
+@pytest.mark.parametrize("extra, says", [
+    ([], "--resume: give the race to go on with as --json FILE"),
+    (["--json", "/nonexistent.json"], "--resume: --json /nonexistent.json is not a race's readable JSON"),
+])
+def test_resuming_a_race_without_one_is_one_line(extra, says, capsys):
+    assert main(["bench", "race", "--resume", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+
+
+def test_resuming_a_race_with_other_options_is_one_line_naming_them(tmp_path, capsys):
+    path = tmp_path / "race.json"
+    args = ["bench", "race", "--one-host", "--stages", "3", "--rows", "dni", "--json", str(path)]
+    p = race.params(parser().parse_args(args))
+    result = {"bench": "race", "where": "this host", "runs": [], "failed": [],
+              "params": {**p, "rows": {k: " ".join(v) for k, v in p["rows"].items()}}}
+    path.write_text(json.dumps(result))
+    assert main([*args, "--width", "32", "--budgets", "5", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"dni: error: --resume: the race in {path} ran with other options (budgets, width)\n"
+
+
+@pytest.mark.slow   # three small jobs: ~8 s
+def test_the_race_races_every_row_fed_by_stage_one_too(tmp_path):
+    argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",
+            "--rows", "single,backprop", "--feeds", "coordinator,stage", "--width", "16", "--epochs", "1",
+            "--train-subset", "512", "--eval-every", "2", "--target", "0.05", "--json", str(tmp_path / "race.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads((tmp_path / "race.json").read_text())
+    assert result["params"]["rows"]["backprop@stage"] == "--mode backprop --lr 2e-3 --feed stage"
+    single, fed, read = result["runs"]
+    assert (single["row"], fed["row"], read["row"]) == ("single", "backprop", "backprop@stage")
+    # The same batches in the same order: the same evaluations.
+    assert [v["val_accuracy"] for v in read["validation"]] == [v["val_accuracy"] for v in fed["validation"]]
+
+
+def test_a_race_of_feeds_that_are_none_is_one_line(capsys):
+    assert main(["bench", "race", "--feeds", "disk"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--feeds" in err, err

@@ -52,6 +52,9 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     race.add_argument("--settings", metavar="FILE", help="JSON {row: \"dni run flags\"}: rows to add or replace")
     race.add_argument("--tune", metavar="FILE", help=f"race {racetune.TRIES} settings of every row instead "
                       "(coordinator/bench/racetune.py) and write the best of each to FILE, for --settings")
+    race.add_argument("--feeds", default="coordinator", help="who feeds stage 1 its training batches in every row "
+                      "but the single process: coordinator, stage (dni run --feed stage: the row named ROW@stage), "
+                      "or both")
     race.add_argument("--stages", default="3,6", help="stages per network")
     race.add_argument("--delays", default="0,5,20", help="one-way delay per link, ms (above 0: the network lab)")
     race.add_argument("--one-host", action="store_true", help="run on this host, no network lab (0 ms only)")
@@ -74,6 +77,8 @@ def add_parser(kinds) -> argparse.ArgumentParser:
     race.add_argument("--warmup", type=int, default=50, help="the network lab: first steps left out of its figures")
     race.add_argument("--insecure", action="store_true", help="the network lab: no CURVE")
     race.add_argument("--keep", metavar="DIR", help="keep every job's run directory and log here")
+    race.add_argument("--resume", action="store_true", help="go on with the race in --json FILE (written after "
+                      "every job): the jobs it holds are not run again; the same options as the race it holds")
     return race
 
 
@@ -89,7 +94,19 @@ def rows(args) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"--settings {args.settings}: want an object of row names to `dni run` flags")
         known.update(extra)
     picked = parse(args.rows, "--rows", str, choices=tuple(known))
-    return {name: tuple(shlex.split(known[name])) for name in dict.fromkeys(picked)}
+    feeds = parse(args.feeds, "--feeds", str, choices=("coordinator", "stage"), required=True)
+    return fed({name: tuple(shlex.split(known[name])) for name in dict.fromkeys(picked)}, feeds)
+
+
+def fed(rows: dict[str, tuple[str, ...]], feeds: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each row under each of `feeds`: fed by the coordinator under its own name, by stage 1 (--feed stage) as
+    ROW@stage; the single process, one process with no feed, once."""
+    out = {}
+    for name, flags in rows.items():
+        for feed in dict.fromkeys(feeds if racetune.row_of(name) != SINGLE else ["coordinator"]):
+            out[name if feed == "coordinator" else f"{name}@stage"] = \
+                flags if feed == "coordinator" else (*flags, "--feed", "stage")
+    return out
 
 
 def params(args) -> dict:
@@ -128,6 +145,39 @@ def lab_refusal(p: dict) -> str | None:
     return runs.refusal()
 
 
+def begun(args, result: dict) -> dict:
+    """The race to go on with: with --resume, the one in --json (its runs kept, its failed jobs to run again;
+    ValueError if its options differ), else `result`, fresh."""
+    if not args.resume:
+        return result
+    if not args.json:
+        raise ValueError("--resume: give the race to go on with as --json FILE")
+    try:
+        before = json.loads(Path(args.json).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--resume: --json {args.json} is not a race's readable JSON ({exc})") from None
+    if not isinstance(before, dict) or before.get("bench") != "race" or not isinstance(before.get("runs"), list):
+        raise ValueError(f"--resume: --json {args.json} holds no race")
+    now = json.loads(json.dumps(result["params"]))   # as the file holds them: lists, not tuples
+    differ = [k for k in now if before.get("params", {}).get(k) != now[k]]
+    if differ or before.get("where") != result["where"]:
+        raise ValueError(f"--resume: the race in {args.json} ran with other options ({', '.join(differ or ['where'])})")
+    return {**before, "failed": [], "continued": [*before.get("continued", []), result["machine"]]}
+
+
+def done(result: dict, job: Job) -> bool:
+    """Whether the race holds a run of this job already."""
+    return any((r["row"], r["stages"], r["delay_ms"]) == (job.row, job.stages, job.delay_ms) for r in result["runs"])
+
+
+def write(result: dict, path: str | None) -> None:
+    """The race so far to `path` (if any), whole or not at all: a race stopped between jobs keeps those done."""
+    if path:
+        part = Path(f"{path}.part")
+        part.write_text(json.dumps(result, indent=1) + "\n")
+        part.replace(path)
+
+
 def run(args) -> dict | None:
     try:
         p = params(args)
@@ -135,18 +185,18 @@ def run(args) -> dict | None:
         if tried:
             p["rows"] = tried
             Path(args.tune).parent.mkdir(parents=True, exist_ok=True)
+        why = lab_refusal(p)
+        result = begun(args, {"bench": "race", "machine": report.machine(),
+                              "params": {**p, "rows": {k: " ".join(v) for k, v in p["rows"].items()}},
+                              "where": "this host" if why else "network lab", "runs": [], "failed": []})
     except (ValueError, OSError) as exc:
         print(f"dni: error: {exc}", file=sys.stderr)
         return None
-    why = lab_refusal(p)
     delays = [0.0] if why else p["delays"]
     skipped = [*([f"delays {', '.join(f'{d:g}' for d in p['delays'] if d)} ms"] if p["delays"] != [0.0] else []),
                *(["--bandwidth"] if p["bandwidth"] else []), *(["--slow-stage"] if p["slow_stage"] else [])]
     if why and skipped:
         print(f"dni bench race: {', '.join(skipped)} not run: {why}")
-    result = {"bench": "race", "machine": report.machine(), "params": {**p, "rows": {k: " ".join(v) for k, v in
-                                                                                        p["rows"].items()}},
-              "where": "this host" if why else "network lab", "runs": [], "failed": []}
     print(report.describe(result["machine"]))
     raceboard.print_settings(result["params"]["rows"], p["single_threads"])
     # A polite kill (SIGTERM) unwinds like Ctrl-C: jobs stopped, namespaces and relays removed.
@@ -163,6 +213,9 @@ def run(args) -> dict | None:
             keys = None if p["insecure"] else generate(Path(tmp) / "keys", workers=max(p["stages"]))
         todo = jobs(p, delays)
         for i, job in enumerate(todo, 1):
+            if done(result, job):
+                print(f"[{i}/{len(todo)}] {job.row} K={job.stages} {job.delay_ms:g} ms: in {args.json} already")
+                continue
             out = where / job.tag()
             try:
                 summary = racejob.run_here(job, p, out) if why or job.single else \
@@ -171,9 +224,10 @@ def run(args) -> dict | None:
                 result["failed"].append({"row": job.row, "stages": job.stages, "delay_ms": job.delay_ms,
                                          "error": str(exc)})
                 print(f"[{i}/{len(todo)}] {job.row} K={job.stages} {job.delay_ms:g} ms: failed: {exc}", flush=True)
-                continue
-            result["runs"].append(racejob.figures(job, summary, p, out))
-            raceboard.print_run(i, len(todo), result["runs"][-1], p["target"])
+            else:
+                result["runs"].append(racejob.figures(job, summary, p, out))
+                raceboard.print_run(i, len(todo), result["runs"][-1], p["target"])
+            write(result, args.json)
     result["settings"] = raceboard.settings(result["runs"], p["target"], delays)
     raceboard.print_tables(result)
     if tried:

@@ -59,7 +59,7 @@ def _line(r: dict) -> str:
     kb = sum(v["forward"] + v["backward"] for v in links) / max(len(links), 1) / 1024
     lat = "/".join("-" if v is None else f"{v:.2f}" for v in r["stage1_latency_ms"].values())
     budgets = "".join(f"{'-' if a is None else f'{100 * a:.1f}':>8}" for a in r["val_at_budget"].values())
-    return (f"  {r['row']:<12} {_seconds(r['time_to_target_s']):>11} {r['samples_to_target'] or '-':>9}{budgets} "
+    return (f"  {r['row']:<16} {_seconds(r['time_to_target_s']):>11} {r['samples_to_target'] or '-':>9}{budgets} "
             f"{100 * r['test_accuracy']:>6.2f}% {r['samples_per_second']:>10,.0f} {lat:>14} "
             f"{sum(r['cpu_ms_per_batch']):>9.2f} {max(r['peak_rss_mb']):>7.0f} {kb:>10.1f}")
 
@@ -70,7 +70,7 @@ def print_tables(result: dict) -> None:
         print(f"\n{s['stages']} stages, {s['delay_ms']:g} ms per link ({result['where']}): "
               f"target {100 * s['target']:.1f}% validation accuracy")
         name, to, samples, *rest = HEADER
-        print(f"  {name:<12} {to:>11} {samples:>9}" + "".join(f"{f'@{b:g}s':>8}" for b in p["budgets"])
+        print(f"  {name:<16} {to:>11} {samples:>9}" + "".join(f"{f'@{b:g}s':>8}" for b in p["budgets"])
               + f" {rest[0]:>7} {rest[1]:>10} {rest[2]:>14} {rest[3]:>9} {rest[4]:>7} {rest[5]:>10}")
         by_row = {r["row"]: r for r in setting_runs(runs, s["stages"], s["delay_ms"], first_delay)}
         for row in s["order"]:

@@ -79,7 +79,8 @@ def run_in_lab(job: Job, p: dict, keys: Path | None, out: Path, use_netem: bool)
                              int(flag(flags, "--window", str(Config.window))), bandwidth=p["bandwidth"],
                              slow_stage=p["slow_stage"], slow_share=p["slow_share"],
                              credit=flag(flags, "--credit", Config.credit))
-    lab = {**p, "job": [*common(job, p), *flags, "--checkpoint-seconds", "0"]}
+    # --overwrite: a job run again (a race resumed after it failed) replaces what it left in --keep's directory
+    lab = {**p, "job": [*common(job, p), *flags, "--checkpoint-seconds", "0", "--overwrite"]}
     lab_figures = labjob.run(setting, lab, keys, out, use_netem)
     return {**json.loads((out / "summary.json").read_text()), "relays": lab_figures["relays"],
             "links": lab_figures["links"]}

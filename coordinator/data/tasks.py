@@ -6,7 +6,8 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from coordinator.config import Config
-from coordinator.data.datasets import Dataset, batches, generated_task, load_mnist
+from workers.data.datasets import Dataset, batch_indices, batches
+from workers.data.shard import dataset
 from workers.numerics.sequence_tasks import (
     MNIST_SIDE,
     chunk_sequences,
@@ -35,10 +36,15 @@ class Task(Protocol):
 
 
 class ImageTask:
-    """A dataset's examples, shuffled into batches each epoch: MNIST (or some of its digits) or the generated task."""
+    """A dataset's examples, shuffled into batches each epoch: MNIST (or some of its digits) or the generated task.
 
-    def __init__(self, dataset: Dataset):
+    spec: what names the dataset (workers/data/shard.py; None: built in code). by_index: a batch is
+    (its examples' indices, its labels), the same order and batches, for stage 1 to take the rows of.
+    """
+
+    def __init__(self, dataset: Dataset, spec: dict | None = None, by_index: bool = False):
         self.dataset, self.name, self.n_classes = dataset, dataset.name, dataset.n_classes
+        self.spec, self.by_index = spec, by_index
         self.x_test, self.y_test = dataset.x_test, dataset.y_test
         self.x_val, self.y_val = dataset.x_val, dataset.y_val   # None: no validation split held out
 
@@ -46,7 +52,10 @@ class ImageTask:
         return -(-len(self.dataset.x_train) // batch_size)
 
     def train_batches(self, rng: np.random.Generator, batch_size: int):
-        return batches(self.dataset.x_train, self.dataset.y_train, batch_size, rng)
+        x, y = self.dataset.x_train, self.dataset.y_train
+        if self.by_index:
+            return ((idx, y[idx]) for idx in batch_indices(len(x), batch_size, rng))
+        return batches(x, y, batch_size, rng)
 
 
 class CopyTask:
@@ -114,9 +123,7 @@ def sequences(task: str, x: np.ndarray, steps: int) -> np.ndarray:
 def image_task(cfg: Config, classes: list[int] | None, centre: bool = False) -> ImageTask:
     """MNIST from cfg.data (only `classes`, if given), else the generated task; with --eval-every, its
     last VALIDATION training examples held out; cut to --train-subset, then centred on that training
-    set's mean if asked."""
-    dataset = load_mnist(cfg.data, classes or None) if cfg.data else generated_task(seed=cfg.seed)
-    if cfg.eval_every:
-        dataset = dataset.held_out(VALIDATION)
-    dataset = dataset.first(cfg.train_subset)
-    return ImageTask(dataset.centred() if centre else dataset)
+    set's mean if asked. With --feed stage its batches are their examples' indices, for stage 1's shard."""
+    spec = {"data": cfg.data, "classes": list(classes or []), "seed": cfg.seed,
+            "held_out": VALIDATION if cfg.eval_every else 0, "first": cfg.train_subset, "centre": centre}
+    return ImageTask(dataset(spec), spec, by_index=cfg.feed == "stage")

@@ -12,6 +12,10 @@ from protocol.roles import HEAD, LAYER
 from protocol.wireconfig import WireConfig
 
 CONV_EVAL_BATCH = 128
+# Training batches the coordinator may name to stage 1 beyond its credit window under --feed stage, where stage 1
+# holds its own limit: they wait at stage 1 (deferred), so that its next batch is there when its credit frees,
+# not a round trip over the coordinator's link later. Enough for that round trip at a pipeline's rate.
+FEED_AHEAD = 4
 
 
 class FeedForward(Plan):
@@ -23,6 +27,9 @@ class FeedForward(Plan):
         if cfg.mode == "gpipe" and 0 < tail < cfg.micro_batches:
             raise ConfigError(f"--micro-batches {cfg.micro_batches}: each epoch's last batch has only {tail} "
                               f"examples ({len(task.dataset.x_train)} in all, --batch-size {cfg.batch_size})")
+        if cfg.feed == "stage" and task.spec is None:
+            raise ConfigError("--feed stage: stage 1 reads the training set the options name, and this run's "
+                              "was made in code: give --feed coordinator")
 
     @classmethod
     def load_task(cls, cfg: Config, eval_length: int | None = None) -> Task:
@@ -36,12 +43,19 @@ class FeedForward(Plan):
 
     def window(self) -> int:
         """--window; gpipe: a batch's micro-batches (the flush holds the rest); with pipedream under the
-        coordinator's credit, the stages at least: stage 1's 1F1B limit."""
+        coordinator's credit, the stages at least: stage 1's 1F1B limit; FEED_AHEAD more where stage 1 reads
+        its own data and holds its own limit (feeds_ahead)."""
         if self.cfg.mode == "gpipe":
             return self.cfg.micro_batches
+        ahead = FEED_AHEAD if self.feeds_ahead() else 0
         if self.cfg.mode == "pipedream" and self.cfg.credit == "coordinator":
-            return max(self.cfg.window, self.n_workers)
-        return self.cfg.window
+            return max(self.cfg.window, self.n_workers) + ahead
+        return self.cfg.window + ahead
+
+    def feeds_ahead(self) -> bool:
+        """Whether the coordinator names batches ahead of its credit: under --feed stage (a batch named is 1 KB)
+        where stage 1 holds its own limit, which then spaces them alone: link credit, or pipedream's 1F1B."""
+        return self.cfg.feed == "stage" and (self.cfg.credit != "coordinator" or self.cfg.mode == "pipedream")
 
     def ahead(self) -> int:
         return self.cfg.run_ahead if self.cfg.synthetic_inputs else 0
@@ -80,7 +94,14 @@ class FeedForward(Plan):
         return [dataset.n_features, *conv, *self.cfg.hidden_sizes(), dataset.n_classes]
 
     def derived_fields(self) -> dict:
-        return {"sizes": self.sizes(), "image": list(self.task.dataset.image) if self.cfg.conv_filters() else []}
+        shard = {"shard": self.task.spec} if self.cfg.feed == "stage" else {}
+        return {"sizes": self.sizes(), "image": list(self.task.dataset.image) if self.cfg.conv_filters() else [],
+                **shard}
+
+    def split(self, x: np.ndarray, y: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+        """The whole batch to stage 1; a training batch under --feed stage (the task's by_index: x holds its
+        examples' indices, integers) as those indices alone."""
+        return {1: {"index": x}} if x.dtype.kind in "iu" else super().split(x, y)
 
     @staticmethod
     def roles_for(cfg: Config) -> list[str]:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from protocol import Kind, Message
+from workers.data.shard import Shard
 from workers.numerics.stage import Stage, build, train_step
 from workers.roles.guard import NOT_IN_FLIGHT, batch_fault, grad_fault
-from workers.roles.role import Role, update_record
+from workers.roles.role import Role, RoleFailed, update_record
 
 
 class LayerWorker(Role):
@@ -19,6 +20,10 @@ class LayerWorker(Role):
         self.take((Kind.GRAD, Kind.SYNC_BACK), self.names["next"])
         for kind in (Kind.FORWARD, Kind.EVAL):
             self.checks[kind] = lambda msg: batch_fault(msg, sizes[k - 1], sizes[-1])
+        # --feed stage: stage 1 holds the training set; the coordinator names a training batch's examples.
+        self.shard = Shard(self.cfg.shard) if self.stage.first and self.cfg.feed == "stage" else None
+        if self.shard is not None:
+            self.checks[Kind.FORWARD] = self.shard.fault
         self.checks[Kind.GRAD] = self.grad_fault
         # Per-link credit: the batches sent on that the next stage has not answered yet. A target for b
         # says it has taken b (it sends it when it processes b); with credit "taken", so does a CREDIT,
@@ -35,6 +40,16 @@ class LayerWorker(Role):
         """Locked and awaiting the gradient, or `window` batches sent on that no target has answered:
         a batch is taken (forward, update) only when it can be sent on, so the wait spreads upstream."""
         return self.blocked or (self.link and len(self.unanswered) >= self.cfg.window)
+
+    def prepared(self) -> bool:
+        if self.shard is None or not self.shard.loaded():
+            return self.shard is None
+        if self.shard.error is not None:
+            raise RoleFailed(self.shard.error)
+        return True
+
+    def unpacked(self, msg: Message) -> Message:
+        return self.shard.take(msg) if self.shard is not None and msg.kind is Kind.FORWARD else msg
 
     def grad_fault(self, msg: Message) -> str | None:
         batch = self.stage.inflight.batches.get(msg.id)

@@ -23,13 +23,18 @@ from workers.runtime.memory import peak_rss_mb, status_mb
 # Kinds that travel the forward direction; a held stage (locked backprop waiting for its
 # gradient, or a link out of credit) defers them, so the barrier and evaluation keep their place.
 FORWARD_KINDS = frozenset({Kind.FORWARD, Kind.EVAL, Kind.SYNC})
+PREPARING_POLL_MS = 50   # how often a role still preparing (see `prepared`) looks whether it is done
 
 
 class CoordinatorLost(RuntimeError):
     pass
 
 
-class Diverged(RuntimeError):
+class RoleFailed(RuntimeError):
+    """The role cannot go on; the message says why in one line (the worker tells the coordinator and exits)."""
+
+
+class Diverged(RoleFailed):
     """A non-finite loss or gradient, caught before it changed the model: the run must stop."""
 
 
@@ -143,12 +148,14 @@ class Role:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
-        self.to_coordinator(Kind.READY)
         poller = zmq.Poller()
         poller.register(self.inbox, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         timeout_ms = int(self.liveness.interval * 1000)
+        ready = False
         while not self.stopping:
+            if not ready and (ready := self.prepared()):   # READY once prepared; heartbeats meanwhile
+                self.to_coordinator(Kind.READY)
             if self.deferred and not self.held():
                 # A deferred input counts as received when the stage takes it up: update
                 # latency measures the stage's own work and waits, not its backlog.
@@ -156,7 +163,7 @@ class Role:
                 continue
             # Block in poll (never busy-poll: on 2 cores it starves ZeroMQ's I/O thread).
             start = self.clock.lap("other")
-            events = poller.poll(timeout_ms)
+            events = poller.poll(timeout_ms if ready else PREPARING_POLL_MS)
             end = self.clock.lap("wait" if self.held() or self.training else "idle")
             if self.blocked:
                 self.clock.blocked += end - start
@@ -201,6 +208,14 @@ class Role:
         else:
             self.dispatch(msg, t)
 
+    def prepared(self) -> bool:
+        """Whether the role may say READY: what it prepares beside the loop is done (RoleFailed if it failed)."""
+        return True
+
+    def unpacked(self, msg: Message) -> Message:
+        """A data message, as its handler takes it (stage 1 under --feed stage: a batch's rows for its indices)."""
+        return msg
+
     def held(self) -> bool:
         """Whether input in the forward direction must wait in `deferred`: a locked stage awaits its gradient."""
         return self.blocked
@@ -236,7 +251,7 @@ class Role:
         elif msg.kind is Kind.SYNC:
             self.training = False   # the barrier: every training batch before it is through
         try:
-            handler(msg, t)
+            handler(self.unpacked(msg), t)
         except NonFinite as exc:
             raise Diverged(f"{exc} at step {msg.id}: training diverged (a lower --lr may help)") from None
         except ProtocolError as exc:   # what only the handler can tell: it does not fit the state

@@ -21,7 +21,7 @@ from workers.roles.head import HeadWorker
 from workers.roles.layer import LayerWorker
 from workers.roles.params import ParamService
 from workers.roles.pipedream import PipeDreamWorker
-from workers.roles.role import CoordinatorLost, Diverged
+from workers.roles.role import CoordinatorLost, RoleFailed
 from workers.roles.unlocked import UnlockedHeadWorker, UnlockedLayerWorker
 from workers.runtime import proctitle
 
@@ -159,7 +159,7 @@ def run(coordinator: str, advertise: str | None = None, stage: int | None = None
             role = inbox = close(role, inbox)
             if gate is not None:
                 gate.forget()   # the next assignment names the members
-    except (WorkerError, Diverged) as exc:
+    except (WorkerError, RoleFailed) as exc:
         # Once assigned, the coordinator hears why (else it would only see the connection go).
         if assign is not None:
             give_up(control, role, str(exc))

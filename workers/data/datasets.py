@@ -220,12 +220,16 @@ def batches(
         raise DataError(f"batches: x has {len(x)} rows but y has {len(y)}")
     if batch_size < 1:
         raise DataError(f"batches: batch_size={batch_size} must be >= 1")
-    order = rng.permutation(len(x))
-    # A nested generator so bad arguments raise at the call, not at the first next().
-    def epoch() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            # Fancy indexing already copies; ascontiguousarray fixes the dtype for the wire.
-            yield np.ascontiguousarray(x[idx], dtype=np.float32), y[idx]
+    return (rows(x, y, idx) for idx in batch_indices(len(x), batch_size, rng))
 
-    return epoch()
+
+def batch_indices(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """One epoch's batches of n examples, as their indices: drawn at the call (one permutation), sliced lazily."""
+    order = rng.permutation(n)
+    return (order[start:start + batch_size] for start in range(0, n, batch_size))
+
+
+def rows(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's examples and labels by their indices, as the wire carries them."""
+    # Fancy indexing already copies; ascontiguousarray fixes the dtype for the wire.
+    return np.ascontiguousarray(x[idx], dtype=np.float32), y[idx]
