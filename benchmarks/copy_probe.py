@@ -18,6 +18,9 @@ the true gradient at its boundary (can M learn the future's gradient when the co
 """
 from __future__ import annotations
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+
+# isort: split
 import argparse
 import json
 import math
