@@ -18,6 +18,9 @@ the true gradient at its boundary (can M learn the future's gradient when the co
 """
 from __future__ import annotations
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
+
+# isort: split
 import argparse
 import json
 import math
@@ -114,6 +117,8 @@ def main() -> None:
                 "--boxes", str(boxes), "--copy-length", str(longest), "--no-progress"]
     a = p.parse_args([*defaults, *sys.argv[1:]])
     cfg = from_args(a).validate()
+    if cfg.stream:
+        p.error("--stream: the probe trains each batch from the zero state (no carried state in one process)")
     plan = Recurrent(cfg, Recurrent.load_task(cfg))
     boxes, store = rnn_reference.build(plan.wire)
     rng, fresh_rng = np.random.default_rng(cfg.seed), np.random.default_rng([cfg.seed, 2])

@@ -1,7 +1,7 @@
 """Issue 4's figures for recurrent time boxes: every run a real `dni run`, one after another (2 cores).
 
 usage: python benchmarks/rnn.py seeds|seqmnist|copy|repeat-copy [--data DIR] [--out DIR] [--quick] [--seed N]
-                                [--modes M,...] [--steps-per-box T,...]
+                                [--modes M,...] [--steps-per-box T,...] [--flags='...']
   seeds        the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
   seqmnist     sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
   copy         the Copy task's curriculum: longest length solved by dni (at its defaults), DNI + Aux
@@ -11,7 +11,8 @@ Each run's directory (summary.json, metrics.jsonl) stays under --out; the table 
 written next to them as table.json (rows of earlier calls with other --modes or --steps-per-box kept).
 --quick shrinks every budget (a smoke test of the script).
 --seed and --modes apply to seqmnist and copy (another seed's runs go to runs/rnn-EXPERIMENT-seedN;
-the seed task has its own 10 seeds).
+the seed task has its own 10 seeds). --flags (copy): further `dni run` options for every run, a validation
+run of other settings: its rows are keyed and its directories named with them, and keep them as `flags`.
 """
 from __future__ import annotations
 
@@ -99,16 +100,17 @@ def copy(a) -> dict:
             continue
         boxes = -(-copy_steps(longest, 2 if a.experiment == "repeat-copy" else 0) // T)
         for mode in a.modes or MODES:
-            s = run(a.out / f"T{T}-{mode}", [*COPY, *a.budget, "--task", a.experiment, *MODES[mode],
-                                            "--seed", str(a.seed), "--steps-per-box", str(T), "--boxes", str(boxes),
-                                            "--copy-length", str(longest)])
-            table[f"T={T} {mode}"] = {"solved": s["copy_solved"], "boxes": boxes,
-                                      "lengths": [h["copy_length"] for h in s["history"]],
-                                      "bits": [round(h["bits"], 3) for h in s["history"]],
-                                      "train_seconds": round(s["train_seconds"]),
-                                      "cos": late_cosines(a.out / f"T{T}-{mode}")}
-            print(f"T={T} ({boxes} boxes)  {mode:9}  longest length solved {s['copy_solved']}  "
-                  f"({s['train_seconds']:.0f} s)", flush=True)
+            out = a.out / "".join([f"T{T}-{mode}", *a.flags]).replace("--", "-")
+            s = run(out, [*COPY, *a.budget, "--task", a.experiment, *MODES[mode], "--seed", str(a.seed),
+                          "--steps-per-box", str(T), "--boxes", str(boxes), "--copy-length", str(longest), *a.flags])
+            key = " ".join([f"T={T} {mode}", *a.flags])
+            flags = {"flags": " ".join(a.flags)} if a.flags else {}
+            table[key] = {"solved": s["copy_solved"], "boxes": boxes, **flags,
+                          "lengths": [h["copy_length"] for h in s["history"]],
+                          "bits": [round(h["bits"], 3) for h in s["history"]],
+                          "train_seconds": round(s["train_seconds"]), "cos": late_cosines(out)}
+            print(f"{key} ({boxes} boxes)  longest length solved {s['copy_solved']}  ({s['train_seconds']:.0f} s)",
+                  flush=True)
     return table
 
 
@@ -124,6 +126,8 @@ def main() -> None:
                         "backprop)")
     p.add_argument("--steps-per-box", type=lambda v: parse(v, "--steps-per-box"),
                    help="copy: only these T, comma-separated (2, 4)")
+    p.add_argument("--flags", type=str.split, default=[],
+                   help="copy: further dni run options, as one argument: --flags='--stream --lr 1e-3'")
     a = p.parse_args()
     suffix = f"-seed{a.seed}" if a.seed else ""
     a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}{suffix}").resolve()

@@ -91,6 +91,9 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
                                   f"more than --boxes x --steps-per-box = {steps}")
             if self.mode == "cdni":
                 raise ConfigError(f"--mode cdni conditions on a label per sequence; --task {self.task} has none")
+        elif self.stream:
+            raise ConfigError(f"--stream continues each batch's sequences in the batch --window later, which needs "
+                              f"batches of one size: --task copy or repeat-copy, not {self.task}")
         if self.task.startswith("mnist01") and self.classes not in ("", "0,1"):
             raise ConfigError(f"--classes: --task {self.task} is the digits 0 and 1, got {self.classes!r}")
 

@@ -109,6 +109,9 @@ OPTIONS = (
            low=1),
     Option("untied", bool, False, "recurrent", "each box its own weights (else tied, shared by a parameter "
            "service)", model=RNN, wire=True, summary=True),
+    Option("stream", bool, False, "recurrent", "the last box hands each batch's final state to box 1 as the initial "
+           "state of the batch --window later, which continues its sequences (copy tasks; reset at each resume)",
+           model=RNN, wire=True, summary=True, before=False),
     Option("max_staleness", int, 4, "recurrent", "with tied weights, a box computes with weights at "
            "most this many updates old", model=RNN, wire=True, summary=True, low=0),
     Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",

@@ -143,6 +143,8 @@ def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path
      "--task repeat-copy: length 3 takes 10 steps"),
     (["--model", "rnn", "--shared-synth", "--untied"], "--shared-synth holds one synthesizer with the tied weights"),
     (["--model", "rnn", "--cell", "gru"], "--cell"),
+    (["--model", "rnn", "--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--stream"],
+     "--stream continues each batch's sequences"),
     (["--model", "rnn", "--task", "mnist01"], "give --data DIR"),
 ])
 def test_bad_rnn_options_give_one_line_errors(argv, words, capsys, tmp_path):
@@ -193,3 +195,26 @@ def test_a_box_after_the_copy_sequence_ends_pushes_nothing(tmp_path):
                       "--epochs", "2")
     service = summary["workers"]["6"]
     assert service["pushes"] == service["steps"] == 3 * 2 * 20
+
+
+@pytest.mark.parametrize("mode", ["dni", "backprop"])
+def test_the_stream_hands_the_last_boxs_state_to_box_1_and_restarts_on_resume(mode, tmp_path):
+    """--stream: box 1 takes every training batch after the first --window from the last box's state of the batch
+    --window before (its `carried` count); in dni the last box has a synthesizer, fitted to box 1's gradient for
+    that state (nonzero weights in its checkpoint, none without the stream), and no GRAD is dropped. A resumed run
+    starts the stream again from the zero state: nothing of it is in the checkpoint."""
+    K, W, batches = 3, 2, 25
+    job = ["--task", "copy", "--mode", mode, "--stream", "--cell", "lstm", "--units", "8", "--boxes", str(K),
+           "--steps-per-box", "2", "--copy-length", "2", "--copy-batches", str(batches), "--batch-size", "16",
+           "--window", str(W), "--checkpoint-every", "0", "--checkpoint-seconds", "0"]
+    summary = rnn_run(tmp_path, *job, "--epochs", "2")
+    assert summary["stream"] is True
+    workers = summary["workers"]
+    assert workers["1"]["carried"] == 2 * batches - W   # across the epoch's barrier too
+    assert all(w["bad_messages"] == 0 and w["unexpected"] == 0 for w in workers.values())
+    _, states = checkpoint.load(tmp_path)
+    learned = states[K].get("synth.A")
+    assert (learned is not None and np.abs(learned).max() > 0) if mode == "dni" else learned is None
+    assert main(["run", "--resume", str(tmp_path), *FAST, "--epochs", "3"]) == 0
+    resumed = json.loads((tmp_path / "summary.json").read_text())
+    assert resumed["workers"]["1"]["carried"] == batches - W and resumed["steps"] == 3 * batches

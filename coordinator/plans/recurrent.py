@@ -41,9 +41,12 @@ class Recurrent(Plan):
         return [BOX] * cfg.boxes + ([] if cfg.untied else [PARAMS])
 
     def links(self) -> dict[int, dict[str, int | None]]:
-        """Each box to its neighbours in time and to the service, the service to every box."""
+        """Each box to its neighbours in time (--stream: the last and the first too) and to the service, the service
+        to every box."""
         K = self.cfg.boxes
         plan = {j: {"prev": j - 1 if j > 1 else None, "next": j + 1 if j < K else None} for j in range(1, K + 1)}
+        if self.cfg.stream:   # the last box's state on to box 1, box 1's gradient for it back
+            plan[1]["carry"], plan[K]["carry"] = K, 1
         if not self.cfg.untied:
             for j in range(1, K + 1):
                 plan[j]["params"] = K + 1

@@ -77,13 +77,17 @@ class TimeBox:
         # Tied: every box starts from the service's initial weights (version 0) without a transfer.
         self.cell, self.readout = make_model(cfg, 0 if self.tied else index)
         self.version = 0
-        # The last box's future gradient is exactly zero (the sequence ends): it needs no synthesizer.
-        learns = self.mode in ("dni", "cdni") and not self.last
+        # The last box's future gradient is exactly zero (the sequence ends): it needs no synthesizer. Under --stream
+        # box 1's sequences go on from the last box's final state of the batch --window before: in dni and cdni the
+        # last box then learns that future's gradient from box 1, as every other box learns from the next.
+        self.carries = cfg.stream and self.mode in ("dni", "cdni")
+        learns = self.mode in ("dni", "cdni") and (not self.last or self.carries)
+        self.feeds_back = not self.first or self.carries   # a box before it takes the gradient for its state
         shared = shares_synth(cfg)
         self.aux = AuxHead(self.cell.state_size) if has_aux(cfg) and learns else None
-        # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`); box 1 has no box before it.
+        # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`).
         self.box_lambda = cfg.box_lambda
-        self.defers = learns and not self.first and self.box_lambda > 0
+        self.defers = learns and self.feeds_back and self.box_lambda > 0
         self.inflight = InFlight(cfg, self.cell.state_size, cfg.n_classes,
                                  synth_rng(cfg, 0 if shared else index) if learns else None,
                                  shared=shared, keep_tape=self.defers or self.aux is not None)
@@ -152,7 +156,8 @@ class TimeBox:
         # A sequence that has ended (Copy's, padded to fill the boxes) has no future: its gradient from
         # there is exactly zero. M's guess of it would still reach the core, and every push of it is a step
         # of the tied weights' Adam, at its full rate whatever the gradient's size.
-        ahead = batch.y[:, self.index * self.steps:] >= 0 if batch.y.ndim == 2 else None
+        # Under --stream the future goes on into the next batch's sequences: it is never empty.
+        ahead = batch.y[:, self.index * self.steps:] >= 0 if batch.y.ndim == 2 and not self.carries else None
         if ahead is not None and not ahead.any():
             batch.g_hat = np.zeros_like(batch.h)
             return None
@@ -162,7 +167,8 @@ class TimeBox:
         return g_hat * self.synth_scale
 
     def bptt(self, b: int, d_last: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """BPTT through the box seeded with d_last: (gradients by wire name, dL/dstate0 or None for box 1).
+        """BPTT through the box seeded with d_last: (gradients by wire name, dL/dstate0, or None where no box
+        before takes it: box 1 unless it carries the stream).
 
         Uses the weights the forward used, so call it before any update.
         """
@@ -178,7 +184,7 @@ class TimeBox:
             out = named({"cell": grads, "readout": readout_grads or {}})
         if not self.inflight.keep_tape:
             batch.tape = None  # free the unroll early
-        return add_into(out, self.take_pending()), None if self.first or self.defers else d_state0
+        return add_into(out, self.take_pending()), d_state0 if self.feeds_back and not self.defers else None
 
     def take_pending(self) -> dict[str, np.ndarray]:
         """Gradients made since the last update, for the next (by wire name): a shared M's fits, DNI + Aux's."""

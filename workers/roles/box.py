@@ -16,10 +16,8 @@ import numpy as np
 from protocol import Kind, Message, ProtocolError, window
 from workers.numerics.inflight import Batch
 from workers.numerics.optimizers import check_loss
-from workers.numerics.sequence_tasks import PER_STEP_TASKS
 from workers.numerics.timebox import TimeBox, train_step, update_step
-from workers.roles.guard import FLOAT, NOT_IN_FLIGHT, grad_fault, labels_fault, values_fault
-from workers.roles.params import weights_fault
+from workers.roles.boxguard import BoxGuard
 from workers.roles.role import Role, update_record
 from workers.roles.tiedcopy import TiedCopy
 
@@ -29,14 +27,17 @@ class TimeBoxWorker(Role):
         super().__init__(*args, **kw)
         self.box = TimeBox(self.stage_index, self.cfg)
         self.locked = self.box.locked
-        # Every mode but truncated BPTT sends the gradient for its incoming state back.
-        self.sends_back = not self.box.first and self.box.mode != "truncated"
+        # Every mode but truncated BPTT sends the gradient for its incoming state back (box 1: under --stream, in
+        # dni and cdni, to the last box, whose state it went on from).
+        self.sends_back = self.box.feeds_back and self.box.mode != "truncated"
         self.slices: dict[tuple, Message] = {}   # (kind, b) -> the coordinator's slice, awaiting the state
         self.states: dict[tuple, Message] = {}   # (kind, b) -> box j-1's state, awaiting the slice
         self.held_sync: Message | None = None
         self.job: tuple | None = None            # a joined input waiting for weights from the service
         self.copy = TiedCopy(self.cfg.max_staleness)
         self.pulls = 0
+        if self.box.first and self.cfg.stream:
+            self.counters["carried"] = 0   # training batches that went on from the last box's state (--stream)
         self.read = 0       # the staleness of the copy the latest unroll read, as the box knew it: its pushes say it
         self.trained = 0    # training batches finished: in backprop, the service version the next one needs
         self.latest = 0     # the last of them: the id a shared M's fits go under at a barrier
@@ -48,63 +49,15 @@ class TimeBoxWorker(Role):
         self.take((Kind.SYNC,), self.upstream())
         if "next" in self.names:
             self.take((Kind.GRAD, Kind.SYNC_BACK), self.names["next"])
+        if self.cfg.stream and self.box.first:   # the last box's states, for the batches --window later
+            self.take((Kind.FORWARD,), self.names["carry"])
+        if self.cfg.stream and self.box.last:    # box 1's targets for them
+            self.take((Kind.GRAD,), self.names["carry"])
         if "params" in self.names:
             self.take((Kind.PARAMS,), self.names["params"])
-        self.checks.update({Kind.FORWARD: self.input_fault, Kind.EVAL: self.input_fault,
-                            Kind.PARAMS: self.params_fault,
-                            Kind.GRAD: self.grad_fault})
-
-    def input_fault(self, msg: Message) -> str | None:
-        """The coordinator's slice (x; box 1 also y), or box j-1's state (h, y, stats)."""
-        a, c = msg.arrays, self.cfg
-        if msg.src == "coordinator":
-            x = a.get("x")
-            if x is None or "h" in a or ("y" in a) != self.box.first:
-                return "arrays not those of a slice"
-            # The schema lets a batch's x be rank 2 (a stage's input): a slice is (steps, sequences, n_in).
-            if x.dtype != FLOAT or x.ndim != 3 or x.shape[0] not in (1, c.steps_per_box) or x.shape[2] != c.n_in \
-                    or not x.shape[1]:
-                return "input of the wrong shape or dtype"
-            return (self.labels_fault(a["y"], x.shape[1]) if "y" in a else None) or values_fault(x)
-        h = a.get("h")
-        if h is None or h.dtype != FLOAT or h.shape[1:] != (self.box.cell.state_size,) or not len(h) \
-                or a["stats"].shape != (3,):
-            return "state of the wrong shape or dtype"
-        return self.labels_fault(a["y"], len(h)) or values_fault(h, a["stats"]) or self.stats_fault(a["stats"], len(h))
-
-    def labels_fault(self, y: np.ndarray, n: int) -> str | None:
-        """One label per sequence; Copy and Repeat Copy's, one per step of the whole sequence, -1 where none is
-        scored."""
-        c = self.cfg
-        copy = c.task in PER_STEP_TASKS
-        if y.shape[1:] != ((c.boxes * c.steps_per_box,) if copy else ()):
-            return "labels of the wrong shape"
-        return labels_fault(y, n, c.n_classes, -1 if copy else 0)
-
-    def stats_fault(self, stats: np.ndarray, n: int) -> str | None:
-        """The running (loss sum, correct, scored) of n sequences: counts no larger than their outputs so far."""
-        loss_sum, correct, scored = stats
-        if loss_sum < 0 or not 0 <= correct <= scored <= n * self.cfg.boxes * self.cfg.steps_per_box:
-            return "running stats out of range"
-        return None
-
-    def params_fault(self, msg: Message) -> str | None:
-        """An answer's weights: the whole tied set, of its shapes, no older than the copy held."""
-        if msg.arrays and msg.arrays.keys() != self.box.params().keys():
-            return "weights of the wrong name, shape or dtype"
-        if msg.arrays and msg.meta["version"] < self.box.version:
-            return "weights older than the copy held"
-        return weights_fault(msg, self.box.params())
-
-    def grad_fault(self, msg: Message) -> str | None:
-        """A target for a state in flight; with --aux, maybe the next box's synthetic gradient of it as well."""
-        ahead = msg.arrays.get("a")
-        if ahead is not None and self.box.aux is None:
-            return "a synthetic gradient to predict, and no --aux"
-        batch = self.box.inflight.batches.get(msg.id)
-        if batch is None:
-            return NOT_IN_FLIGHT
-        return grad_fault(msg.arrays["g"], batch.h) or (None if ahead is None else grad_fault(ahead, batch.h))
+        guard = BoxGuard(self.cfg, self.box)
+        self.checks.update({Kind.FORWARD: guard.input_fault, Kind.EVAL: guard.input_fault,
+                            Kind.PARAMS: guard.params_fault, Kind.GRAD: guard.target_fault})
 
     def dispatch(self, msg: Message, t: float) -> None:
         super().dispatch(msg, t)
@@ -112,23 +65,33 @@ class TimeBoxWorker(Role):
 
     # -- inputs: join, fetch weights, unroll ------------------------------------------------
     def on_input(self, msg: Message, t: float) -> None:
-        key = (msg.kind, msg.id)
+        carried = self.box.first and msg.src != "coordinator"   # --stream: for the batch --window later
+        key = (msg.kind, msg.id + self.cfg.window if carried else msg.id)
         waiting = self.slices if msg.src == "coordinator" else self.states
         waiting[key] = msg
         # A half that never meets its other half (lost, or forged) is forgotten a horizon later.
-        window.prune(waiting, msg.id, window.horizon(self.cfg.cache), id_of=lambda key: key[1])
-        if key in self.slices and (self.box.first or key in self.states):
-            self.begin(msg.kind, msg.id, self.slices.pop(key), self.states.pop(key, None), t)
+        window.prune(waiting, key[1], window.horizon(self.cfg.cache), id_of=lambda key: key[1])
+        if key in self.slices and (key in self.states or not self.joins(*key)):
+            self.begin(msg.kind, key[1], self.slices.pop(key), self.states.pop(key, None), t)
+
+    def joins(self, kind: Kind, b: int) -> bool:
+        """Whether the input of batch b waits for a state: box 1's only under --stream, from the batch --window
+        before, which the last box trained since the start (a resumed or restarted run starts from the zero state)."""
+        return not self.box.first or (self.cfg.stream and kind is Kind.FORWARD
+                                      and b >= self.window.start + self.cfg.window)
 
     def begin(self, kind: Kind, b: int, part: Message, state: Message | None, t: float) -> None:
-        if state is None:  # box 1: the sequence starts from the zero state; the labels come with the data
+        x = part.arrays["x"]
+        if state is not None and x.shape[1] != len(state.arrays["h"]):
+            raise ProtocolError(f"batch {b}: a slice of {x.shape[1]} sequences for a state of {len(state.arrays['h'])}")
+        if self.box.first:   # the labels come with the data; the state is zero, or under --stream carried on
+            if state is not None:
+                self.counters["carried"] += 1
             y = part.arrays["y"]
-            job = (kind, b, part.arrays["x"], self.box.cell.zero_state(len(y)), y, np.zeros(3), t)
+            job = (kind, b, x, self.box.cell.zero_state(len(y)) if state is None else state.arrays["h"], y,
+                   np.zeros(3), t)
         else:
-            if part.arrays["x"].shape[1] != len(state.arrays["h"]):
-                raise ProtocolError(f"batch {b}: a slice of {part.arrays['x'].shape[1]} sequences for a state of "
-                                    f"{len(state.arrays['h'])}")
-            job = (kind, b, part.arrays["x"], state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
+            job = (kind, b, x, state.arrays["h"], state.arrays["y"], state.arrays["stats"], t)
         if not self.box.tied:
             return self.unroll(*job, 0)
         self.job, self.blocked = job, True
@@ -190,11 +153,11 @@ class TimeBoxWorker(Role):
                 self.to_peer("next", Kind.EVAL, b, h=h, y=y, stats=stats)
             return
 
-        def send_on(h, stats):   # the next box starts at once
-            self.to_peer("next", Kind.FORWARD, b, h=h, y=y, stats=stats)
+        def send_on(h, stats):   # the next box starts at once; under --stream the last box's state goes to box 1
+            self.to_peer("carry" if self.box.last else "next", Kind.FORWARD, b, h=h, y=y, stats=stats)
 
         _, stats, _, batch = train_step(self.box, b, xs, state0, y, stats, t, staleness,
-                                        None if self.box.last else send_on, *self.senders(b))
+                                        None if self.box.last and not self.cfg.stream else send_on, *self.senders(b))
         if batch is None:
             self.blocked = True   # backprop: nothing more until the true gradient comes back
             return
@@ -210,12 +173,20 @@ class TimeBoxWorker(Role):
     def senders(self, b: int) -> tuple:
         """How batch b's update step sends: the target back to box j-1, the gradients to the service."""
         def send_back(g):
-            self.to_peer("prev", Kind.GRAD, b, g=g, **self.ahead(self.box.inflight.batches.get(b)))
+            self.send_back(b, g, self.box.inflight.batches.get(b))
 
         def push(grads):
             self.ask(Kind.PUSH, b, self.box.version, **grads)
 
         return send_back if self.sends_back else None, push if self.box.tied else None
+
+    def send_back(self, b: int, g: np.ndarray, batch: Batch | None) -> None:
+        """Batch b's target to the box before, for the batch its state came from (box 1: the last box's, a
+        --window before, if b went on from one)."""
+        if not self.box.first:
+            self.to_peer("prev", Kind.GRAD, b, g=g, **self.ahead(batch))
+        elif self.joins(Kind.FORWARD, b):
+            self.to_peer("carry", Kind.GRAD, b - self.cfg.window, g=g, **self.ahead(batch))
 
     def ahead(self, batch: Batch | None) -> dict[str, np.ndarray]:
         """What box j-1's DNI + Aux predicts, sent with its target: this box's synthetic gradient of the batch."""
@@ -239,7 +210,7 @@ class TimeBoxWorker(Role):
             # M_j(h_end of b) fitted (--aux: P too); BP(lambda > 0): box j-1's target now
             fit, below = self.box.learn(b, g, msg.arrays.get("a"))
             if below is not None:
-                self.to_peer("prev", Kind.GRAD, b, g=below, **self.ahead(fit.batch))
+                self.send_back(b, below, fit.batch)
             rec = fit and update_record(b, fit.batch, fit, param_staleness=self.box.tied)
         self.record(rec)
 
@@ -250,8 +221,9 @@ class TimeBoxWorker(Role):
 
     def release_sync(self) -> None:
         # Pass the barrier on only when every state that came before it has met its slice and
-        # been handled: the coordinator's slices travel on other sockets than the barrier.
-        if self.held_sync is None or self.states or self.blocked:
+        # been handled: the coordinator's slices travel on other sockets than the barrier. Box 1's waiting
+        # states (--stream) are for batches not fed yet; its slices, fed before the barrier, wait for them.
+        if self.held_sync is None or (self.slices if self.box.first else self.states) or self.blocked:
             return
         token, self.held_sync = self.held_sync.id, None
         self.flush_metrics()
