@@ -8,7 +8,8 @@ usage: python benchmarks/results_page.py [--check]
                            [--seed N]` writes (table.json)
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race*.json:              what `dni bench race --json FILE` writes, one file per run of the bench; race.json and
-                           race-conv.json (the race at its defaults) also make the table the README's results open with
+                           race-conv.json (the race at its defaults) also make the table the README's results open with;
+                           race-feed.json (--feeds coordinator,stage) a section of each row fed both ways
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
   push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
   conv.json, conv-*.json:  benchmarks/conv_accuracy.py, conv_speed.py --json, dni bench latency --conv --json
@@ -28,7 +29,7 @@ from results_conv import conv_section  # noqa: E402
 from results_convchoice import conv_choice_section  # noqa: E402
 from results_parts import machine, ms, pct, pp, sources, table, targets, versus_backprop  # noqa: E402
 from results_push import push_section  # noqa: E402
-from results_race import headline, race_section, tuning_section  # noqa: E402
+from results_race import feed_section, headline, race_section, tuning_section  # noqa: E402
 from results_stall import stall_section  # noqa: E402
 from results_unlock import unlock_section  # noqa: E402
 
@@ -43,6 +44,7 @@ MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 RACES = sorted(p.name for p in RESULTS.glob("race*.json"))
 HEADLINE = [name for name in ("race.json", "race-3.json", "race-conv.json") if (RESULTS / name).exists()]
 TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
+FEED = "race-feed.json"     # a race with --feeds coordinator,stage: each row fed both ways
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
@@ -240,6 +242,7 @@ def render() -> str:
              *recurrent_section([load(name) for name in SEQMNIST], load("copy.json"), load("repeat-copy.json")),
              *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
+             *feed_section(FEED, load(FEED)),
              *conv_section(load("conv.json"), load("conv-speed.json"), load("conv-latency.json")),
              *conv_choice_section(load("conv-choice.json"), load("conv.json")),
              *unlock_section(load("unlock.json")), *stall_section(load),

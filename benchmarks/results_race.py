@@ -84,7 +84,9 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
            "with the clock paused, the test set read once at the end. Each run's rows are printed with it (`rows`",
            "in its JSON): race-reduced.json, the first race, ran defaults and untuned slow-link settings on 20,000",
            "images; race-taken.json measured `--credit taken` beside pipedream and cdni; race.json is the race at",
-           "its defaults (one epoch of 50,000 images to 90%, the rows of `ROWS` in coordinator/bench/race.py).", ""]
+           "its defaults (one epoch of 50,000 images to 90%, the rows of `ROWS` in coordinator/bench/race.py);",
+           "race-feed.json races three rows fed by the coordinator and by stage 1 itself (`--feeds`, below);",
+           "race-feed-noahead.json is the same bench run before the coordinator fed stage 1 ahead of its credit.", ""]
     for name, result in results:
         p = result["params"]
         images = f"first {p['train_subset']:,}" if p["train_subset"] else "50,000"
@@ -113,3 +115,31 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
                             "stage-1 p50 ms", "peak RSS MB (largest stage)"],
                            ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
     return out
+
+
+STAGE_FED = "@stage"   # the name's tail of a row fed by stage 1 itself (dni bench race --feeds)
+
+
+def feed_section(name: str, result: dict) -> list[str]:
+    """Each row fed by the coordinator against the same row fed by stage 1 (--feed stage), in the same run."""
+    runs = {(r["row"], r["stages"], r["delay_ms"]): r for r in result["runs"]}
+    body = []
+    for (row, k, d), read in runs.items():
+        fed = runs.get((row.removesuffix(STAGE_FED), k, d))
+        if not row.endswith(STAGE_FED) or fed is None:
+            continue
+        sooner = fed["time_to_target_s"] / read["time_to_target_s"] if fed["time_to_target_s"] and \
+            read["time_to_target_s"] else None
+        rates = fed["samples_per_second"], read["samples_per_second"]
+        body.append([str(k), f"{d:g}", fed["row"], f"{rates[0]:,.0f}", f"{rates[1]:,.0f}", f"{rates[1] / rates[0]:.2f}",
+                     seconds(fed), seconds(read), "" if sooner is None else f"{sooner:.2f}",
+                     f"{fed['samples_to_target'] or '-'} / {read['samples_to_target'] or '-'}"])
+    return ["## Stage 1 reads its own data: `--feed stage`", "",
+            "`dni bench race --feeds coordinator,stage` ([benchmarks.md](benchmarks.md#stage-1-reads-its-own-data)):",
+            "each row as the coordinator feeds it, and again with stage 1 reading the training set itself",
+            "(`dni run --feed stage`: the coordinator sends each batch's example indices), one after the other in",
+            f"one run, so that the ratios are measured side by side. {machine(result)}.", "",
+            *table(["stages", "ms per link", "row", "samples/s fed", "samples/s read", "rate x",
+                    f"s to {pct(result['params']['target'])} fed", "read", "sooner x", "samples to target fed / read"],
+                   ["---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"], body),
+            *sources([name], [result])]
