@@ -14,8 +14,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 # A batch is convolved a chunk of examples at a time, so a stage's memory does not grow with its batch (the
 # default net's second stage kept 80 MiB of columns for a batch of 128). A chunk's columns take COLS_BYTES at
 # most, unless that leaves its GEMMs fewer than GEMM_ROWS rows: the default net's second stage (196 rows an
-# example) ran 20% slower in chunks of 1 or 2 examples than of 6, while its first stage ran as fast in chunks
-# of 13 as of 53 and holds 9 MiB less (its columns, its map before the pooling, its synthesizer's columns).
+# example) ran 5% slower in chunks of 3 examples and 23% in chunks of 1 than in chunks of 6, while its first
+# stage ran as fast in chunks of 13 as of 53 and holds about 9 MiB less at its peak (its columns, its map
+# before the pooling, its synthesizer's columns).
 # The backward makes each chunk's columns again rather than keep the forward's: 5-8% of that stage's time.
 COLS_BYTES = 2**20
 GEMM_ROWS = 1024
@@ -100,9 +101,9 @@ class Conv2D:
         z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype) if out is None else out
         flat = z.reshape(-1, self.filters)
         for s, e in self.chunks(n):
-            out = flat[s * rows:e * rows]
-            np.matmul(self.im2col(maps[s:e]), self.params["W"], out=out)
-            out += self.params["b"]   # while the chunk's output is in cache
+            part = flat[s * rows:e * rows]
+            np.matmul(self.im2col(maps[s:e]), self.params["W"], out=part)
+            part += self.params["b"]   # while the chunk's output is in cache
         return z
 
     def backward(self, x: np.ndarray, dz: np.ndarray, need_dx: bool = True, weights: np.ndarray | None = None
