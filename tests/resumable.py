@@ -12,6 +12,7 @@ from timing import FAST, wait_until
 from watched import Watched
 
 from coordinator import checkpoint
+from coordinator.cli import main
 from workers.runtime import proctitle
 
 # A run whose workers were killed and replaced redoes the steps since its last checkpoint: it ends as
@@ -94,3 +95,17 @@ def stage_pid(stage: int) -> int:
         if proctitle.stage_of(Path(f"/proc/{pid}/cmdline").read_bytes()) == stage:
             return pid
     raise AssertionError(f"no worker for stage {stage}")
+
+
+def killed_and_replaced(tmp_path: Path, job: list[str], stage: int, at: int) -> tuple[Path, Path]:
+    """The job run whole, then again with the stage's worker SIGKILLed once `at` steps are logged (one restart);
+    returns both run directories, for the caller to compare."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["run", *job, "--out", str(whole), *FAST]) == 0
+    run = WatchedRun(killed, *job, "--max-restarts", "1")
+    wait_until(lambda: steps_logged(killed) >= at, 60, f"step {at}", run.proc)
+    os.kill(stage_pid(stage), signal.SIGKILL)
+    assert run.wait() == 0, run.text
+    assert summary(killed)["restarts"] == 1
+    return whole, killed
+

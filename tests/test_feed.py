@@ -4,14 +4,12 @@ The same batches in the same order as the coordinator would send: the runs end b
 resumed or with stage 1 killed and replaced. The autouse no_orphans fixture (conftest.py) asserts
 that no worker is left behind.
 """
-import os
-import signal
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from resumable import WatchedRun, assert_same_checkpoint, stage_pid, steps_logged, stopped_by_sigterm, summary
-from timing import FAST, wait_for, wait_until
+from resumable import assert_same_checkpoint, killed_and_replaced, stopped_by_sigterm, summary
+from timing import FAST, wait_for
 
 from coordinator import plans
 from coordinator.cli import main
@@ -73,13 +71,7 @@ def test_sigterm_then_resume_keeps_stage_ones_place_in_the_data(mnist, tmp_path)
 def test_stage_one_killed_and_replaced_reads_on_from_the_checkpoints_place(mnist, tmp_path):
     job = ["--data", str(mnist), *JOB, "--mode", "backprop", "--epochs", "15", "--checkpoint-every", "7",
            "--feed", "stage"]
-    run(tmp_path / "whole", *job)
-    killed = WatchedRun(tmp_path / "killed", *job, "--max-restarts", "1")
-    wait_until(lambda: steps_logged(killed.out) >= 30, 60, "step 30", killed.proc)
-    os.kill(stage_pid(1), signal.SIGKILL)
-    assert killed.wait() == 0, killed.text
-    assert summary(killed.out)["restarts"] == 1
-    assert_same_run(tmp_path / "whole", killed.out)
+    assert_same_run(*killed_and_replaced(tmp_path, job, stage=1, at=30))
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -1,19 +1,15 @@
 """--mode gpipe: the micro-batch split, exact backprop over processes, restarts, resumes and bad input."""
-import os
-import signal
 
 import numpy as np
 import pytest
 from resumable import (
-    WatchedRun,
     assert_same_checkpoint,
+    killed_and_replaced,
     records,
-    stage_pid,
-    steps_logged,
     stopped_by_sigterm,
     summary,
 )
-from timing import FAST, wait_until
+from timing import FAST
 
 from coordinator import checkpoint
 from coordinator.cli import main
@@ -157,10 +153,4 @@ def test_sigterm_then_resume_ends_with_the_uninterrupted_runs_weights(tmp_path):
 @pytest.mark.slow   # two runs of 330 steps
 def test_a_killed_worker_is_replaced_and_the_run_ends_as_the_undisturbed_one_bit_for_bit(tmp_path):
     job = [*JOB, "--epochs", "30", "--log-every", "1", "--checkpoint-every", "7"]
-    assert main(["run", *job, "--out", str(tmp_path / "whole"), *FAST]) == 0
-    run = WatchedRun(tmp_path / "killed", *job, "--max-restarts", "1")
-    wait_until(lambda: steps_logged(run.out) >= 40, 60, "step 40", run.proc)
-    os.kill(stage_pid(2), signal.SIGKILL)
-    assert run.wait() == 0, run.text
-    assert summary(run.out)["restarts"] == 1
-    assert_same_checkpoint(tmp_path / "whole", run.out)
+    assert_same_checkpoint(*killed_and_replaced(tmp_path, job, stage=2, at=40))
