@@ -227,7 +227,7 @@ def run(s: Setting, p: dict, keys: Path | None, out: Path, use_netem: bool, time
                 # Twice: a small message (the link's own delay) and one of a batch's activations
                 # (what a crossing of the pipeline costs, relay, shaping and kernels included).
                 links.append({"from": a, "to": b, **{key: summarise(relay.ping(
-                    members[names.index(a)].socket(), (seen_at[b], ECHO_PORT), PINGS, size))
+                    members[names.index(a)].socket, (seen_at[b], ECHO_PORT), PINGS, size))
                     for key, size in (("rtt_ms", 64), ("rtt_message_ms", p["batch"] * p["width"] * 4))}})
             if not use_netem:
                 start_relay("coord", coord, CONTROL_PORT)   # now the workers reach the coordinator, and training begins

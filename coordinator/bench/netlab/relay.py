@@ -13,6 +13,7 @@ one JSON line of statistics before it exits.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import resource
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from coordinator.lists import parse
 
@@ -215,11 +217,11 @@ class Echo:
         self.sock.close()
 
 
-def ping(sock: socket.socket, to: tuple[str, int], count: int = 10, size: int = 64) -> list[float]:
+def ping(new_socket: Callable[[], socket.socket], to: tuple[str, int], count: int = 10,
+         size: int = 64) -> list[float]:
     """Round trips of `size` bytes to an Echo at `to` over one TCP connection, in ms (the first,
-    which pays for the connection's slow start, is left out)."""
-    sock.settimeout(10)
-    sock.connect(to)
+    which pays for the connection's slow start, is left out); `new_socket()` makes one in the pinging host."""
+    sock = connected(new_socket, to)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     rtts = []
     with sock:
@@ -234,6 +236,22 @@ def ping(sock: socket.socket, to: tuple[str, int], count: int = 10, size: int = 
                 got += len(chunk)
             rtts.append((time.perf_counter() - t0) * 1e3)
     return rtts[1:]
+
+
+def connected(new_socket: Callable[[], socket.socket], to: tuple[str, int], tries: int = 3) -> socket.socket:
+    """A socket connected to `to`, trying again after "No route to host": a CI run on a loaded machine
+    once failed a lab job on it, at the first connection between two namespaces made a moment before
+    (the likely cause, an ARP request left unanswered, was not pinned down)."""
+    for attempt in range(1, tries + 1):
+        sock = new_socket()
+        sock.settimeout(10)
+        try:
+            sock.connect(to)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EHOSTUNREACH or attempt == tries:
+                raise
 
 
 def address(text: str) -> tuple[str, int]:
