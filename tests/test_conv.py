@@ -1,4 +1,6 @@
 """Convolution, pooling and the conv block by finite differences, and the conv against a direct loop."""
+import tracemalloc
+
 import numpy as np
 import pytest
 from gradcheck import check_synthesizer, numeric_grad
@@ -126,3 +128,34 @@ def test_a_conv_block_reuses_its_working_arrays_across_batches():
     first = batch()
     assert set(first) == {"pad", "cols", "dz_pad", "dx_pad", "map"}
     assert batch() == first
+
+
+def test_a_conv_synthesizer_makes_no_copy_of_its_whole_input():
+    """M's normalised input is made a chunk at a time as its convolution reads it, and the class maps are added a
+    few rows at a time: a prediction holds little more than its output, a fit little more than its output and its
+    normalised target, and both are bit for bit what the whole batch's copies gave."""
+    synth = ConvSynthesizer((28, 28, 8), RNG, n_classes=10)   # a batch's maps 3 MiB, its class maps' pieces 1 MiB
+    synth.params["E"][...] = RNG.standard_normal(synth.params["E"].shape)
+    h = np.maximum(RNG.standard_normal((128, 28 * 28 * 8)), 0).astype(np.float32)
+    y, target = RNG.integers(0, 10, 128), RNG.standard_normal(h.shape).astype(np.float32)
+    synth.fit_grads(h, y, target)   # the convolutions' buffers made
+    tracemalloc.start()
+    g = synth.predict(h, y)
+    predicted = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    synth.fit_grads(h, y, target)
+    fitted = tracemalloc.get_traced_memory()[1] - g.nbytes
+    tracemalloc.stop()
+    assert predicted < 1.5 * h.nbytes and fitted < 2.5 * h.nbytes
+    whole = synth.readout.forward(h * synth.input_scale(h)).reshape(len(h), -1) + synth.params["E"][y]
+    assert np.array_equal(g, whole)
+
+
+def test_a_scaled_convolution_is_the_convolution_of_the_scaled_input():
+    conv = Conv2D((6, 6, 3), 4, 3, RNG)
+    conv.chunk = 2
+    x, s = RNG.standard_normal((5, 6, 6, 3)).astype(np.float32), np.float32(0.37)
+    dz = RNG.standard_normal((5, 6, 6, 4)).astype(np.float32)
+    assert np.array_equal(conv.forward(x, scale=s), conv.forward(x * s))
+    scaled, plain = conv.backward(x, dz, need_dx=False, scale=s)[0], conv.backward(x * s, dz, need_dx=False)[0]
+    assert all(np.array_equal(scaled[k], plain[k]) for k in plain)

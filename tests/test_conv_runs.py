@@ -13,6 +13,7 @@ from coordinator import checkpoint, plans
 from coordinator.cli import main
 from coordinator.config import from_saved
 from coordinator.data import batches
+from protocol.window import in_flight
 from protocol.wireconfig import WireConfig
 from workers.numerics.reference import build_network, step
 
@@ -158,12 +159,14 @@ def test_bench_latency_with_conv_stages_reports_each_stages_peak_memory(tmp_path
         assert all(s["peak_rss_mb"] > 0 for s in run["stages"])
     assert result["throughput"]["depth"] == 3 and 0 < result["throughput"]["fraction_of_ideal"]
     assert "peak RSS MB" in capsys.readouterr().out
-    # Each stage's bound: 4 x 4 weights + 16 biases and M's 3 x 3 x 4 x 4 + 4 (floats), 2 batches of 16 of
-    # its input (28 x 28) and output (14 x 14 x 4) rows in flight; beside what its worker grew by.
+    # Each stage's bound: 4 x 4 weights + 16 biases and M's 3 x 3 x 4 x 4 + 4 (floats), 2 batches of 16 of its
+    # input rows (28 x 28), and of each batch it held at once its output (14 x 14 x 4), M's prediction (floats)
+    # and the pooling's argmax (bytes); beside what its worker grew by.
     first = result["memory"][0]
     weights = (25 * 4 + 4 + 36 * 4 + 4) * 4 / 2**20
     assert first["conv"] and first["weights_mb"] == pytest.approx(weights)
-    assert first["bound_mb"] == pytest.approx(4 * weights + 2 * 16 * (784 + 784) * 4 / 2**20)
+    assert 2 <= first["held"] <= in_flight(2)
+    assert first["bound_mb"] == pytest.approx(4 * weights + 16 * (2 * 784 * 4 + first["held"] * 784 * 9) / 2**20)
     for row in result["memory"]:
         assert 0 < row["start_rss_mb"] < row["peak_rss_mb"]
         assert row["growth_mb"] == pytest.approx(row["peak_rss_mb"] - row["start_rss_mb"])

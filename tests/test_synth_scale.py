@@ -2,7 +2,7 @@
 import numpy as np
 
 from workers.numerics.layers import Head
-from workers.numerics.synthesizers import Synthesizer
+from workers.numerics.synthesizers import Synthesizer, add_rows, mean_square
 
 
 def _mean_loss_gradient(batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,3 +76,19 @@ def test_the_running_target_scale_is_saved_and_restored_with_the_stage():
     assert saved["synth_scale.mean_square"] > 0
     restore(second, saved, "stage 1")
     assert second.inflight.synth.sigma == first.inflight.synth.sigma
+
+
+def test_the_targets_mean_square_is_numpys_bit_for_bit_a_piece_at_a_time():
+    rng = np.random.default_rng(3)
+    for shape in [(128, 256), (128, 6272), (7, 100_003), (3, 1 << 17)]:
+        x = (rng.standard_normal(shape) * 1e-3).astype(np.float32)
+        assert mean_square(x) == np.mean(np.square(x, dtype=np.float64))
+
+
+def test_class_rows_are_added_a_few_rows_at_a_time_as_all_at_once():
+    rng = np.random.default_rng(4)
+    table, y = rng.standard_normal((10, 300_000)).astype(np.float32), rng.integers(0, 10, 9)
+    out = rng.standard_normal((9, 300_000)).astype(np.float32)
+    whole = out + table[y]
+    add_rows(out, table, y)
+    assert np.array_equal(out, whole)

@@ -102,7 +102,7 @@ def pipeline(mode: str, depth: int, data: Dataset, p: dict, tmp: Path, tag: str 
         total = seconds["total"]
         stages.append({"stage": k, "latency_ms": percentiles(latencies[k]), "time_s": seconds,
                        "time_fraction": {c: seconds[c] / total for c in (*CATEGORIES, "blocked")},
-                       **{f: summary["workers"][str(k)].get(f) for f in ("peak_rss_mb", "start_rss_mb")}})
+                       **{f: summary["workers"][str(k)].get(f) for f in ("peak_rss_mb", "start_rss_mb", "held_peak")}})
     # CPU the whole run cost the machine (workers and coordinator, every thread), per batch:
     # unlike wall time, hardly moved by whatever else runs on the machine. Split by what it
     # paid for: the stages' arithmetic, their loops' messaging, and the helper threads

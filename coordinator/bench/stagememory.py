@@ -21,14 +21,26 @@ def weight_bytes(stage) -> int:
     return sum(a.nbytes for a in arrays)
 
 
-def bounds(cfg: WireConfig, batch: int, window: int) -> list[dict]:
-    """Per stage: its weights, its in-flight activations (`window` batches of its input and output rows,
-    float32) and the bound on its memory, 4x the weights plus those activations, in MB."""
+def held_bytes(stage, n_out: int) -> int:
+    """What a stage keeps of one batch after its update, until the batch's target comes: its output h, M's
+    prediction ĝ (scored against the target, and mixed into the one sent down under BP(lambda < 1)), and the
+    pooling's argmax (one byte a value)."""
+    synth = getattr(getattr(stage, "inflight", None), "synth", None)
+    pooled = getattr(getattr(stage, "layer", None), "pool", 1) > 1
+    return n_out * (4 + (4 if synth is not None else 0) + (1 if pooled else 0))
+
+
+def bounds(cfg: WireConfig, batch: int, window: int, held: list[int | None]) -> list[dict]:
+    """Per stage: its weights, its in-flight activations and the bound on its memory, 4x the weights plus those
+    activations, in MB. The activations: `window` batches of its input rows (credit admits no more; each is
+    dropped at its update), and what it keeps of each batch it held at once (held, as its worker counted them;
+    None, a stage that keeps none after its update: `window` batches of its output rows)."""
     out, conv = [], len(stage_filters(cfg.conv))
-    for k, stage in enumerate(build_network(cfg), start=1):
+    for k, (stage, most) in enumerate(zip(build_network(cfg), held), start=1):
         weights = weight_bytes(stage) / 2**20
-        inflight = window * batch * (cfg.sizes[k - 1] + cfg.sizes[k]) * 4 / 2**20
-        out.append({"stage": k, "conv": k <= conv, "weights_mb": weights, "inflight_mb": inflight,
+        kept = most * held_bytes(stage, cfg.sizes[k]) if most else window * cfg.sizes[k] * 4
+        inflight = batch * (window * cfg.sizes[k - 1] * 4 + kept) / 2**20
+        out.append({"stage": k, "conv": k <= conv, "weights_mb": weights, "held": most, "inflight_mb": inflight,
                     "bound_mb": BOUND_WEIGHTS * weights + inflight})
     return out
 
@@ -46,7 +58,7 @@ def against(bound: list[dict], stages: list[dict]) -> list[dict]:
 
 def measure(cfg: WireConfig, batch: int, window: int, stages: list[dict]) -> list[dict]:
     """The stages' rows of a dni run (`pipeline` in latency.py), against their bounds, printed."""
-    rows = against(bounds(cfg, batch, window), stages)
+    rows = against(bounds(cfg, batch, window, [s.get("held_peak") for s in stages]), stages)
     print_memory(rows)
     return rows
 
@@ -62,9 +74,9 @@ def targets(rows: list[dict] | None) -> list[dict]:
 
 def print_memory(rows: list[dict]) -> None:
     print("\nmemory by stage, MB (dni run): peak RSS = the worker's start (its baseline) + the growth the bound is for")
-    print("  stage   weights  in flight  bound (4w + a)   start   growth    peak")
+    print("  stage   weights  held  in flight  bound (4w + a)   start   growth    peak")
     for r in rows:
         kind = "conv" if r["conv"] else "    "
-        print(f"  {r['stage']:2d} {kind} {r['weights_mb']:8.2f} {r['inflight_mb']:10.2f} {r['bound_mb']:15.1f} "
-              f"{r['start_rss_mb']:7.1f} {r['growth_mb']:8.1f} {r['peak_rss_mb']:7.1f}"
+        print(f"  {r['stage']:2d} {kind} {r['weights_mb']:8.2f} {r['held'] or '-':>5} {r['inflight_mb']:10.2f} "
+              f"{r['bound_mb']:15.1f} {r['start_rss_mb']:7.1f} {r['growth_mb']:8.1f} {r['peak_rss_mb']:7.1f}"
               + ("" if r["within"] else "  over the bound"))

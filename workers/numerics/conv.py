@@ -82,34 +82,38 @@ class Conv2D:
         """(start, end) of each chunk of n examples, in order."""
         return ((s, min(s + self.chunk, n)) for s in range(0, n, self.chunk))
 
-    def im2col(self, x: np.ndarray) -> np.ndarray:
-        """The (n*H*W, K*K*C) columns of x (n <= chunk examples), in the reused buffer."""
+    def im2col(self, x: np.ndarray, scale: np.floating | None = None) -> np.ndarray:
+        """The (n*H*W, K*K*C) columns of x (n <= chunk examples), or of x * scale, in the reused buffer."""
         n, (height, width, channels), k = len(x), self.shape, self.kernel
         p = (k - 1) // 2
         pad = self._buffer("pad", n, (height + k - 1, width + k - 1, channels), zero=True)
         cols = self._buffer("cols", n, (height * width, k * k * channels))
-        pad[:, p:p + height, p:p + width] = x
+        if scale is None:
+            pad[:, p:p + height, p:p + width] = x
+        else:   # a synthesizer's normalised input, made a chunk at a time: never the whole batch's copy
+            np.multiply(x, scale, out=pad[:, p:p + height, p:p + width])
         windows = sliding_window_view(pad, (k, k), axis=(1, 2))   # (n, H, W, C, K, K)
         np.copyto(cols.reshape(n, height, width, k, k, -1), windows.transpose(0, 1, 2, 4, 5, 3))
         return cols.reshape(n * height * width, -1)
 
-    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None, scale: np.floating | None = None) -> np.ndarray:
         """z (N, H, W, F), written into `out` if given (contiguous), else a new array; x (N, H, W, C), or its
-        flat rows (N, H*W*C)."""
+        flat rows (N, H*W*C), times `scale` if given."""
         n, rows = len(x), self.shape[0] * self.shape[1]
         maps = x.reshape(n, *self.shape)
         z = np.empty((n, *self.shape[:2], self.filters), self.params["W"].dtype) if out is None else out
         flat = z.reshape(-1, self.filters)
         for s, e in self.chunks(n):
             part = flat[s * rows:e * rows]
-            np.matmul(self.im2col(maps[s:e]), self.params["W"], out=part)
+            np.matmul(self.im2col(maps[s:e], scale), self.params["W"], out=part)
             part += self.params["b"]   # while the chunk's output is in cache
         return z
 
-    def backward(self, x: np.ndarray, dz: np.ndarray, need_dx: bool = True, weights: np.ndarray | None = None
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    def backward(self, x: np.ndarray, dz: np.ndarray, need_dx: bool = True, weights: np.ndarray | None = None,
+                 scale: np.floating | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """({W, b} gradients, dL/dx (N, H, W, C) or None) given dL/dz; weights: the W that made z if it has
-        changed since. Each chunk's columns are made again, then serve its input gradient's buffer."""
+        changed since; scale: z was made of x * scale. Each chunk's columns are made again, then serve its input
+        gradient's buffer."""
         n, rows = len(x), self.shape[0] * self.shape[1]
         maps = x.reshape(n, *self.shape)
         dz_flat = dz.reshape(-1, self.filters)
@@ -120,7 +124,7 @@ class Conv2D:
         dx = np.empty((n, *self.shape), w.dtype) if need_dx else None
         by_rows = self._row_weights(w if weights is None else weights) if need_dx else None
         for s, e in self.chunks(n):
-            np.matmul(self.im2col(maps[s:e]).T, dz_flat[s * rows:e * rows], out=part)
+            np.matmul(self.im2col(maps[s:e], scale).T, dz_flat[s * rows:e * rows], out=part)
             grads["W"] += part
             if need_dx:
                 self._input_gradient(dz_flat[s * rows:e * rows], by_rows, dx[s:e])

@@ -5,6 +5,8 @@ running RMS, h normalised, the readout zero-initialised): only the maps M comput
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from workers.numerics.conv import Conv2D
@@ -41,12 +43,30 @@ class ConvSynthesizer(Synthesizer):
             self.params["E"] = (np.zeros((n_classes, label_out), dtype) if not hidden else
                                 (rng.standard_normal((n_classes, label_out)) * 0.1).astype(dtype))
 
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        return self.features.forward(x).reshape(len(x), -1)
+    def _forward(self, h: np.ndarray, y) -> tuple[np.ndarray, Scaled | np.ndarray]:
+        """As Synthesizer._forward, but the normalised input is made a chunk at a time as the convolutions read
+        it (Conv2D's scale), never as a copy of the whole batch's maps."""
+        return self._readout(Scaled(h, self.input_scale(h)), y)
 
-    def _linear(self, a: np.ndarray) -> np.ndarray:
-        return self.readout.forward(a).reshape(len(a), -1)
+    def _features(self, x: Scaled) -> np.ndarray:
+        return self.features.forward(x.rows, scale=x.scale).reshape(len(x.rows), -1)
 
-    def _linear_grads(self, a: np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
-        grads, _ = self.readout.backward(a, err, need_dx=False)
+    def _linear(self, a: Scaled | np.ndarray) -> np.ndarray:
+        a = scaled(a)
+        return self.readout.forward(a.rows, scale=a.scale).reshape(len(a.rows), -1)
+
+    def _linear_grads(self, a: Scaled | np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
+        a = scaled(a)
+        grads, _ = self.readout.backward(a.rows, err, need_dx=False, scale=a.scale)
         return {"A": grads["W"], "c": grads["b"]}
+
+
+class Scaled(NamedTuple):
+    """M's normalised input, rows * scale, not yet made (scale None: the rows as they are)."""
+    rows: np.ndarray
+    scale: np.floating | None
+
+
+def scaled(a: Scaled | np.ndarray) -> Scaled:
+    """The readout's input as Scaled: the normalised input of a linear M, or a hidden layer's output as it is."""
+    return a if isinstance(a, Scaled) else Scaled(a, None)

@@ -83,6 +83,7 @@ class InFlight:
         self.capacity = cfg.cache   # protocol/window.py: in_flight
         self.updates = 0
         self.evicted = 0      # batches whose target never came back in time
+        self.held_peak = 0    # the most batches held at once (a stage's memory: coordinator/bench/stagememory.py)
 
     @property
     def learns(self) -> bool:
@@ -94,6 +95,7 @@ class InFlight:
 
     def keep(self, b: int, batch: Batch) -> None:
         self.batches[b] = batch
+        self.held_peak = max(self.held_peak, min(len(self.batches), self.capacity))
         while len(self.batches) > self.capacity:
             self.batches.popitem(last=False)
             self.evicted += 1

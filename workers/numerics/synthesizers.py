@@ -11,6 +11,10 @@ same for the linear map as for the biases whatever the width and the activations
 import numpy as np
 
 SCALE_DECAY = 0.99  # the running mean square of the targets forgets over ~100 batches
+# Work on a conv stage's maps a piece at a time, not the whole batch's copy (float64 squares: 6 MiB at the default
+# net's stage 1): the elements of a piece of mean_square, the bytes of a piece of add_rows.
+PIECE_ELEMENTS = 1 << 16
+PIECE_BYTES = 1 << 20
 
 
 class Synthesizer:
@@ -66,7 +70,7 @@ class Synthesizer:
     def _hidden(self, h: np.ndarray, y) -> np.ndarray:
         z = self._features(h)  # h: the normalised input
         if self.conditioned:
-            z += self.params["E"][y]
+            add_rows(z, self.params["E"], y)
         return np.maximum(z, 0, out=z)
 
     def _forward(self, h: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
@@ -76,16 +80,19 @@ class Synthesizer:
         scalar), so Adam's step on A moves the output as much as its step on the biases does,
         whatever the width and the activations' scale.
         """
+        return self._readout(h * self.input_scale(h), y)   # a new array, h's dtype
+
+    def input_scale(self, h: np.ndarray) -> np.floating:
+        """1 / the batch's RMS row norm (times row_share), in h's dtype: what M's input is scaled by."""
         rms_row = float(np.sqrt(np.einsum("ij,ij->", h, h, dtype=np.float64) / len(h))) * self.row_share
-        x = h * h.dtype.type(1.0 / max(rms_row, 1e-12))  # a new array, h's dtype
-        return self._readout(x, y)
+        return h.dtype.type(1.0 / max(rms_row, 1e-12))
 
     def _readout(self, x: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
         """(M's output for the normalised input x, the readout's input)."""
         a = self._hidden(x, y) if self.hidden else x
         g = self._linear(a)
         if self.conditioned and not self.hidden:
-            g += self.params["E"][y]
+            add_rows(g, self.params["E"], y)
         return g, a
 
     def predict(self, h: np.ndarray, y=None) -> np.ndarray:
@@ -111,7 +118,7 @@ class Synthesizer:
 
     def scaled(self, per_example: np.ndarray) -> np.ndarray:
         """Per-example targets (a new array, scaled in place) over sigma, after updating sigma with them."""
-        ms = float(np.mean(np.square(per_example, dtype=np.float64)))
+        ms = float(mean_square(per_example))
         self.mean_square = ms if self.mean_square == 0 else SCALE_DECAY * self.mean_square + (1 - SCALE_DECAY) * ms
         per_example *= 1.0 / self.sigma
         return per_example
@@ -151,3 +158,27 @@ def per_class_sum(rows: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray
     out = np.zeros((n_classes, *rows.shape[1:]), rows.dtype)
     np.add.at(out, y, rows)
     return out
+
+
+def mean_square(x: np.ndarray) -> np.float64:
+    """np.mean(np.square(x, dtype=np.float64)), bit for bit, without a float64 copy of all of x.
+
+    numpy sums a contiguous array pairwise, halving it (each first half rounded down to a multiple
+    of 8 elements) down to small blocks; this halves it the same way and squares a piece at a time.
+    """
+    flat = x.reshape(-1)
+    return _sum_of_squares(flat) / flat.size
+
+
+def _sum_of_squares(a: np.ndarray) -> np.float64:
+    if len(a) <= PIECE_ELEMENTS:
+        return np.add.reduce(np.square(a, dtype=np.float64))
+    half = len(a) // 2 - len(a) // 2 % 8
+    return _sum_of_squares(a[:half]) + _sum_of_squares(a[half:])
+
+
+def add_rows(out: np.ndarray, table: np.ndarray, y: np.ndarray) -> None:
+    """out += table[y], a few rows at a time: a conv M's class maps are as large as its output."""
+    step = max(1, PIECE_BYTES // table[0].nbytes)
+    for s in range(0, len(out), step):
+        out[s:s + step] += table[y[s:s + step]]

@@ -116,4 +116,4 @@ class LayerWorker(Role):
         return self.stage
 
     def tallies(self) -> dict:
-        return {"updates": self.stage.updates}
+        return {"updates": self.stage.updates, "held_peak": self.stage.inflight.held_peak}
