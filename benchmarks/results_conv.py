@@ -40,9 +40,9 @@ def pipeline_lines(latency: dict) -> list[str]:
     t, stages = latency["throughput"], latency["runs"][0]["stages"]
     work = [sum(s["time_s"]["main_cpu"][c] for c in ("compute", "synth")) for s in stages]
     shares = [w / sum(work) for w in work]
-    memory = [[str(r["stage"]) + (" (conv)" if r["conv"] else ""), f"{r['weights_mb']:.2f}", f"{r['inflight_mb']:.1f}",
-               f"{r['bound_mb']:.1f}", f"{r['start_rss_mb']:.0f}", f"{r['growth_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
-              for r in latency["memory"]]
+    memory = [[str(r["stage"]) + (" (conv)" if r["conv"] else ""), f"{r['weights_mb']:.2f}", str(r.get("held") or "-"),
+               f"{r['inflight_mb']:.1f}", f"{r['bound_mb']:.1f}", f"{r['start_rss_mb']:.0f}", f"{r['growth_mb']:.0f}",
+               f"{r['peak_rss_mb']:.0f}"] for r in latency["memory"]]
     return [f"`dni bench latency --conv {latency['params']['conv']}` ({machine(latency)}): the "
             f"{t['depth']}-stage conv dni run made {t['fraction_of_ideal']:.2f} of the 2-core ideal "
             f"(median of {t['repeats']} pairs; {t['pipeline_samples_per_second']:,.0f} against "
@@ -51,8 +51,10 @@ def pipeline_lines(latency: dict) -> list[str]:
             + ", ".join(f"{pct(x)}" for x in shares) + f": with one stage doing {pct(max(shares))} of the work, two "
             f"cores can make at most {min(1.0, 1 / (2 * max(shares))):.2f} of the ideal.", "",
             "Memory by stage (MB) in the dni run: the bound is 4x the weights (layer and synthesizer) plus the "
-            "activations in flight (`--window` batches of the stage's input and output rows), held against the "
+            "activations in flight (`--window` batches of the stage's input rows, and of each batch it held at once "
+            "its output, M's prediction and the pooling's argmax; held: the most batches it held, as its worker "
+            "counted them; - : none kept past the update, `--window` batches of its output), held against the "
             "growth of the worker's RSS from its start (the process's baseline, no stage yet) to its peak:", "",
-            *table(["stage", "weights", "in flight", "bound", "start", "growth", "peak RSS"],
-                   ["---", *["---:"] * 6], memory),
+            *table(["stage", "weights", "held", "in flight", "bound", "start", "growth", "peak RSS"],
+                   ["---", *["---:"] * 7], memory),
             *targets({"targets": [x for x in latency["targets"] if "peak RSS" in x["name"]]})]
