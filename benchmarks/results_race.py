@@ -86,7 +86,9 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
            "images; race-taken.json measured `--credit taken` beside pipedream and cdni; race.json is the race at",
            "its defaults (one epoch of 50,000 images to 90%, the rows of `ROWS` in coordinator/bench/race.py);",
            "race-feed.json races three rows fed by the coordinator and by stage 1 itself (`--feeds`, below);",
-           "race-feed-noahead.json is the same bench run before the coordinator fed stage 1 ahead of its credit.", ""]
+           "race-feed-noahead.json is the same bench run before the coordinator fed stage 1 ahead of its credit;",
+           "race-conv.json races the conv net (`--conv 32,64 --stages 4`: two conv stages, a dense one, the head)",
+           "on one host at 0 ms.", ""]
     for name, result in results:
         p = result["params"]
         images = f"first {p['train_subset']:,}" if p["train_subset"] else "50,000"
