@@ -12,7 +12,8 @@ def conv_section(rows: list[dict], speed: dict, latency: dict) -> list[str]:
     """Accuracy of the conv nets by mode, a conv stage's speed against PyTorch, the pipeline's share of the ideal."""
     rows = [{**r, "group": (net(r), r["epochs"])} for r in rows]
     diff = versus_backprop(rows, "group")
-    body = [[net(r), str(r["epochs"]), r["mode"], pct(r["test_accuracy"]), pp(diff[id(r)]) if id(r) in diff else "",
+    body = [[net(r), str(r["epochs"]), " ".join([r["mode"], *([f"`{r['flags']}`"] if r.get("flags") else [])]),
+             pct(r["test_accuracy"]), pp(diff[id(r)]) if id(r) in diff else "",
              f"{r['samples_per_second']:,.0f}", ms(r["stage1_p50_ms"]),
              " / ".join(f"{r['peak_rss_mb'][k]:.0f}" for k in sorted(r["peak_rss_mb"], key=int))] for r in rows]
     fast = [[f"{'x'.join(map(str, s['input']))} -> {s['filters']}", ms(s["ours_ms"]), ms(s["torch_ms"]),
