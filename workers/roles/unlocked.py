@@ -52,7 +52,7 @@ class Unlocked:
 
     def tallies(self) -> dict:
         unlock = self.stage.unlock
-        return {"updates": self.stage.updates, "synthetic_updates": unlock.synthetic, "halves_evicted": unlock.evicted,
+        return {**super().tallies(), "synthetic_updates": unlock.synthetic, "halves_evicted": unlock.evicted,
                 "ahead_late": self.ahead_late}
 
 
