@@ -37,9 +37,10 @@ def conv_choice_section(choice: dict, conv_rows: list[dict]) -> list[str]:
             "out), one epoch each, seed 0, one run after another under `nice -n 10` on a machine other jobs "
             "shared (round 1 at load average 17-25, round 2 at 2-5): validation accuracy at 100 / 200 / 300 / "
             "391 batches, test accuracy, each stage's mean synthesizer cosine (under BP(λ < 1) against its mixed "
-            "target), stage 2's update latency p50 and peak RSS. The same seed's run is not the same run twice: "
-            "the age of each target a synthesizer fits depends on the timing, and the default's final validation "
-            "accuracy spread over 2 pp in round 2. Read a candidate against the spread of the default's runs.", "",
+            "target), stage 2's update latency p50 and peak RSS. The same seed's run is not always the same run: "
+            "the age of each target a synthesizer fits depends on the timing, and a run disturbed by other work "
+            "can end 2 pp lower (round 2's first run of the default). Read a candidate against the spread of the "
+            "default's runs.", "",
             *table(["round", "candidate", "validation", "test", "cosine, stages 1 / 2 / 3", "stage-2 p50 ms",
                     "stage-2 peak RSS MB"], ["---:", "---", "---:", "---:", "---:", "---:", "---:"], runs),
             *(five_epochs(r, conv_rows) for r in choice.get("five_epochs", [])), "",
