@@ -11,6 +11,7 @@ usage: python benchmarks/results_page.py [--check]
                            race-conv.json (the race at its defaults) also make the table the README's results open with;
                            race-feed.json (--feeds coordinator,stage) a section of each row fed both ways
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
+  staleness.jsonl:         what `dni bench sweep ... --hop-delay ... --json FILE` appends (results_staleness.py)
   push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
   conv.json, conv-*.json:  benchmarks/conv_accuracy.py, conv_speed.py --json, dni bench latency --conv --json
   conv-choice.json:        benchmarks/conv_synth_fit.py --json (fits) and the candidates' runs (runs)
@@ -30,6 +31,7 @@ from results_convchoice import conv_choice_section  # noqa: E402
 from results_parts import machine, ms, pct, pp, sources, table, targets, versus_backprop  # noqa: E402
 from results_push import push_section  # noqa: E402
 from results_race import feed_section, headline, race_section, tuning_section  # noqa: E402
+from results_staleness import load_jsonl, staleness_section  # noqa: E402
 from results_stall import stall_section  # noqa: E402
 from results_unlock import unlock_section  # noqa: E402
 
@@ -45,6 +47,7 @@ RACES = sorted(p.name for p in RESULTS.glob("race*.json"))
 HEADLINE = [name for name in ("race.json", "race-3.json", "race-conv.json") if (RESULTS / name).exists()]
 TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 FEED = "race-feed.json"     # a race with --feeds coordinator,stage: each row fed both ways
+STALENESS = "staleness.jsonl"   # dni bench sweep --hop-delay ... --json: the race's late targets in one process
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
 
 
@@ -243,6 +246,7 @@ def render() -> str:
              *push_section(load("push.json")),
              *tuning_section(TUNING, load(TUNING)), *race_section([(name, load(name)) for name in RACES]),
              *feed_section(FEED, load(FEED)),
+             *staleness_section(STALENESS, load_jsonl(RESULTS / STALENESS)),
              *conv_section(load("conv.json"), load("conv-speed.json"), load("conv-latency.json")),
              *conv_choice_section(load("conv-choice.json"), load("conv.json")),
              *unlock_section(load("unlock.json")), *stall_section(load),

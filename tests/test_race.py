@@ -186,6 +186,15 @@ def test_tuning_a_row_with_no_settings_to_try_is_one_line(tmp_path, capsys):
     assert all(len(tries) == racetune.TRIES for tries in racetune.GRID.values())   # the same budget for every row
 
 
+
+def test_a_row_that_stage_1_feeds_tries_its_rows_settings():
+    tried = racetune.candidates(race.fed({"cdni": ("--mode", "cdni")}, ["coordinator", "stage"]))
+    n = racetune.TRIES
+    assert list(tried) == [*(f"cdni#{i}" for i in range(1, n + 1)), *(f"cdni@stage#{i}" for i in range(1, n + 1))]
+    assert all(flags[2:4] == ("--feed", "stage") for name, flags in tried.items() if "@" in name)
+    assert racetune.row_of("cdni@stage#2") == "cdni@stage"
+
+
 @pytest.mark.slow   # two jobs of a small conv net: ~10 s
 def test_the_conv_net_reaches_every_row_of_the_race(tmp_path, mnist):
     argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",

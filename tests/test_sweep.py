@@ -1,7 +1,6 @@
 """`dni bench sweep`: a tiny grid on the generated task, scored on held-out training examples only."""
 import dataclasses
 import json
-from collections import deque
 
 import numpy as np
 import pytest
@@ -49,7 +48,7 @@ def test_delay_zero_is_the_reference_step(bp_lambda):
     cfg = WireConfig(sizes=(32, 16, 16, 16, 10), mode="cdni", optimizer="adam", lr=1e-3, schedule="constant",
                      total_steps=0, synth_lr=0.3, synth_hidden=0, seed=0, log_every=1, cache=16, bp_lambda=bp_lambda)
     a, b = build_network(cfg), build_network(cfg)
-    pending = deque()
+    pending = []
     for i in range(4):
         x, y = data.x_train[i * 128:(i + 1) * 128], data.y_train[i * 128:(i + 1) * 128]
         assert delayed.delayed_step(a, i, x, y, pending, 0) == step(b, i, x, y)
@@ -57,3 +56,30 @@ def test_delay_zero_is_the_reference_step(bp_lambda):
         for k, v in sa.state().items():
             np.testing.assert_array_equal(v, sb.state()[k])
 
+
+
+def test_a_hop_delay_brings_each_stage_its_target_a_hop_later_than_the_stage_above():
+    """BP(1) down a slow pipeline: the top hidden stage fits batch b's target after b's step, stage 2 one batch
+    later, stage 1 two (a fit takes the batch out of its stage's in-flight cache)."""
+    data = generated_task(n_train=1024, n_test=10)
+    cfg = WireConfig(sizes=(32, 16, 16, 16, 10), mode="cdni", optimizer="adam", lr=1e-3, schedule="constant",
+                     total_steps=0, synth_lr=0.3, synth_hidden=0, seed=0, log_every=1, cache=16, bp_lambda=1.0)
+    net, pending = build_network(cfg), []
+    for i in range(6):
+        delayed.delayed_step(net, i, data.x_train[i * 128:(i + 1) * 128], data.y_train[i * 128:(i + 1) * 128],
+                             pending, 0, hop=1)
+        held = [sorted(s.inflight.batches) for s in net[:-1]]
+        assert held == [[b for b in (i - 1, i) if b >= 0], [i], []], (i, held)
+
+
+def test_the_sweep_reports_when_validation_first_reached_the_target(tmp_path):
+    out = tmp_path / "s.jsonl"
+    assert main(["bench", "sweep", "--modes", "cdni", "--stages", "3", "--width", "16", "--epochs", "1",
+                 "--val", "1000", "--train-subset", "2048", "--hop-delay", "0,2", "--eval-every", "4",
+                 "--target", "0.1", "--json", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["hop"] for r in rows] == [0, 2]
+    for r in rows:
+        assert [n for n, _ in r["curve"]] == [4 * 128 * k for k in range(1, 5)]
+        first = next(n for n, acc in r["curve"] if acc >= 0.1)
+        assert r["samples_to_target"] == first

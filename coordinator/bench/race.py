@@ -27,20 +27,20 @@ WHY = ("one epoch of the 50,000 training images, target 90% validation accuracy:
        "reaches it at 0 ms (in one epoch of 20,000 images plain dni did not)")
 SINGLE = "single"   # the row trained in one process with every core (coordinator/bench/single.py)
 # Every row's settings as `dni bench race --tune` kept them, 3 tries a row on the validation split at 6
-# stages, 0 and 20 ms (docs/results/tune-race.json, docs/defaults.md); the single process and gpipe
-# compute backprop's gradient, so they take the rate tuned for backprop. A --settings file adds rows
-# or replaces any row's flags.
+# stages, 0 and 20 ms, stage 1 feeding itself (docs/results/tune-race.json, docs/defaults.md; the link
+# rows from the tuning before, fed by the coordinator); the single process and gpipe compute backprop's
+# gradient, so they take the rate tuned for backprop. A --settings file adds rows or replaces any row's flags.
 ROWS = {
     SINGLE: "--mode backprop --lr 2e-3",
     "backprop": "--mode backprop --lr 2e-3",
-    "dni": "--mode dni --window 2",
+    "dni": "--mode dni --window 2 --lr 5e-4",
     "cdni": "--mode cdni --window 4",
     "gpipe": "--mode gpipe --lr 2e-3 --micro-batches 2",
     "pipedream": "--mode pipedream --lr 5e-4",
     "dni-link": "--mode dni --credit link --bp-lambda 0.5 --window 4",
     "cdni-link": "--mode cdni --credit link --bp-lambda 0.5 --window 4",
-    # BP(1) under link credit that frees as the next stage takes a batch (not yet tuned: --tune tries it)
-    "cdni-taken": "--mode cdni --credit taken --window 2",
+    # BP(1) under link credit that frees as the next stage takes a batch
+    "cdni-taken": "--mode cdni --credit taken --window 2 --lr 5e-4",
 }
 
 

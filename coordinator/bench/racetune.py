@@ -3,10 +3,11 @@
 Each row gets TRIES settings, laid over its flags (argparse takes the last of a flag): the rate
 for the rows that train on true gradients (the single process, backprop, pipedream), the
 micro-batches for gpipe (its gradient is backprop's, summed in another order, so its rate is
-backprop's), the window for dni, cdni and cdni-taken, BP(lambda) and the window for the link rows. A row's
-best setting is the one that reached the target in the most of the race's settings (depths and
-delays), then in the least time summed over them, then with the highest mean best validation
-accuracy. The result is a --settings file: the race run with it uses the settings and prints them.
+backprop's), the window and the rate for dni, cdni and cdni-taken, BP(lambda) and the window for the link
+rows; a row that stage 1 feeds (ROW@stage) tries ROW's. A row's best setting is the one that reached the
+target in the most of the race's settings (depths and delays), then in the least time summed over them,
+then with the highest mean best validation accuracy. The result is a --settings file: the race run with it
+uses the settings and prints them.
 """
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ from pathlib import Path
 
 TRIES = 3
 RATES = ("--lr 5e-4", "--lr 1e-3", "--lr 2e-3")
-WINDOWS = ("--window 2", "--window 4", "--window 6")
+# dni and cdni: the window (a wider one trains faster on staler targets), and a smaller step for
+# the stale targets of a deep pipeline (the rate pipedream's stashed weights took)
+WINDOWS = ("--window 2", "--window 4", "--window 2 --lr 5e-4")
 LINK = ("--bp-lambda 0 --window 2", "--bp-lambda 0 --window 8", "--bp-lambda 0.5 --window 4")
 GRID = {"single": RATES, "backprop": RATES, "pipedream": RATES, "dni": WINDOWS, "cdni": WINDOWS,
         "gpipe": ("--micro-batches 2", "--micro-batches 4", "--micro-batches 8"),
-        "dni-link": LINK, "cdni-link": LINK, "cdni-taken": ("--window 1", "--window 2", "--window 4")}
+        "dni-link": LINK, "cdni-link": LINK,
+        "cdni-taken": ("--window 2", "--window 2 --lr 5e-4", "--window 4 --lr 5e-4")}
 SEP = "#"   # a candidate's name: its row, SEP, its place in the row's grid (1-based)
+FED = "@"   # a row fed by stage 1 is ROW@stage (race.fed): it tries ROW's settings
 
 
 def row_of(name: str) -> str:
@@ -29,13 +34,18 @@ def row_of(name: str) -> str:
     return name.split(SEP, 1)[0]
 
 
+def grid_of(name: str) -> tuple[str, ...] | None:
+    """The settings a row tries, whoever feeds it (None: it has none)."""
+    return GRID.get(name.split(FED, 1)[0])
+
+
 def candidates(rows: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     """Every row's tries as rows of their own, named row#1 .. row#TRIES; a row without a grid is refused."""
-    unknown = [name for name in rows if name not in GRID]
+    unknown = [name for name in rows if grid_of(name) is None]
     if unknown:
         raise ValueError(f"--tune: no settings to try for row {', '.join(unknown)} (rows with some: {', '.join(GRID)})")
     return {f"{name}{SEP}{i}": (*flags, *shlex.split(extra)) for name, flags in rows.items()
-            for i, extra in enumerate(GRID[name], 1)}
+            for i, extra in enumerate(grid_of(name), 1)}
 
 
 def score(runs: list[dict]) -> tuple:

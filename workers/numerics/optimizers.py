@@ -54,6 +54,9 @@ class Adam:
         self.lr, self.beta1, self.beta2, self.eps, self.t = lr, beta1, beta2, eps, 0
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
+        # Two working arrays per parameter, reused every step: the step's five temporaries, allocated
+        # anew, cost as much as its arithmetic at width 256.
+        self.work = {k: (np.empty_like(p), np.empty_like(p)) for k, p in params.items()}
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         self.t += 1
@@ -61,12 +64,17 @@ class Adam:
         # A Python float: a NumPy float64 scalar would promote every float32 update to float64.
         lr = float(self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t))
         for k, g in grads.items():
-            m, v = self.m[k], self.v[k]
+            m, v, (a, d) = self.m[k], self.v[k], self.work[k]
             m *= self.beta1
-            m += (1 - self.beta1) * g
+            m += np.multiply(g, 1 - self.beta1, out=a)
             v *= self.beta2
-            v += (1 - self.beta2) * (g * g)
-            params[k] -= lr * m / (np.sqrt(v) + self.eps)
+            a = np.multiply(g, g, out=a)
+            a *= 1 - self.beta2
+            v += a
+            d = np.sqrt(v, out=d)
+            d += self.eps
+            a = np.multiply(m, lr, out=a)   # lr * m / (sqrt(v) + eps), in that order
+            params[k] -= np.divide(a, d, out=a)
 
     def state(self) -> dict[str, np.ndarray]:
         # The step count and the rate too: Adam's bias correction and the schedule resume exactly.

@@ -154,10 +154,11 @@ class Synthesizer:
 
 
 def per_class_sum(rows: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """out[c] = the sum of the rows whose label is c."""
-    out = np.zeros((n_classes, *rows.shape[1:]), rows.dtype)
-    np.add.at(out, y, rows)
-    return out
+    """out[c] = the sum of the rows whose label is c: one small GEMM with the labels' one-hot matrix
+    (np.add.at, its loop over rows, took as long as a stage's forward at width 256)."""
+    one_hot = np.zeros((n_classes, len(y)), rows.dtype)
+    one_hot[y, np.arange(len(y))] = 1
+    return (one_hot @ rows.reshape(len(y), -1)).reshape(n_classes, *rows.shape[1:])
 
 
 def mean_square(x: np.ndarray) -> np.float64:
