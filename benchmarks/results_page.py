@@ -44,7 +44,7 @@ END = "<!-- End of the race's table. -->"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
 RACES = sorted(p.name for p in RESULTS.glob("race*.json"))
-HEADLINE = [name for name in ("race.json", "race-3.json", "race-conv.json") if (RESULTS / name).exists()]
+HEADLINE = [name for name in ("race.json", "race-conv.json") if (RESULTS / name).exists()]
 TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 FEED = "race-feed.json"     # a race with --feeds coordinator,stage: each row fed both ways
 STALENESS = "staleness.jsonl"   # dni bench sweep --hop-delay ... --json: the race's late targets in one process

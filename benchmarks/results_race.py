@@ -84,7 +84,8 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
            "with the clock paused, the test set read once at the end. Each run's rows are printed with it (`rows`",
            "in its JSON): race-reduced.json, the first race, ran defaults and untuned slow-link settings on 20,000",
            "images; race-taken.json measured `--credit taken` beside pipedream and cdni; race.json is the race at",
-           "its defaults (one epoch of 50,000 images to 90%, the rows of `ROWS` in coordinator/bench/race.py);",
+           "its budget (one epoch of 50,000 images to 90%) with the rows of `ROWS` in coordinator/bench/race.py but",
+           "dni-link, each fed by stage 1 itself (`--feeds stage`: ROW@stage) but the single process;",
            "race-feed.json races three rows fed by the coordinator and by stage 1 itself (`--feeds`, below);",
            "race-feed-noahead.json is the same bench run before the coordinator fed stage 1 ahead of its credit;",
            "race-conv.json races the conv net (`--conv 32,64 --stages 4`: two conv stages, a dense one, the head)",
@@ -104,6 +105,7 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
             runs = sorted(setting_runs(result, k, d),
                           key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0))
             body = [[r["row"], "never" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}",
+                     "" if r["samples_to_target"] is None else f"{r['samples_to_target']:,}",
                      pct(r["best_val_accuracy"]), pct(r["test_accuracy"]), f"{r['samples_per_second']:,.0f}",
                      ms(r["stage1_latency_ms"]["p50"]) if r.get("stage1_latency_ms") else "",
                      f"{max(r['peak_rss_mb']):.0f}" if r.get("peak_rss_mb") else ""] for r in runs]
@@ -113,9 +115,9 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
                 f", {board['factor']:.2f}x sooner than {board['next']}" if board["next"] else ", the only one")
             out += [f"**{k} stages, {d:g} ms per link**: {lead}; the highest target every row reached: "
                     f"{pct(board['reached_by_all'])}." + (f" Failed: {', '.join(failed)}." if failed else ""), "",
-                    *table(["row", f"s to {pct(p['target'])}", "best validation", "test", "samples/s",
-                            "stage-1 p50 ms", "peak RSS MB (largest stage)"],
-                           ["---", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
+                    *table(["row", f"s to {pct(p['target'])}", "samples to it", "best validation", "test",
+                            "samples/s", "stage-1 p50 ms", "peak RSS MB (largest stage)"],
+                           ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"], body)]
     return out
 
 
