@@ -70,13 +70,15 @@ def serve(plan: Plan, bind: str, spawn_local: bool, curve: dict | None = None,
     if plan.cfg.tensorboard:
         eventfiles.require()   # before the run directory is made: a missing extra is a one-line error
     descriptors.raise_limit()   # the control socket listens: room for strangers' connections besides the run's own
-    with run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
-        return serve_in(run_dir, plan, bind, spawn_local, curve, resume)
+    # The signals' handler before the run directory is made: a SIGTERM while the run starts (its files made, its
+    # workers registering) then stops it as one in training does, exit 143, instead of killing it outright.
+    with StopSignals() as stop, run_dir_for(plan.cfg, resuming=resume is not None) as run_dir:
+        return serve_in(run_dir, plan, bind, spawn_local, curve, resume, stop)
 
 
 def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dict | None,
-             resume: checkpoint.Checkpoint | None) -> dict:
-    """serve, in its run directory, claimed."""
+             resume: checkpoint.Checkpoint | None, stop: StopSignals) -> dict:
+    """serve, in its run directory, claimed, under the stop signals' handler."""
     cfg, n_workers = plan.cfg, plan.n_workers
     pos, states = start(plan, resume)
     board = eventfiles.Board(run_dir, plan.roles()) if cfg.tensorboard else None
@@ -107,39 +109,38 @@ def serve_in(run_dir: Path, plan: Plan, bind: str, spawn_local: bool, curve: dic
         path=plan.path(), max_records=plan.wire.log_every, stall=cfg.stall_timeout, credit=plan.wire.credit,
         **flushed, **unlocked)
     at_once = False   # Ctrl-C twice: kill the workers, wait for nothing
-    with StopSignals() as stop:
+    try:
+        if spawn_local:
+            members.procs = launch.spawn(hub.endpoint, n_workers)
+        log.info("coordinator at %s waiting for %d workers", hub.endpoint, n_workers)
+        spawn = (lambda stage: launch.spawn_one(hub.endpoint, stage)) if spawn_local else None
+        summary = recovery.train(plan, members, rejoin, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
+        summary["workers"] = {str(k): v for k, v in members.stop().items()}
+        summary["dropped"] = dict(hub.drops.counts)   # by the coordinator; each worker's are in its own
+        checkpoint.write_json(run_dir / "summary.json", summary)
+        summary["run_dir"] = str(run_dir)
+        return summary
+    except KeyboardInterrupt:
+        at_once = True
+        raise
+    except (Interrupted, WorkerLost, TimeoutError) as exc:   # a stall too: the checkpoint is good
+        exc.run_dir = run_dir
+        raise
+    finally:
+        ending = sys.exc_info()[1]   # the exception on its way out, if any: how the run ended
+        aborted = not members.stopping
         try:
-            if spawn_local:
-                members.procs = launch.spawn(hub.endpoint, n_workers)
-            log.info("coordinator at %s waiting for %d workers", hub.endpoint, n_workers)
-            spawn = (lambda stage: launch.spawn_one(hub.endpoint, stage)) if spawn_local else None
-            summary = recovery.train(plan, members, rejoin, pipe, run_dir, metrics, progress, pos, states, stop, spawn)
-            summary["workers"] = {str(k): v for k, v in members.stop().items()}
-            summary["dropped"] = dict(hub.drops.counts)   # by the coordinator; each worker's are in its own
-            checkpoint.write_json(run_dir / "summary.json", summary)
-            summary["run_dir"] = str(run_dir)
-            return summary
-        except KeyboardInterrupt:
+            if aborted and not at_once:
+                members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S)
+        except KeyboardInterrupt:   # Ctrl-C again while they were stopping
             at_once = True
-            raise
-        except (Interrupted, WorkerLost, TimeoutError) as exc:   # a stall too: the checkpoint is good
-            exc.run_dir = run_dir
-            raise
-        finally:
-            ending = sys.exc_info()[1]   # the exception on its way out, if any: how the run ended
-            aborted = not members.stopping
-            try:
-                if aborted and not at_once:
-                    members.stop(timeout=liveness.ABORT_STOP_TIMEOUT_S)
-            except KeyboardInterrupt:   # Ctrl-C again while they were stopping
-                at_once = True
-            pipe.close()
-            hub.close()
-            launch.reap(members.procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S,
-                        at_once=at_once)
-            metrics.close()
-            ctx.term()
-            status.end(ending)
+        pipe.close()
+        hub.close()
+        launch.reap(members.procs.values(), liveness.ABORT_REAP_TIMEOUT_S if aborted else liveness.REAP_TIMEOUT_S,
+                    at_once=at_once)
+        metrics.close()
+        ctx.term()
+        status.end(ending)
 
 
 def print_summary(summary: dict, plan: Plan) -> None:
