@@ -104,7 +104,7 @@ def fed(rows: dict[str, tuple[str, ...]], feeds: list[str]) -> dict[str, tuple[s
     out = {}
     for name, flags in rows.items():
         for feed in dict.fromkeys(feeds if racetune.row_of(name) != SINGLE else ["coordinator"]):
-            out[name if feed == "coordinator" else f"{name}@stage"] = \
+            out[name if feed == "coordinator" else name + racetune.STAGE_FED] = \
                 flags if feed == "coordinator" else (*flags, "--feed", "stage")
     return out
 

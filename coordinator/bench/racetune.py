@@ -26,7 +26,7 @@ GRID = {"single": RATES, "backprop": RATES, "pipedream": RATES, "dni": WINDOWS, 
         "dni-link": LINK, "cdni-link": LINK,
         "cdni-taken": ("--window 2", "--window 2 --lr 5e-4", "--window 4 --lr 5e-4")}
 SEP = "#"   # a candidate's name: its row, SEP, its place in the row's grid (1-based)
-FED = "@"   # a row fed by stage 1 is ROW@stage (race.fed): it tries ROW's settings
+STAGE_FED = "@stage"   # the name's tail of a row stage 1 feeds (race.fed): it tries its row's settings
 
 
 def row_of(name: str) -> str:
@@ -36,7 +36,7 @@ def row_of(name: str) -> str:
 
 def grid_of(name: str) -> tuple[str, ...] | None:
     """The settings a row tries, whoever feeds it (None: it has none)."""
-    return GRID.get(name.split(FED, 1)[0])
+    return GRID.get(name.removesuffix(STAGE_FED))
 
 
 def candidates(rows: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:

@@ -32,9 +32,9 @@ def delayed_step(stages: list, b: int, x: np.ndarray, y: np.ndarray, pending: li
     # Due first, then by batch, then from the top stage down: each stage fits its targets in batch order.
     while pending and pending[0][0] <= b:
         due, sent, k, t = heapq.heappop(pending)
-        fit, down = hidden[-k - 1].learn(sent, t)
+        s = hidden[-k - 1]
+        fit, down = s.learn(sent, t)
         if fit is not None:
-            s = hidden[-k - 1]
             s.cos_sum = getattr(s, "cos_sum", 0.0) + fit.cos
             s.cos_n = getattr(s, "cos_n", 0) + 1
         if down is not None:
