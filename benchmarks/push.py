@@ -71,11 +71,13 @@ def network_rows(push: dict, ms) -> tuple[list[float], list[list[str]]]:
 
     net = {(side, key.rsplit(" ", 1)[1], r["delay_ms"]): r for side, runs in push["network"].items()
            for key, r in runs.items()}
-    delays, rounds = sorted({k[2] for k in net}), sorted({k[1] for k in net})
+    delays = sorted({k[2] for k in net})
+    # Each side's rounds in order, a side's rounds interleaved with the other's when both ran them (alternated).
+    rounds = sorted({(rnd, list(push["network"]).index(side), side) for side, rnd, _ in net})
     return delays, [[f"{side} ({rnd})", *(f"{ms(mean(net[side, rnd, d], 'latency_ms'))} "
                                           f"({ms(mean(net[side, rnd, d], 'blocked_ms_per_batch'))})" for d in delays),
                      f"{mean(net[side, rnd, delays[-1]], 'latency_ms') / mean(net[side, rnd, 0.0], 'latency_ms'):.2f}x"]
-                    for rnd in rounds for side in ("before", "after")]
+                    for rnd, _, side in rounds]
 
 
 def local(a) -> dict:
@@ -125,6 +127,8 @@ def main() -> None:
     p.add_argument("--train-subset", type=int, default=0, help="train on the first N examples only (0: all)")
     p.add_argument("--delays", type=lambda v: parse(v, "--delays", float, low=0), default=[0.0, 5.0, 20.0])
     a = p.parse_args()
+    if len(set(a.delays)) < len(a.delays):   # a job's directory is named by its delay
+        p.error("--delays: each delay once; run another round into another --out")
     a.out, a.data = a.out.resolve(), str(Path(a.data).resolve())
     a.job = ["--epochs", str(a.epochs), "--data", a.data, "--mode", a.mode, "--seed", str(a.seed),
              "--train-subset", str(a.train_subset)]

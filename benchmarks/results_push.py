@@ -18,6 +18,7 @@ def push_section(push: dict) -> list[str]:
                    ["---", *["---:"] * 7], body),
             "Network lab, every link delayed, before (the box waited for the answer to its push) and after (it",
             "computes within the bound): over the 4 boxes, the mean p50 update latency (and wait a batch), ms; jobs",
-            "alternated before and after, round by round; ratio: the p50 at the longest delay against none.", "",
+            "alternated before and after, round by round (r1-r4), then three rounds of after alone on a quieter",
+            "machine (r5-r7); ratio: the p50 at the longest delay against none.", "",
             *table(["", *(f"{d:g} ms" for d in delays), "ratio"], ["---", *["---:"] * (len(delays) + 1)], net_body),
             *sources(["push.json"], [push])]
