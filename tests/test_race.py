@@ -195,6 +195,15 @@ def test_a_row_that_stage_1_feeds_tries_its_rows_settings():
     assert racetune.row_of("cdni@stage#2") == "cdni@stage"
 
 
+def test_a_setting_laid_over_a_rows_flags_replaces_the_options_it_gives():
+    tuned = ("--mode", "cdni", "--window", "2", "--feed", "stage", "--lr", "5e-4", "--no-centre")
+    assert racetune.laid_over(tuned, ("--window", "4", "--lr", "1e-3")) == \
+        ("--mode", "cdni", "--feed", "stage", "--no-centre", "--window", "4", "--lr", "1e-3")
+    # a tuned row raced again under --feeds stage names its feed once
+    assert race.fed({"cdni": tuned}, ["stage"])["cdni@stage"].count("--feed") == 1
+    assert racetune.laid_over(("--mode", "dni", "--no-centre"), ("--no-centre",)) == ("--mode", "dni", "--no-centre")
+
+
 @pytest.mark.slow   # two jobs of a small conv net: ~10 s
 def test_the_conv_net_reaches_every_row_of_the_race(tmp_path, mnist):
     argv = [sys.executable, "-m", "coordinator", "bench", "race", "--one-host", "--stages", "3", "--delays", "0",

@@ -105,7 +105,7 @@ def fed(rows: dict[str, tuple[str, ...]], feeds: list[str]) -> dict[str, tuple[s
     for name, flags in rows.items():
         for feed in dict.fromkeys(feeds if racetune.row_of(name) != SINGLE else ["coordinator"]):
             out[name if feed == "coordinator" else name + racetune.STAGE_FED] = \
-                flags if feed == "coordinator" else (*flags, "--feed", "stage")
+                flags if feed == "coordinator" else racetune.laid_over(flags, ("--feed", "stage"))
     return out
 
 

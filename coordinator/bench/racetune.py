@@ -39,12 +39,27 @@ def grid_of(name: str) -> tuple[str, ...] | None:
     return GRID.get(name.removesuffix(STAGE_FED))
 
 
+def laid_over(flags: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`flags` with `extra` laid over them: an option extra gives (with its value) replaces the same option in
+    flags, so a row's printed flags name each option once (argparse would take the last anyway)."""
+    given = {f for f in extra if f.startswith("--")}
+    out, skip = [], False
+    for i, f in enumerate(flags):
+        if skip:
+            skip = False
+        elif f in given:
+            skip = i + 1 < len(flags) and not flags[i + 1].startswith("--")   # its value goes with it
+        else:
+            out.append(f)
+    return (*out, *extra)
+
+
 def candidates(rows: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     """Every row's tries as rows of their own, named row#1 .. row#TRIES; a row without a grid is refused."""
     unknown = [name for name in rows if grid_of(name) is None]
     if unknown:
         raise ValueError(f"--tune: no settings to try for row {', '.join(unknown)} (rows with some: {', '.join(GRID)})")
-    return {f"{name}{SEP}{i}": (*flags, *shlex.split(extra)) for name, flags in rows.items()
+    return {f"{name}{SEP}{i}": laid_over(flags, tuple(shlex.split(extra))) for name, flags in rows.items()
             for i, extra in enumerate(grid_of(name), 1)}
 
 
