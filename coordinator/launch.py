@@ -1,11 +1,13 @@
 """Start local workers, which run the very function `dni worker` runs on a remote machine, and reap them."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from protocol import liveness
 from workers.runtime import blas
@@ -35,6 +37,7 @@ class Worker(subprocess.Popen):
     def __init__(self, command: list[str]):
         # A new session: Ctrl-C reaches only the coordinator, which then stops the workers cleanly.
         super().__init__(command, env=blas.pinned(), start_new_session=True, stderr=subprocess.PIPE)
+        keep_nice(self.pid)
         self.last = ""
         self.tee = threading.Thread(target=self._tee, daemon=True)
         self.tee.start()
@@ -51,6 +54,18 @@ class Worker(subprocess.Popen):
         """Its last line on stderr ("" if none), once it has exited: the pipe closes with it, soon read to the end."""
         self.tee.join(liveness.KILL_TIMEOUT_S)
         return self.last
+
+
+def keep_nice(pid: int) -> None:
+    """Give a worker's session the coordinator's nice. Linux puts each new session in an autogroup of its own
+    (when sched_autogroup_enabled), whose share of the CPU ignores its processes' nice: without this, `nice
+    dni run` would lower the coordinator alone, and its workers would take a full share each."""
+    nice = os.nice(0)
+    if nice:
+        try:
+            Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+        except OSError:   # no autogroups in this kernel, or the worker has already gone
+            pass
 
 
 def reap(procs, timeout: float = liveness.REAP_TIMEOUT_S, at_once: bool = False) -> None:

@@ -1,4 +1,5 @@
 """Worker processes start on their own entry point: no coordinator module, off the working directory, BLAS pinned."""
+import os
 import subprocess
 import sys
 import tomllib
@@ -87,3 +88,15 @@ def test_dni_blas_threads_reaches_the_workers(tmp_path, monkeypatch):
     monkeypatch.setenv("DNI_BLAS_THREADS", "2")
     assert {name: worker_environment(tmp_path)[name] for name in blas.VARIABLES} == {
         "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def test_a_niced_coordinators_workers_keep_its_nice_in_their_own_sessions(tmp_path):
+    """Each local worker starts a session, which Linux (sched_autogroup) schedules as a group of its own whatever
+    its processes' nice: the coordinator gives the group its nice, so `nice dni run` lowers the workers too."""
+    if not Path("/proc/self/autogroup").exists():
+        return   # a kernel without autogroups schedules by each process's nice, which the workers inherit
+    spawn = ("import sys; from coordinator import launch; w = launch.spawn_one('ipc://" + str(tmp_path / "none")
+             + "', 1); print(open(f'/proc/{w.pid}/autogroup').read(), flush=True); launch.reap([w], at_once=True)")
+    out = subprocess.run(["nice", "-n", "7", sys.executable, "-c", spawn], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.split()[-1:] == [str(min(os.nice(0) + 7, 19))], out   # "/autogroup-N nice 7" (ours plus 7)
