@@ -1,7 +1,10 @@
 """The tied weights with the pushes: real runs with the parameter service or a box slowed; reads stay in bound."""
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from resumable import WatchedRun, records, stage_pid, steps_logged, summary
@@ -9,6 +12,7 @@ from timing import SCHEDULING_MARGIN_S, wait_until
 
 from protocol.liveness import MISSED_HEARTBEATS
 
+ROOT = Path(__file__).resolve().parents[1]
 K, BOUND = 4, 4
 SERVICE = K + 1
 HEARTBEAT = 2.0
@@ -91,3 +95,11 @@ def test_reads_stay_within_the_bound_while_a_box_is_stopped(mnist, tmp_path):
     run = WatchedRun(tmp_path / "run", *run_args(mnist, "--window", "8"))
     slowed(run, 2, 1)
     within_the_bound(run)
+
+
+def test_the_push_benchmark_refuses_a_delay_given_twice(tmp_path):
+    """Its jobs' directories are named by their delay: a second job at one would collide with the first."""
+    run = subprocess.run([sys.executable, "benchmarks/push.py", "network", "--delays", "0,20,0", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.splitlines()[-1] == \
+        "push.py: error: --delays: each delay once; run another round into another --out"
