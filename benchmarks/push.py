@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import workers.runtime.blas  # noqa: F401  (first: pins BLAS threads before numpy loads)
 from coordinator.lists import parse
 
 ROOT = Path(__file__).resolve().parents[1]
