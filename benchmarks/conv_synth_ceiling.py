@@ -5,7 +5,8 @@ The net of RUN_DIR's checkpoint is held fixed, as in benchmarks/conv_synth_fit.p
 form (ridge-regularised least squares) on the true dL/dh of --fit batches, then scored on --test other batches:
 the cosine of its prediction to the true gradient, and of the stage's weight gradient made from it to the true one.
 Forms: `class map` (a learned map per class: the class-conditional mean gradient), `conv + class map` (cdni's
-conv M), `per-class conv + class map` (one kernel per label: a bilinear h x y term).
+conv M), `per-class conv + class map` (one kernel per label: a bilinear h x y term); and, for comparison, cdni's
+conv M as a stage fits it (Adam at --synth-lr, one pass over the same --fit batches, from zero).
 """
 import argparse
 import json
@@ -16,7 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.conv_synth_fit import load_net, true_gradients  # noqa: E402
+from workers.numerics import optimizers  # noqa: E402
 from workers.numerics.conv import Conv2D, stage_filters, stage_maps, stage_pools  # noqa: E402
+from workers.numerics.conv_synthesizer import ConvSynthesizer  # noqa: E402
 from workers.numerics.inflight import cosine  # noqa: E402
 
 RIDGE = 1e-3   # relative to the mean diagonal of X'X: only keeps the solve well posed
@@ -68,12 +71,22 @@ def fit(batches: list, shape, kernel: int, n_classes: int) -> dict:
             "per-class conv + class map": conv_form(per_class)}
 
 
+def adam_fit(batches: list, shape, n_classes: int, lr: float):
+    """cdni's conv M fitted as a stage fits it, one Adam step a batch; its prediction as a function of (h, y)."""
+    synth = ConvSynthesizer(shape, np.random.default_rng(0), n_classes)
+    opt = optimizers.make("adam", synth.params, lr)
+    for h, g, y in batches:
+        opt.step(synth.params, synth.fit_grads(h, y, g)[1])
+    return synth.gradient
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path)
     p.add_argument("--fit", type=int, default=60)
     p.add_argument("--test", type=int, default=30)
     p.add_argument("--kernel", type=int, default=3)
+    p.add_argument("--synth-lr", type=float, default=0.3)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     cfg, net, data = load_net(args.run)
@@ -85,7 +98,10 @@ def main() -> int:
     for stage in range(1, len(maps)):
         layer = net[stage - 1].layer
         batches = [(*true_gradients(net, data.x_train[i], data.y_train[i], stage), data.y_train[i]) for i in order]
-        forms = fit([(h, g, y) for _, h, _, g, y in batches[:args.fit]], maps[stage], args.kernel, cfg.sizes[-1])
+        fitting = [(h, g, y) for _, h, _, g, y in batches[:args.fit]]
+        forms = fit(fitting, maps[stage], args.kernel, cfg.sizes[-1])
+        forms[f"conv + class map, Adam at {args.synth_lr:g}"] = adam_fit(fitting, maps[stage], cfg.sizes[-1],
+                                                                         args.synth_lr)
         for form, predict in forms.items():
             element, weight = [], []
             for x, h, route, g, y in batches[args.fit:]:
@@ -96,7 +112,7 @@ def main() -> int:
             r = {"stage": stage, "form": form, "kernel": args.kernel, "element_cosine": float(np.mean(element)),
                  "weight_cosine": float(np.mean(weight))}
             rows.append(r)
-            print(f"stage {stage} {form:27} cosine {r['element_cosine']:.3f}  "
+            print(f"stage {stage} {form:33} cosine {r['element_cosine']:.3f}  "
                   f"weight-gradient cosine {r['weight_cosine']:.3f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"run": str(args.run), "fit_batches": args.fit, "test_batches": args.test,

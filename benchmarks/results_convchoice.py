@@ -24,7 +24,9 @@ def ceiling_part(ceiling: dict) -> list[str]:
             f"{ceiling['fit_batches']} batches and scored on {ceiling['test_batches']} others, on the checkpoint of "
             f"{ceiling['checkpoint']} (`python benchmarks/conv_synth_ceiling.py RUN_DIR`, "
             f"{ceiling['kernel']} x {ceiling['kernel']} kernels; `class map`: a learned map per class alone, "
-            "`conv + class map`: cdni's M, `per-class conv`: a kernel per label, a bilinear h x y term):", "",
+            "`conv + class map`: cdni's M, `per-class conv`: a kernel per label, a bilinear h x y term; `Adam at "
+            f"{ceiling['synth_lr']:g}`: cdni's M fitted instead as a stage fits it, one Adam step a batch over the "
+            "same batches from zero):", "",
             *table(["stage", "M", "cosine", "weight-gradient cosine"], ["---:", "---", "---:", "---:"], rows)]
 
 
