@@ -25,8 +25,8 @@ def ceiling_part(ceiling: dict) -> list[str]:
             f"{ceiling['checkpoint']} (`python benchmarks/conv_synth_ceiling.py RUN_DIR`, "
             f"{ceiling['kernel']} x {ceiling['kernel']} kernels; `class map`: a learned map per class alone, "
             "`conv + class map`: cdni's M, `per-class conv`: a kernel per label, a bilinear h x y term; `Adam at "
-            f"{ceiling['synth_lr']:g}`: cdni's M fitted instead as a stage fits it, one Adam step a batch over the "
-            "same batches from zero):", "",
+            "R`: cdni's M fitted instead as a stage fits it, one Adam step a batch at `--synth-lr R` over the same "
+            "batches from zero, the script run once per rate):", "",
             *table(["stage", "M", "cosine", "weight-gradient cosine"], ["---:", "---", "---:", "---:"], rows)]
 
 
