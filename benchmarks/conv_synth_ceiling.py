@@ -1,6 +1,7 @@
 """What could a linear synthesizer of (h, y) reach on a conv stage at best? Least squares on a checkpoint's net.
 
-usage: python benchmarks/conv_synth_ceiling.py RUN_DIR [--fit 60] [--test 30] [--kernel 3] [--json FILE]
+usage: python benchmarks/conv_synth_ceiling.py RUN_DIR [--fit 60] [--test 30] [--kernel 3] [--synth-lr 0.3]
+                                                    [--json FILE]
 The net of RUN_DIR's checkpoint is held fixed, as in benchmarks/conv_synth_fit.py. Each form is solved in closed
 form (ridge-regularised least squares) on the true dL/dh of --fit batches, then scored on --test other batches:
 the cosine of its prediction to the true gradient, and of the stage's weight gradient made from it to the true one.
