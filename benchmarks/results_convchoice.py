@@ -16,6 +16,20 @@ def five_epochs(run: dict, conv_rows: list[dict]) -> str:
             f"{same['cdni']} and backprop {same['backprop']} (the conv stages' table above).")
 
 
+def ceiling_part(ceiling: dict) -> list[str]:
+    """The least-squares fits of cdni's linear forms: what no rate or optimiser of M could beat."""
+    rows = [[str(f["stage"]), f["form"], f"{f['element_cosine']:.3f}", f"{f['weight_cosine']:.3f}"]
+            for f in ceiling["fits"]]
+    return ["The best a linear M of (h, y) could do: each form solved by least squares on the true gradients of "
+            f"{ceiling['fit_batches']} batches and scored on {ceiling['test_batches']} others, on the checkpoint of "
+            f"{ceiling['checkpoint']} (`python benchmarks/conv_synth_ceiling.py RUN_DIR`, "
+            f"{ceiling['kernel']} x {ceiling['kernel']} kernels; `class map`: a learned map per class alone, "
+            "`conv + class map`: cdni's M, `per-class conv`: a kernel per label, a bilinear h x y term; `Adam at "
+            "R`: cdni's M fitted instead as a stage fits it, one Adam step a batch at `--synth-lr R` over the same "
+            "batches from zero, the script run once per rate):", "",
+            *table(["stage", "M", "cosine", "weight-gradient cosine"], ["---:", "---", "---:", "---:"], rows)]
+
+
 def conv_choice_section(choice: dict, conv_rows: list[dict]) -> list[str]:
     """The offline fits of M's forms to a fixed net's true gradients, then the candidates on the validation split."""
     fits = [[str(f["stage"]), f["form"], f["mode"], f"{f['element_cosine']:.3f}", f"{f['weight_cosine']:.3f}"]
@@ -33,14 +47,15 @@ def conv_choice_section(choice: dict, conv_rows: list[dict]) -> list[str]:
             "as for a dense stage, left out where the map has more than 4,096 values):", "",
             *table(["stage", "M", "mode", "cosine", "weight-gradient cosine"], ["---:", "---", "---", "---:", "---:"],
                    fits),
+            *ceiling_part(choice["ceiling"]),
             "The candidates on the validation split (`--eval-every 100`: the last 10,000 training images held "
-            "out), one epoch each, seed 0, one run after another under `nice -n 10` on a machine other jobs "
-            "shared (round 1 at load average 17-25, round 2 at 2-5): validation accuracy at 100 / 200 / 300 / "
-            "391 batches, test accuracy, each stage's mean synthesizer cosine (under BP(λ < 1) against its mixed "
-            "target), stage 2's update latency p50 and peak RSS. The same seed's run is not always the same run: "
-            "the age of each target a synthesizer fits depends on the timing, and a run disturbed by other work "
-            "can end 2 pp lower (round 2's first run of the default). Read a candidate against the spread of the "
-            "default's runs.", "",
+            "out), one epoch each, seed 0, one run after another under `nice -n 10` (round 3: `nice -n 19`) on a "
+            "machine other jobs shared (round 1 at load average 17-25, round 2 at 2-5, round 3 at 3-9): "
+            "validation accuracy at 100 / 200 / 300 / 391 batches, test accuracy, each stage's mean synthesizer "
+            "cosine (under BP(λ < 1) against its mixed target), stage 2's update latency p50 and peak RSS. The same "
+            "seed's run is not always the same run: the age of each target a synthesizer fits depends on the "
+            "timing, and a run disturbed by other work can end 2 pp lower (round 2's first run of the default). "
+            "Read a candidate against the spread of the default's runs.", "",
             *table(["round", "candidate", "validation", "test", "cosine, stages 1 / 2 / 3", "stage-2 p50 ms",
                     "stage-2 peak RSS MB"], ["---:", "---", "---:", "---:", "---:", "---:", "---:"], runs),
             *(five_epochs(r, conv_rows) for r in choice.get("five_epochs", [])), "",

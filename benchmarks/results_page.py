@@ -14,7 +14,8 @@ usage: python benchmarks/results_page.py [--check]
   staleness.jsonl:         what `dni bench sweep ... --hop-delay ... --json FILE` appends (results_staleness.py)
   push.json:               `python benchmarks/push.py local|network` before and after issue 23 (table.json)
   conv.json, conv-*.json:  benchmarks/conv_accuracy.py, conv_speed.py --json, dni bench latency --conv --json
-  conv-choice.json:        benchmarks/conv_synth_fit.py --json (fits) and the candidates' runs (runs)
+  conv-choice.json:        benchmarks/conv_synth_fit.py --json (fits), conv_synth_ceiling.py --json (ceiling, with
+                           a note of its checkpoint) and the candidates' runs (runs)
   stall*.json:             what `dni bench stall --json FILE` writes, one file per run of the bench
   unlock.json:             what `python benchmarks/unlock.py accuracy|pupdate` writes (OUT/unlock.json), with notes
 Copy a new run's JSON over the old one and run this script; --check only says whether the page and the README's
