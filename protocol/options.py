@@ -130,7 +130,7 @@ OPTIONS = (
     Option("eval_batch", int, 1000, "schedule", "evaluation batch size", saved=True, low=1),
     Option("eval_every", int, 0, "schedule", "training batches between evaluations of a validation split, the "
            "last 10,000 training examples held out (0: none; the test set is then read at the end only)",
-           model=FF, saved=True, summary=True, before=0, low=0),
+           saved=True, summary=True, before=0, low=0),
     Option("window", int, 2, "schedule", "batches in flight at most (the credit)", wire=True, before=1, low=1),
     Option("run_ahead", int, 16, "schedule", "--synthetic-inputs: batches the coordinator may feed the stages "
            "above the first before stage 1 takes them (so they keep learning through a stall below them)",
