@@ -114,6 +114,9 @@ OPTIONS = (
            model=RNN, wire=True, summary=True, before=False),
     Option("max_staleness", int, 4, "recurrent", "with tied weights, a box computes with weights at "
            "most this many updates old", model=RNN, wire=True, summary=True, low=0),
+    Option("late_step", str, "full", "recurrent", "the parameter service's step on a gradient that lands d "
+           "updates late (dni, cdni): at the full rate, or at rate / (1 + d) (inverse: staleness-aware asynchronous "
+           "SGD)", model=RNN, wire=True, summary=True, before="full", choices=("full", "inverse")),
     Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "
