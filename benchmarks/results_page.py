@@ -204,7 +204,7 @@ def recurrent_section(seqmnist: list[dict], copy: dict, repeat_copy: dict) -> li
             "constant rate, 50 epochs of 100 batches, curriculum from length 1; the longest length solved.",
             "What the time boxes are and how to read these: [recurrent.md](recurrent.md#measured).", "",
             "```sh",
-            "python benchmarks/rnn.py seqmnist    # and --modes dni --seed 1, --seed 2",
+            "python benchmarks/rnn.py seqmnist    # and --modes dni,cdni --seed 1, --seed 2",
             "python benchmarks/rnn.py copy",
             "python benchmarks/rnn.py repeat-copy",
             "```", "",
