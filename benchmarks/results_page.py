@@ -5,7 +5,7 @@ usage: python benchmarks/results_page.py [--check]
                            writes (OUT/<table>.json)
   network.json:            what `dni bench network --json FILE` writes
   seqmnist*.json, copy.json, repeat-copy.json: what `python benchmarks/rnn.py seqmnist|copy|repeat-copy
-                           [--seed N]` writes (table.json)
+                           [--seed N]` writes (table.json); seqmnist-validation.json: with --flags='--eval-every ...'
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race*.json:              what `dni bench race --json FILE` writes, one file per run of the bench; race.json and
                            race-conv.json (the race at its defaults) also make the table the README's results open with;
@@ -50,6 +50,7 @@ TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.
 FEED = "race-feed.json"     # a race with --feeds coordinator,stage: each row fed both ways
 STALENESS = "staleness.jsonl"   # dni bench sweep --hop-delay ... --json: the race's late targets in one process
 SEQMNIST = ["seqmnist.json", *sorted(p.name for p in RESULTS.glob("seqmnist-seed*.json"))]
+SEQMNIST_VALIDATION = "seqmnist-validation.json"   # rnn.py seqmnist --flags='--eval-every 100000 ...': the choice
 
 
 def accuracy_table(rows: list[dict]) -> list[str]:
@@ -172,6 +173,21 @@ def copy_table(result: dict) -> list[str]:
               if tried else [])]
 
 
+def seqmnist_validation(rows: dict) -> list[str]:
+    """The candidates for sequential MNIST's defaults, each row a mode and its flags, on the validation split."""
+    body = [[key.split()[0], r["flags"].replace("--eval-every 100000", "").strip() or "(defaults)",
+             pct(r["val_accuracy"]), f"{r['grad_delay']['mean']:.2f} / {r['grad_delay']['max']}",
+             f"{r['train_seconds']:.0f}"] for key, r in rows.items() if key != "source"]
+    return ["Choosing the defaults (issue 23): seed 0, trained on the first 50,000 training images and scored on the",
+            "last 10,000 (`--eval-every 100000`: the validation split at each epoch's end; the last is shown):", "",
+            "```sh",
+            "python benchmarks/rnn.py seqmnist --modes dni,cdni --flags='--eval-every 100000 [FLAGS]'",
+            "```", "",
+            *table(["mode", "flags", "validation accuracy", "gradient delay mean / most (updates)", "train s"],
+                   ["---", "---", "---:", "---:", "---:"], sorted(body)),
+            *sources([SEQMNIST_VALIDATION], [rows])]
+
+
 def recurrent_section(seqmnist: list[dict], copy: dict, repeat_copy: dict) -> list[str]:
     """seqmnist: one table.json per seed (seed 0 first); copy, repeat_copy: the Copy and Repeat Copy tasks'
     table.json."""
@@ -189,12 +205,13 @@ def recurrent_section(seqmnist: list[dict], copy: dict, repeat_copy: dict) -> li
             "constant rate, 50 epochs of 100 batches, curriculum from length 1; the longest length solved.",
             "What the time boxes are and how to read these: [recurrent.md](recurrent.md#measured).", "",
             "```sh",
-            "python benchmarks/rnn.py seqmnist    # and --modes dni --seed 1, --seed 2",
+            "python benchmarks/rnn.py seqmnist    # and --modes dni,cdni --seed 1, --seed 2",
             "python benchmarks/rnn.py copy",
             "python benchmarks/rnn.py repeat-copy",
             "```", "",
             *table(["mode", "test accuracy", "train s"], ["---", "---:", "---:"], body),
             *sources(SEQMNIST, seqmnist),
+            *seqmnist_validation(load(SEQMNIST_VALIDATION)),
             *copy_table(copy), *sources(["copy.json"], [copy]),
             "Repeat Copy, on the same budget (each sequence written 1 or 2 times, its count given with the",
             "delimiter):", "", *copy_table(repeat_copy), *sources(["repeat-copy.json"], [repeat_copy])]

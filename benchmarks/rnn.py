@@ -11,8 +11,9 @@ Each run's directory (summary.json, metrics.jsonl) stays under --out; the table 
 written next to them as table.json (rows of earlier calls with other --modes or --steps-per-box kept).
 --quick shrinks every budget (a smoke test of the script).
 --seed and --modes apply to seqmnist and copy (another seed's runs go to runs/rnn-EXPERIMENT-seedN;
-the seed task has its own 10 seeds). --flags (copy): further `dni run` options for every run, a validation
-run of other settings: its rows are keyed and its directories named with them, and keep them as `flags`.
+the seed task has its own 10 seeds). --flags (seqmnist, copy): further `dni run` options for every run, a
+validation run of other settings: its rows are keyed and its directories named with them, and keep them as
+`flags` (seqmnist: '--eval-every N' holds out the last 10,000 training images and adds `val_accuracy`).
 """
 from __future__ import annotations
 
@@ -71,13 +72,33 @@ def seeds(a) -> dict:
     return table
 
 
+def delays(service: dict) -> dict:
+    """The parameter service's gradient delay and read staleness, mean and most (none: untied, no service)."""
+    if "pushes" not in service:
+        return {}
+    pushes = max(service["pushes"], 1)
+    return {"grad_delay": {"mean": round(service["grad_delay_sum"] / pushes, 2), "max": service["max_grad_delay"]},
+            "read_staleness": {"mean": round(service["read_staleness_sum"] / pushes, 2),
+                               "max": service["max_read_staleness"]}}
+
+
 def seqmnist(a) -> dict:
+    """Sequential MNIST in each mode; with --flags (a validation run: '--eval-every N' holds out the split)
+    the rows are keyed with them and keep each epoch's validation accuracy."""
     table = {}
     for mode in a.modes or ("dni", "cdni", "truncated", "backprop"):
-        s = run(a.out / mode, [*SEQ_MNIST, *a.budget, "--data", a.data, "--mode", mode, "--seed", str(a.seed)])
-        table[mode] = {"test_accuracy": s["test_accuracy"], "train_seconds": s["train_seconds"],
-                       "history": [h["test_accuracy"] for h in s["history"]]}
-        print(f"{mode:10} test accuracy {s['test_accuracy']:.4f}  ({s['train_seconds']:.0f} s)", flush=True)
+        out = a.out / "".join([mode, *a.flags]).replace("--", "-")
+        s = run(out, [*SEQ_MNIST, *a.budget, "--data", a.data, "--mode", mode, "--seed", str(a.seed), *a.flags])
+        key = " ".join([mode, *a.flags])
+        flags = {"flags": " ".join(a.flags)} if a.flags else {}
+        table[key] = {"test_accuracy": s["test_accuracy"], "train_seconds": s["train_seconds"], **flags,
+                      "history": [h.get("test_accuracy", h.get("val_accuracy")) for h in s["history"]],
+                      **delays(s["workers"].get(str(s["boxes"] + 1), {}))}
+        if "validation" in s:
+            table[key]["val_accuracy"] = s["validation"][-1]["val_accuracy"]
+        print(f"{key} test accuracy {s['test_accuracy']:.4f}"
+              + (f"  validation {table[key]['val_accuracy']:.4f}" if "validation" in s else "")
+              + f"  ({s['train_seconds']:.0f} s)", flush=True)
     return table
 
 
@@ -127,7 +148,7 @@ def main() -> None:
     p.add_argument("--steps-per-box", type=lambda v: parse(v, "--steps-per-box"),
                    help="copy: only these T, comma-separated (2, 4)")
     p.add_argument("--flags", type=str.split, default=[],
-                   help="copy: further dni run options, as one argument: --flags='--stream --lr 1e-3'")
+                   help="seqmnist and copy: further dni run options, as one argument: --flags='--stream --lr 1e-3'")
     a = p.parse_args()
     suffix = f"-seed{a.seed}" if a.seed else ""
     a.out = (a.out or ROOT / "runs" / f"rnn-{a.experiment}{suffix}").resolve()

@@ -71,8 +71,9 @@ class Config(make_dataclass("Options", [(o.name, o.type, field(default=o.default
     def _validate_rnn(self) -> None:
         if self.conv_filters():
             raise ConfigError("--conv: conv stages are feed-forward only (--model ff)")
-        if self.eval_every:
-            raise ConfigError("--eval-every holds out a validation split of images: feed-forward only (--model ff)")
+        if self.eval_every and self.task in PER_STEP_TASKS:
+            raise ConfigError(f"--eval-every holds out a validation split of images: --task {self.task} generates "
+                              "its sequences (give an MNIST task)")
         if self.feed != "coordinator":
             raise ConfigError(f"--feed {self.feed}: stage 1 of a feed-forward network reads the training set itself; "
                               "the coordinator feeds every time box (--model ff only)")

@@ -114,6 +114,9 @@ OPTIONS = (
            model=RNN, wire=True, summary=True, before=False),
     Option("max_staleness", int, 4, "recurrent", "with tied weights, a box computes with weights at "
            "most this many updates old", model=RNN, wire=True, summary=True, low=0),
+    Option("late_step", str, "full", "recurrent", "the parameter service's step on a gradient that lands d "
+           "updates late (dni, cdni): at the full rate, or at rate / (1 + d) (inverse: staleness-aware asynchronous "
+           "SGD)", model=RNN, wire=True, summary=True, before="full", choices=("full", "inverse")),
     Option("synth_scale", float, 0.1, "recurrent", "factor on the synthetic gradient seeding each box's BPTT",
            model=RNN, wire=True, positive=True),
     Option("copy_length", int, 10, "recurrent", "the copy task's longest sequence, where its "
@@ -130,7 +133,7 @@ OPTIONS = (
     Option("eval_batch", int, 1000, "schedule", "evaluation batch size", saved=True, low=1),
     Option("eval_every", int, 0, "schedule", "training batches between evaluations of a validation split, the "
            "last 10,000 training examples held out (0: none; the test set is then read at the end only)",
-           model=FF, saved=True, summary=True, before=0, low=0),
+           saved=True, summary=True, before=0, low=0),
     Option("window", int, 2, "schedule", "batches in flight at most (the credit)", wire=True, before=1, low=1),
     Option("run_ahead", int, 16, "schedule", "--synthetic-inputs: batches the coordinator may feed the stages "
            "above the first before stage 1 takes them (so they keep learning through a stall below them)",

@@ -80,7 +80,7 @@ def test_the_validation_split_is_the_last_training_examples_centred_with_the_tra
 
 @pytest.mark.parametrize("argv, says", [
     (["run", "--model", "rnn", "--task", "copy", "--mode", "truncated", "--boxes", "8", "--steps-per-box", "3",
-      "--eval-every", "5"], "--eval-every holds out a validation split of images: feed-forward only"),
+      "--eval-every", "5"], "--eval-every holds out a validation split of images: --task copy generates"),
     (["bench", "race", "--rows", "dni,nope"], "--rows: expected some of"),
     (["bench", "race", "--target", "1.5"], "--target 1.5: a validation accuracy"),
     (["bench", "race", "--settings", "/nonexistent.json"], "--settings /nonexistent.json: not a readable JSON"),

@@ -73,6 +73,15 @@ def test_dni_time_boxes_learn_mnist01_within_the_staleness_bound(mnist, tmp_path
     assert f"test accuracy {summary['test_accuracy']:.4f}" in capsys.readouterr().out
 
 
+def test_eval_every_holds_out_a_validation_split_for_time_boxes_and_reads_the_test_set_at_the_end(mnist, tmp_path):
+    """Sequential MNIST on the last 10,000 training images held out: evaluated every 2 batches, the test set once."""
+    summary = rnn_run(tmp_path, "--data", str(mnist), "--task", "seqmnist", "--mode", "dni", "--cell", "lstm",
+                      "--units", "8", "--boxes", "4", "--steps-per-box", "7", "--train-subset", "256",
+                      "--batch-size", "64", "--epochs", "1", "--eval-every", "2")
+    assert [v["step"] for v in summary["validation"]] == [1, 3]
+    assert [set(h) & {"test_accuracy", "val_accuracy"} for h in summary["history"]] == [{"test_accuracy"}]
+
+
 def test_copy_task_curriculum_with_untied_lstm_boxes(tmp_path):
     """The Copy task on 3 untied LSTM boxes: the curriculum starts at length 1 and reports what it solved."""
     summary = rnn_run(tmp_path, "--task", "copy", "--mode", "dni", "--untied", "--cell", "lstm", "--units", "32",
@@ -143,6 +152,7 @@ def test_a_shared_synthesizer_is_held_by_the_service_saved_and_restored(tmp_path
      "--task repeat-copy: length 3 takes 10 steps"),
     (["--model", "rnn", "--shared-synth", "--untied"], "--shared-synth holds one synthesizer with the tied weights"),
     (["--model", "rnn", "--cell", "gru"], "--cell"),
+    (["--model", "rnn", "--late-step", "half"], "--late-step: 'half' is not one of full, inverse"),
     (["--model", "rnn", "--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--stream"],
      "--stream continues each batch's sequences"),
     (["--model", "rnn", "--task", "mnist01"], "give --data DIR"),
@@ -169,6 +179,24 @@ def test_the_tied_rate_anneals_over_batches_however_many_boxes_push():
             rates.append(store.opt.opts["cell"].lr)
         assert store.version == 10 * len(pushers)
         assert rates[4] == pytest.approx(0.5e-2) and rates[-1] == pytest.approx(0.0, abs=1e-12), (mode, rates)
+
+
+def test_a_late_gradient_steps_at_the_rate_over_one_plus_its_delay_under_late_step_inverse():
+    """--late-step inverse: a push landing d updates late moves the weights 1/(1+d) as far as at the full rate
+    (Adam's first step is the rate times the gradient's sign, on each weight); a push on time, as far."""
+    moved = {}
+    for late_step, delay in (("full", 3), ("inverse", 3), ("inverse", 0)):
+        cfg = WireConfig(seed=0, cell="tanh", n_in=3, units=4, n_classes=2, optimizer="adam", lr=1e-2,
+                         schedule="constant", total_steps=10, boxes=4, mode="dni", model="rnn", synth_lr=0.0,
+                         synth_hidden=0, log_every=1, cache=1, late_step=late_step)
+        store = ParamStore(cfg)
+        before = store.params()["cell.Wh"].copy()
+        store.push(0, 1, {k: np.ones_like(v) for k, v in store.params().items()}, delay)
+        moved[late_step, delay] = before - store.params()["cell.Wh"]
+        assert store.opt.opts["cell"].lr == 1e-2   # the rate itself is the schedule's, for the next push
+    np.testing.assert_allclose(moved["full", 3], 1e-2, rtol=1e-4)
+    np.testing.assert_allclose(moved["inverse", 3], 1e-2 / 4, rtol=1e-4)
+    np.testing.assert_allclose(moved["inverse", 0], moved["full", 3])
 
 
 def test_a_box_whose_first_push_comes_late_is_heard_by_the_parameter_service():

@@ -117,8 +117,9 @@ class Scheduled:
                      for g, p in groups.items()}
         self.base_lr, self.schedule, self.total_steps = cfg.lr, cfg.schedule, cfg.total_steps
 
-    def step(self, grads: dict[str, dict[str, np.ndarray]], done: int) -> None:
-        """Every group with gradients takes a step; then each takes the rate for after `done` updates.
+    def step(self, grads: dict[str, dict[str, np.ndarray]], done: int, scale: float = 1.0) -> None:
+        """Every group with gradients takes a step, the layers' at `scale` times their rate; then each takes
+        the rate for after `done` updates.
 
         Raises NonFinite, before any parameter changes, if a gradient is not finite: the one
         check every update of every stage, time box and parameter service passes through."""
@@ -128,9 +129,13 @@ class Scheduled:
                     raise NonFinite(f"the gradient of {group}.{name} is not finite")
         lr = scheduled_lr(self.base_lr, self.schedule, done, self.total_steps)
         for group, opt in self.opts.items():
+            layers = group != SYNTH
             if grads.get(group):
+                rate = opt.lr
+                opt.lr = rate * scale if layers else rate
                 opt.step(self.groups[group], grads[group])
-            if group != SYNTH:
+                opt.lr = rate
+            if layers:
                 opt.lr = lr
 
     def state(self) -> dict[str, np.ndarray]:

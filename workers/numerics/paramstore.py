@@ -26,6 +26,7 @@ class ParamStore:
         self.groups = model_groups(cfg, self.cell, self.readout)
         self.opt = Scheduled(self.groups, cfg)
         self.per_step = cfg.boxes if cfg.mode == "backprop" else 1
+        self.late_step = cfg.late_step
         self.version = 0
         self.partial: dict[int, dict[int, dict]] = {}
         self._snapshot: tuple[int, dict] | None = None
@@ -33,10 +34,12 @@ class ParamStore:
     def params(self) -> dict[str, np.ndarray]:
         return named(self.groups)
 
-    def push(self, b: int, box: int, grads: dict[str, np.ndarray]) -> bool:
-        """Box `box`'s gradients for batch b; True if a step was taken (the version moved)."""
+    def push(self, b: int, box: int, grads: dict[str, np.ndarray], delay: int = 0) -> bool:
+        """Box `box`'s gradients for batch b, landing `delay` updates after the weights they were computed
+        with; True if a step was taken (the version moved)."""
         if self.per_step == 1:
-            self.step(grads, b + 1)
+            # --late-step inverse: a gradient d updates late steps at 1/(1+d) of the rate (staleness-aware ASGD).
+            self.step(grads, b + 1, 1 / (1 + delay) if self.late_step == "inverse" else 1.0)
             return True
         parts = self.partial.setdefault(b, {})
         parts[box] = grads
@@ -50,11 +53,11 @@ class ParamStore:
         self.step(total, b + 1)
         return True
 
-    def step(self, grads: dict[str, np.ndarray], batches_done: int) -> None:
-        """One optimizer step. The rate follows the batches, not the steps: how many steps a
-        batch brings depends on the mode and on how many boxes have a loss to push (truncated
+    def step(self, grads: dict[str, np.ndarray], batches_done: int, scale: float = 1.0) -> None:
+        """One optimizer step at `scale` times the rate. The rate follows the batches, not the steps: how many
+        steps a batch brings depends on the mode and on how many boxes have a loss to push (truncated
         BPTT on a label per sequence: only the last)."""
-        self.opt.step(grouped(grads), batches_done)
+        self.opt.step(grouped(grads), batches_done, scale)
         self.version += 1
 
     def snapshot(self) -> dict[str, np.ndarray]:

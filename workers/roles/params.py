@@ -89,7 +89,7 @@ class ParamService(Role):
         self.counters["grad_delay_sum"] += delay
         self.counters["max_grad_delay"] = max(self.counters["max_grad_delay"], delay)
         self.record({"step": msg.id, "box": box, "grad_delay": delay})
-        if self.store.push(msg.id, box, dict(msg.arrays)):
+        if self.store.push(msg.id, box, dict(msg.arrays), delay):
             self.counters["steps"] += 1
             ready = [m for m in self.waiting if m.meta["need"] <= self.store.version]
             self.waiting = [m for m in self.waiting if m.meta["need"] > self.store.version]
