@@ -129,13 +129,11 @@ class Scheduled:
                     raise NonFinite(f"the gradient of {group}.{name} is not finite")
         lr = scheduled_lr(self.base_lr, self.schedule, done, self.total_steps)
         for group, opt in self.opts.items():
-            layers = group != SYNTH
             if grads.get(group):
-                rate = opt.lr
-                opt.lr = rate * scale if layers else rate
+                if group != SYNTH:
+                    opt.lr *= scale   # for this step only: the layers' rate is set anew just below
                 opt.step(self.groups[group], grads[group])
-                opt.lr = rate
-            if layers:
+            if group != SYNTH:
                 opt.lr = lr
 
     def state(self) -> dict[str, np.ndarray]:
