@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from coordinator.lists import parse
+from coordinator.plans.recurrent import service_ages
 from workers.numerics.sequence_tasks import copy_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +77,7 @@ def delays(service: dict) -> dict:
     """The parameter service's gradient delay and read staleness, mean and most (none: untied, no service)."""
     if "pushes" not in service:
         return {}
-    pushes = max(service["pushes"], 1)
-    return {"grad_delay": {"mean": round(service["grad_delay_sum"] / pushes, 2), "max": service["max_grad_delay"]},
-            "read_staleness": {"mean": round(service["read_staleness_sum"] / pushes, 2),
-                               "max": service["max_read_staleness"]}}
+    return {name: {"mean": round(age["mean"], 2), "max": age["max"]} for name, age in service_ages(service).items()}
 
 
 def seqmnist(a) -> dict:

@@ -16,6 +16,14 @@ from workers.numerics.sequence_tasks import PER_STEP_TASKS
 SOLVED_BITS = 0.15      # the paper's curriculum: a length is solved below 0.15 bits per output
 
 
+def service_ages(service: dict) -> dict[str, dict]:
+    """From the parameter service's counters in summary.json: how late its gradients landed and how stale the
+    boxes' reads were, in updates, the mean over its pushes and the most."""
+    pushes = max(service["pushes"], 1)
+    return {"grad_delay": {"mean": service["grad_delay_sum"] / pushes, "max": service["max_grad_delay"]},
+            "read_staleness": {"mean": service["read_staleness_sum"] / pushes, "max": service["max_read_staleness"]}}
+
+
 class Recurrent(Plan):
     model = "rnn"
 
@@ -107,13 +115,13 @@ class Recurrent(Plan):
         lines = []
         service = summary.get("workers", {}).get(str(summary["boxes"] + 1), {})
         if "pushes" in service:
-            mean = service["read_staleness_sum"] / max(service["pushes"], 1)
-            delay = service["grad_delay_sum"] / max(service["pushes"], 1)
+            ages = service_ages(service)
             lines.append(f"  parameter service: {service['steps']} steps from {service['pushes']} pushes; "
                          f"boxes computed with weights at most {service['max_read_staleness']} updates old "
-                         f"(bound {service['bound']}, mean {mean:.2f}, {service['transfers']} transfers in "
-                         f"{service['answers']} answers, {service['pulls']} to pulls); gradients landed up to "
-                         f"{service['max_grad_delay']} updates late (mean {delay:.2f})")
+                         f"(bound {service['bound']}, mean {ages['read_staleness']['mean']:.2f}, "
+                         f"{service['transfers']} transfers in {service['answers']} answers, {service['pulls']} to "
+                         f"pulls); gradients landed up to {service['max_grad_delay']} updates late (mean "
+                         f"{ages['grad_delay']['mean']:.2f})")
         if "copy_solved" in summary:
             lines.append(f"copy task: longest length solved {summary['copy_solved']} (below {SOLVED_BITS} bits "
                          f"per output), boxes of {summary['steps_per_box']} steps")
