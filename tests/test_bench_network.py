@@ -39,7 +39,7 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     out = tmp_path / "net.json"
     run = subprocess.run([sys.executable, "-m", "coordinator", "bench", "network", "--delays", f"0,{DELAY:g}",
                           "--stages", "2", "--focus-stages", "2", "--modes", "dni,backprop,gpipe,pipedream",
-                          "--windows", "", "--throughput-window", "2", "--epochs", "2", "--slow-stage", "2",
+                          "--windows", "", "--throughput-window", "2", "--epochs", "1", "--slow-stage", "2",
                           "--slow-share", "0.5", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert leftovers() == before
@@ -51,7 +51,7 @@ def test_a_small_sweep_gives_every_figure_and_leaves_nothing(tmp_path):
     for r in runs:
         lat = r["stage1_latency_ms"]
         assert positive(r["samples_per_second"]) and positive(lat["p50"]) and lat["p99"] >= lat["p50"], r
-        assert 0.1 < r["test_accuracy"] <= 1 and r["steps"] >= 300
+        assert 0.1 < r["test_accuracy"] <= 1 and r["steps"] >= 150
         assert len(r["links"]) == 3   # coordinator -> stage 1 -> head -> coordinator
         for link in r["links"]:
             delayed = r["coordinator_delayed"] or "coord" not in (link["from"], link["to"])
