@@ -8,7 +8,8 @@ usage: python benchmarks/results_page.py [--check]
                            [--seed N]` writes (table.json); seqmnist-validation.json: with --flags='--eval-every ...'
   latency.json, transport.json: what `dni bench latency|transport --json FILE` writes
   race*.json:              what `dni bench race --json FILE` writes, one file per run of the bench; race.json and
-                           race-conv.json (the race at its defaults) also make the table the README's results open with;
+                           race-conv.json and race-conv-gpipe-dni.json (the race at its defaults) also make the table
+                           the README's results open with;
                            race-feed.json (--feeds coordinator,stage) a section of each row fed both ways
   tune-race.json:          what `dni bench race --tune FILE --json tune-race.json` writes
   staleness.jsonl:         what `dni bench sweep ... --hop-delay ... --json FILE` appends (results_staleness.py)
@@ -45,7 +46,7 @@ END = "<!-- End of the race's table. -->"
 MODES = ("dni", "cdni", "backprop")   # the order of a table's rows
 # sequential MNIST: seed 0's table.json (every mode), then one per further seed (`rnn.py seqmnist --seed N`)
 RACES = sorted(p.name for p in RESULTS.glob("race*.json"))
-HEADLINE = [name for name in ("race.json", "race-conv.json") if (RESULTS / name).exists()]
+HEADLINE = [name for name in ("race.json", "race-conv.json", "race-conv-gpipe-dni.json") if (RESULTS / name).exists()]
 TUNING = "tune-race.json"   # what `dni bench race --tune FILE --json tune-race.json` writes
 FEED = "race-feed.json"     # a race with --feeds coordinator,stage: each row fed both ways
 STALENESS = "staleness.jsonl"   # dni bench sweep --hop-delay ... --json: the race's late targets in one process

@@ -89,7 +89,8 @@ def race_section(results: list[tuple[str, dict]]) -> list[str]:
            "race-feed.json races three rows fed by the coordinator and by stage 1 itself (`--feeds`, below);",
            "race-feed-noahead.json is the same bench run before the coordinator fed stage 1 ahead of its credit;",
            "race-conv.json races the conv net (`--conv 32,64 --stages 4`: two conv stages, a dense one, the head)",
-           "across the network lab at 0, 5 and 20 ms; race-window.json races cdni-taken at windows 2, 3, 4 and 8",
+           "across the network lab at 0, 5 and 20 ms, and race-conv-gpipe-dni.json its gpipe and dni rows beside",
+           "pipedream at 0 and 20 ms (a later run); race-window.json races cdni-taken at windows 2, 3, 4 and 8",
            "beside pipedream at 6 stages and 20 ms (what a wider window buys in pace and costs in samples).", ""]
     for name, result in results:
         p = result["params"]
