@@ -87,7 +87,7 @@ OPTIONS = (
     Option("ahead_update", str, "again", "synthesizers", "--synthetic-inputs: a stage on a batch fed ahead through a "
            "stall below updates through I(x) at once (once), and again from its real input when that comes (again)",
            model=FF, wire=True, before="once", choices=("once", "again")),
-    Option("box_lambda", float, 0.0, "synthesizers", "BP(lambda) between time boxes: the target a box sends to the "
+    Option("box_lambda", float, 1.0, "synthesizers", "BP(lambda) between time boxes: the target a box sends to the "
            "synthesizer of the box before, once its own came (1: the true boundary gradient) or at once (0: its "
            "synthetic one)", model=RNN, wire=True, before=0.0, low=0.0, high=1.0),
     Option("shared_synth", bool, False, "synthesizers", "one synthesizer for every box boundary, held and "

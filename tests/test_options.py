@@ -146,12 +146,13 @@ def test_resume_refuses_a_changed_option_but_a_resumable_one(option):
 
 
 def test_a_run_saved_before_an_option_existed_resumes_as_it_was_trained():
-    """BP(lambda) and centring changed the defaults; a saved config without them keeps the old behaviour."""
+    """BP(lambda), between stages and between boxes, and centring changed the defaults; a saved config without
+    them keeps the old behaviour."""
     older = {o.name: o.before for o in OPTIONS if o.before is not None}
     saved = {k: v for k, v in asdict(Config(epochs=2)).items() if k not in older}
     cfg = resumed(saved, parse([]), "runs/old")
     assert {name: getattr(cfg, name) for name in older} == older
-    assert (Config().bp_lambda, Config().centre) == (1.0, True)
+    assert (Config().bp_lambda, Config().box_lambda, Config().centre) == (1.0, 1.0, True)
 
 
 def test_a_wire_config_missing_a_field_takes_its_value_from_before_the_option_or_is_refused():
