@@ -4,7 +4,7 @@ usage: python benchmarks/rnn.py seeds|seqmnist|copy|repeat-copy [--data DIR] [--
                                 [--modes M,...] [--steps-per-box T,...] [--flags='...']
   seeds        the seed task (MNIST 0 vs 1, K=4 tanh boxes, dni) over 10 seeds, whole vector and chunks
   seqmnist     sequential MNIST (28 rows, LSTM boxes of 7 steps) in dni, cdni, truncated, backprop
-  copy         the Copy task's curriculum: longest length solved by dni (the bootstrap, --box-lambda 0), DNI + Aux
+  copy         the Copy task's curriculum: longest length solved by dni (at its defaults), DNI + Aux
                (dni+aux), truncated and full BPTT (backprop), boxes of T steps (2 and 4)
   repeat-copy  the same for Repeat Copy (each sequence written 1 or 2 times)
 Each run's directory (summary.json, metrics.jsonl) stays under --out; the table is printed and
@@ -37,10 +37,8 @@ SEED_TASK = ["--boxes", "4", "--steps-per-box", "1", "--cell", "tanh", "--units"
              "--lr", "1e-3", "--epochs", "3"]
 SEQ_MNIST = ["--task", "seqmnist", "--boxes", "4", "--steps-per-box", "7", "--cell", "lstm", "--units", "128",
              "--lr", "1e-3", "--epochs", "10"]
-# The Copy tasks keep the bootstrap between boxes (BP(1), the default since sequential MNIST chose it, solved 1 at
-# T = 4 where the bootstrap solved 3: docs/recurrent.md).
 COPY = ["--cell", "lstm", "--units", "64", "--batch-size", "64", "--lr", "3e-3",
-        "--schedule", "constant", "--copy-batches", "100", "--epochs", "50", "--box-lambda", "0"]
+        "--schedule", "constant", "--copy-batches", "100", "--epochs", "50"]
 # Box length T -> the longest length the boxes are sized for: K = ceil(steps / T) = 11 boxes in each.
 COPY_PLAN = {"copy": {2: 10, 4: 21}, "repeat-copy": {2: 7, 4: 14}}
 MODES = {"dni": ["--mode", "dni"], "dni+aux": ["--mode", "dni", "--aux"], "truncated": ["--mode", "truncated"],
