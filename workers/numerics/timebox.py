@@ -85,9 +85,11 @@ class TimeBox:
         self.feeds_back = not self.first or self.carries   # a box before it takes the gradient for its state
         shared = shares_synth(cfg)
         self.aux = AuxHead(self.cell.state_size) if has_aux(cfg) and learns else None
-        # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`).
+        # BP(lambda > 0): box j-1's target waits for this box's own (see `learn`). Not box 1's to the last box
+        # under --stream: around the ring each target would wait for the next, and the last box's M never learnt;
+        # that boundary keeps the bootstrap, sent at the update.
         self.box_lambda = cfg.box_lambda
-        self.defers = learns and self.feeds_back and self.box_lambda > 0
+        self.defers = learns and self.feeds_back and self.box_lambda > 0 and not self.first
         self.inflight = InFlight(cfg, self.cell.state_size, cfg.n_classes,
                                  synth_rng(cfg, 0 if shared else index) if learns else None,
                                  shared=shared, keep_tape=self.defers or self.aux is not None)
