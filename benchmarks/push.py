@@ -74,11 +74,11 @@ def network_rows(push: dict, ms) -> tuple[list[float], list[list[str]]]:
            for key, r in runs.items()}
     delays = sorted({k[2] for k in net})
     # Each side's rounds in order, a side's rounds interleaved with the other's when both ran them (alternated).
-    rounds = sorted({(rnd, list(push["network"]).index(side), side) for side, rnd, _ in net})
+    rounds = sorted({(int(rnd[1:]), rnd, list(push["network"]).index(side), side) for side, rnd, _ in net})
     return delays, [[f"{side} ({rnd})", *(f"{ms(mean(net[side, rnd, d], 'latency_ms'))} "
                                           f"({ms(mean(net[side, rnd, d], 'blocked_ms_per_batch'))})" for d in delays),
                      f"{mean(net[side, rnd, delays[-1]], 'latency_ms') / mean(net[side, rnd, 0.0], 'latency_ms'):.2f}x"]
-                    for rnd, _, side in rounds]
+                    for _, rnd, _, side in rounds]
 
 
 def local(a) -> dict:

@@ -19,6 +19,7 @@ def push_section(push: dict) -> list[str]:
             "Network lab, every link delayed, before (the box waited for the answer to its push) and after (it",
             "computes within the bound): over the 4 boxes, the mean p50 update latency (and wait a batch), ms; jobs",
             "alternated before and after, round by round (r1-r4), then three rounds of after alone on a quieter",
-            "machine (r5-r7); ratio: the p50 at the longest delay against none.", "",
+            "machine (r5-r7), and three more at BP(1) between boxes, the default since (r8-r10); ratio: the p50 at",
+            "the longest delay against none.", "",
             *table(["", *(f"{d:g} ms" for d in delays), "ratio"], ["---", *["---:"] * (len(delays) + 1)], net_body),
             *sources(["push.json"], [push])]
