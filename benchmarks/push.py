@@ -73,12 +73,13 @@ def network_rows(push: dict, ms) -> tuple[list[float], list[list[str]]]:
     net = {(side, key.rsplit(" ", 1)[1], r["delay_ms"]): r for side, runs in push["network"].items()
            for key, r in runs.items()}
     delays = sorted({k[2] for k in net})
-    # Each side's rounds in order, a side's rounds interleaved with the other's when both ran them (alternated).
-    rounds = sorted({(int(rnd[1:]), rnd, list(push["network"]).index(side), side) for side, rnd, _ in net})
+    # The rounds in number order (r10 after r9), a round's sides in the file's order (before, then after).
+    sides = list(push["network"])
+    rounds = sorted({(rnd, side) for side, rnd, _ in net}, key=lambda r: (int(r[0][1:]), sides.index(r[1])))
     return delays, [[f"{side} ({rnd})", *(f"{ms(mean(net[side, rnd, d], 'latency_ms'))} "
                                           f"({ms(mean(net[side, rnd, d], 'blocked_ms_per_batch'))})" for d in delays),
                      f"{mean(net[side, rnd, delays[-1]], 'latency_ms') / mean(net[side, rnd, 0.0], 'latency_ms'):.2f}x"]
-                    for _, rnd, _, side in rounds]
+                    for rnd, side in rounds]
 
 
 def local(a) -> dict:
