@@ -46,8 +46,9 @@ ReturnToService=2
 # small test network (clusters usually keep the default, 30 s). A cancelled job also stays
 # COMPLETING for about this long, so shorter makes the tests quicker.
 KillWait=15
-# `sbatch --wait` polls a job every 2 s while that is under a third of MinJobAge, else 8 s then 32 s (a
-# 10-second job took 42 s to be seen done at the default, 300): 6 keeps the poll at 2 s, and a record for 6 s.
+# `sbatch --wait` polls a job 2 s after submitting it, then at an interval that grows 4x while it is under
+# half of MinJobAge: 8 s, then 32 s at the default, 300 (a 10-second job took 42 s to be seen done). 6 holds
+# it at 8 s (a 5-second job seen done after 10 s), and keeps a finished job's record 6 s.
 MinJobAge=6
 SlurmdTimeout=30
 MessageTimeout=10
